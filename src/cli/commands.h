@@ -1,0 +1,19 @@
+// cli: the `reservoir` binary's subcommands, one file each. main.cc only dispatches; every
+// subcommand registers its flags on the CLI11 app and returns a process exit code
+// (0 ok, 1 the work failed, 2 usage).
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace rsv::cli {
+
+// Adds the subcommand to `app` and returns the action to run when it was chosen.
+using Action = std::function<int()>;
+Action AddVersion(CLI::App& app);
+Action AddScenario(CLI::App& app);
+
+}  // namespace rsv::cli

@@ -1,0 +1,28 @@
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <vector>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"reservoir: GPU capacity control plane (reservations + spot market)"};
+  app.require_subcommand(1);
+  std::vector<std::pair<CLI::App*, rsv::cli::Action>> actions;
+  auto add = [&](rsv::cli::Action (*adder)(CLI::App&)) {
+    size_t before = app.get_subcommands({}).size();
+    rsv::cli::Action action = adder(app);
+    actions.emplace_back(app.get_subcommands({})[before], std::move(action));
+  };
+  add(rsv::cli::AddVersion);
+  add(rsv::cli::AddScenario);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  for (auto& [sub, action] : actions) {
+    if (sub->parsed()) return action();
+  }
+  return 2;
+}

@@ -1,0 +1,218 @@
+// core/model: Reservoir's domain types (pools, nodes, tenants, reservations, jobs) and the
+// ClusterState that holds them. Plain data with lookups; no decisions live here (they are in
+// placement/, market/, reservation/ and scheduler/). Depends only on common/. Must never include
+// anything from server/, store/, agent/ or sim/.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/ids.h"
+#include "common/status.h"
+#include "common/units.h"
+
+namespace rsv {
+
+// Operator-set parameters of one pool (a set of nodes with the same GPU model).
+struct PoolConfig {
+  std::string name;
+  std::string gpu_model;
+  Money reserve_price = Money::Units(1);   // per GPU-hour; the spot price never goes below it
+  Money min_increment = Money::Micros(0);  // a bid must beat a running limit by this to preempt
+  Duration max_notice = Duration::Minutes(2);
+  Money reservation_base_price = Money::Units(2);  // per GPU-hour
+  // Reservation price = base * (1 + surge * booked fraction); 10000 = +100% when fully booked.
+  BasisPoints reservation_surge = 10000;
+  BasisPoints return_rate = 5000;     // share of the unused remainder credited on return
+  BasisPoints operator_share = 1000;  // share of revenue on lent GPUs kept by the operator
+  int32_t holdback_gpus = 0;          // ready GPUs the calendar never books
+
+  Status Validate() const;
+};
+
+struct Pool {
+  PoolId id;
+  PoolConfig config;
+};
+
+enum class NodeState { kReady, kDraining, kDown };
+std::string_view NodeStateName(NodeState s);
+
+inline constexpr int kMaxGpusPerNode = 64;
+
+struct Node {
+  NodeId id;
+  std::string name;
+  PoolId pool;
+  int32_t gpus = 0;
+  std::string topology;  // "zone-a/rack-3" (the node's own name is appended when shown)
+  NodeState state = NodeState::kReady;
+  std::vector<JobId> gpu_job;  // per GPU index: the job holding it, or invalid
+  int32_t rack = 0;            // interned ids of the topology parent and grandparent
+  int32_t zone = 0;
+};
+
+struct Tenant {
+  TenantId id;
+  std::string name;
+};
+
+struct Reservation {
+  ReservationId id;
+  TenantId tenant;
+  PoolId pool;
+  int32_t gpus = 0;
+  Timestamp start;
+  Timestamp end;  // exclusive; shrinks on return
+  bool lend = true;
+  Money price_per_gpu_hour;  // fixed at confirmation
+  Money charged;
+  bool activated = false;  // ReservationActivated emitted
+  bool ended = false;      // ReservationEnded emitted
+
+  bool ActiveAt(Timestamp t) const { return start <= t && t < end; }
+};
+
+enum class Tier { kReserved, kSpot, kAuto };
+std::string_view TierName(Tier t);
+Result<Tier> ParseTier(std::string_view s);
+
+enum class JobState { kPending, kStarting, kRunning, kPreempting, kSucceeded, kFailed, kCancelled };
+std::string_view JobStateName(JobState s);
+inline bool IsTerminal(JobState s) {
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled;
+}
+// States in which the job holds GPUs (and, on spot, is charged for them).
+inline bool HoldsGpus(JobState s) {
+  return s == JobState::kStarting || s == JobState::kRunning || s == JobState::kPreempting;
+}
+
+enum class DependencyKind { kAfterOk, kAfterAny };
+
+struct Dependency {
+  DependencyKind kind = DependencyKind::kAfterOk;
+  JobId job;
+};
+
+// What the user asked for. Immutable after submission.
+struct JobSpec {
+  std::string name;
+  TenantId tenant;
+  PoolId pool;
+  int32_t gpus = 1;
+  Tier tier = Tier::kSpot;
+  Money limit_price;  // per GPU-hour; spot and auto
+  // Reserved-tier jobs when their reservation ends: continue as spot at this limit, or (unset)
+  // stop and wait for capacity in a new reservation.
+  std::optional<Money> fallback_limit;
+  Duration notice = Duration::Seconds(30);  // time the job needs to checkpoint; capped by pool
+  int32_t max_restarts = -1;                // failures tolerated; -1 = unlimited requeues
+  std::vector<Dependency> dependencies;
+  std::string command;
+  std::vector<std::string> env;
+  std::string workdir;
+};
+
+// GPUs of one node held by a job, as a bit mask over the node's GPU indices.
+struct NodeSlice {
+  NodeId node;
+  uint64_t gpu_mask = 0;
+  bool operator==(const NodeSlice&) const = default;
+};
+
+struct Placement {
+  std::vector<NodeSlice> slices;
+  bool operator==(const Placement&) const = default;
+  int32_t GpuCount() const;
+};
+
+struct Job {
+  JobId id;
+  JobSpec spec;
+  Timestamp submitted;
+  JobState state = JobState::kPending;
+  int32_t attempt = 1;
+  int32_t failures = 0;
+  Tier running_as = Tier::kSpot;  // the tier this attempt runs under (auto resolves to one)
+  Money limit;                    // the live bid limit (spec limit, or fallback after a reservation)
+  Placement placement;            // while HoldsGpus(state)
+  Timestamp started;              // start of the current attempt
+  Timestamp last_checkpoint;      // reported by the job; start of attempt if never
+  Timestamp notice_deadline;      // while preempting
+  std::string preempt_reason;
+  Timestamp finished;
+  std::string end_reason;  // why a terminal job ended ("exit 1", "dependency 7 failed")
+};
+
+// Everything the scheduler decides over. Ids are dense: object with id k sits at index k-1.
+class ClusterState {
+ public:
+  Result<PoolId> AddPool(PoolConfig config);
+  // topology: "zone/rack" path of the node's parents (may be empty or one level).
+  Result<NodeId> AddNode(std::string name, PoolId pool, int32_t gpus, std::string topology);
+  Result<TenantId> AddTenant(std::string name);
+
+  Pool& pool(PoolId id) { return pools_[id.value() - 1]; }
+  const Pool& pool(PoolId id) const { return pools_[id.value() - 1]; }
+  Node& node(NodeId id) { return nodes_[id.value() - 1]; }
+  const Node& node(NodeId id) const { return nodes_[id.value() - 1]; }
+  const Tenant& tenant(TenantId id) const { return tenants_[id.value() - 1]; }
+  Job& job(JobId id) { return jobs_[id.value() - 1]; }
+  const Job& job(JobId id) const { return jobs_[id.value() - 1]; }
+  Reservation& reservation(ReservationId id) { return reservations_[id.value() - 1]; }
+  const Reservation& reservation(ReservationId id) const {
+    return reservations_[id.value() - 1];
+  }
+
+  bool HasPool(PoolId id) const { return id.valid() && id.value() <= pools_.size(); }
+  bool HasNode(NodeId id) const { return id.valid() && id.value() <= nodes_.size(); }
+  bool HasTenant(TenantId id) const { return id.valid() && id.value() <= tenants_.size(); }
+  bool HasJob(JobId id) const { return id.valid() && id.value() <= jobs_.size(); }
+  bool HasReservation(ReservationId id) const {
+    return id.valid() && id.value() <= reservations_.size();
+  }
+
+  std::optional<PoolId> FindPool(std::string_view name) const;
+  std::optional<NodeId> FindNode(std::string_view name) const;
+  std::optional<TenantId> FindTenant(std::string_view name) const;
+
+  const std::vector<Pool>& pools() const { return pools_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  std::vector<Node>& mutable_nodes() { return nodes_; }
+  const std::vector<Tenant>& tenants() const { return tenants_; }
+  const std::vector<Job>& jobs() const { return jobs_; }
+  const std::vector<Reservation>& reservations() const { return reservations_; }
+  std::vector<Reservation>& mutable_reservations() { return reservations_; }
+  const std::vector<NodeId>& pool_nodes(PoolId id) const { return pool_nodes_[id.value() - 1]; }
+
+  JobId AddJob(Job job);  // assigns the id
+  ReservationId AddReservation(Reservation r);
+
+  // Ready GPUs of a pool right now.
+  int32_t ReadyGpus(PoolId pool) const;
+  // GPUs of the tenant's reservations in the pool active at `now`, and those with lend=false.
+  int32_t ActiveReservedGpus(TenantId tenant, PoolId pool, Timestamp now) const;
+  // Number of distinct racks / zones interned so far (topology domain ids are 0..n-1).
+  int32_t rack_count() const { return static_cast<int32_t>(rack_names_.size()); }
+  int32_t zone_count() const { return static_cast<int32_t>(zone_names_.size()); }
+
+ private:
+  std::vector<Pool> pools_;
+  std::vector<Node> nodes_;
+  std::vector<Tenant> tenants_;
+  std::vector<Job> jobs_;
+  std::vector<Reservation> reservations_;
+  std::vector<std::vector<NodeId>> pool_nodes_;
+  std::map<std::string, PoolId, std::less<>> pool_by_name_;
+  std::map<std::string, NodeId, std::less<>> node_by_name_;
+  std::map<std::string, TenantId, std::less<>> tenant_by_name_;
+  std::map<std::string, int32_t, std::less<>> rack_ids_;
+  std::map<std::string, int32_t, std::less<>> zone_ids_;
+  std::vector<std::string> rack_names_;
+  std::vector<std::string> zone_names_;
+};
+
+}  // namespace rsv

@@ -1,0 +1,56 @@
+#include "ledger/ledger.h"
+
+namespace rsv {
+
+std::string_view EntryKindName(EntryKind k) {
+  switch (k) {
+    case EntryKind::kSpotCharge: return "spot_charge";
+    case EntryKind::kReservationCharge: return "reservation_charge";
+    case EntryKind::kReturnCredit: return "return_credit";
+  }
+  return "?";
+}
+
+Status Ledger::Post(LedgerEntry entry) {
+  Money sum;
+  for (const Posting& p : entry.postings) sum += p.amount;
+  if (sum != Money()) {
+    return Internal("ledger entry does not balance: postings sum to " + sum.ToString());
+  }
+  for (const Posting& p : entry.postings) {
+    if (p.account.is_operator()) {
+      operator_balance_ += p.amount;
+      continue;
+    }
+    size_t t = p.account.tenant.value();
+    if (tenant_balance_.size() <= t) tenant_balance_.resize(t + 1);
+    tenant_balance_[t] += p.amount;
+    if (entry.kind == EntryKind::kSpotCharge && entry.job.valid() && p.amount < Money()) {
+      size_t j = entry.job.value();
+      if (job_charged_.size() <= j) job_charged_.resize(j + 1);
+      job_charged_[j] -= p.amount;
+    }
+  }
+  entry.seq = next_seq_++;
+  if (keep_entries_) entries_.push_back(std::move(entry));
+  return Status::Ok();
+}
+
+Money Ledger::Balance(Account a) const {
+  if (a.is_operator()) return operator_balance_;
+  size_t t = a.tenant.value();
+  return t < tenant_balance_.size() ? tenant_balance_[t] : Money();
+}
+
+Money Ledger::Sum() const {
+  Money s = operator_balance_;
+  for (Money m : tenant_balance_) s += m;
+  return s;
+}
+
+Money Ledger::ChargedForJob(JobId job) const {
+  size_t j = job.value();
+  return j < job_charged_.size() ? job_charged_[j] : Money();
+}
+
+}  // namespace rsv

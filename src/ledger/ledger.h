@@ -1,0 +1,67 @@
+// ledger: double-entry accounting of Reservoir's money. Every entry's postings sum to zero, so
+// the whole ledger always does. Owns accounts (one per tenant, one for the operator), balances,
+// per-job charge totals and the entry journal. Amounts are computed by the scheduler from
+// integer prices; the ledger only refuses entries that do not balance.
+// Depends on core/ and common/ only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/ids.h"
+#include "common/status.h"
+#include "common/units.h"
+
+namespace rsv {
+
+// An account: a tenant's, or the operator's (tenant id invalid).
+struct Account {
+  TenantId tenant;
+  static Account Operator() { return Account{}; }
+  static Account Of(TenantId t) { return Account{t}; }
+  bool is_operator() const { return !tenant.valid(); }
+  auto operator<=>(const Account&) const = default;
+};
+
+struct Posting {
+  Account account;
+  Money amount;  // positive: credit to the account; negative: charge
+};
+
+enum class EntryKind { kSpotCharge, kReservationCharge, kReturnCredit };
+std::string_view EntryKindName(EntryKind k);
+
+struct LedgerEntry {
+  int64_t seq = 0;
+  Timestamp at;
+  EntryKind kind = EntryKind::kSpotCharge;
+  PoolId pool;
+  JobId job;                  // spot charge of one job
+  ReservationId reservation;  // reservation charge or return credit
+  std::vector<Posting> postings;
+};
+
+class Ledger {
+ public:
+  // Refuses (and changes nothing) when the postings do not sum to zero.
+  Status Post(LedgerEntry entry);
+
+  Money Balance(Account a) const;
+  Money Sum() const;  // of all balances; zero unless something is badly wrong
+  // Total charged to a job's tenant for that job's spot time.
+  Money ChargedForJob(JobId job) const;
+  const std::vector<LedgerEntry>& entries() const { return entries_; }
+  // The simulator posts millions of charges; it may keep only balances.
+  void set_keep_entries(bool keep) { keep_entries_ = keep; }
+
+ private:
+  std::vector<LedgerEntry> entries_;
+  std::vector<Money> tenant_balance_;  // index = tenant id
+  Money operator_balance_;
+  std::vector<Money> job_charged_;  // index = job id
+  int64_t next_seq_ = 1;
+  bool keep_entries_ = true;
+};
+
+}  // namespace rsv

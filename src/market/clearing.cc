@@ -1,0 +1,426 @@
+#include "market/clearing.h"
+
+#include <algorithm>
+#include <bit>
+#include <map>
+#include <tuple>
+
+namespace rsv {
+
+bool RanksAhead(const Bid& a, const Bid& b) {
+  if (a.limit != b.limit) return a.limit > b.limit;
+  bool ha = a.running || a.preempting, hb = b.running || b.preempting;
+  if (ha != hb) return ha;
+  if (a.submitted != b.submitted) return a.submitted < b.submitted;
+  return a.job < b.job;
+}
+
+void SortByRank(std::vector<Bid>& bids) { std::sort(bids.begin(), bids.end(), RanksAhead); }
+
+Duration LostWork(const Bid& b, Timestamp now) {
+  Timestamp since = std::max(b.started, b.last_checkpoint);
+  return since < now ? now - since : Duration();
+}
+
+bool VictimBefore(const Bid& a, const Bid& b, Timestamp now) {
+  if (a.limit != b.limit) return a.limit < b.limit;
+  Duration la = LostWork(a, now), lb = LostWork(b, now);
+  if (la != lb) return la < lb;
+  if (a.started != b.started) return a.started > b.started;
+  return a.job > b.job;
+}
+
+namespace {
+
+// The cost of a victim set: the highest limit stopped, then how many jobs, then the work they
+// lose, then where the gang lands, then the ids (a total order, so the choice is unique).
+struct SetCost {
+  Money max_limit;
+  int32_t count = 0;
+  int64_t lost_us = 0;
+  int32_t first_node = 0;
+  std::vector<uint32_t> ids;  // sorted
+
+  bool operator<(const SetCost& o) const {
+    return std::tie(max_limit, count, lost_us, first_node, ids) <
+           std::tie(o.max_limit, o.count, o.lost_us, o.first_node, o.ids);
+  }
+};
+
+// Candidates indexed by job id for O(1) "may this GPU's holder be stopped?".
+class CandidateIndex {
+ public:
+  explicit CandidateIndex(const std::vector<Bid>& candidates) : candidates_(candidates) {
+    uint32_t max_id = 0;
+    for (const Bid& b : candidates) max_id = std::max(max_id, b.job.value());
+    index_.assign(max_id + 1, -1);
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      index_[candidates[i].job.value()] = static_cast<int32_t>(i);
+    }
+  }
+  const Bid* Find(JobId job) const {
+    if (!job.valid() || job.value() >= index_.size()) return nullptr;
+    int32_t i = index_[job.value()];
+    return i < 0 ? nullptr : &candidates_[i];
+  }
+
+ private:
+  const std::vector<Bid>& candidates_;
+  std::vector<int32_t> index_;
+};
+
+struct NodeVictim {
+  const Bid* bid;
+  uint64_t mask;  // its GPUs on this node
+};
+
+// Victims holding GPUs on a node that `base` does not already count as free.
+std::vector<NodeVictim> VictimsOnNode(const Node& node, uint64_t free, const CandidateIndex& idx) {
+  std::vector<NodeVictim> out;
+  for (int32_t g = 0; g < node.gpus; ++g) {
+    if ((free >> g) & 1) continue;
+    const Bid* b = idx.Find(node.gpu_job[g]);
+    if (!b) continue;
+    auto it = std::find_if(out.begin(), out.end(), [&](const NodeVictim& v) { return v.bid == b; });
+    if (it == out.end()) {
+      out.push_back(NodeVictim{b, uint64_t{1} << g});
+    } else {
+      it->mask |= uint64_t{1} << g;
+    }
+  }
+  return out;
+}
+
+SetCost CostOfSet(const std::vector<const Bid*>& set, int32_t first_node, Timestamp now) {
+  SetCost c;
+  c.count = static_cast<int32_t>(set.size());
+  c.first_node = first_node;
+  for (const Bid* b : set) {
+    c.max_limit = std::max(c.max_limit, b->limit);
+    c.lost_us += LostWork(*b, now).micros();
+    c.ids.push_back(b->job.value());
+  }
+  std::sort(c.ids.begin(), c.ids.end());
+  return c;
+}
+
+int32_t GpusOf(const std::vector<const Bid*>& set) {
+  int32_t n = 0;
+  for (const Bid* b : set) n += b->gpus;
+  return n;
+}
+
+constexpr size_t kMaxEnumeratedVictims = 12;
+
+// Best victim subset on one node for a single-node gang, or nullopt.
+std::optional<std::pair<SetCost, uint64_t>> BestOnNode(const std::vector<NodeVictim>& victims,
+                                                       uint64_t free, int32_t gpus,
+                                                       int32_t budget_needed, int32_t local,
+                                                       Timestamp now) {
+  std::optional<std::pair<SetCost, uint64_t>> best;
+  auto consider = [&](const std::vector<const Bid*>& set, uint64_t avail) {
+    if (std::popcount(avail) < gpus || GpusOf(set) < budget_needed) return;
+    SetCost c = CostOfSet(set, local, now);
+    if (!best || c < best->first) best = std::make_pair(std::move(c), avail);
+  };
+  if (victims.size() <= kMaxEnumeratedVictims) {
+    std::vector<const Bid*> set;
+    for (uint32_t m = 1; m < (1u << victims.size()); ++m) {
+      set.clear();
+      uint64_t avail = free;
+      for (size_t i = 0; i < victims.size(); ++i) {
+        if (m & (1u << i)) {
+          set.push_back(victims[i].bid);
+          avail |= victims[i].mask;
+        }
+      }
+      consider(set, avail);
+    }
+    return best;
+  }
+  // Many small jobs on one large node: take victims in victim order until the gang fits.
+  std::vector<NodeVictim> order = victims;
+  std::sort(order.begin(), order.end(), [&](const NodeVictim& a, const NodeVictim& b) {
+    return VictimBefore(*a.bid, *b.bid, now);
+  });
+  std::vector<const Bid*> set;
+  uint64_t avail = free;
+  for (const NodeVictim& v : order) {
+    if (std::popcount(avail) >= gpus && GpusOf(set) >= budget_needed) break;
+    set.push_back(v.bid);
+    avail |= v.mask;
+  }
+  consider(set, avail);
+  return best;
+}
+
+std::optional<VictimChoice> FindVictimsMulti(const ClusterState& state, const FreeMap& base,
+                                             const CandidateIndex& idx, int32_t gpus,
+                                             int32_t budget_needed, Timestamp now) {
+  const int32_t size = base.largest_node();
+  const int32_t k = gpus / size;
+  struct Clearable {
+    int32_t local;
+    std::vector<const Bid*> victims;
+    SetCost cost;
+  };
+  std::vector<Clearable> nodes;
+  for (int32_t i = 0; i < base.node_count(); ++i) {
+    NodeId id = base.node_id(i);
+    if (!base.ready(id) || base.capacity(id) != size) continue;
+    const Node& nd = state.node(id);
+    uint64_t free = base.free_mask(id);
+    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, idx);
+    uint64_t avail = free;
+    std::vector<const Bid*> set;
+    for (const NodeVictim& v : vs) {
+      avail |= v.mask;
+      set.push_back(v.bid);
+    }
+    if (std::popcount(avail) < size) continue;
+    SetCost c = CostOfSet(set, i, now);
+    nodes.push_back(Clearable{i, std::move(set), std::move(c)});
+  }
+  std::sort(nodes.begin(), nodes.end(),
+            [](const Clearable& a, const Clearable& b) { return a.cost < b.cost; });
+  // Choose the k cheapest clearable nodes inside one rack, else one zone, else anywhere.
+  auto pick = [&](auto domain_of) -> std::optional<std::pair<SetCost, std::vector<int32_t>>> {
+    std::map<int32_t, std::vector<const Clearable*>> by_domain;
+    for (const Clearable& c : nodes) {
+      auto& v = by_domain[domain_of(state.node(base.node_id(c.local)))];
+      if (static_cast<int32_t>(v.size()) < k) v.push_back(&c);
+    }
+    std::optional<std::pair<SetCost, std::vector<int32_t>>> best;
+    for (const auto& [domain, chosen] : by_domain) {
+      if (static_cast<int32_t>(chosen.size()) < k) continue;
+      std::vector<const Bid*> all;
+      std::vector<int32_t> locals;
+      for (const Clearable* c : chosen) {
+        locals.push_back(c->local);
+        for (const Bid* b : c->victims) {
+          if (std::find(all.begin(), all.end(), b) == all.end()) all.push_back(b);
+        }
+      }
+      if (GpusOf(all) < budget_needed) continue;
+      std::sort(locals.begin(), locals.end());
+      SetCost cost = CostOfSet(all, locals.front(), now);
+      if (!best || cost < best->first) best = std::make_pair(std::move(cost), std::move(locals));
+    }
+    return best;
+  };
+  auto chosen = pick([](const Node& n) { return n.rack; });
+  if (!chosen) chosen = pick([](const Node& n) { return n.zone; });
+  if (!chosen) chosen = pick([](const Node&) { return 0; });
+  if (!chosen) return std::nullopt;
+  VictimChoice out;
+  for (uint32_t id : chosen->first.ids) out.victims.push_back(JobId(id));
+  for (int32_t local : chosen->second) {
+    NodeId id = base.node_id(local);
+    out.placement.slices.push_back(NodeSlice{id, size >= 64 ? ~uint64_t{0} : (uint64_t{1} << size) - 1});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap& base,
+                                        const std::vector<Bid>& candidates, int32_t gpus,
+                                        int32_t budget_needed, Timestamp now) {
+  std::string reason;
+  if (!base.Feasible(gpus, &reason)) return std::nullopt;
+  CandidateIndex idx(candidates);
+  if (gpus > base.largest_node()) {
+    return FindVictimsMulti(state, base, idx, gpus, budget_needed, now);
+  }
+  std::optional<std::pair<SetCost, uint64_t>> best;
+  NodeId best_node;
+  for (int32_t i = 0; i < base.node_count(); ++i) {
+    NodeId id = base.node_id(i);
+    if (!base.ready(id)) continue;
+    uint64_t free = base.free_mask(id);
+    const Node& nd = state.node(id);
+    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, idx);
+    if (vs.empty()) continue;
+    int32_t reachable = std::popcount(free);
+    for (const NodeVictim& v : vs) reachable += std::popcount(v.mask);
+    if (reachable < gpus) continue;
+    auto here = BestOnNode(vs, free, gpus, budget_needed, i, now);
+    if (here && (!best || here->first < best->first)) {
+      best = std::move(here);
+      best_node = id;
+    }
+  }
+  if (!best) return std::nullopt;
+  VictimChoice out;
+  for (uint32_t id : best->first.ids) out.victims.push_back(JobId(id));
+  out.placement.slices.push_back(NodeSlice{best_node, LowestBits(best->second, gpus)});
+  return out;
+}
+
+std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, const FreeMap& base,
+                                                  const std::vector<Bid>& candidates,
+                                                  int32_t gpus, int32_t budget_needed,
+                                                  Timestamp now) {
+  std::optional<std::pair<SetCost, std::pair<NodeId, uint64_t>>> best;
+  const size_t n = candidates.size();
+  for (uint32_t m = 1; m < (1u << n); ++m) {
+    std::vector<const Bid*> set;
+    for (size_t i = 0; i < n; ++i) {
+      if (m & (1u << i)) set.push_back(&candidates[i]);
+    }
+    if (GpusOf(set) < budget_needed) continue;
+    for (int32_t i = 0; i < base.node_count(); ++i) {
+      NodeId id = base.node_id(i);
+      if (!base.ready(id) || base.capacity(id) < gpus) continue;
+      const Node& nd = state.node(id);
+      uint64_t avail = base.free_mask(id);
+      for (int32_t g = 0; g < nd.gpus; ++g) {
+        for (const Bid* b : set) {
+          if (nd.gpu_job[g] == b->job) avail |= uint64_t{1} << g;
+        }
+      }
+      if (std::popcount(avail) < gpus) continue;
+      SetCost c = CostOfSet(set, i, now);
+      if (!best || c < best->first) best = std::make_pair(std::move(c), std::make_pair(id, avail));
+    }
+  }
+  if (!best) return std::nullopt;
+  VictimChoice out;
+  for (uint32_t id : best->first.ids) out.victims.push_back(JobId(id));
+  out.placement.slices.push_back(
+      NodeSlice{best->second.first, LowestBits(best->second.second, gpus)});
+  return out;
+}
+
+ClearingResult Clear(const std::vector<Bid>& book, Supply s, Timestamp now) {
+  ClearingResult r;
+  const MarketParams& p = s.params;
+  int32_t committed = 0;  // GPUs of running jobs kept plus bids started or holding a claim
+  int32_t held = 0;       // GPUs physically held by spot jobs now (plus those started)
+  std::optional<Money> lowest_holder;
+  std::vector<const Bid*> running;  // kept running jobs, in rank order
+  for (const Bid& b : book) {
+    if (b.running || b.preempting) {
+      held += b.gpus;
+      lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
+    }
+    if (b.running) {
+      committed += b.gpus;
+      running.push_back(&b);
+    }
+  }
+  std::vector<uint8_t> noticed(running.size(), 0);
+  // Supply shrank below what runs (an owner stopped lending): the lowest-ranked go first.
+  for (size_t i = running.size(); i-- > 0 && committed > s.budget;) {
+    noticed[i] = 1;
+    committed -= running[i]->gpus;
+    r.notices.push_back(Notice{running[i]->job, JobId(), "supply"});
+    s.soon.Release(*running[i]->placement);
+  }
+
+  // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first.
+  std::vector<size_t> by_limit;
+  for (size_t i = 0; i < running.size(); ++i) {
+    if (!noticed[i]) by_limit.push_back(i);
+  }
+  std::sort(by_limit.begin(), by_limit.end(),
+            [&](size_t a, size_t b) { return running[a]->limit < running[b]->limit; });
+  size_t cheapest = 0;  // first entry of by_limit not yet noticed
+  auto lowest_candidate = [&]() -> std::optional<Money> {
+    while (cheapest < by_limit.size() && noticed[by_limit[cheapest]]) ++cheapest;
+    if (cheapest == by_limit.size()) return std::nullopt;
+    return running[by_limit[cheapest]]->limit;
+  };
+
+  // Within one cycle free GPUs only shrink, so a size that failed fails for every larger gang.
+  int32_t free_fail = INT32_MAX;
+  int32_t soon_fail = INT32_MAX;
+  int32_t preempt_fail = INT32_MAX;  // later bids have lower limits: fewer candidates
+  bool any_soon = s.soon.free_gpus() > s.free.free_gpus();
+  for (const Bid& b : book) {
+    if (b.running || b.preempting) continue;
+    std::string why;
+    if (!s.free.Feasible(b.gpus, &why)) {
+      r.infeasible.push_back(b.job);
+      continue;
+    }
+    if (b.limit < p.reserve_price) {
+      r.unplaced.push_back(b.job);
+      continue;
+    }
+    if (committed + b.gpus <= s.budget) {
+      if (b.gpus < free_fail) {
+        PlaceResult pr = s.free.Place(b.gpus);
+        if (pr.outcome == PlaceOutcome::kPlaced && held + b.gpus <= s.budget) {
+          s.free.Occupy(pr.placement);
+          s.soon.Occupy(pr.placement);
+          committed += b.gpus;
+          held += b.gpus;
+          lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
+          r.starts.push_back(Start{b.job, std::move(pr.placement)});
+          continue;
+        }
+        if (pr.outcome != PlaceOutcome::kPlaced) free_fail = b.gpus;
+      }
+      if (any_soon && b.gpus < soon_fail) {
+        PlaceResult pr = s.soon.Place(b.gpus);
+        if (pr.outcome == PlaceOutcome::kPlaced) {
+          s.soon.Occupy(pr.placement);
+          s.free.Occupy(pr.placement);
+          committed += b.gpus;
+          r.waiting.push_back(b.job);
+          continue;
+        }
+        soon_fail = b.gpus;
+      }
+    }
+    // Preempt only jobs whose limit this bid beats by the minimum increment.
+    std::optional<Money> low = lowest_candidate();
+    if (low && b.limit - p.min_increment >= *low && b.gpus < preempt_fail) {
+      std::vector<Bid> candidates;
+      for (size_t k = cheapest; k < by_limit.size(); ++k) {
+        size_t i = by_limit[k];
+        if (running[i]->limit > b.limit - p.min_increment) break;
+        if (!noticed[i]) candidates.push_back(*running[i]);
+      }
+      int32_t budget_needed = std::max(0, committed + b.gpus - s.budget);
+      std::optional<VictimChoice> vc =
+          FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now);
+      if (vc) {
+        for (JobId v : vc->victims) {
+          for (size_t i = 0; i < running.size(); ++i) {
+            if (running[i]->job == v && !noticed[i]) {
+              noticed[i] = 1;
+              committed -= running[i]->gpus;
+              s.soon.Release(*running[i]->placement);
+            }
+          }
+          r.notices.push_back(Notice{v, b.job, "outbid"});
+        }
+        s.soon.Occupy(vc->placement);
+        s.free.Occupy(vc->placement);
+        committed += b.gpus;
+        r.waiting.push_back(b.job);
+        any_soon = true;
+        soon_fail = INT32_MAX;  // the victims' leftover GPUs may fit gangs that failed before
+        preempt_fail = INT32_MAX;
+        continue;
+      }
+      preempt_fail = b.gpus;
+    }
+    r.unplaced.push_back(b.job);
+    if (!r.highest_unplaced) r.highest_unplaced = b.limit;
+  }
+  r.price = ClearingPrice(p.reserve_price, r.highest_unplaced, lowest_holder);
+  return r;
+}
+
+Money ClearingPrice(Money reserve, std::optional<Money> highest_unplaced,
+                    std::optional<Money> lowest_holder) {
+  Money price = reserve;
+  if (highest_unplaced && *highest_unplaced > price) price = *highest_unplaced;
+  if (lowest_holder && *lowest_holder < price) price = *lowest_holder;
+  return price;
+}
+
+}  // namespace rsv

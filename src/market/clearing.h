@@ -1,0 +1,105 @@
+// market: the spot auction of one pool, as pure functions. Owns bid ranking, the uniform
+// clearing price, admission in rank order while bids can be placed, and victim selection
+// (which running spot jobs get notice so a higher bid or a reserved job can be placed).
+// Data in, data out, time as an argument: Clear(book, supply, now) reads no clock and keeps no
+// state. Depends on placement/, core/ and common/; never on scheduler/, server/, store/ or sim/.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/model.h"
+#include "placement/placement.h"
+
+namespace rsv {
+
+// One spot job in the order book: a pending bid or a running job defending its GPUs.
+struct Bid {
+  JobId job;
+  Money limit;
+  Timestamp submitted;
+  int32_t gpus = 0;
+  bool running = false;     // holds GPUs (running or starting)
+  bool preempting = false;  // holds GPUs but has notice; frees them soon
+  const Placement* placement = nullptr;  // when running or preempting
+  Timestamp started;
+  Timestamp last_checkpoint;
+};
+
+// Rank order: higher limit first; at equal limits a job holding GPUs ahead of a pending one,
+// then earlier submission, then lower id.
+bool RanksAhead(const Bid& a, const Bid& b);
+void SortByRank(std::vector<Bid>& bids);
+
+// Work a victim would lose if stopped now: time since its last checkpoint (or its start).
+Duration LostWork(const Bid& b, Timestamp now);
+
+// Victim order: lowest limit first; among equals the one that loses the least work, then the
+// most recently started, then the highest id.
+bool VictimBefore(const Bid& a, const Bid& b, Timestamp now);
+
+struct MarketParams {
+  Money reserve_price;
+  Money min_increment;
+};
+
+// What the spot market may use in this pool right now.
+struct Supply {
+  const ClusterState* state = nullptr;  // nodes' GPU holders (for victim search)
+  PoolId pool;
+  FreeMap free;        // GPUs free now that spot may take (claims of reserved jobs removed)
+  FreeMap soon;        // `free` plus GPUs of jobs under notice not yet claimed
+  int32_t budget = 0;  // GPUs spot may hold in total (ready − reserved use − unlent idle)
+  MarketParams params;
+};
+
+struct Notice {
+  JobId victim;
+  JobId beneficiary;   // the bid or reserved job that needs its GPUs; invalid for "supply"
+  std::string reason;  // "outbid", "reclaim", "supply"
+};
+
+struct Start {
+  JobId job;
+  Placement placement;
+};
+
+struct ClearingResult {
+  Money price;
+  std::optional<Money> highest_unplaced;  // the bid that set the price, if any did
+  std::vector<Start> starts;              // placed on free GPUs: start now
+  std::vector<JobId> waiting;             // holds a claim on GPUs being freed: starts later
+  std::vector<Notice> notices;
+  std::vector<JobId> unplaced;            // no room (sets the price)
+  std::vector<JobId> infeasible;          // can never fit this pool as it is (no price effect)
+};
+
+// Clearing price = max(reserve, highest unplaced limit), capped at the lowest limit among spot
+// jobs holding GPUs (so every one of them pays the same price, never above its limit).
+Money ClearingPrice(Money reserve, std::optional<Money> highest_unplaced,
+                    std::optional<Money> lowest_holder);
+
+// The book must be in rank order (SortByRank). Deterministic: same inputs, same result.
+ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now);
+
+// Victim search for one gang. `candidates` are the running jobs that may be stopped (limit
+// already filtered by the caller), `base` the GPUs available without stopping anyone; victims
+// must also free at least `budget_needed` GPUs of the spot budget. Returns the chosen victims
+// and where the gang would go, or nullopt when no set of candidates makes it placeable.
+struct VictimChoice {
+  std::vector<JobId> victims;
+  Placement placement;
+};
+std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap& base,
+                                        const std::vector<Bid>& candidates, int32_t gpus,
+                                        int32_t budget_needed, Timestamp now);
+
+// Reference victim search by enumerating every subset of candidates (tests, ≤ 12 candidates).
+std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, const FreeMap& base,
+                                                  const std::vector<Bid>& candidates,
+                                                  int32_t gpus, int32_t budget_needed,
+                                                  Timestamp now);
+
+}  // namespace rsv

@@ -1,0 +1,318 @@
+#include "placement/placement.h"
+
+#include <algorithm>
+#include <bit>
+#include <map>
+
+namespace rsv {
+
+void DenseSet::Resize(int32_t n) {
+  n_ = n;
+  words_.assign((n + 63) / 64 + 1, 0);
+  summary_.assign(words_.size() / 64 + 1, 0);
+  size_ = 0;
+}
+
+void DenseSet::Insert(int32_t i) {
+  uint64_t bit = uint64_t{1} << (i & 63);
+  uint64_t& w = words_[i >> 6];
+  if (w & bit) return;
+  w |= bit;
+  summary_[i >> 12] |= uint64_t{1} << ((i >> 6) & 63);
+  ++size_;
+}
+
+void DenseSet::Erase(int32_t i) {
+  uint64_t bit = uint64_t{1} << (i & 63);
+  uint64_t& w = words_[i >> 6];
+  if (!(w & bit)) return;
+  w &= ~bit;
+  if (w == 0) summary_[i >> 12] &= ~(uint64_t{1} << ((i >> 6) & 63));
+  --size_;
+}
+
+int32_t DenseSet::NextFrom(int32_t i) const {
+  if (i >= n_ || size_ == 0) return -1;
+  int32_t wi = i >> 6;
+  uint64_t w = words_[wi] & (~uint64_t{0} << (i & 63));
+  if (w) return (wi << 6) + std::countr_zero(w);
+  // Find the next non-empty word through the summary.
+  int32_t next_word = wi + 1;
+  int32_t si = next_word >> 6;
+  if (si >= static_cast<int32_t>(summary_.size())) return -1;
+  uint64_t s = summary_[si] & ((next_word & 63) ? (~uint64_t{0} << (next_word & 63)) : ~uint64_t{0});
+  while (true) {
+    if (s) {
+      int32_t word = (si << 6) + std::countr_zero(s);
+      return (word << 6) + std::countr_zero(words_[word]);
+    }
+    if (++si >= static_cast<int32_t>(summary_.size())) return -1;
+    s = summary_[si];
+  }
+}
+
+std::string_view PlaceOutcomeName(PlaceOutcome o) {
+  switch (o) {
+    case PlaceOutcome::kPlaced: return "placed";
+    case PlaceOutcome::kWait: return "wait";
+    case PlaceOutcome::kInfeasible: return "infeasible";
+  }
+  return "?";
+}
+
+int64_t ScoreNode(int32_t free, int32_t capacity, int32_t gpus) {
+  return (free < capacity ? kKeepWholeWeight : 0) + (kMaxGpusPerNode - (free - gpus));
+}
+
+uint64_t LowestBits(uint64_t mask, int32_t gpus) {
+  uint64_t out = 0;
+  for (int32_t k = 0; k < gpus && mask; ++k) {
+    uint64_t bit = mask & (~mask + 1);
+    out |= bit;
+    mask &= mask - 1;
+  }
+  return out;
+}
+
+static uint64_t AllBits(int32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
+
+FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
+  const std::vector<NodeId>& ids = state.pool_nodes(pool);
+  ids_ = ids;
+  if (!ids_.empty()) {
+    first_id_ = ids_.front().value();
+    local_of_.assign(ids_.back().value() - first_id_ + 1, -1);
+  }
+  int32_t n = static_cast<int32_t>(ids_.size());
+  free_.assign(n, 0);
+  capacity_.assign(n, 0);
+  rack_.assign(n, 0);
+  zone_.assign(n, 0);
+  ready_.assign(n, 0);
+  partial_.resize(kMaxGpusPerNode + 1);
+  whole_.resize(kMaxGpusPerNode + 1);
+  for (DenseSet& s : partial_) s.Resize(n);
+  for (DenseSet& s : whole_) s.Resize(n);
+  for (int32_t i = 0; i < n; ++i) {
+    const Node& nd = state.node(ids_[i]);
+    local_of_[ids_[i].value() - first_id_] = i;
+    capacity_[i] = nd.gpus;
+    rack_[i] = nd.rack;
+    zone_[i] = nd.zone;
+    uint64_t mask = 0;
+    for (int32_t g = 0; g < nd.gpus; ++g) {
+      if (!nd.gpu_job[g].valid()) mask |= uint64_t{1} << g;
+    }
+    free_[i] = mask;
+    ready_[i] = nd.state == NodeState::kReady;
+    if (ready_[i]) {
+      total_free_ += std::popcount(mask);
+      largest_ = std::max(largest_, nd.gpus);
+    }
+    Index(i);
+  }
+}
+
+void FreeMap::Unindex(int32_t i) {
+  if (!ready_[i]) return;
+  int32_t f = std::popcount(free_[i]);
+  if (f == capacity_[i]) {
+    whole_[f].Erase(i);
+  } else if (f > 0) {
+    partial_[f].Erase(i);
+  }
+}
+
+void FreeMap::Index(int32_t i) {
+  if (!ready_[i]) return;
+  int32_t f = std::popcount(free_[i]);
+  if (f == capacity_[i]) {
+    whole_[f].Insert(i);
+  } else if (f > 0) {
+    partial_[f].Insert(i);
+  }
+}
+
+void FreeMap::Occupy(const Placement& p) {
+  for (const NodeSlice& s : p.slices) {
+    int32_t i = Local(s.node);
+    Unindex(i);
+    if (ready_[i]) total_free_ -= std::popcount(free_[i] & s.gpu_mask);
+    free_[i] &= ~s.gpu_mask;
+    Index(i);
+  }
+}
+
+void FreeMap::Release(const Placement& p) {
+  for (const NodeSlice& s : p.slices) {
+    int32_t i = Local(s.node);
+    Unindex(i);
+    uint64_t add = s.gpu_mask & ~free_[i] & AllBits(capacity_[i]);
+    free_[i] |= add;
+    if (ready_[i]) total_free_ += std::popcount(add);
+    Index(i);
+  }
+}
+
+void FreeMap::SetReady(NodeId node, bool ready) {
+  int32_t i = Local(node);
+  if (static_cast<bool>(ready_[i]) == ready) return;
+  Unindex(i);
+  ready_[i] = ready;
+  total_free_ += (ready ? 1 : -1) * std::popcount(free_[i]);
+  Index(i);
+  largest_ = 0;
+  for (int32_t k = 0; k < node_count(); ++k) {
+    if (ready_[k]) largest_ = std::max(largest_, capacity_[k]);
+  }
+}
+
+bool FreeMap::Feasible(int32_t gpus, std::string* reason) const {
+  if (gpus <= 0) {
+    *reason = "a gang needs at least one GPU";
+    return false;
+  }
+  if (largest_ == 0) {
+    *reason = "the pool has no ready nodes";
+    return false;
+  }
+  if (gpus <= largest_) return true;
+  if (gpus % largest_ != 0) {
+    *reason = "a multi-node gang uses whole nodes: " + std::to_string(gpus) +
+              " GPUs is not a multiple of the node size " + std::to_string(largest_);
+    return false;
+  }
+  int32_t nodes = 0;
+  for (int32_t i = 0; i < node_count(); ++i) nodes += ready_[i] && capacity_[i] == largest_;
+  if (gpus / largest_ > nodes) {
+    *reason = "needs " + std::to_string(gpus / largest_) + " whole nodes of " +
+              std::to_string(largest_) + " GPUs; the pool has " + std::to_string(nodes) + " ready";
+    return false;
+  }
+  return true;
+}
+
+PlaceResult FreeMap::Place(int32_t gpus) const {
+  PlaceResult r;
+  if (!Feasible(gpus, &r.reason)) {
+    r.outcome = PlaceOutcome::kInfeasible;
+    return r;
+  }
+  if (gpus > total_free_) {
+    r.outcome = PlaceOutcome::kWait;
+    r.reason = "not enough free GPUs";
+    return r;
+  }
+  return gpus <= largest_ ? PlaceSingle(gpus) : PlaceMulti(gpus);
+}
+
+PlaceResult FreeMap::PlaceSingle(int32_t gpus) const {
+  PlaceResult r;
+  // Highest ScoreNode: a node in use with the fewest GPUs left over, then an untouched node
+  // of the smallest size that fits; the lowest local index within a bucket is the lowest id.
+  int32_t pick = -1;
+  for (int32_t c = gpus; c <= kMaxGpusPerNode && pick < 0; ++c) pick = partial_[c].First();
+  for (int32_t c = gpus; c <= kMaxGpusPerNode && pick < 0; ++c) pick = whole_[c].First();
+  if (pick < 0) {
+    r.outcome = PlaceOutcome::kWait;
+    r.reason = "no node has " + std::to_string(gpus) + " free GPUs";
+    return r;
+  }
+  r.outcome = PlaceOutcome::kPlaced;
+  r.placement.slices.push_back(NodeSlice{ids_[pick], LowestBits(free_[pick], gpus)});
+  return r;
+}
+
+PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
+  PlaceResult r;
+  const int32_t size = largest_;
+  const int32_t k = gpus / size;
+  const DenseSet& whole = whole_[size];
+  if (whole.size() < k) {
+    r.outcome = PlaceOutcome::kWait;
+    r.reason = "needs " + std::to_string(k) + " whole free nodes, " +
+               std::to_string(whole.size()) + " are free";
+    return r;
+  }
+  // Whole free nodes grouped by rack, and racks by zone (ordered maps: deterministic).
+  std::map<int32_t, std::vector<int32_t>> by_rack;
+  std::map<int32_t, int32_t> zone_count;
+  std::map<int32_t, int32_t> zone_of_rack;
+  for (int32_t i = whole.First(); i >= 0; i = whole.NextFrom(i + 1)) {
+    by_rack[rack_[i]].push_back(i);
+    zone_count[zone_[i]]++;
+    zone_of_rack[rack_[i]] = zone_[i];
+  }
+  // 1. One rack: the one with the fewest whole free nodes that suffices (best fit).
+  int32_t best_rack = -1;
+  for (const auto& [rack, nodes] : by_rack) {
+    int32_t n = static_cast<int32_t>(nodes.size());
+    if (n >= k && (best_rack < 0 || n < static_cast<int32_t>(by_rack[best_rack].size()))) {
+      best_rack = rack;
+    }
+  }
+  std::vector<int32_t> chosen;
+  if (best_rack >= 0) {
+    const std::vector<int32_t>& nodes = by_rack[best_rack];
+    chosen.assign(nodes.begin(), nodes.begin() + k);
+  } else {
+    // 2. One zone (fewest whole free nodes that suffices), else 3. the whole pool; inside the
+    // domain take the racks with the most whole free nodes first, so the gang spans few racks.
+    int32_t best_zone = -1;
+    for (const auto& [zone, n] : zone_count) {
+      if (n >= k && (best_zone < 0 || n < zone_count[best_zone])) best_zone = zone;
+    }
+    std::vector<std::pair<int32_t, int32_t>> racks;  // (-count, rack)
+    for (const auto& [rack, nodes] : by_rack) {
+      if (best_zone < 0 || zone_of_rack[rack] == best_zone) {
+        racks.emplace_back(-static_cast<int32_t>(nodes.size()), rack);
+      }
+    }
+    std::sort(racks.begin(), racks.end());
+    for (const auto& [neg, rack] : racks) {
+      for (int32_t i : by_rack[rack]) {
+        if (static_cast<int32_t>(chosen.size()) < k) chosen.push_back(i);
+      }
+    }
+    std::sort(chosen.begin(), chosen.end());
+  }
+  r.outcome = PlaceOutcome::kPlaced;
+  for (int32_t i : chosen) r.placement.slices.push_back(NodeSlice{ids_[i], free_[i]});
+  return r;
+}
+
+PlaceResult PlaceBruteForce(const ClusterState& state, PoolId pool, int32_t gpus) {
+  // Multi-node gangs share FreeMap's topology rule; only single-node scoring is re-derived here.
+  FreeMap map(state, pool);
+  if (gpus > map.largest_node() || gpus <= 0) return map.Place(gpus);
+  PlaceResult r;
+  int64_t best_score = -1;
+  const Node* best = nullptr;
+  uint64_t best_mask = 0;
+  for (NodeId id : state.pool_nodes(pool)) {
+    const Node& nd = state.node(id);
+    if (nd.state != NodeState::kReady) continue;
+    uint64_t mask = 0;
+    for (int32_t g = 0; g < nd.gpus; ++g) {
+      if (!nd.gpu_job[g].valid()) mask |= uint64_t{1} << g;
+    }
+    int32_t free = std::popcount(mask);
+    if (free < gpus) continue;
+    int64_t score = ScoreNode(free, nd.gpus, gpus);
+    if (score > best_score) {  // strict: ties keep the lower id seen first
+      best_score = score;
+      best = &nd;
+      best_mask = mask;
+    }
+  }
+  if (!best) {
+    r.outcome = PlaceOutcome::kWait;
+    r.reason = "no node has " + std::to_string(gpus) + " free GPUs";
+    return r;
+  }
+  r.outcome = PlaceOutcome::kPlaced;
+  r.placement.slices.push_back(NodeSlice{best->id, LowestBits(best_mask, gpus)});
+  return r;
+}
+
+}  // namespace rsv

@@ -1,0 +1,106 @@
+// placement: where a gang goes. Filter (ready nodes of the pool with room) -> score (integer,
+// explicit weights) -> pick (highest score, ties by lowest node id). FreeMap is a flat, copyable
+// index over one pool's free GPUs that finds the best-scoring node without scanning every node;
+// ScoreNode/PlaceBruteForce are the reference it is tested against.
+// Depends on core/ and common/ only; never on scheduler/, server/, store/, agent/ or sim/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model.h"
+
+namespace rsv {
+
+// A set of small dense integers with ordered iteration, in two levels of 64-bit words so the
+// first member is found in a few word reads even among 100,000 nodes.
+class DenseSet {
+ public:
+  void Resize(int32_t n);
+  void Insert(int32_t i);
+  void Erase(int32_t i);
+  bool Contains(int32_t i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
+  int32_t First() const { return NextFrom(0); }
+  int32_t NextFrom(int32_t i) const;  // smallest member >= i, or -1
+  int32_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+ private:
+  std::vector<uint64_t> words_;
+  std::vector<uint64_t> summary_;
+  int32_t size_ = 0;
+  int32_t n_ = 0;
+};
+
+enum class PlaceOutcome { kPlaced, kWait, kInfeasible };
+std::string_view PlaceOutcomeName(PlaceOutcome o);
+
+struct PlaceResult {
+  PlaceOutcome outcome = PlaceOutcome::kWait;
+  Placement placement;  // when kPlaced
+  std::string reason;   // when not placed
+};
+
+// Scoring weights for single-node gangs. A node already in use scores kKeepWholeWeight more than
+// an untouched one (whole nodes stay whole for large gangs); then fewer GPUs left over is better
+// (best fit limits fragmentation). Ties go to the lowest node id.
+inline constexpr int64_t kKeepWholeWeight = 1000;
+// Score of placing `gpus` on a node with `free` of `capacity` GPUs free (free >= gpus):
+//   (free < capacity ? kKeepWholeWeight : 0) + (kMaxGpusPerNode - (free - gpus)).
+int64_t ScoreNode(int32_t free, int32_t capacity, int32_t gpus);
+
+// The free GPUs of one pool's ready nodes. Occupy/Release keep it in step with ClusterState.
+class FreeMap {
+ public:
+  FreeMap() = default;
+  // Builds from the nodes' current GPU holders (a GPU is free when no job holds it).
+  FreeMap(const ClusterState& state, PoolId pool);
+
+  // Decide where a gang of `gpus` goes now (does not occupy).
+  PlaceResult Place(int32_t gpus) const;
+  // Whether a gang of `gpus` could ever fit on this pool's ready nodes if all were empty.
+  bool Feasible(int32_t gpus, std::string* reason) const;
+
+  void Occupy(const Placement& p);
+  void Release(const Placement& p);
+  // Node becomes ready / not ready (draining and down nodes offer nothing).
+  void SetReady(NodeId node, bool ready);
+
+  int32_t free_gpus() const { return total_free_; }
+  uint64_t free_mask(NodeId node) const { return free_[Local(node)]; }
+  bool ready(NodeId node) const { return ready_[Local(node)]; }
+  int32_t capacity(NodeId node) const { return capacity_[Local(node)]; }
+  int32_t node_count() const { return static_cast<int32_t>(ids_.size()); }
+  NodeId node_id(int32_t local) const { return ids_[local]; }
+  int32_t largest_node() const { return largest_; }
+
+ private:
+  int32_t Local(NodeId node) const { return local_of_[node.value() - first_id_]; }
+  void Unindex(int32_t i);
+  void Index(int32_t i);
+  PlaceResult PlaceSingle(int32_t gpus) const;
+  PlaceResult PlaceMulti(int32_t gpus) const;
+
+  std::vector<NodeId> ids_;  // local index -> node id, ascending
+  std::vector<int32_t> local_of_;
+  uint32_t first_id_ = 1;
+  std::vector<uint64_t> free_;
+  std::vector<int32_t> capacity_;
+  std::vector<int32_t> rack_;
+  std::vector<int32_t> zone_;
+  std::vector<uint8_t> ready_;
+  std::vector<DenseSet> partial_;  // by free count: ready nodes partly in use
+  std::vector<DenseSet> whole_;    // by capacity: ready nodes entirely free
+  int32_t total_free_ = 0;
+  int32_t largest_ = 0;
+};
+
+// Reference implementation: filter every node, score it with ScoreNode, pick the best; for
+// multi-node gangs the same topology rule as FreeMap, written as a plain search. Tests only.
+PlaceResult PlaceBruteForce(const ClusterState& state, PoolId pool, int32_t gpus);
+
+// Lowest `gpus` set bits of `mask`.
+uint64_t LowestBits(uint64_t mask, int32_t gpus);
+
+}  // namespace rsv

@@ -1,0 +1,52 @@
+// scheduler/events: the typed decisions a scheduling step produces. The server journals and
+// streams them, the simulator counts them, scenario files assert on them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/ids.h"
+#include "common/units.h"
+
+namespace rsv {
+
+class ClusterState;
+
+enum class EventType {
+  kJobSubmitted,
+  kJobStarted,
+  kNoticeSent,
+  kJobPreempted,  // stopped after notice (or released early); back to pending
+  kJobRequeued,   // lost without notice (node down) or failed with restarts left
+  kJobConverted,  // reserved-tier job continues as spot after its reservation ended
+  kJobSucceeded,
+  kJobFailed,
+  kJobCancelled,
+  kPriceChanged,
+  kReservationConfirmed,
+  kReservationActivated,
+  kReservationEnded,
+  kReservationReturned,
+  kNodeStateChanged,
+};
+std::string_view EventTypeName(EventType t);
+
+struct Event {
+  int64_t seq = 0;
+  Timestamp at;
+  EventType type = EventType::kJobSubmitted;
+  JobId job;
+  PoolId pool;
+  ReservationId reservation;
+  NodeId node;
+  Money price;         // PriceChanged: new price; NoticeSent: price at notice
+  Money old_price;     // PriceChanged
+  Timestamp deadline;  // NoticeSent
+  int32_t attempt = 0;
+  std::string detail;  // reason, state, or placement
+};
+
+// One line, stable, for logs, scenario expectations and golden files.
+std::string FormatEvent(const Event& e, const ClusterState& state);
+
+}  // namespace rsv

@@ -1,0 +1,979 @@
+#include "scheduler/scheduler.h"
+
+#include <algorithm>
+#include <bit>
+
+namespace rsv {
+namespace {
+
+std::string PlacementString(const ClusterState& s, const Placement& p) {
+  std::string out;
+  for (const NodeSlice& sl : p.slices) {
+    if (!out.empty()) out += ",";
+    out += s.node(sl.node).name + "[";
+    bool first = true;
+    for (int g = 0; g < 64; ++g) {
+      if ((sl.gpu_mask >> g) & 1) {
+        if (!first) out += " ";
+        out += std::to_string(g);
+        first = false;
+      }
+    }
+    out += "]";
+  }
+  return out;
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options) : options_(options) {
+  ledger_.set_keep_entries(options.keep_ledger_entries);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet
+
+Result<PoolId> Scheduler::AddPool(PoolConfig config) {
+  RSV_ASSIGN_OR_RETURN(PoolId id, state_.AddPool(std::move(config)));
+  pools_.emplace_back();
+  PoolRuntime& r = pools_.back();
+  r.free = FreeMap(state_, id);
+  r.price = state_.pool(id).config.reserve_price;
+  at_fixpoint_ = false;
+  return id;
+}
+
+Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
+                                  std::string topology) {
+  RSV_ASSIGN_OR_RETURN(NodeId id, state_.AddNode(std::move(name), pool, gpus, std::move(topology)));
+  rt(pool).free = FreeMap(state_, pool);
+  at_fixpoint_ = false;
+  return id;
+}
+
+Result<TenantId> Scheduler::AddTenant(std::string name) { return state_.AddTenant(std::move(name)); }
+
+Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
+  if (!state_.HasNode(id)) return NotFound("no such node");
+  Node& n = state_.node(id);
+  if (n.state == to) return Status::Ok();
+  at_fixpoint_ = false;
+  n.state = to;
+  rt(n.pool).free.SetReady(id, to == NodeState::kReady);
+  if (to == NodeState::kDown) {
+    std::vector<JobId> lost;
+    for (JobId j : n.gpu_job) {
+      if (j.valid() && std::find(lost.begin(), lost.end(), j) == lost.end()) lost.push_back(j);
+    }
+    std::sort(lost.begin(), lost.end());
+    for (JobId j : lost) Requeue(state_.job(j), EventType::kJobRequeued, "node " + n.name + " down", now);
+  }
+  Event e;
+  e.at = now;
+  e.type = EventType::kNodeStateChanged;
+  e.node = id;
+  e.pool = n.pool;
+  e.detail = std::string(NodeStateName(to));
+  Emit(std::move(e));
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reservations
+
+Result<Quote> Scheduler::QuoteReservation(const ReservationRequest& req, Timestamp now) const {
+  if (!state_.HasTenant(req.tenant)) return InvalidArgument("tenant", "unknown tenant");
+  if (!state_.HasPool(req.pool)) return InvalidArgument("pool", "unknown pool");
+  if (req.gpus <= 0) return InvalidArgument("gpus", "must be positive");
+  if (!(req.start < req.end)) return InvalidArgument("end", "must be after start");
+  if (req.start < now) return InvalidArgument("start", "is in the past");
+  const PoolConfig& cfg = state_.pool(req.pool).config;
+  Quote q;
+  q.reservable = std::max(0, state_.ReadyGpus(req.pool) - cfg.holdback_gpus);
+  q.admission = rt(req.pool).calendar.Check(q.reservable, req.gpus, req.start, req.end);
+  q.price_per_gpu_hour = ReservationPrice(cfg.reservation_base_price, cfg.reservation_surge,
+                                          q.reservable, q.admission.peak_booked);
+  q.total = CostOf(q.price_per_gpu_hour, req.gpus, req.end - req.start);
+  return q;
+}
+
+Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestamp now) {
+  RSV_ASSIGN_OR_RETURN(Quote q, QuoteReservation(req, now));
+  if (!q.admission.admitted) {
+    std::string msg = std::to_string(req.gpus) + " GPUs do not fit over the window; at most " +
+                      std::to_string(q.admission.largest_fit) + " fit";
+    if (q.admission.earliest_start) {
+      msg += "; all " + std::to_string(req.gpus) + " fit from t=" +
+             std::to_string(q.admission.earliest_start->micros()) + "us";
+    } else {
+      msg += "; the pool has only " + std::to_string(q.reservable) + " reservable GPUs";
+    }
+    return Status(Code::kResourceExhausted, msg, "gpus");
+  }
+  at_fixpoint_ = false;
+  Reservation r;
+  r.tenant = req.tenant;
+  r.pool = req.pool;
+  r.gpus = req.gpus;
+  r.start = req.start;
+  r.end = req.end;
+  r.lend = req.lend;
+  r.price_per_gpu_hour = q.price_per_gpu_hour;
+  r.charged = q.total;
+  ReservationId id = state_.AddReservation(r);
+  rt(req.pool).calendar.Book(req.gpus, req.start, req.end);
+  if (q.total > Money()) {
+    LedgerEntry e;
+    e.at = now;
+    e.kind = EntryKind::kReservationCharge;
+    e.pool = req.pool;
+    e.reservation = id;
+    e.postings = {{Account::Of(req.tenant), -q.total}, {Account::Operator(), q.total}};
+    Status s = ledger_.Post(std::move(e));
+    if (!s.ok()) violations_.push_back(s.ToString());
+  }
+  Event ev;
+  ev.at = now;
+  ev.type = EventType::kReservationConfirmed;
+  ev.reservation = id;
+  ev.pool = req.pool;
+  ev.price = q.price_per_gpu_hour;
+  ev.detail = std::to_string(req.gpus) + " GPUs";
+  Emit(std::move(ev));
+  return id;
+}
+
+Status Scheduler::ReturnReservation(ReservationId id, TenantId caller, Timestamp now) {
+  if (!state_.HasReservation(id)) return NotFound("no such reservation");
+  Reservation& r = state_.reservation(id);
+  if (caller.valid() && r.tenant != caller) return NotFound("no such reservation");
+  if (r.end <= now) return FailedPrecondition("the reservation has already ended");
+  at_fixpoint_ = false;
+  Timestamp from = std::max(now, r.start);
+  Money credit = CostOf(r.price_per_gpu_hour, r.gpus, r.end - from);
+  credit = Money::Micros(static_cast<int64_t>(static_cast<__int128>(credit.micros()) *
+                                              state_.pool(r.pool).config.return_rate /
+                                              kFullBasisPoints));
+  rt(r.pool).calendar.Unbook(r.gpus, from, r.end);
+  r.end = from;
+  if (credit > Money()) {
+    LedgerEntry e;
+    e.at = now;
+    e.kind = EntryKind::kReturnCredit;
+    e.pool = r.pool;
+    e.reservation = id;
+    e.postings = {{Account::Of(r.tenant), credit}, {Account::Operator(), -credit}};
+    Status s = ledger_.Post(std::move(e));
+    if (!s.ok()) violations_.push_back(s.ToString());
+  }
+  Event ev;
+  ev.at = now;
+  ev.type = EventType::kReservationReturned;
+  ev.reservation = id;
+  ev.pool = r.pool;
+  ev.price = credit;
+  Emit(std::move(ev));
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+Status Scheduler::Validate(const JobSpec& spec) const {
+  if (!state_.HasTenant(spec.tenant)) return InvalidArgument("tenant", "unknown tenant");
+  if (!state_.HasPool(spec.pool)) return InvalidArgument("pool", "unknown pool");
+  if (spec.gpus <= 0) return InvalidArgument("gpus", "must be positive");
+  int32_t installed = 0;
+  for (NodeId n : state_.pool_nodes(spec.pool)) installed += state_.node(n).gpus;
+  if (!state_.pool_nodes(spec.pool).empty() && spec.gpus > installed) {
+    return InvalidArgument("gpus", std::to_string(spec.gpus) + " exceeds the pool's " +
+                                       std::to_string(installed) + " GPUs");
+  }
+  const PoolConfig& cfg = state_.pool(spec.pool).config;
+  if (spec.tier != Tier::kReserved && spec.limit_price < cfg.reserve_price) {
+    return InvalidArgument("limit_price", "is below the pool's reserve price " +
+                                              cfg.reserve_price.ToString());
+  }
+  if (spec.fallback_limit && *spec.fallback_limit < cfg.reserve_price) {
+    return InvalidArgument("fallback_limit", "is below the pool's reserve price " +
+                                                 cfg.reserve_price.ToString());
+  }
+  if (spec.notice < Duration()) return InvalidArgument("notice", "must not be negative");
+  if (spec.max_restarts < -1) return InvalidArgument("max_restarts", "must be -1 or more");
+  for (const Dependency& d : spec.dependencies) {
+    if (!state_.HasJob(d.job)) {
+      return InvalidArgument("dependencies", "unknown job " + d.job.ToString());
+    }
+  }
+  return Status::Ok();
+}
+
+Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
+  RSV_RETURN_IF_ERROR(Validate(spec));
+  Job j;
+  j.spec = std::move(spec);
+  j.submitted = now;
+  j.limit = j.spec.tier == Tier::kReserved ? Money() : j.spec.limit_price;
+  j.running_as = j.spec.tier == Tier::kReserved ? Tier::kReserved : Tier::kSpot;
+  JobId id = state_.AddJob(std::move(j));
+  carry_.resize(id.value() + 1, 0);
+  spot_held_us_.resize(id.value() + 1, 0);
+  Job& job = state_.job(id);
+  if (!job.spec.dependencies.empty()) {
+    dep_waiting_.insert(id.value());
+    at_fixpoint_ = false;
+  } else {
+    Enqueue(job);
+  }
+  Event e;
+  e.at = now;
+  e.type = EventType::kJobSubmitted;
+  e.job = id;
+  e.pool = job.spec.pool;
+  e.attempt = job.attempt;
+  e.detail = std::string(TierName(job.spec.tier));
+  Emit(std::move(e));
+  return id;
+}
+
+Result<JobId> Scheduler::SubmitAndDecide(JobSpec spec, Timestamp now, CycleReport* report) {
+  bool was_fixpoint = at_fixpoint_ && now == last_cycle_;
+  RSV_ASSIGN_OR_RETURN(JobId id, Submit(std::move(spec), now));
+  if (was_fixpoint && TryIncremental(id, now)) {
+    if (report) {
+      report->at = now;
+      report->incremental = true;
+      report->stages.clear();
+    }
+    return id;
+  }
+  CycleReport r = RunCycle(now);
+  if (report) *report = std::move(r);
+  return id;
+}
+
+bool Scheduler::TryIncremental(JobId id, Timestamp now) {
+  Job& j = state_.job(id);
+  PoolRuntime& r = rt(j.spec.pool);
+  if (j.state != JobState::kPending || !j.spec.dependencies.empty()) return false;
+  if (j.spec.tier == Tier::kReserved) return false;
+  if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
+  if (!r.claims.empty() || r.preempting > 0) return false;
+  const PoolConfig& cfg = state_.pool(j.spec.pool).config;
+  std::string why;
+  if (!r.free.Feasible(j.spec.gpus, &why)) return true;  // infeasible: no price effect
+  if (j.limit < cfg.reserve_price) return true;
+  std::optional<Money> lowest;
+  if (!r.holder_limits.empty()) lowest = Money::Micros(*r.holder_limits.begin());
+  if (r.spot_held + j.spec.gpus <= r.budget) {
+    PlaceResult pr = r.free.Place(j.spec.gpus);
+    if (pr.outcome == PlaceOutcome::kPlaced) {
+      Bind(j, std::move(pr.placement), Tier::kSpot, now);
+      SetPrice(j.spec.pool,
+               ClearingPrice(cfg.reserve_price, r.highest_unplaced,
+                             Money::Micros(*r.holder_limits.begin())),
+               now);
+      return true;
+    }
+  }
+  if (lowest && j.limit - cfg.min_increment >= *lowest) return false;  // may preempt: full cycle
+  if (!r.highest_unplaced || j.limit > *r.highest_unplaced) r.highest_unplaced = j.limit;
+  SetPrice(j.spec.pool, ClearingPrice(cfg.reserve_price, r.highest_unplaced, lowest), now);
+  return true;
+}
+
+Status Scheduler::Cancel(JobId id, Timestamp now) {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (IsTerminal(j.state)) {
+    return FailedPrecondition("job is already " + std::string(JobStateName(j.state)));
+  }
+  at_fixpoint_ = false;
+  Finish(j, JobState::kCancelled, "cancelled", now);
+  return Status::Ok();
+}
+
+Status Scheduler::Release(JobId id, Timestamp now) {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (j.state != JobState::kPreempting) return FailedPrecondition("job is not under notice");
+  at_fixpoint_ = false;
+  Requeue(j, EventType::kJobPreempted, "released under notice", now);
+  return Status::Ok();
+}
+
+Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
+  at_fixpoint_ = false;
+  if (j.state == JobState::kPreempting) {
+    Requeue(j, EventType::kJobPreempted, "exited under notice", now);
+  } else if (success) {
+    Finish(j, JobState::kSucceeded, "exit 0", now);
+  } else {
+    j.failures++;
+    if (j.spec.max_restarts < 0 || j.failures <= j.spec.max_restarts) {
+      Requeue(j, EventType::kJobRequeued, "failed; restart " + std::to_string(j.failures), now);
+    } else {
+      Finish(j, JobState::kFailed, "failed", now);
+    }
+  }
+  return Status::Ok();
+}
+
+Status Scheduler::Checkpointed(JobId id, Timestamp now) {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
+  j.last_checkpoint = now;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bookkeeping
+
+void Scheduler::Emit(Event e) {
+  e.seq = next_seq_++;
+  events_.push_back(std::move(e));
+}
+
+std::vector<Event> Scheduler::DrainEvents() {
+  std::vector<Event> out;
+  out.swap(events_);
+  return out;
+}
+
+Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
+  return RankKey{-j.limit.micros(), HoldsGpus(j.state) ? 0 : 1, j.submitted.micros(),
+                 j.id.value()};
+}
+
+void Scheduler::Enqueue(Job& j) {
+  PoolRuntime& r = rt(j.spec.pool);
+  if (j.spec.tier != Tier::kSpot) r.reserved_q.emplace(j.submitted.micros(), j.id.value());
+  if (j.spec.tier != Tier::kReserved) r.book.insert(KeyOf(j));
+}
+
+void Scheduler::Dequeue(Job& j) {
+  PoolRuntime& r = rt(j.spec.pool);
+  r.reserved_q.erase({j.submitted.micros(), j.id.value()});
+  r.book.erase(KeyOf(j));
+  r.claims.erase(j.id.value());
+  dep_waiting_.erase(j.id.value());
+}
+
+void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
+  PoolRuntime& r = rt(j.spec.pool);
+  Dequeue(j);
+  for (const NodeSlice& s : p.slices) {
+    Node& n = state_.node(s.node);
+    for (int g = 0; g < n.gpus; ++g) {
+      if ((s.gpu_mask >> g) & 1) n.gpu_job[g] = j.id;
+    }
+  }
+  r.free.Occupy(p);
+  j.placement = std::move(p);
+  j.state = JobState::kRunning;
+  j.started = now;
+  j.running_as = as;
+  if (as == Tier::kSpot) {
+    r.book.insert(KeyOf(j));
+    r.holder_limits.insert(j.limit.micros());
+    r.spot_held += j.spec.gpus;
+  } else {
+    r.reserved_used[j.spec.tenant] += j.spec.gpus;
+    r.reserved_holders.insert(j.id.value());
+  }
+  Event e;
+  e.at = now;
+  e.type = EventType::kJobStarted;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  e.price = as == Tier::kSpot ? r.price : Money();
+  e.detail = std::string(TierName(as)) + " " + PlacementString(state_, j.placement);
+  Emit(std::move(e));
+}
+
+void Scheduler::Unbind(Job& j) {
+  PoolRuntime& r = rt(j.spec.pool);
+  if (j.running_as == Tier::kSpot) {
+    r.book.erase(KeyOf(j));
+    auto it = r.holder_limits.find(j.limit.micros());
+    if (it != r.holder_limits.end()) r.holder_limits.erase(it);
+    r.spot_held -= j.spec.gpus;
+  } else {
+    r.reserved_used[j.spec.tenant] -= j.spec.gpus;
+    r.reserved_holders.erase(j.id.value());
+  }
+  if (j.state == JobState::kPreempting) {
+    preempting_.erase(j.id.value());
+    r.preempting--;
+  }
+  for (const NodeSlice& s : j.placement.slices) {
+    Node& n = state_.node(s.node);
+    for (int g = 0; g < n.gpus; ++g) {
+      if (((s.gpu_mask >> g) & 1) && n.gpu_job[g] == j.id) n.gpu_job[g] = JobId();
+    }
+  }
+  r.free.Release(j.placement);
+  j.placement = Placement();
+}
+
+void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp now) {
+  if (HoldsGpus(j.state)) Unbind(j);
+  j.state = JobState::kPending;
+  j.attempt++;
+  j.running_as = j.spec.tier == Tier::kReserved ? Tier::kReserved : Tier::kSpot;
+  if (j.spec.tier == Tier::kReserved && j.limit > Money()) {
+    j.limit = Money();  // a converted job goes back to waiting for its reservation
+  }
+  j.preempt_reason.clear();
+  Enqueue(j);
+  Event e;
+  e.at = now;
+  e.type = type;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  e.detail = std::move(reason);
+  Emit(std::move(e));
+}
+
+void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
+  if (HoldsGpus(j.state)) {
+    Unbind(j);
+  } else {
+    Dequeue(j);
+  }
+  j.state = to;
+  j.finished = now;
+  j.end_reason = reason;
+  Event e;
+  e.at = now;
+  e.type = to == JobState::kSucceeded ? EventType::kJobSucceeded
+           : to == JobState::kFailed  ? EventType::kJobFailed
+                                      : EventType::kJobCancelled;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  e.detail = std::move(reason);
+  Emit(std::move(e));
+}
+
+void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now) {
+  PoolRuntime& r = rt(j.spec.pool);
+  const PoolConfig& cfg = state_.pool(j.spec.pool).config;
+  r.book.erase(KeyOf(j));
+  j.state = JobState::kPreempting;
+  r.book.insert(KeyOf(j));
+  j.notice_deadline = now + std::min(j.spec.notice, cfg.max_notice);
+  j.preempt_reason = reason;
+  preempting_.insert(j.id.value());
+  r.preempting++;
+  Event e;
+  e.at = now;
+  e.type = EventType::kNoticeSent;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  e.price = r.price;
+  e.deadline = j.notice_deadline;
+  e.detail = std::move(reason);
+  Emit(std::move(e));
+}
+
+Scheduler::DepState Scheduler::Dependencies(const Job& j, std::string* why) const {
+  DepState out = DepState::kReady;
+  for (const Dependency& d : j.spec.dependencies) {
+    const Job& dep = state_.job(d.job);
+    if (!IsTerminal(dep.state)) {
+      out = DepState::kWait;
+      continue;
+    }
+    if (d.kind == DependencyKind::kAfterOk && dep.state != JobState::kSucceeded) {
+      *why = "dependency " + (dep.spec.name.empty() ? dep.id.ToString() : dep.spec.name) + " " +
+             std::string(JobStateName(dep.state));
+      return DepState::kBroken;
+    }
+  }
+  return out;
+}
+
+bool Scheduler::HasRoom(const Job& j, int32_t claimed) const {
+  const PoolRuntime& r = rt(j.spec.pool);
+  auto get = [](const std::map<TenantId, int32_t>& m, TenantId t) {
+    auto it = m.find(t);
+    return it == m.end() ? 0 : it->second;
+  };
+  return get(r.active_reserved, j.spec.tenant) - get(r.reserved_used, j.spec.tenant) - claimed >=
+         j.spec.gpus;
+}
+
+int32_t Scheduler::ReservedInUse(TenantId tenant, PoolId pool) const {
+  auto it = rt(pool).reserved_used.find(tenant);
+  return it == rt(pool).reserved_used.end() ? 0 : it->second;
+}
+
+Duration Scheduler::SpotHeld(JobId job) const {
+  return Duration::Micros(job.value() < spot_held_us_.size() ? spot_held_us_[job.value()] : 0);
+}
+
+void Scheduler::SetPrice(PoolId pool, Money price, Timestamp now) {
+  PoolRuntime& r = rt(pool);
+  if (r.price == price) return;
+  Event e;
+  e.at = now;
+  e.type = EventType::kPriceChanged;
+  e.pool = pool;
+  e.old_price = r.price;
+  e.price = price;
+  r.price = price;
+  Emit(std::move(e));
+}
+
+int32_t Scheduler::ComputeBudget(PoolId pool) const {
+  const PoolRuntime& r = rt(pool);
+  int32_t capacity = 0;
+  for (NodeId id : state_.pool_nodes(pool)) {
+    const Node& n = state_.node(id);
+    if (n.state == NodeState::kReady) {
+      capacity += n.gpus;
+    } else if (n.state == NodeState::kDraining) {
+      for (JobId j : n.gpu_job) capacity += j.valid();  // running work may finish there
+    }
+  }
+  int32_t reserved_use = 0;
+  for (const auto& [t, used] : r.reserved_used) reserved_use += used;
+  int32_t unlent_idle = 0;
+  for (const auto& [t, active] : r.active_reserved) {
+    auto u = r.reserved_used.find(t);
+    int32_t used = u == r.reserved_used.end() ? 0 : u->second;
+    auto l = r.active_lend.find(t);
+    int32_t lend = l == r.active_lend.end() ? 0 : l->second;
+    unlent_idle += std::min(std::max(0, active - used), active - lend);
+  }
+  return std::max(0, capacity - reserved_use - unlent_idle);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounting: spot charges at the price in force since the last cycle, credited to the owners
+// whose idle reserved GPUs the spot jobs were using (beyond the unreserved free capacity).
+
+void Scheduler::Accrue(Timestamp now) {
+  if (!accrual_started_) {
+    accrual_started_ = true;
+    last_accrual_ = now;
+    return;
+  }
+  if (now <= last_accrual_) return;
+  const int64_t dt = (now - last_accrual_).micros();
+  last_accrual_ = now;
+  for (const Pool& pool : state_.pools()) {
+    PoolRuntime& r = rt(pool.id);
+    if (r.spot_held == 0) continue;
+    const PoolConfig& cfg = pool.config;
+    // Who lends, and how many spot GPUs sit on lent capacity.
+    int32_t reserved_total = 0;
+    std::vector<std::pair<TenantId, int32_t>> lenders;
+    int32_t lent_total = 0;
+    for (const auto& [t, active] : r.active_reserved) {
+      reserved_total += active;
+      auto u = r.reserved_used.find(t);
+      int32_t used = u == r.reserved_used.end() ? 0 : u->second;
+      auto l = r.active_lend.find(t);
+      int32_t lend = l == r.active_lend.end() ? 0 : l->second;
+      int32_t lent = std::min(lend, std::max(0, active - used));
+      if (lent > 0) {
+        lenders.emplace_back(t, lent);
+        lent_total += lent;
+      }
+    }
+    int32_t unreserved = std::max(0, r.budget_capacity - reserved_total);
+    int32_t on_lent = std::min(lent_total, std::max(0, r.spot_held - unreserved));
+    for (const RankKey& k : r.book) {
+      if (k.not_holding) continue;
+      Job& j = state_.job(JobId(k.job));
+      spot_held_us_[j.id.value()] += dt;
+      __int128 num = static_cast<__int128>(r.price.micros()) * j.spec.gpus * dt + carry_[k.job];
+      int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
+      carry_[k.job] = num % kMicrosPerHour;
+      if (amount == 0) continue;
+      LedgerEntry e;
+      e.at = now;
+      e.kind = EntryKind::kSpotCharge;
+      e.pool = pool.id;
+      e.job = j.id;
+      e.postings.push_back({Account::Of(j.spec.tenant), Money::Micros(-amount)});
+      int64_t to_owners = 0;
+      if (on_lent > 0) {
+        to_owners = static_cast<int64_t>(static_cast<__int128>(amount) * on_lent *
+                                         (kFullBasisPoints - cfg.operator_share) /
+                                         (static_cast<__int128>(r.spot_held) * kFullBasisPoints));
+      }
+      // Split among lenders in proportion to what they lend; remainders by tenant id.
+      int64_t given = 0;
+      for (const auto& [t, lent] : lenders) {
+        int64_t share = to_owners * lent / lent_total;
+        given += share;
+        e.postings.push_back({Account::Of(t), Money::Micros(share)});
+      }
+      for (size_t i = 0; given < to_owners; i = (i + 1) % lenders.size()) {
+        e.postings[1 + i].amount += Money::Micros(1);
+        ++given;
+      }
+      e.postings.push_back({Account::Operator(), Money::Micros(amount - to_owners)});
+      Status s = ledger_.Post(std::move(e));
+      if (!s.ok()) violations_.push_back(s.ToString());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cycle
+
+CycleReport Scheduler::RunCycle(Timestamp now) {
+  CycleReport report;
+  report.at = now;
+  const int64_t first_event = next_seq_;
+  bool priced = false;
+  auto stage = [&](const char* name, auto&& body) {
+    int64_t t0 = options_.ticker ? options_.ticker->Nanos() : 0;
+    body();
+    int64_t t1 = options_.ticker ? options_.ticker->Nanos() : 0;
+    report.stages.push_back(StageTiming{name, t1 - t0});
+    if (options_.check_invariants) {
+      for (std::string& v : CheckInvariants(now, priced)) {
+        violations_.push_back("after stage " + std::string(name) + ": " + v);
+      }
+    }
+  };
+  std::vector<Supply> supplies;
+  std::vector<ClearingResult> results;
+  stage("accrue", [&] { Accrue(now); });
+  stage("reservations", [&] { StageReservations(now); });
+  stage("dependencies", [&] { StageDependencies(now); });
+  stage("notices", [&] { StageNotices(now); });
+  stage("reclaim", [&] { StageReclaim(now, &supplies); });
+  stage("clearing", [&] { StageClearing(now, &supplies, &results); });
+  priced = true;
+  stage("placement", [&] { StagePlacement(now, &results); });
+  stage("preemption", [&] { StagePreemption(now, &results); });
+  report.events = static_cast<int32_t>(next_seq_ - first_event);
+  last_cycle_ = now;
+  at_fixpoint_ = true;
+  return report;
+}
+
+void Scheduler::StageReservations(Timestamp now) {
+  for (PoolRuntime& r : pools_) {
+    r.active_reserved.clear();
+    r.active_lend.clear();
+  }
+  for (Reservation& res : state_.mutable_reservations()) {
+    PoolRuntime& r = rt(res.pool);
+    if (res.ActiveAt(now)) {
+      r.active_reserved[res.tenant] += res.gpus;
+      if (res.lend) r.active_lend[res.tenant] += res.gpus;
+      if (!res.activated) {
+        res.activated = true;
+        Event e;
+        e.at = now;
+        e.type = EventType::kReservationActivated;
+        e.reservation = res.id;
+        e.pool = res.pool;
+        Emit(std::move(e));
+      }
+    } else if (now >= res.end && !res.ended) {
+      res.ended = true;
+      if (res.activated) {
+        Event e;
+        e.at = now;
+        e.type = EventType::kReservationEnded;
+        e.reservation = res.id;
+        e.pool = res.pool;
+        Emit(std::move(e));
+      }
+    }
+  }
+  // Ends are exact: reserved-tier work beyond what is still reserved continues as spot (at its
+  // fallback limit) or stops, the most recently started first.
+  for (const Pool& pool : state_.pools()) {
+    PoolRuntime& r = rt(pool.id);
+    std::vector<TenantId> over;
+    for (const auto& [t, used] : r.reserved_used) {
+      auto a = r.active_reserved.find(t);
+      if (used > (a == r.active_reserved.end() ? 0 : a->second)) over.push_back(t);
+    }
+    for (TenantId t : over) {
+      std::vector<Job*> jobs;
+      for (uint32_t id : r.reserved_holders) {
+        Job& j = state_.job(JobId(id));
+        if (j.spec.tenant == t) jobs.push_back(&j);
+      }
+      std::sort(jobs.begin(), jobs.end(), [](const Job* a, const Job* b) {
+        return a->started != b->started ? a->started > b->started : a->id > b->id;
+      });
+      for (Job* j : jobs) {
+        auto a = r.active_reserved.find(t);
+        if (r.reserved_used[t] <= (a == r.active_reserved.end() ? 0 : a->second)) break;
+        std::optional<Money> fallback = j->spec.tier == Tier::kAuto ? std::optional<Money>(j->spec.limit_price)
+                                                                    : j->spec.fallback_limit;
+        if (!fallback) {
+          Requeue(*j, EventType::kJobRequeued, "reservation ended", now);
+          continue;
+        }
+        r.reserved_used[t] -= j->spec.gpus;
+        r.reserved_holders.erase(j->id.value());
+        j->running_as = Tier::kSpot;
+        j->limit = *fallback;
+        r.book.insert(KeyOf(*j));
+        r.holder_limits.insert(j->limit.micros());
+        r.spot_held += j->spec.gpus;
+        Event e;
+        e.at = now;
+        e.type = EventType::kJobConverted;
+        e.job = j->id;
+        e.pool = pool.id;
+        e.attempt = j->attempt;
+        e.price = j->limit;
+        e.detail = "reservation ended; continues as spot";
+        Emit(std::move(e));
+      }
+    }
+  }
+}
+
+void Scheduler::StageDependencies(Timestamp now) {
+  std::vector<uint32_t> waiting(dep_waiting_.begin(), dep_waiting_.end());
+  for (uint32_t id : waiting) {
+    Job& j = state_.job(JobId(id));
+    std::string why;
+    DepState d = Dependencies(j, &why);
+    if (d == DepState::kBroken) {
+      Finish(j, JobState::kCancelled, why, now);
+    } else if (d == DepState::kReady) {
+      dep_waiting_.erase(id);
+      Enqueue(j);
+    }
+  }
+}
+
+void Scheduler::StageNotices(Timestamp now) {
+  std::vector<uint32_t> due;
+  for (uint32_t id : preempting_) {
+    if (state_.job(JobId(id)).notice_deadline <= now) due.push_back(id);
+  }
+  for (uint32_t id : due) {
+    Requeue(state_.job(JobId(id)), EventType::kJobPreempted, "notice expired", now);
+  }
+}
+
+// Spot holders of a pool that may still be stopped (not already under notice), as bids.
+static std::vector<Bid> RunningBids(const ClusterState& s, const std::set<uint32_t>& ids) {
+  std::vector<Bid> out;
+  for (uint32_t id : ids) {
+    const Job& j = s.job(JobId(id));
+    out.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, true, false, &j.placement,
+                      j.started, j.last_checkpoint});
+  }
+  return out;
+}
+
+void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
+  supplies->clear();
+  for (const Pool& pool : state_.pools()) {
+    PoolRuntime& r = rt(pool.id);
+    FreeMap soon = r.free;
+    for (uint32_t id : preempting_) {
+      const Job& j = state_.job(JobId(id));
+      if (j.spec.pool == pool.id) soon.Release(j.placement);
+    }
+    std::vector<Placement> claims;
+    std::map<TenantId, int32_t> claimed;
+    std::vector<uint32_t> queue;
+    for (const auto& [t, id] : r.reserved_q) queue.push_back(id);
+    for (uint32_t id : queue) {
+      Job& j = state_.job(JobId(id));
+      if (!HasRoom(j, claimed[j.spec.tenant])) continue;  // auto jobs stay in the spot book
+      PlaceResult pr = r.free.Place(j.spec.gpus);
+      if (pr.outcome == PlaceOutcome::kPlaced) {
+        soon.Occupy(pr.placement);
+        Bind(j, std::move(pr.placement), Tier::kReserved, now);
+        continue;
+      }
+      if (pr.outcome == PlaceOutcome::kInfeasible) continue;
+      PlaceResult later = soon.Place(j.spec.gpus);
+      if (later.outcome == PlaceOutcome::kPlaced) {
+        soon.Occupy(later.placement);
+        claims.push_back(std::move(later.placement));
+        claimed[j.spec.tenant] += j.spec.gpus;
+        continue;
+      }
+      // A reserved job is never blocked by spot work: any spot holder may be stopped.
+      std::set<uint32_t> holders;
+      for (const RankKey& k : r.book) {
+        if (!k.not_holding && state_.job(JobId(k.job)).state == JobState::kRunning) {
+          holders.insert(k.job);
+        }
+      }
+      std::vector<Bid> candidates = RunningBids(state_, holders);
+      std::optional<VictimChoice> vc = FindVictims(state_, soon, candidates, j.spec.gpus, 0, now);
+      if (!vc) continue;
+      for (JobId v : vc->victims) {
+        Job& victim = state_.job(v);
+        soon.Release(victim.placement);
+        SendNotice(victim, "reclaim", now);
+      }
+      soon.Occupy(vc->placement);
+      claims.push_back(std::move(vc->placement));
+      claimed[j.spec.tenant] += j.spec.gpus;
+    }
+    Supply s;
+    s.state = &state_;
+    s.pool = pool.id;
+    s.free = r.free;
+    for (const Placement& p : claims) s.free.Occupy(p);
+    s.soon = std::move(soon);
+    r.budget_capacity = 0;
+    for (NodeId id : state_.pool_nodes(pool.id)) {
+      if (state_.node(id).state == NodeState::kReady) r.budget_capacity += state_.node(id).gpus;
+    }
+    r.budget = ComputeBudget(pool.id);
+    s.budget = r.budget;
+    s.params = MarketParams{pool.config.reserve_price, pool.config.min_increment};
+    supplies->push_back(std::move(s));
+  }
+}
+
+void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
+                              std::vector<ClearingResult>* results) {
+  results->clear();
+  for (const Pool& pool : state_.pools()) {
+    PoolRuntime& r = rt(pool.id);
+    std::vector<Bid> book;
+    book.reserve(r.book.size());
+    for (const RankKey& k : r.book) {
+      const Job& j = state_.job(JobId(k.job));
+      book.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, j.state == JobState::kRunning,
+                         j.state == JobState::kPreempting, &j.placement, j.started,
+                         j.last_checkpoint});
+    }
+    results->push_back(Clear(book, std::move((*supplies)[pool.id.value() - 1]), now));
+  }
+}
+
+void Scheduler::StagePlacement(Timestamp now, std::vector<ClearingResult>* results) {
+  for (const Pool& pool : state_.pools()) {
+    PoolRuntime& r = rt(pool.id);
+    ClearingResult& cr = (*results)[pool.id.value() - 1];
+    for (Start& s : cr.starts) Bind(state_.job(s.job), std::move(s.placement), Tier::kSpot, now);
+    r.claims.clear();
+    for (JobId j : cr.waiting) r.claims.insert(j.value());
+    r.highest_unplaced = cr.highest_unplaced;
+    SetPrice(pool.id, cr.price, now);
+  }
+}
+
+void Scheduler::StagePreemption(Timestamp now, std::vector<ClearingResult>* results) {
+  for (const Pool& pool : state_.pools()) {
+    ClearingResult& cr = (*results)[pool.id.value() - 1];
+    for (const Notice& n : cr.notices) {
+      std::string reason = n.reason;
+      if (n.beneficiary.valid()) reason += " by job " + n.beneficiary.ToString();
+      SendNotice(state_.job(n.victim), reason, now);
+    }
+  }
+}
+
+std::optional<Timestamp> Scheduler::NextWakeup(Timestamp after) const {
+  std::optional<Timestamp> best;
+  auto consider = [&](Timestamp t) {
+    if (t > after && (!best || t < *best)) best = t;
+  };
+  for (uint32_t id : preempting_) consider(state_.job(JobId(id)).notice_deadline);
+  for (const Reservation& r : state_.reservations()) {
+    consider(r.start);
+    consider(r.end);
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invariants (DESIGN.md 1-5; 6 is enforced where notices expire)
+
+std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_done) const {
+  std::vector<std::string> out;
+  // 1. No GPU is assigned to two jobs: node holders and job placements agree exactly.
+  for (const Job& j : state_.jobs()) {
+    if (!HoldsGpus(j.state)) {
+      if (!j.placement.slices.empty()) out.push_back("job " + j.id.ToString() + " idle with GPUs");
+      continue;
+    }
+    if (j.placement.GpuCount() != j.spec.gpus) {
+      out.push_back("job " + j.id.ToString() + " holds " +
+                    std::to_string(j.placement.GpuCount()) + " GPUs, wants " +
+                    std::to_string(j.spec.gpus));
+    }
+    for (const NodeSlice& s : j.placement.slices) {
+      const Node& n = state_.node(s.node);
+      for (int g = 0; g < n.gpus; ++g) {
+        if (((s.gpu_mask >> g) & 1) && n.gpu_job[g] != j.id) {
+          out.push_back("GPU " + n.name + "/" + std::to_string(g) + " claimed by job " +
+                        j.id.ToString() + " but held by " + n.gpu_job[g].ToString());
+        }
+      }
+    }
+  }
+  for (const Node& n : state_.nodes()) {
+    for (int g = 0; g < n.gpus; ++g) {
+      JobId holder = n.gpu_job[g];
+      if (!holder.valid()) continue;
+      const Job& j = state_.job(holder);
+      bool listed = false;
+      for (const NodeSlice& s : j.placement.slices) {
+        listed |= s.node == n.id && ((s.gpu_mask >> g) & 1);
+      }
+      if (!HoldsGpus(j.state) || !listed) {
+        out.push_back("GPU " + n.name + "/" + std::to_string(g) + " held by job " +
+                      holder.ToString() + " that does not hold it");
+      }
+    }
+  }
+  for (const Pool& pool : state_.pools()) {
+    const PoolRuntime& r = rt(pool.id);
+    // 2. Reserved-tier use within the active reservation.
+    for (const auto& [t, used] : r.reserved_used) {
+      auto a = r.active_reserved.find(t);
+      int32_t active = a == r.active_reserved.end() ? 0 : a->second;
+      if (used > active) {
+        out.push_back("tenant " + state_.tenant(t).name + " runs " + std::to_string(used) +
+                      " reserved GPUs in " + pool.config.name + " with " + std::to_string(active) +
+                      " reserved");
+      }
+    }
+    // 3. Every spot holder's limit >= the price.
+    for (const RankKey& k : r.book) {
+      if (k.not_holding || !cycle_done) continue;
+      const Job& j = state_.job(JobId(k.job));
+      if (j.limit < r.price) {
+        out.push_back("spot job " + j.id.ToString() + " limit " + j.limit.ToString() +
+                      " below price " + r.price.ToString());
+      }
+    }
+    // 4. Reservations within the installed reservable capacity at every instant from now on.
+    int32_t installed = 0;
+    for (NodeId id : state_.pool_nodes(pool.id)) installed += state_.node(id).gpus;
+    int32_t peak = r.calendar.PeakBooked(now, Timestamp::Max());
+    if (peak > std::max(0, installed - pool.config.holdback_gpus)) {
+      out.push_back("pool " + pool.config.name + " books " + std::to_string(peak) + " GPUs of " +
+                    std::to_string(installed));
+    }
+  }
+  // 5. The ledger sums to zero.
+  if (ledger_.Sum() != Money()) out.push_back("ledger sums to " + ledger_.Sum().ToString());
+  return out;
+}
+
+}  // namespace rsv

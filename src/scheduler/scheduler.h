@@ -1,0 +1,199 @@
+// scheduler: the scheduling cycle. Owns the live cluster state, the per-pool indexes (free GPUs,
+// reservation calendar, order book, price) and the ledger, and turns inputs (submissions,
+// reservations, job exits, node changes, the passage of time) into typed decision events by
+// running named, individually timed stages over the pure policies in placement/, market/ and
+// reservation/. Never reads a clock: every call takes `now`. The server and the simulator both
+// drive this class; it must never include anything from server/, store/, agent/ or sim/.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "core/model.h"
+#include "ledger/ledger.h"
+#include "market/clearing.h"
+#include "placement/placement.h"
+#include "reservation/calendar.h"
+#include "scheduler/events.h"
+
+namespace rsv {
+
+struct SchedulerOptions {
+#ifdef NDEBUG
+  bool check_invariants = false;
+#else
+  bool check_invariants = true;
+#endif
+  bool keep_ledger_entries = true;
+  const Ticker* ticker = nullptr;  // times the stages when set; never affects a decision
+};
+
+struct StageTiming {
+  std::string name;
+  int64_t nanos = 0;
+};
+
+struct CycleReport {
+  Timestamp at;
+  std::vector<StageTiming> stages;
+  int32_t events = 0;  // emitted by this cycle
+  bool incremental = false;
+};
+
+struct ReservationRequest {
+  TenantId tenant;
+  PoolId pool;
+  int32_t gpus = 0;
+  Timestamp start;
+  Timestamp end;
+  bool lend = true;
+};
+
+struct Quote {
+  Admission admission;
+  int32_t reservable = 0;  // ready GPUs minus holdback
+  Money price_per_gpu_hour;
+  Money total;  // for the whole window
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions options = {});
+
+  // --- Fleet (operator) ---
+  Result<PoolId> AddPool(PoolConfig config);
+  Result<NodeId> AddNode(std::string name, PoolId pool, int32_t gpus, std::string topology);
+  Result<TenantId> AddTenant(std::string name);
+  // ready <-> draining <-> down. Down requeues the node's jobs at once (no notice possible).
+  Status SetNodeState(NodeId node, NodeState state, Timestamp now);
+
+  // --- Reservations ---
+  Result<Quote> QuoteReservation(const ReservationRequest& req, Timestamp now) const;
+  // Confirms and charges, or fails with kResourceExhausted saying what would fit.
+  Result<ReservationId> Reserve(const ReservationRequest& req, Timestamp now);
+  // Shrinks the rest of the window to end now and credits the unused part at the return rate.
+  Status ReturnReservation(ReservationId id, TenantId caller, Timestamp now);
+
+  // --- Jobs ---
+  Result<JobId> Submit(JobSpec spec, Timestamp now);
+  // Submits and decides this one job against the current state without a full cycle when that
+  // gives the same decision as RunCycle(now) would (the common case); otherwise runs the cycle.
+  Result<JobId> SubmitAndDecide(JobSpec spec, Timestamp now, CycleReport* report = nullptr);
+  Status Cancel(JobId job, Timestamp now);
+  // A job under notice gives its GPUs back now.
+  Status Release(JobId job, Timestamp now);
+  // The job's process ended. Under notice any exit requeues it; otherwise success finishes it
+  // and failure requeues it while restarts remain.
+  Status JobExited(JobId job, bool success, Timestamp now);
+  Status Checkpointed(JobId job, Timestamp now);
+
+  // --- The cycle ---
+  CycleReport RunCycle(Timestamp now);
+
+  // The next instant after `after` at which time alone changes something (a notice deadline,
+  // a reservation starting or ending), for drivers that advance time in jumps.
+  std::optional<Timestamp> NextWakeup(Timestamp after) const;
+
+  // --- Reading ---
+  const ClusterState& state() const { return state_; }
+  const Ledger& ledger() const { return ledger_; }
+  Money Price(PoolId pool) const { return pools_[pool.value() - 1].price; }
+  // Events since the last drain, in order.
+  std::vector<Event> DrainEvents();
+  const std::vector<Event>& pending_events() const { return events_; }
+  int64_t last_event_seq() const { return next_seq_ - 1; }
+  const std::vector<std::string>& violations() const { return violations_; }
+  // Spot-tier GPU time each job held (for the ledger's "never charged without GPUs" checks).
+  Duration SpotHeld(JobId job) const;
+  int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
+  int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
+  // All invariants of DESIGN.md against the current state; returns the violations found.
+  // `cycle_done`: the price has been re-cleared (invariant 3 holds only then).
+  std::vector<std::string> CheckInvariants(Timestamp now, bool cycle_done = true) const;
+
+ private:
+  struct RankKey {
+    int64_t neg_limit;
+    int32_t not_holding;
+    int64_t submitted;
+    uint32_t job;
+    auto operator<=>(const RankKey&) const = default;
+  };
+  struct PoolRuntime {
+    FreeMap free;
+    Calendar calendar;
+    Money price;
+    std::optional<Money> highest_unplaced;
+    std::set<RankKey> book;                              // spot bids and spot holders
+    std::set<std::pair<int64_t, uint32_t>> reserved_q;   // pending reserved/auto by submission
+    std::multiset<int64_t> holder_limits;                // limits of spot jobs holding GPUs
+    std::map<TenantId, int32_t> reserved_used;           // GPUs held by reserved-tier jobs
+    std::map<TenantId, int32_t> active_reserved;         // refreshed each cycle
+    std::map<TenantId, int32_t> active_lend;             // active reservations with lend=true
+    std::set<uint32_t> reserved_holders;                 // jobs holding GPUs as reserved tier
+    std::set<uint32_t> claims;                           // jobs waiting on GPUs being freed
+    int32_t spot_held = 0;
+    int32_t budget_capacity = 0;  // ready GPUs at the last cycle
+    int32_t preempting = 0;  // jobs under notice in this pool
+    int32_t budget = 0;
+  };
+
+  PoolRuntime& rt(PoolId p) { return pools_[p.value() - 1]; }
+  const PoolRuntime& rt(PoolId p) const { return pools_[p.value() - 1]; }
+  void Emit(Event e);
+  RankKey KeyOf(const Job& j) const;
+  // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
+  void Enqueue(Job& j);
+  void Dequeue(Job& j);
+
+  void Bind(Job& j, Placement p, Tier as, Timestamp now);
+  void Unbind(Job& j);
+  // Ends an attempt that held GPUs: back to pending with attempt + 1.
+  void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
+  void Finish(Job& j, JobState state, std::string reason, Timestamp now);
+  void SendNotice(Job& j, std::string reason, Timestamp now);
+  enum class DepState { kReady, kWait, kBroken };
+  DepState Dependencies(const Job& j, std::string* why) const;
+  // Whether the tenant's active reservation has room for the job beyond `claimed` GPUs.
+  bool HasRoom(const Job& j, int32_t claimed) const;
+  void RefreshReservations(PoolId pool, Timestamp now);
+  int32_t ComputeBudget(PoolId pool) const;
+  void SetPrice(PoolId pool, Money price, Timestamp now);
+  void Accrue(Timestamp now);
+  Status Validate(const JobSpec& spec) const;
+
+  void StageReservations(Timestamp now);
+  void StageDependencies(Timestamp now);
+  void StageNotices(Timestamp now);
+  void StageReclaim(Timestamp now, std::vector<Supply>* supplies);
+  void StageClearing(Timestamp now, std::vector<Supply>* supplies,
+                     std::vector<ClearingResult>* results);
+  void StagePlacement(Timestamp now, std::vector<ClearingResult>* results);
+  void StagePreemption(Timestamp now, std::vector<ClearingResult>* results);
+  bool TryIncremental(JobId id, Timestamp now);
+
+  SchedulerOptions options_;
+  ClusterState state_;
+  std::vector<PoolRuntime> pools_;
+  Ledger ledger_;
+  std::vector<Event> events_;
+  int64_t next_seq_ = 1;
+  std::vector<std::string> violations_;
+  Timestamp last_accrual_;
+  bool accrual_started_ = false;
+  // False when anything other than an incrementally decided submission happened since the
+  // last full cycle, or the cycle left claims or notices open: the fast path is then unsafe.
+  bool at_fixpoint_ = false;
+  Timestamp last_cycle_;
+  std::vector<__int128> carry_;     // per job: sub-micro-unit remainder of its spot charges
+  std::vector<int64_t> spot_held_us_;  // per job: spot-tier GPU-held microseconds
+  std::set<uint32_t> preempting_;   // jobs under notice (all pools)
+  std::set<uint32_t> dep_waiting_;  // pending jobs whose dependencies have not resolved
+};
+
+}  // namespace rsv
