@@ -109,7 +109,7 @@ struct JobSpec {
   // stop and wait for capacity in a new reservation.
   std::optional<Money> fallback_limit;
   Duration notice = Duration::Seconds(30);  // time the job needs to checkpoint; capped by pool
-  int32_t max_restarts = -1;                // failures tolerated; -1 = unlimited requeues
+  int32_t max_restarts = 0;  // failed attempts requeued before the job fails; -1 = unlimited
   std::vector<Dependency> dependencies;
   std::string command;
   std::vector<std::string> env;

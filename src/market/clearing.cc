@@ -376,11 +376,11 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply s, Timestamp now) {
     }
     // Preempt only jobs whose limit this bid beats by the minimum increment.
     std::optional<Money> low = lowest_candidate();
-    if (low && b.limit - p.min_increment >= *low && b.gpus < preempt_fail) {
+    if (low && Outbids(b.limit, *low, p.min_increment) && b.gpus < preempt_fail) {
       std::vector<Bid> candidates;
       for (size_t k = cheapest; k < by_limit.size(); ++k) {
         size_t i = by_limit[k];
-        if (running[i]->limit > b.limit - p.min_increment) break;
+        if (!Outbids(b.limit, running[i]->limit, p.min_increment)) break;
         if (!noticed[i]) candidates.push_back(*running[i]);
       }
       int32_t budget_needed = std::max(0, committed + b.gpus - s.budget);

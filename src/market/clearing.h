@@ -76,6 +76,12 @@ struct ClearingResult {
   std::vector<JobId> infeasible;          // can never fit this pool as it is (no price effect)
 };
 
+// Whether a bid at `bid` may preempt a running job at `running`: it must exceed it, by at least
+// the pool's minimum increment (so equal limits never churn, even with a zero increment).
+inline bool Outbids(Money bid, Money running, Money min_increment) {
+  return bid > running && bid - min_increment >= running;
+}
+
 // Clearing price = max(reserve, highest unplaced limit), capped at the lowest limit among spot
 // jobs holding GPUs (so every one of them pays the same price, never above its limit).
 Money ClearingPrice(Money reserve, std::optional<Money> highest_unplaced,

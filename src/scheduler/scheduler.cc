@@ -54,6 +54,7 @@ Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
 Result<TenantId> Scheduler::AddTenant(std::string name) { return state_.AddTenant(std::move(name)); }
 
 Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasNode(id)) return NotFound("no such node");
   Node& n = state_.node(id);
   if (n.state == to) return Status::Ok();
@@ -98,6 +99,7 @@ Result<Quote> Scheduler::QuoteReservation(const ReservationRequest& req, Timesta
 }
 
 Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   RSV_ASSIGN_OR_RETURN(Quote q, QuoteReservation(req, now));
   if (!q.admission.admitted) {
     std::string msg = std::to_string(req.gpus) + " GPUs do not fit over the window; at most " +
@@ -144,6 +146,7 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
 }
 
 Status Scheduler::ReturnReservation(ReservationId id, TenantId caller, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasReservation(id)) return NotFound("no such reservation");
   Reservation& r = state_.reservation(id);
   if (caller.valid() && r.tenant != caller) return NotFound("no such reservation");
@@ -209,6 +212,7 @@ Status Scheduler::Validate(const JobSpec& spec) const {
 }
 
 Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   RSV_RETURN_IF_ERROR(Validate(spec));
   Job j;
   j.spec = std::move(spec);
@@ -276,13 +280,14 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
       return true;
     }
   }
-  if (lowest && j.limit - cfg.min_increment >= *lowest) return false;  // may preempt: full cycle
+  if (lowest && Outbids(j.limit, *lowest, cfg.min_increment)) return false;  // may preempt
   if (!r.highest_unplaced || j.limit > *r.highest_unplaced) r.highest_unplaced = j.limit;
   SetPrice(j.spec.pool, ClearingPrice(cfg.reserve_price, r.highest_unplaced, lowest), now);
   return true;
 }
 
 Status Scheduler::Cancel(JobId id, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
   if (IsTerminal(j.state)) {
@@ -294,6 +299,7 @@ Status Scheduler::Cancel(JobId id, Timestamp now) {
 }
 
 Status Scheduler::Release(JobId id, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
   if (j.state != JobState::kPreempting) return FailedPrecondition("job is not under notice");
@@ -303,6 +309,7 @@ Status Scheduler::Release(JobId id, Timestamp now) {
 }
 
 Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
