@@ -59,7 +59,7 @@ Result<Duration> Duration::Parse(std::string_view text) {
       return InvalidArgument("duration", "unknown unit '" + std::string(unit) + "' in '" +
                                              std::string(text) + "' (use us, ms, s, m, h, d)");
     }
-    if (unit.empty() && !rest.empty()) {
+    if (unit.empty() && (any || !rest.empty())) {
       return InvalidArgument("duration", "'" + std::string(text) + "' is not a duration");
     }
     if (n > std::numeric_limits<int64_t>::max() / scale / 4) {
