@@ -274,12 +274,19 @@ std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, con
       if (!base.ready(id) || base.capacity(id) < gpus) continue;
       const Node& nd = state.node(id);
       uint64_t avail = base.free_mask(id);
-      for (int32_t g = 0; g < nd.gpus; ++g) {
-        for (const Bid* b : set) {
-          if (nd.gpu_job[g] == b->job) avail |= uint64_t{1} << g;
+      size_t on_node = 0;
+      for (const Bid* b : set) {
+        bool here = false;
+        for (int32_t g = 0; g < nd.gpus; ++g) {
+          if (nd.gpu_job[g] == b->job) {
+            avail |= uint64_t{1} << g;
+            here = true;
+          }
         }
+        on_node += here;
       }
-      if (std::popcount(avail) < gpus) continue;
+      // Only jobs on the gang's node are stopped: each victim must make room where it lands.
+      if (on_node != set.size() || std::popcount(avail) < gpus) continue;
       SetCost c = CostOfSet(set, i, now);
       if (!best || c < best->first) best = std::make_pair(std::move(c), std::make_pair(id, avail));
     }

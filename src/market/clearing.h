@@ -92,7 +92,10 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now)
 
 // Victim search for one gang. `candidates` are the running jobs that may be stopped (limit
 // already filtered by the caller), `base` the GPUs available without stopping anyone; victims
-// must also free at least `budget_needed` GPUs of the spot budget. Returns the chosen victims
+// must also free at least `budget_needed` GPUs of the spot budget. Only jobs holding GPUs where
+// the gang will land are stopped (a victim elsewhere would not make it placeable). Among the
+// sets that work, the one with the lowest highest limit, then fewest jobs, then least lost
+// work, then the lowest node, then the lowest ids. Returns the chosen victims
 // and where the gang would go, or nullopt when no set of candidates makes it placeable.
 struct VictimChoice {
   std::vector<JobId> victims;
