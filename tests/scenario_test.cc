@@ -1,13 +1,13 @@
 // Runs every tests/scenarios/*.scn through the scheduler. Each file carries its own
 // expectations; a failure names the file and line.
+#include "scheduler/scenario.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include "scheduler/scenario.h"
 
 namespace rsv {
 namespace {
@@ -61,8 +61,7 @@ TEST(ScenarioFormat, FailedExpectationFails) {
       "submit a tenant=t pool=p gpus=8 tier=spot limit=2\nexpect state a pending\n",
       "z.scn");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("got a running"), std::string::npos)
-      << r.status().ToString();
+  EXPECT_NE(r.status().message().find("got a running"), std::string::npos) << r.status().ToString();
 }
 
 }  // namespace

@@ -67,7 +67,7 @@ inline Status Internal(std::string message) { return Status(Code::kInternal, std
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design, like StatusOr.
+  Result(T value) : v_(std::move(value)) {}        // NOLINT: implicit by design, like StatusOr.
   Result(Status status) : v_(std::move(status)) {  // NOLINT
     assert(!std::get<Status>(v_).ok() && "Result built from an ok Status");
   }
@@ -94,9 +94,9 @@ class Result {
 #define RSV_CONCAT_INNER_(a, b) a##b
 #define RSV_CONCAT_(a, b) RSV_CONCAT_INNER_(a, b)
 
-#define RSV_RETURN_IF_ERROR(expr)            \
-  do {                                       \
-    ::rsv::Status rsv_status_ = (expr);      \
+#define RSV_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::rsv::Status rsv_status_ = (expr);        \
     if (!rsv_status_.ok()) return rsv_status_; \
   } while (0)
 

@@ -83,9 +83,8 @@ std::string Duration::ToString() const {
     int64_t scale;
     const char* name;
   };
-  static constexpr Unit kUnits[] = {{86'400'000'000, "d"}, {3'600'000'000, "h"},
-                                    {60'000'000, "m"},     {1'000'000, "s"},
-                                    {1000, "ms"},          {1, "us"}};
+  static constexpr Unit kUnits[] = {{86'400'000'000, "d"}, {3'600'000'000, "h"}, {60'000'000, "m"},
+                                    {1'000'000, "s"},      {1000, "ms"},         {1, "us"}};
   if (us == 0) return "0s";
   for (const Unit& u : kUnits) {
     if (us % u.scale == 0) return sign + std::to_string(us / u.scale) + u.name;
@@ -101,8 +100,8 @@ Result<Money> Money::Parse(std::string_view text) {
     s.remove_prefix(1);
   }
   auto bad = [&] {
-    return InvalidArgument("money", "'" + std::string(text) +
-                                        "' is not an amount (examples: 3, 2.5, 0.000001)");
+    return InvalidArgument(
+        "money", "'" + std::string(text) + "' is not an amount (examples: 3, 2.5, 0.000001)");
   };
   size_t dot = s.find('.');
   std::string_view whole = s.substr(0, dot);

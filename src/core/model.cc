@@ -42,18 +42,24 @@ Status PoolConfig::Validate() const {
 
 std::string_view NodeStateName(NodeState s) {
   switch (s) {
-    case NodeState::kReady: return "ready";
-    case NodeState::kDraining: return "draining";
-    case NodeState::kDown: return "down";
+    case NodeState::kReady:
+      return "ready";
+    case NodeState::kDraining:
+      return "draining";
+    case NodeState::kDown:
+      return "down";
   }
   return "?";
 }
 
 std::string_view TierName(Tier t) {
   switch (t) {
-    case Tier::kReserved: return "reserved";
-    case Tier::kSpot: return "spot";
-    case Tier::kAuto: return "auto";
+    case Tier::kReserved:
+      return "reserved";
+    case Tier::kSpot:
+      return "spot";
+    case Tier::kAuto:
+      return "auto";
   }
   return "?";
 }
@@ -67,13 +73,20 @@ Result<Tier> ParseTier(std::string_view s) {
 
 std::string_view JobStateName(JobState s) {
   switch (s) {
-    case JobState::kPending: return "pending";
-    case JobState::kStarting: return "starting";
-    case JobState::kRunning: return "running";
-    case JobState::kPreempting: return "preempting";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
+    case JobState::kPending:
+      return "pending";
+    case JobState::kStarting:
+      return "starting";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kPreempting:
+      return "preempting";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
   }
   return "?";
 }

@@ -137,11 +137,11 @@ struct Job {
   int32_t attempt = 1;
   int32_t failures = 0;
   Tier running_as = Tier::kSpot;  // the tier this attempt runs under (auto resolves to one)
-  Money limit;                    // the live bid limit (spec limit, or fallback after a reservation)
-  Placement placement;            // while HoldsGpus(state)
-  Timestamp started;              // start of the current attempt
-  Timestamp last_checkpoint;      // reported by the job; start of attempt if never
-  Timestamp notice_deadline;      // while preempting
+  Money limit;                // the live bid limit (spec limit, or fallback after a reservation)
+  Placement placement;        // while HoldsGpus(state)
+  Timestamp started;          // start of the current attempt
+  Timestamp last_checkpoint;  // reported by the job; start of attempt if never
+  Timestamp notice_deadline;  // while preempting
   std::string preempt_reason;
   Timestamp finished;
   std::string end_reason;  // why a terminal job ended ("exit 1", "dependency 7 failed")
@@ -163,9 +163,7 @@ class ClusterState {
   Job& job(JobId id) { return jobs_[id.value() - 1]; }
   const Job& job(JobId id) const { return jobs_[id.value() - 1]; }
   Reservation& reservation(ReservationId id) { return reservations_[id.value() - 1]; }
-  const Reservation& reservation(ReservationId id) const {
-    return reservations_[id.value() - 1];
-  }
+  const Reservation& reservation(ReservationId id) const { return reservations_[id.value() - 1]; }
 
   bool HasPool(PoolId id) const { return id.valid() && id.value() <= pools_.size(); }
   bool HasNode(NodeId id) const { return id.valid() && id.value() <= nodes_.size(); }

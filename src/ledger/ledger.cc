@@ -4,9 +4,12 @@ namespace rsv {
 
 std::string_view EntryKindName(EntryKind k) {
   switch (k) {
-    case EntryKind::kSpotCharge: return "spot_charge";
-    case EntryKind::kReservationCharge: return "reservation_charge";
-    case EntryKind::kReturnCredit: return "return_credit";
+    case EntryKind::kSpotCharge:
+      return "spot_charge";
+    case EntryKind::kReservationCharge:
+      return "reservation_charge";
+    case EntryKind::kReturnCredit:
+      return "return_credit";
   }
   return "?";
 }

@@ -216,7 +216,8 @@ std::optional<VictimChoice> FindVictimsMulti(const ClusterState& state, const Fr
   for (uint32_t id : chosen->first.ids) out.victims.push_back(JobId(id));
   for (int32_t local : chosen->second) {
     NodeId id = base.node_id(local);
-    out.placement.slices.push_back(NodeSlice{id, size >= 64 ? ~uint64_t{0} : (uint64_t{1} << size) - 1});
+    out.placement.slices.push_back(
+        NodeSlice{id, size >= 64 ? ~uint64_t{0} : (uint64_t{1} << size) - 1});
   }
   return out;
 }
@@ -258,9 +259,8 @@ std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap
 }
 
 std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, const FreeMap& base,
-                                                  const std::vector<Bid>& candidates,
-                                                  int32_t gpus, int32_t budget_needed,
-                                                  Timestamp now) {
+                                                  const std::vector<Bid>& candidates, int32_t gpus,
+                                                  int32_t budget_needed, Timestamp now) {
   std::optional<std::pair<SetCost, std::pair<NodeId, uint64_t>>> best;
   const size_t n = candidates.size();
   for (uint32_t m = 1; m < (1u << n); ++m) {

@@ -21,8 +21,8 @@ struct Bid {
   Money limit;
   Timestamp submitted;
   int32_t gpus = 0;
-  bool running = false;     // holds GPUs (running or starting)
-  bool preempting = false;  // holds GPUs but has notice; frees them soon
+  bool running = false;                  // holds GPUs (running or starting)
+  bool preempting = false;               // holds GPUs but has notice; frees them soon
   const Placement* placement = nullptr;  // when running or preempting
   Timestamp started;
   Timestamp last_checkpoint;
@@ -72,8 +72,8 @@ struct ClearingResult {
   std::vector<Start> starts;              // placed on free GPUs: start now
   std::vector<JobId> waiting;             // holds a claim on GPUs being freed: starts later
   std::vector<Notice> notices;
-  std::vector<JobId> unplaced;            // no room (sets the price)
-  std::vector<JobId> infeasible;          // can never fit this pool as it is (no price effect)
+  std::vector<JobId> unplaced;    // no room (sets the price)
+  std::vector<JobId> infeasible;  // can never fit this pool as it is (no price effect)
 };
 
 // Whether a bid at `bid` may preempt a running job at `running`: it must exceed it, by at least
@@ -107,8 +107,7 @@ std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap
 
 // Reference victim search by enumerating every subset of candidates (tests, ≤ 12 candidates).
 std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, const FreeMap& base,
-                                                  const std::vector<Bid>& candidates,
-                                                  int32_t gpus, int32_t budget_needed,
-                                                  Timestamp now);
+                                                  const std::vector<Bid>& candidates, int32_t gpus,
+                                                  int32_t budget_needed, Timestamp now);
 
 }  // namespace rsv

@@ -220,7 +220,8 @@ std::string Describe(const ClearingResult& r) {
   out += " waiting=";
   for (JobId j : r.waiting) out += j.ToString() + " ";
   out += " notices=";
-  for (const Notice& n : r.notices) out += n.victim.ToString() + ">" + n.beneficiary.ToString() + " ";
+  for (const Notice& n : r.notices)
+    out += n.victim.ToString() + ">" + n.beneficiary.ToString() + " ";
   out += " unplaced=";
   for (JobId j : r.unplaced) out += j.ToString() + " ";
   out += " infeasible=";

@@ -40,7 +40,8 @@ int32_t DenseSet::NextFrom(int32_t i) const {
   int32_t next_word = wi + 1;
   int32_t si = next_word >> 6;
   if (si >= static_cast<int32_t>(summary_.size())) return -1;
-  uint64_t s = summary_[si] & ((next_word & 63) ? (~uint64_t{0} << (next_word & 63)) : ~uint64_t{0});
+  uint64_t s =
+      summary_[si] & ((next_word & 63) ? (~uint64_t{0} << (next_word & 63)) : ~uint64_t{0});
   while (true) {
     if (s) {
       int32_t word = (si << 6) + std::countr_zero(s);
@@ -53,9 +54,12 @@ int32_t DenseSet::NextFrom(int32_t i) const {
 
 std::string_view PlaceOutcomeName(PlaceOutcome o) {
   switch (o) {
-    case PlaceOutcome::kPlaced: return "placed";
-    case PlaceOutcome::kWait: return "wait";
-    case PlaceOutcome::kInfeasible: return "infeasible";
+    case PlaceOutcome::kPlaced:
+      return "placed";
+    case PlaceOutcome::kWait:
+      return "wait";
+    case PlaceOutcome::kInfeasible:
+      return "infeasible";
   }
   return "?";
 }
@@ -230,8 +234,8 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
   const DenseSet& whole = whole_[size];
   if (whole.size() < k) {
     r.outcome = PlaceOutcome::kWait;
-    r.reason = "needs " + std::to_string(k) + " whole free nodes, " +
-               std::to_string(whole.size()) + " are free";
+    r.reason = "needs " + std::to_string(k) + " whole free nodes, " + std::to_string(whole.size()) +
+               " are free";
     return r;
   }
   // Whole free nodes grouped by rack, and racks by zone (ordered maps: deterministic).

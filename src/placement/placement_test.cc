@@ -116,8 +116,8 @@ TEST(FreeMap, MatchesBruteForceScoringOnRandomPools) {
     int nodes = static_cast<int>(rng.Range(1, 12));
     for (int i = 0; i < nodes; ++i) {
       int32_t gpus = rng.Chance(3, 4) ? 8 : static_cast<int32_t>(rng.Range(1, 16));
-      NodeId id = f.Add(gpus, 0, "z" + std::to_string(rng.Range(0, 1)) + "/r" +
-                                     std::to_string(rng.Range(0, 2)));
+      NodeId id = f.Add(
+          gpus, 0, "z" + std::to_string(rng.Range(0, 1)) + "/r" + std::to_string(rng.Range(0, 2)));
       for (int32_t g = 0; g < gpus; ++g) {
         if (rng.Chance(1, 3)) f.s.node(id).gpu_job[g] = JobId(7);
       }

@@ -59,9 +59,9 @@ void Calendar::Unbook(int32_t gpus, Timestamp start, Timestamp end) { Book(-gpus
 
 Money ReservationPrice(Money base, BasisPoints surge, int32_t capacity, int32_t peak_booked) {
   if (capacity <= 0) return base;
-  __int128 num = static_cast<__int128>(base.micros()) *
-                 (static_cast<__int128>(kFullBasisPoints) * capacity +
-                  static_cast<__int128>(surge) * peak_booked);
+  __int128 num =
+      static_cast<__int128>(base.micros()) * (static_cast<__int128>(kFullBasisPoints) * capacity +
+                                              static_cast<__int128>(surge) * peak_booked);
   __int128 den = static_cast<__int128>(kFullBasisPoints) * capacity;
   return Money::Micros(static_cast<int64_t>(num / den));
 }

@@ -14,9 +14,9 @@ namespace rsv {
 
 struct Admission {
   bool admitted = false;
-  int32_t largest_fit = 0;                   // most GPUs that fit over the whole window
-  std::optional<Timestamp> earliest_start;   // first start >= asked at which all GPUs fit
-  int32_t peak_booked = 0;                   // booked GPUs at the window's busiest instant
+  int32_t largest_fit = 0;                  // most GPUs that fit over the whole window
+  std::optional<Timestamp> earliest_start;  // first start >= asked at which all GPUs fit
+  int32_t peak_booked = 0;                  // booked GPUs at the window's busiest instant
 };
 
 class Calendar {

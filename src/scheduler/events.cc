@@ -6,28 +6,43 @@ namespace rsv {
 
 std::string_view EventTypeName(EventType t) {
   switch (t) {
-    case EventType::kJobSubmitted: return "JobSubmitted";
-    case EventType::kJobStarted: return "JobStarted";
-    case EventType::kNoticeSent: return "NoticeSent";
-    case EventType::kJobPreempted: return "JobPreempted";
-    case EventType::kJobRequeued: return "JobRequeued";
-    case EventType::kJobConverted: return "JobConverted";
-    case EventType::kJobSucceeded: return "JobSucceeded";
-    case EventType::kJobFailed: return "JobFailed";
-    case EventType::kJobCancelled: return "JobCancelled";
-    case EventType::kPriceChanged: return "PriceChanged";
-    case EventType::kReservationConfirmed: return "ReservationConfirmed";
-    case EventType::kReservationActivated: return "ReservationActivated";
-    case EventType::kReservationEnded: return "ReservationEnded";
-    case EventType::kReservationReturned: return "ReservationReturned";
-    case EventType::kNodeStateChanged: return "NodeStateChanged";
+    case EventType::kJobSubmitted:
+      return "JobSubmitted";
+    case EventType::kJobStarted:
+      return "JobStarted";
+    case EventType::kNoticeSent:
+      return "NoticeSent";
+    case EventType::kJobPreempted:
+      return "JobPreempted";
+    case EventType::kJobRequeued:
+      return "JobRequeued";
+    case EventType::kJobConverted:
+      return "JobConverted";
+    case EventType::kJobSucceeded:
+      return "JobSucceeded";
+    case EventType::kJobFailed:
+      return "JobFailed";
+    case EventType::kJobCancelled:
+      return "JobCancelled";
+    case EventType::kPriceChanged:
+      return "PriceChanged";
+    case EventType::kReservationConfirmed:
+      return "ReservationConfirmed";
+    case EventType::kReservationActivated:
+      return "ReservationActivated";
+    case EventType::kReservationEnded:
+      return "ReservationEnded";
+    case EventType::kReservationReturned:
+      return "ReservationReturned";
+    case EventType::kNodeStateChanged:
+      return "NodeStateChanged";
   }
   return "?";
 }
 
 std::string FormatEvent(const Event& e, const ClusterState& s) {
-  std::string out = "t=" + Duration::Micros(e.at.micros()).ToString() + " " +
-                    std::string(EventTypeName(e.type));
+  std::string out =
+      "t=" + Duration::Micros(e.at.micros()).ToString() + " " + std::string(EventTypeName(e.type));
   if (e.job.valid()) {
     const Job& j = s.job(e.job);
     out += " job=" + (j.spec.name.empty() ? e.job.ToString() : j.spec.name);

@@ -11,8 +11,8 @@ namespace {
 struct Line {
   int number = 0;
   std::string verb;
-  std::vector<std::string> args;           // positional
-  std::map<std::string, std::string> kv;   // key=value
+  std::vector<std::string> args;          // positional
+  std::map<std::string, std::string> kv;  // key=value
 };
 
 Line Tokenize(const std::string& raw, int number) {
@@ -49,7 +49,8 @@ class Runner {
       Line l = Tokenize(raw, number);
       if (l.verb.empty()) continue;
       line_ = number;
-      if (!rejected_.empty() && !(l.verb == "expect" && !l.args.empty() && l.args[0] == "rejected")) {
+      if (!rejected_.empty() &&
+          !(l.verb == "expect" && !l.args.empty() && l.args[0] == "rejected")) {
         return Fail("reservation " + rejected_ + " was rejected: " + rejected_msg_);
       }
       if (l.verb != "expect") window_ = log_size();
@@ -57,7 +58,8 @@ class Runner {
       Collect();
       if (!s.ok()) return Fail(s.ToString());
     }
-    if (!rejected_.empty()) return Fail("reservation " + rejected_ + " was rejected: " + rejected_msg_);
+    if (!rejected_.empty())
+      return Fail("reservation " + rejected_ + " was rejected: " + rejected_msg_);
     Collect();
     return Status::Ok();
   }
@@ -181,7 +183,8 @@ class Runner {
     if (v == "return") {
       RSV_ASSIGN_OR_RETURN(std::string name, Arg(l, 0, "reservation"));
       auto it = reservations_.find(name);
-      if (it == reservations_.end()) return InvalidArgument("reservation", "unknown '" + name + "'");
+      if (it == reservations_.end())
+        return InvalidArgument("reservation", "unknown '" + name + "'");
       RSV_RETURN_IF_ERROR(sched_.ReturnReservation(it->second, TenantId(), now_));
       sched_.RunCycle(now_);
       return Status::Ok();
@@ -408,7 +411,8 @@ class Runner {
       RSV_ASSIGN_OR_RETURN(PoolId pool, PoolOf(p));
       RSV_ASSIGN_OR_RETURN(std::string a, Arg(l, 2, "amount"));
       RSV_ASSIGN_OR_RETURN(Money want, Amount("amount", a));
-      if (sched_.Price(pool) != want) return mismatch(sched_.Price(pool).ToString(), want.ToString());
+      if (sched_.Price(pool) != want)
+        return mismatch(sched_.Price(pool).ToString(), want.ToString());
       return Status::Ok();
     }
     if (what == "balance") {
@@ -441,13 +445,14 @@ class Runner {
       RSV_ASSIGN_OR_RETURN(std::string type_name, Arg(l, 1, "event"));
       RSV_ASSIGN_OR_RETURN(EventType type, EventTypeOf(type_name));
       int found = 0;
-      for (size_t i = window_; i < events_.size(); ++i) found += EventMatches(events_[i], type, l, 2);
+      for (size_t i = window_; i < events_.size(); ++i)
+        found += EventMatches(events_[i], type, l, 2);
       if (what == "event" && found == 0) {
         return FailedPrecondition("expected event " + type_name + " after the last command; none");
       }
       if (what == "no-event" && found > 0) {
-        return FailedPrecondition("expected no event " + type_name + " after the last command; got " +
-                                  std::to_string(found));
+        return FailedPrecondition("expected no event " + type_name +
+                                  " after the last command; got " + std::to_string(found));
       }
       if (l.kv.count("count")) {
         RSV_ASSIGN_OR_RETURN(int32_t want, Int("count", l.kv.at("count")));
@@ -462,10 +467,12 @@ class Runner {
       const Admission& a = last_quote_.admission;
       if (l.kv.count("fit")) {
         RSV_ASSIGN_OR_RETURN(int32_t want, Int("fit", l.kv.at("fit")));
-        if (a.largest_fit != want) return mismatch(std::to_string(a.largest_fit), std::to_string(want));
+        if (a.largest_fit != want)
+          return mismatch(std::to_string(a.largest_fit), std::to_string(want));
       }
       if (l.kv.count("earliest")) {
-        std::string got = a.earliest_start ? Duration::Micros(a.earliest_start->micros()).ToString() : "never";
+        std::string got =
+            a.earliest_start ? Duration::Micros(a.earliest_start->micros()).ToString() : "never";
         if (got != l.kv.at("earliest")) return mismatch(got, l.kv.at("earliest"));
       }
       return Status::Ok();

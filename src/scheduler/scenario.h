@@ -11,8 +11,8 @@
 namespace rsv {
 
 struct ScenarioOutcome {
-  int32_t expectations = 0;          // expect lines checked
-  std::vector<std::string> events;   // every decision, formatted, in order
+  int32_t expectations = 0;             // expect lines checked
+  std::vector<std::string> events;      // every decision, formatted, in order
   std::vector<std::string> violations;  // invariant violations seen (must be empty)
 };
 

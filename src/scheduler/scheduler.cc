@@ -51,7 +51,9 @@ Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
   return id;
 }
 
-Result<TenantId> Scheduler::AddTenant(std::string name) { return state_.AddTenant(std::move(name)); }
+Result<TenantId> Scheduler::AddTenant(std::string name) {
+  return state_.AddTenant(std::move(name));
+}
 
 Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
@@ -67,7 +69,8 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
       if (j.valid() && std::find(lost.begin(), lost.end(), j) == lost.end()) lost.push_back(j);
     }
     std::sort(lost.begin(), lost.end());
-    for (JobId j : lost) Requeue(state_.job(j), EventType::kJobRequeued, "node " + n.name + " down", now);
+    for (JobId j : lost)
+      Requeue(state_.job(j), EventType::kJobRequeued, "node " + n.name + " down", now);
   }
   Event e;
   e.at = now;
@@ -105,8 +108,8 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
     std::string msg = std::to_string(req.gpus) + " GPUs do not fit over the window; at most " +
                       std::to_string(q.admission.largest_fit) + " fit";
     if (q.admission.earliest_start) {
-      msg += "; all " + std::to_string(req.gpus) + " fit from t=" +
-             std::to_string(q.admission.earliest_start->micros()) + "us";
+      msg += "; all " + std::to_string(req.gpus) +
+             " fit from t=" + std::to_string(q.admission.earliest_start->micros()) + "us";
     } else {
       msg += "; the pool has only " + std::to_string(q.reservable) + " reservable GPUs";
     }
@@ -194,12 +197,12 @@ Status Scheduler::Validate(const JobSpec& spec) const {
   }
   const PoolConfig& cfg = state_.pool(spec.pool).config;
   if (spec.tier != Tier::kReserved && spec.limit_price < cfg.reserve_price) {
-    return InvalidArgument("limit_price", "is below the pool's reserve price " +
-                                              cfg.reserve_price.ToString());
+    return InvalidArgument("limit_price",
+                           "is below the pool's reserve price " + cfg.reserve_price.ToString());
   }
   if (spec.fallback_limit && *spec.fallback_limit < cfg.reserve_price) {
-    return InvalidArgument("fallback_limit", "is below the pool's reserve price " +
-                                                 cfg.reserve_price.ToString());
+    return InvalidArgument("fallback_limit",
+                           "is below the pool's reserve price " + cfg.reserve_price.ToString());
   }
   if (spec.notice < Duration()) return InvalidArgument("notice", "must not be negative");
   if (spec.max_restarts < -1) return InvalidArgument("max_restarts", "must be -1 or more");
@@ -352,8 +355,7 @@ std::vector<Event> Scheduler::DrainEvents() {
 }
 
 Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
-  return RankKey{-j.limit.micros(), HoldsGpus(j.state) ? 0 : 1, j.submitted.micros(),
-                 j.id.value()};
+  return RankKey{-j.limit.micros(), HoldsGpus(j.state) ? 0 : 1, j.submitted.micros(), j.id.value()};
 }
 
 void Scheduler::Enqueue(Job& j) {
@@ -725,8 +727,9 @@ void Scheduler::StageReservations(Timestamp now) {
       for (Job* j : jobs) {
         auto a = r.active_reserved.find(t);
         if (r.reserved_used[t] <= (a == r.active_reserved.end() ? 0 : a->second)) break;
-        std::optional<Money> fallback = j->spec.tier == Tier::kAuto ? std::optional<Money>(j->spec.limit_price)
-                                                                    : j->spec.fallback_limit;
+        std::optional<Money> fallback = j->spec.tier == Tier::kAuto
+                                            ? std::optional<Money>(j->spec.limit_price)
+                                            : j->spec.fallback_limit;
         if (!fallback) {
           Requeue(*j, EventType::kJobRequeued, "reservation ended", now);
           continue;
@@ -782,8 +785,8 @@ static std::vector<Bid> RunningBids(const ClusterState& s, const std::set<uint32
   std::vector<Bid> out;
   for (uint32_t id : ids) {
     const Job& j = s.job(JobId(id));
-    out.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, true, false, &j.placement,
-                      j.started, j.last_checkpoint});
+    out.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, true, false, &j.placement, j.started,
+                      j.last_checkpoint});
   }
   return out;
 }
@@ -919,9 +922,8 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
       continue;
     }
     if (j.placement.GpuCount() != j.spec.gpus) {
-      out.push_back("job " + j.id.ToString() + " holds " +
-                    std::to_string(j.placement.GpuCount()) + " GPUs, wants " +
-                    std::to_string(j.spec.gpus));
+      out.push_back("job " + j.id.ToString() + " holds " + std::to_string(j.placement.GpuCount()) +
+                    " GPUs, wants " + std::to_string(j.spec.gpus));
     }
     for (const NodeSlice& s : j.placement.slices) {
       const Node& n = state_.node(s.node);

@@ -129,17 +129,17 @@ class Scheduler {
     Calendar calendar;
     Money price;
     std::optional<Money> highest_unplaced;
-    std::set<RankKey> book;                              // spot bids and spot holders
-    std::set<std::pair<int64_t, uint32_t>> reserved_q;   // pending reserved/auto by submission
-    std::multiset<int64_t> holder_limits;                // limits of spot jobs holding GPUs
-    std::map<TenantId, int32_t> reserved_used;           // GPUs held by reserved-tier jobs
-    std::map<TenantId, int32_t> active_reserved;         // refreshed each cycle
-    std::map<TenantId, int32_t> active_lend;             // active reservations with lend=true
-    std::set<uint32_t> reserved_holders;                 // jobs holding GPUs as reserved tier
-    std::set<uint32_t> claims;                           // jobs waiting on GPUs being freed
+    std::set<RankKey> book;                             // spot bids and spot holders
+    std::set<std::pair<int64_t, uint32_t>> reserved_q;  // pending reserved/auto by submission
+    std::multiset<int64_t> holder_limits;               // limits of spot jobs holding GPUs
+    std::map<TenantId, int32_t> reserved_used;          // GPUs held by reserved-tier jobs
+    std::map<TenantId, int32_t> active_reserved;        // refreshed each cycle
+    std::map<TenantId, int32_t> active_lend;            // active reservations with lend=true
+    std::set<uint32_t> reserved_holders;                // jobs holding GPUs as reserved tier
+    std::set<uint32_t> claims;                          // jobs waiting on GPUs being freed
     int32_t spot_held = 0;
     int32_t budget_capacity = 0;  // ready GPUs at the last cycle
-    int32_t preempting = 0;  // jobs under notice in this pool
+    int32_t preempting = 0;       // jobs under notice in this pool
     int32_t budget = 0;
   };
 
@@ -190,10 +190,10 @@ class Scheduler {
   // last full cycle, or the cycle left claims or notices open: the fast path is then unsafe.
   bool at_fixpoint_ = false;
   Timestamp last_cycle_;
-  std::vector<__int128> carry_;     // per job: sub-micro-unit remainder of its spot charges
+  std::vector<__int128> carry_;        // per job: sub-micro-unit remainder of its spot charges
   std::vector<int64_t> spot_held_us_;  // per job: spot-tier GPU-held microseconds
-  std::set<uint32_t> preempting_;   // jobs under notice (all pools)
-  std::set<uint32_t> dep_waiting_;  // pending jobs whose dependencies have not resolved
+  std::set<uint32_t> preempting_;      // jobs under notice (all pools)
+  std::set<uint32_t> dep_waiting_;     // pending jobs whose dependencies have not resolved
 };
 
 }  // namespace rsv

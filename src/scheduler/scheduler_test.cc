@@ -1,2 +1,144 @@
+#include "scheduler/scheduler.h"
+
 #include <gtest/gtest.h>
-TEST(Placeholder, Builds) { EXPECT_TRUE(true); }
+
+namespace rsv {
+namespace {
+
+Timestamp T(int64_t s) { return Timestamp::FromMicros(s * 1'000'000); }
+
+struct Fixture {
+  Scheduler s;
+  PoolId pool;
+  TenantId a, b;
+  Fixture() {
+    PoolConfig c;
+    c.name = "h100";
+    c.reserve_price = Money::Units(1);
+    pool = *s.AddPool(c);
+    (void)s.AddNode("n1", pool, 8, "z/r");
+    (void)s.AddNode("n2", pool, 8, "z/r");
+    a = *s.AddTenant("a");
+    b = *s.AddTenant("b");
+  }
+  JobSpec Spot(int32_t gpus, int64_t limit_units) {
+    JobSpec j;
+    j.tenant = b;
+    j.pool = pool;
+    j.gpus = gpus;
+    j.tier = Tier::kSpot;
+    j.limit_price = Money::Units(limit_units);
+    return j;
+  }
+};
+
+TEST(Scheduler, BadSubmissionsNameTheFieldAndChangeNothing) {
+  Fixture f;
+  struct Case {
+    const char* field;
+    std::function<void(JobSpec&)> spoil;
+  } cases[] = {
+      {"gpus", [](JobSpec& j) { j.gpus = 0; }},
+      {"gpus", [](JobSpec& j) { j.gpus = 17; }},
+      {"limit_price", [](JobSpec& j) { j.limit_price = Money::Micros(999'999); }},
+      {"tenant", [](JobSpec& j) { j.tenant = TenantId(77); }},
+      {"pool", [](JobSpec& j) { j.pool = PoolId(9); }},
+      {"notice", [](JobSpec& j) { j.notice = Duration::Seconds(-1); }},
+      {"dependencies",
+       [](JobSpec& j) {
+         j.dependencies.push_back({DependencyKind::kAfterOk, JobId(5)});
+       }},
+      {"fallback_limit", [](JobSpec& j) { j.fallback_limit = Money(); }},
+  };
+  for (const Case& c : cases) {
+    JobSpec j = f.Spot(4, 2);
+    c.spoil(j);
+    Result<JobId> r = f.s.SubmitAndDecide(j, T(0));
+    ASSERT_FALSE(r.ok()) << c.field;
+    EXPECT_EQ(r.status().code(), Code::kInvalidArgument) << c.field;
+    EXPECT_EQ(r.status().field(), c.field);
+  }
+  EXPECT_TRUE(f.s.state().jobs().empty());
+  EXPECT_TRUE(f.s.DrainEvents().empty());
+}
+
+TEST(Scheduler, BadReservationsNameTheField) {
+  Fixture f;
+  ReservationRequest r{f.a, f.pool, 4, T(100), T(200), true};
+  r.gpus = -1;
+  EXPECT_EQ(f.s.Reserve(r, T(0)).status().field(), "gpus");
+  r.gpus = 4;
+  r.end = T(50);
+  EXPECT_EQ(f.s.Reserve(r, T(0)).status().field(), "end");
+  r.end = T(200);
+  EXPECT_EQ(f.s.Reserve(r, T(150)).status().field(), "start");
+  r.pool = PoolId(3);
+  EXPECT_EQ(f.s.Reserve(r, T(0)).status().field(), "pool");
+  EXPECT_TRUE(f.s.state().reservations().empty());
+  EXPECT_EQ(f.s.ledger().Balance(Account::Of(f.a)), Money());
+}
+
+TEST(Scheduler, RejectionSaysWhatFitsAndChargesNothing) {
+  Fixture f;
+  ASSERT_TRUE(f.s.Reserve({f.a, f.pool, 12, T(0), T(3600), true}, T(0)).ok());
+  Money after_first = f.s.ledger().Balance(Account::Of(f.b));
+  Result<ReservationId> r = f.s.Reserve({f.b, f.pool, 8, T(0), T(7200), true}, T(0));
+  ASSERT_EQ(r.status().code(), Code::kResourceExhausted);
+  EXPECT_NE(r.status().message().find("at most 4 fit"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("from t=3600000000us"), std::string::npos);
+  EXPECT_EQ(f.s.ledger().Balance(Account::Of(f.b)), after_first);
+  Result<Quote> q = f.s.QuoteReservation({f.b, f.pool, 8, T(0), T(7200), true}, T(0));
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->admission.largest_fit, 4);
+}
+
+TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
+  struct CountingTicker : Ticker {
+    mutable int64_t t = 0;
+    int64_t Nanos() const override { return t += 5; }
+  } ticker;
+  Scheduler s(SchedulerOptions{.check_invariants = true, .ticker = &ticker});
+  CycleReport r = s.RunCycle(T(0));
+  std::vector<std::string> names;
+  for (const StageTiming& st : r.stages) {
+    names.push_back(st.name);
+    EXPECT_EQ(st.nanos, 5);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"accrue", "reservations", "dependencies", "notices",
+                                             "reclaim", "clearing", "placement", "preemption"}));
+}
+
+TEST(Scheduler, ReleaseOnlyUnderNoticeAndExitsOnlyWhenRunning) {
+  Fixture f;
+  JobId j = *f.s.SubmitAndDecide(f.Spot(8, 2), T(0));
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kRunning);
+  EXPECT_EQ(f.s.Release(j, T(1)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(f.s.Release(JobId(99), T(1)).code(), Code::kNotFound);
+  ASSERT_TRUE(f.s.JobExited(j, true, T(2)).ok());
+  EXPECT_EQ(f.s.JobExited(j, true, T(3)).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(f.s.Cancel(j, T(3)).code(), Code::kFailedPrecondition);
+}
+
+TEST(Scheduler, FailedJobsRestartUpToTheirLimit) {
+  Fixture f;
+  JobSpec spec = f.Spot(8, 2);
+  spec.max_restarts = 1;
+  JobId j = *f.s.SubmitAndDecide(spec, T(0));
+  ASSERT_TRUE(f.s.JobExited(j, false, T(10)).ok());
+  f.s.RunCycle(T(10));
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kRunning);
+  EXPECT_EQ(f.s.state().job(j).attempt, 2);
+  ASSERT_TRUE(f.s.JobExited(j, false, T(20)).ok());
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kFailed);
+}
+
+TEST(Scheduler, NextWakeupIsTheNearestDeadlineOrReservationEdge) {
+  Fixture f;
+  ASSERT_TRUE(f.s.Reserve({f.a, f.pool, 8, T(100), T(500), true}, T(0)).ok());
+  EXPECT_EQ(*f.s.NextWakeup(T(0)), T(100));
+  EXPECT_EQ(*f.s.NextWakeup(T(100)), T(500));
+  EXPECT_FALSE(f.s.NextWakeup(T(500)).has_value());
+}
+
+}  // namespace
+}  // namespace rsv
