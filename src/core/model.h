@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -181,7 +182,8 @@ class ClusterState {
   const std::vector<Node>& nodes() const { return nodes_; }
   std::vector<Node>& mutable_nodes() { return nodes_; }
   const std::vector<Tenant>& tenants() const { return tenants_; }
-  const std::vector<Job>& jobs() const { return jobs_; }
+  // A deque: references to jobs stay valid as jobs are added.
+  const std::deque<Job>& jobs() const { return jobs_; }
   const std::vector<Reservation>& reservations() const { return reservations_; }
   std::vector<Reservation>& mutable_reservations() { return reservations_; }
   const std::vector<NodeId>& pool_nodes(PoolId id) const { return pool_nodes_[id.value() - 1]; }
@@ -201,7 +203,7 @@ class ClusterState {
   std::vector<Pool> pools_;
   std::vector<Node> nodes_;
   std::vector<Tenant> tenants_;
-  std::vector<Job> jobs_;
+  std::deque<Job> jobs_;
   std::vector<Reservation> reservations_;
   std::vector<std::vector<NodeId>> pool_nodes_;
   std::map<std::string, PoolId, std::less<>> pool_by_name_;

@@ -95,6 +95,10 @@ FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
   ready_.assign(n, 0);
   partial_.resize(kMaxGpusPerNode + 1);
   whole_.resize(kMaxGpusPerNode + 1);
+  rack_nodes_.resize(state.rack_count());
+  zone_racks_.resize(state.zone_count());
+  rack_whole_.assign(state.rack_count(), 0);
+  zone_whole_.assign(state.zone_count(), 0);
   for (DenseSet& s : partial_) s.Resize(n);
   for (DenseSet& s : whole_) s.Resize(n);
   for (int32_t i = 0; i < n; ++i) {
@@ -109,16 +113,42 @@ FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
     }
     free_[i] = mask;
     ready_[i] = nd.state == NodeState::kReady;
-    if (ready_[i]) {
-      total_free_ += std::popcount(mask);
-      largest_ = std::max(largest_, nd.gpus);
-    }
+    rack_nodes_[nd.rack].push_back(i);
+    std::vector<int32_t>& racks = zone_racks_[nd.zone];
+    if (std::find(racks.begin(), racks.end(), nd.rack) == racks.end()) racks.push_back(nd.rack);
+    if (ready_[i]) total_free_ += std::popcount(mask);
     Index(i);
+  }
+  RecountLargest();
+}
+
+void FreeMap::RecountLargest() {
+  largest_ = 0;
+  largest_ready_nodes_ = 0;
+  for (int32_t k = 0; k < node_count(); ++k) {
+    if (!ready_[k]) continue;
+    if (capacity_[k] > largest_) {
+      largest_ = capacity_[k];
+      largest_ready_nodes_ = 0;
+    }
+    largest_ready_nodes_ += capacity_[k] == largest_;
+  }
+  std::fill(rack_whole_.begin(), rack_whole_.end(), 0);
+  std::fill(zone_whole_.begin(), zone_whole_.end(), 0);
+  for (int32_t k = 0; k < node_count(); ++k) {
+    if (CountsAsWhole(k)) {
+      rack_whole_[rack_[k]]++;
+      zone_whole_[zone_[k]]++;
+    }
   }
 }
 
 void FreeMap::Unindex(int32_t i) {
   if (!ready_[i]) return;
+  if (CountsAsWhole(i) && !rack_whole_.empty()) {
+    rack_whole_[rack_[i]]--;
+    zone_whole_[zone_[i]]--;
+  }
   int32_t f = std::popcount(free_[i]);
   if (f == capacity_[i]) {
     whole_[f].Erase(i);
@@ -129,6 +159,10 @@ void FreeMap::Unindex(int32_t i) {
 
 void FreeMap::Index(int32_t i) {
   if (!ready_[i]) return;
+  if (CountsAsWhole(i) && !rack_whole_.empty()) {
+    rack_whole_[rack_[i]]++;
+    zone_whole_[zone_[i]]++;
+  }
   int32_t f = std::popcount(free_[i]);
   if (f == capacity_[i]) {
     whole_[f].Insert(i);
@@ -165,10 +199,7 @@ void FreeMap::SetReady(NodeId node, bool ready) {
   ready_[i] = ready;
   total_free_ += (ready ? 1 : -1) * std::popcount(free_[i]);
   Index(i);
-  largest_ = 0;
-  for (int32_t k = 0; k < node_count(); ++k) {
-    if (ready_[k]) largest_ = std::max(largest_, capacity_[k]);
-  }
+  RecountLargest();
 }
 
 bool FreeMap::Feasible(int32_t gpus, std::string* reason) const {
@@ -186,8 +217,7 @@ bool FreeMap::Feasible(int32_t gpus, std::string* reason) const {
               " GPUs is not a multiple of the node size " + std::to_string(largest_);
     return false;
   }
-  int32_t nodes = 0;
-  for (int32_t i = 0; i < node_count(); ++i) nodes += ready_[i] && capacity_[i] == largest_;
+  const int32_t nodes = largest_ready_nodes_;
   if (gpus / largest_ > nodes) {
     *reason = "needs " + std::to_string(gpus / largest_) + " whole nodes of " +
               std::to_string(largest_) + " GPUs; the pool has " + std::to_string(nodes) + " ready";
@@ -238,48 +268,57 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
                " are free";
     return r;
   }
-  // Whole free nodes grouped by rack, and racks by zone (ordered maps: deterministic).
-  std::map<int32_t, std::vector<int32_t>> by_rack;
-  std::map<int32_t, int32_t> zone_count;
-  std::map<int32_t, int32_t> zone_of_rack;
-  for (int32_t i = whole.First(); i >= 0; i = whole.NextFrom(i + 1)) {
-    by_rack[rack_[i]].push_back(i);
-    zone_count[zone_[i]]++;
-    zone_of_rack[rack_[i]] = zone_[i];
-  }
-  // 1. One rack: the one with the fewest whole free nodes that suffices (best fit).
-  int32_t best_rack = -1;
-  for (const auto& [rack, nodes] : by_rack) {
-    int32_t n = static_cast<int32_t>(nodes.size());
-    if (n >= k && (best_rack < 0 || n < static_cast<int32_t>(by_rack[best_rack].size()))) {
-      best_rack = rack;
-    }
-  }
+  // Take up to `want` whole free nodes of a rack, lowest ids first.
   std::vector<int32_t> chosen;
-  if (best_rack >= 0) {
-    const std::vector<int32_t>& nodes = by_rack[best_rack];
-    chosen.assign(nodes.begin(), nodes.begin() + k);
-  } else {
-    // 2. One zone (fewest whole free nodes that suffices), else 3. the whole pool; inside the
-    // domain take the racks with the most whole free nodes first, so the gang spans few racks.
-    int32_t best_zone = -1;
-    for (const auto& [zone, n] : zone_count) {
-      if (n >= k && (best_zone < 0 || n < zone_count[best_zone])) best_zone = zone;
+  auto take_from_rack = [&](int32_t rack, int32_t want) {
+    for (int32_t i : rack_nodes_[rack]) {
+      if (want == 0) break;
+      if (CountsAsWhole(i)) {
+        chosen.push_back(i);
+        --want;
+      }
     }
+  };
+  // Best fit: the smallest count that suffices, ties to the lowest id.
+  auto best_fit = [k](const std::vector<int32_t>& counts, const std::vector<int32_t>* among) {
+    int32_t best = -1;
+    auto consider = [&](int32_t d) {
+      if (counts[d] >= k &&
+          (best < 0 || counts[d] < counts[best] || (counts[d] == counts[best] && d < best))) {
+        best = d;
+      }
+    };
+    if (among) {
+      for (int32_t d : *among) consider(d);
+    } else {
+      for (int32_t d = 0; d < static_cast<int32_t>(counts.size()); ++d) consider(d);
+    }
+    return best;
+  };
+  // 1. One rack, the one with the fewest whole free nodes that suffices.
+  int32_t rack = best_fit(rack_whole_, nullptr);
+  if (rack >= 0) {
+    take_from_rack(rack, k);
+  } else {
+    // 2. One zone (fewest that suffices), else 3. the whole pool; inside it the racks with the
+    // most whole free nodes first (ties to the lowest rack), so the gang spans few racks.
+    int32_t zone = best_fit(zone_whole_, nullptr);
     std::vector<std::pair<int32_t, int32_t>> racks;  // (-count, rack)
-    for (const auto& [rack, nodes] : by_rack) {
-      if (best_zone < 0 || zone_of_rack[rack] == best_zone) {
-        racks.emplace_back(-static_cast<int32_t>(nodes.size()), rack);
+    if (zone >= 0) {
+      for (int32_t rk : zone_racks_[zone]) racks.emplace_back(-rack_whole_[rk], rk);
+    } else {
+      for (int32_t rk = 0; rk < static_cast<int32_t>(rack_whole_.size()); ++rk) {
+        racks.emplace_back(-rack_whole_[rk], rk);
       }
     }
     std::sort(racks.begin(), racks.end());
-    for (const auto& [neg, rack] : racks) {
-      for (int32_t i : by_rack[rack]) {
-        if (static_cast<int32_t>(chosen.size()) < k) chosen.push_back(i);
-      }
+    for (const auto& [neg, rk] : racks) {
+      int32_t want = k - static_cast<int32_t>(chosen.size());
+      if (want == 0 || neg == 0) break;
+      take_from_rack(rk, want);
     }
-    std::sort(chosen.begin(), chosen.end());
   }
+  std::sort(chosen.begin(), chosen.end());
   r.outcome = PlaceOutcome::kPlaced;
   for (int32_t i : chosen) r.placement.slices.push_back(NodeSlice{ids_[i], free_[i]});
   return r;

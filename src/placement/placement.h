@@ -5,6 +5,7 @@
 // Depends on core/ and common/ only; never on scheduler/, server/, store/, agent/ or sim/.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -93,7 +94,19 @@ class FreeMap {
   std::vector<DenseSet> partial_;  // by free count: ready nodes partly in use
   std::vector<DenseSet> whole_;    // by capacity: ready nodes entirely free
   int32_t total_free_ = 0;
+  void RecountLargest();
+  bool CountsAsWhole(int32_t i) const {
+    return ready_[i] && capacity_[i] == largest_ && std::popcount(free_[i]) == capacity_[i];
+  }
+
   int32_t largest_ = 0;
+  int32_t largest_ready_nodes_ = 0;  // ready nodes of the largest size
+  // Topology for multi-node gangs: nodes of each rack (ascending), racks of each zone, and how
+  // many whole free nodes of the largest size each rack and zone has right now.
+  std::vector<std::vector<int32_t>> rack_nodes_;
+  std::vector<std::vector<int32_t>> zone_racks_;
+  std::vector<int32_t> rack_whole_;
+  std::vector<int32_t> zone_whole_;
 };
 
 // Reference implementation: filter every node, score it with ScoreNode, pick the best; for

@@ -46,7 +46,8 @@ Result<PoolId> Scheduler::AddPool(PoolConfig config) {
 Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
                                   std::string topology) {
   RSV_ASSIGN_OR_RETURN(NodeId id, state_.AddNode(std::move(name), pool, gpus, std::move(topology)));
-  rt(pool).free = FreeMap(state_, pool);
+  rt(pool).index_stale = true;  // rebuilt once before the next decision, not once per node
+  rt(pool).installed += gpus;
   at_fixpoint_ = false;
   return id;
 }
@@ -58,6 +59,7 @@ Result<TenantId> Scheduler::AddTenant(std::string name) {
 Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasNode(id)) return NotFound("no such node");
+  RefreshIndexes();
   Node& n = state_.node(id);
   if (n.state == to) return Status::Ok();
   at_fixpoint_ = false;
@@ -189,9 +191,8 @@ Status Scheduler::Validate(const JobSpec& spec) const {
   if (!state_.HasTenant(spec.tenant)) return InvalidArgument("tenant", "unknown tenant");
   if (!state_.HasPool(spec.pool)) return InvalidArgument("pool", "unknown pool");
   if (spec.gpus <= 0) return InvalidArgument("gpus", "must be positive");
-  int32_t installed = 0;
-  for (NodeId n : state_.pool_nodes(spec.pool)) installed += state_.node(n).gpus;
-  if (!state_.pool_nodes(spec.pool).empty() && spec.gpus > installed) {
+  int32_t installed = rt(spec.pool).installed;
+  if (installed > 0 && spec.gpus > installed) {
     return InvalidArgument("gpus", std::to_string(spec.gpus) + " exceeds the pool's " +
                                        std::to_string(installed) + " GPUs");
   }
@@ -262,6 +263,7 @@ Result<JobId> Scheduler::SubmitAndDecide(JobSpec spec, Timestamp now, CycleRepor
 bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   PoolRuntime& r = rt(j.spec.pool);
+  if (r.index_stale) return false;
   if (j.state != JobState::kPending || !j.spec.dependencies.empty()) return false;
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
@@ -337,6 +339,7 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   j.last_checkpoint = now;
+  rt(j.spec.pool).cache.stale = true;  // victim order reads it
   return Status::Ok();
 }
 
@@ -358,18 +361,29 @@ Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
   return RankKey{-j.limit.micros(), HoldsGpus(j.state) ? 0 : 1, j.submitted.micros(), j.id.value()};
 }
 
+void Scheduler::BookInsert(const Job& j) {
+  PoolRuntime& r = rt(j.spec.pool);
+  r.book.insert(KeyOf(j));
+  r.cache.stale = true;
+}
+
+void Scheduler::BookErase(const Job& j) {
+  PoolRuntime& r = rt(j.spec.pool);
+  if (r.book.erase(KeyOf(j))) r.cache.stale = true;
+}
+
 void Scheduler::Enqueue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   if (j.spec.tier != Tier::kSpot) r.reserved_q.emplace(j.submitted.micros(), j.id.value());
-  if (j.spec.tier != Tier::kReserved) r.book.insert(KeyOf(j));
+  if (j.spec.tier != Tier::kReserved) BookInsert(j);
 }
 
 void Scheduler::Dequeue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  r.reserved_q.erase({j.submitted.micros(), j.id.value()});
-  r.book.erase(KeyOf(j));
-  r.claims.erase(j.id.value());
-  dep_waiting_.erase(j.id.value());
+  if (j.spec.tier != Tier::kSpot) r.reserved_q.erase({j.submitted.micros(), j.id.value()});
+  BookErase(j);
+  if (!r.claims.empty()) r.claims.erase(j.id.value());
+  if (!j.spec.dependencies.empty()) dep_waiting_.erase(j.id.value());
 }
 
 void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
@@ -387,7 +401,8 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   j.started = now;
   j.running_as = as;
   if (as == Tier::kSpot) {
-    r.book.insert(KeyOf(j));
+    BookInsert(j);
+    r.spot_holders.Insert(j.id.value());
     r.holder_limits.insert(j.limit.micros());
     r.spot_held += j.spec.gpus;
   } else {
@@ -408,7 +423,8 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
 void Scheduler::Unbind(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   if (j.running_as == Tier::kSpot) {
-    r.book.erase(KeyOf(j));
+    BookErase(j);
+    r.spot_holders.Erase(j.id.value());
     auto it = r.holder_limits.find(j.limit.micros());
     if (it != r.holder_limits.end()) r.holder_limits.erase(it);
     r.spot_held -= j.spec.gpus;
@@ -474,9 +490,9 @@ void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
 void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now) {
   PoolRuntime& r = rt(j.spec.pool);
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
-  r.book.erase(KeyOf(j));
+  BookErase(j);
   j.state = JobState::kPreempting;
-  r.book.insert(KeyOf(j));
+  BookInsert(j);
   j.notice_deadline = now + std::min(j.spec.notice, cfg.max_notice);
   j.preempt_reason = reason;
   preempting_.insert(j.id.value());
@@ -601,13 +617,12 @@ void Scheduler::Accrue(Timestamp now) {
     }
     int32_t unreserved = std::max(0, r.budget_capacity - reserved_total);
     int32_t on_lent = std::min(lent_total, std::max(0, r.spot_held - unreserved));
-    for (const RankKey& k : r.book) {
-      if (k.not_holding) continue;
-      Job& j = state_.job(JobId(k.job));
-      spot_held_us_[j.id.value()] += dt;
-      __int128 num = static_cast<__int128>(r.price.micros()) * j.spec.gpus * dt + carry_[k.job];
+    for (uint32_t id : r.spot_holders.ids()) {
+      Job& j = state_.job(JobId(id));
+      spot_held_us_[id] += dt;
+      __int128 num = static_cast<__int128>(r.price.micros()) * j.spec.gpus * dt + carry_[id];
       int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
-      carry_[k.job] = num % kMicrosPerHour;
+      carry_[id] = num % kMicrosPerHour;
       if (amount == 0) continue;
       LedgerEntry e;
       e.at = now;
@@ -642,7 +657,18 @@ void Scheduler::Accrue(Timestamp now) {
 // ---------------------------------------------------------------------------------------------
 // The cycle
 
+void Scheduler::RefreshIndexes() {
+  for (const Pool& p : state_.pools()) {
+    PoolRuntime& r = rt(p.id);
+    if (r.index_stale) {
+      r.free = FreeMap(state_, p.id);
+      r.index_stale = false;
+    }
+  }
+}
+
 CycleReport Scheduler::RunCycle(Timestamp now) {
+  RefreshIndexes();
   CycleReport report;
   report.at = now;
   const int64_t first_event = next_seq_;
@@ -738,7 +764,8 @@ void Scheduler::StageReservations(Timestamp now) {
         r.reserved_holders.erase(j->id.value());
         j->running_as = Tier::kSpot;
         j->limit = *fallback;
-        r.book.insert(KeyOf(*j));
+        BookInsert(*j);
+        r.spot_holders.Insert(j->id.value());
         r.holder_limits.insert(j->limit.micros());
         r.spot_held += j->spec.gpus;
         Event e;
@@ -823,10 +850,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       }
       // A reserved job is never blocked by spot work: any spot holder may be stopped.
       std::set<uint32_t> holders;
-      for (const RankKey& k : r.book) {
-        if (!k.not_holding && state_.job(JobId(k.job)).state == JobState::kRunning) {
-          holders.insert(k.job);
-        }
+      for (uint32_t h : r.spot_holders.ids()) {
+        if (state_.job(JobId(h)).state == JobState::kRunning) holders.insert(h);
       }
       std::vector<Bid> candidates = RunningBids(state_, holders);
       std::optional<VictimChoice> vc = FindVictims(state_, soon, candidates, j.spec.gpus, 0, now);
@@ -862,15 +887,18 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
   results->clear();
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    std::vector<Bid> book;
-    book.reserve(r.book.size());
-    for (const RankKey& k : r.book) {
-      const Job& j = state_.job(JobId(k.job));
-      book.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, j.state == JobState::kRunning,
-                         j.state == JobState::kPreempting, &j.placement, j.started,
-                         j.last_checkpoint});
+    if (r.cache.stale) {
+      r.cache.bids.clear();
+      r.cache.bids.reserve(r.book.size());
+      for (const RankKey& k : r.book) {
+        const Job& j = state_.job(JobId(k.job));
+        r.cache.bids.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus,
+                                   j.state == JobState::kRunning, j.state == JobState::kPreempting,
+                                   &j.placement, j.started, j.last_checkpoint});
+      }
+      r.cache.stale = false;
     }
-    results->push_back(Clear(book, std::move((*supplies)[pool.id.value() - 1]), now));
+    results->push_back(Clear(r.cache.bids, std::move((*supplies)[pool.id.value() - 1]), now));
   }
 }
 

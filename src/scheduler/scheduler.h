@@ -124,12 +124,52 @@ class Scheduler {
     uint32_t job;
     auto operator<=>(const RankKey&) const = default;
   };
+  // Ids with O(1) insert, erase and membership; iteration order is the order of operations,
+  // so it is deterministic for the same inputs.
+  class IdSet {
+   public:
+    void Insert(uint32_t id) {
+      if (id >= pos_.size()) pos_.resize(id + 1, -1);
+      if (pos_[id] >= 0) return;
+      pos_[id] = static_cast<int32_t>(ids_.size());
+      ids_.push_back(id);
+    }
+    void Erase(uint32_t id) {
+      if (id >= pos_.size() || pos_[id] < 0) return;
+      uint32_t last = ids_.back();
+      ids_[pos_[id]] = last;
+      pos_[last] = pos_[id];
+      ids_.pop_back();
+      pos_[id] = -1;
+    }
+    const std::vector<uint32_t>& ids() const { return ids_; }
+
+   private:
+    std::vector<uint32_t> ids_;
+    std::vector<int32_t> pos_;
+  };
+  // Bids point into this scheduler's jobs, so a copy of the scheduler rebuilds its own.
+  struct BidCache {
+    std::vector<Bid> bids;
+    bool stale = true;
+    BidCache() = default;
+    BidCache(const BidCache&) {}
+    BidCache& operator=(const BidCache&) {
+      bids.clear();
+      stale = true;
+      return *this;
+    }
+    BidCache(BidCache&&) = default;
+    BidCache& operator=(BidCache&&) = default;
+  };
   struct PoolRuntime {
     FreeMap free;
     Calendar calendar;
     Money price;
     std::optional<Money> highest_unplaced;
-    std::set<RankKey> book;                             // spot bids and spot holders
+    std::set<RankKey> book;  // spot bids and spot holders
+    BidCache cache;          // `book` flattened for the clearing, rebuilt when changed
+    IdSet spot_holders;      // jobs holding GPUs as spot tier
     std::set<std::pair<int64_t, uint32_t>> reserved_q;  // pending reserved/auto by submission
     std::multiset<int64_t> holder_limits;               // limits of spot jobs holding GPUs
     std::map<TenantId, int32_t> reserved_used;          // GPUs held by reserved-tier jobs
@@ -139,17 +179,23 @@ class Scheduler {
     std::set<uint32_t> claims;                          // jobs waiting on GPUs being freed
     int32_t spot_held = 0;
     int32_t budget_capacity = 0;  // ready GPUs at the last cycle
+    int32_t installed = 0;        // GPUs of all nodes, whatever their state
+    bool index_stale = false;     // nodes were added since `free` was built
     int32_t preempting = 0;       // jobs under notice in this pool
     int32_t budget = 0;
   };
 
   PoolRuntime& rt(PoolId p) { return pools_[p.value() - 1]; }
   const PoolRuntime& rt(PoolId p) const { return pools_[p.value() - 1]; }
+  void RefreshIndexes();
   void Emit(Event e);
   RankKey KeyOf(const Job& j) const;
   // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
   void Enqueue(Job& j);
   void Dequeue(Job& j);
+  // Every change to a pool's spot book goes through these (they keep the bid cache honest).
+  void BookInsert(const Job& j);
+  void BookErase(const Job& j);
 
   void Bind(Job& j, Placement p, Tier as, Timestamp now);
   void Unbind(Job& j);
