@@ -26,7 +26,7 @@ struct Fleet {
 Fleet MakeFleet(int32_t gpus) {
   Fleet f;
   f.s = std::make_unique<Scheduler>(
-      SchedulerOptions{.check_invariants = false, .keep_ledger_entries = false});
+      SchedulerOptions{.checks = InvariantChecks::kOff, .keep_ledger_entries = false});
   PoolConfig c;
   c.name = "h100";
   c.reserve_price = Money::Units(1);

@@ -12,7 +12,7 @@ namespace {
 Money M(int64_t tenths) { return Money::Micros(tenths * 100'000); }
 
 struct World {
-  Scheduler s{SchedulerOptions{.check_invariants = true}};
+  Scheduler s{SchedulerOptions{.checks = InvariantChecks::kPerStage}};
   std::vector<PoolId> pools;
   std::vector<TenantId> tenants;
   std::vector<NodeId> nodes;

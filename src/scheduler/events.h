@@ -43,6 +43,7 @@ struct Event {
   Money old_price;     // PriceChanged
   Timestamp deadline;  // NoticeSent
   int32_t attempt = 0;
+  JobId beneficiary;   // NoticeSent: the job the GPUs are wanted for (none for "supply")
   std::string detail;  // reason, state, or placement
 };
 

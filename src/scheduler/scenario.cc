@@ -493,7 +493,7 @@ class Runner {
 
   std::string name_;
   ScenarioOutcome* out_;
-  Scheduler sched_{SchedulerOptions{.check_invariants = true}};
+  Scheduler sched_{SchedulerOptions{.checks = InvariantChecks::kPerStage}};
   Timestamp now_;
   int line_ = 0;
   size_t window_ = 0;

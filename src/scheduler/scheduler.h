@@ -23,11 +23,17 @@
 
 namespace rsv {
 
+enum class InvariantChecks {
+  kOff,
+  kPerCycle,  // after the last stage of every cycle (the simulator's default)
+  kPerStage,  // after every stage (debug builds, tests)
+};
+
 struct SchedulerOptions {
 #ifdef NDEBUG
-  bool check_invariants = false;
+  InvariantChecks checks = InvariantChecks::kOff;
 #else
-  bool check_invariants = true;
+  InvariantChecks checks = InvariantChecks::kPerStage;
 #endif
   bool keep_ledger_entries = true;
   const Ticker* ticker = nullptr;  // times the stages when set; never affects a decision
@@ -202,7 +208,7 @@ class Scheduler {
   // Ends an attempt that held GPUs: back to pending with attempt + 1.
   void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
   void Finish(Job& j, JobState state, std::string reason, Timestamp now);
-  void SendNotice(Job& j, std::string reason, Timestamp now);
+  void SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary = JobId());
   enum class DepState { kReady, kWait, kBroken };
   DepState Dependencies(const Job& j, std::string* why) const;
   // Whether the tenant's active reservation has room for the job beyond `claimed` GPUs.

@@ -97,7 +97,7 @@ TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
     mutable int64_t t = 0;
     int64_t Nanos() const override { return t += 5; }
   } ticker;
-  Scheduler s(SchedulerOptions{.check_invariants = true, .ticker = &ticker});
+  Scheduler s(SchedulerOptions{.checks = InvariantChecks::kPerStage, .ticker = &ticker});
   CycleReport r = s.RunCycle(T(0));
   std::vector<std::string> names;
   for (const StageTiming& st : r.stages) {
