@@ -15,5 +15,6 @@ namespace rsv::cli {
 using Action = std::function<int()>;
 Action AddVersion(CLI::App& app);
 Action AddScenario(CLI::App& app);
+Action AddSim(CLI::App& app);
 
 }  // namespace rsv::cli

@@ -28,6 +28,7 @@ Status Ledger::Post(LedgerEntry entry) {
     size_t t = p.account.tenant.value();
     if (tenant_balance_.size() <= t) tenant_balance_.resize(t + 1);
     tenant_balance_[t] += p.amount;
+    if (entry.kind == EntryKind::kSpotCharge && p.amount > Money()) lending_credits_ += p.amount;
     if (entry.kind == EntryKind::kSpotCharge && entry.job.valid() && p.amount < Money()) {
       size_t j = entry.job.value();
       if (job_charged_.size() <= j) job_charged_.resize(j + 1);

@@ -51,6 +51,8 @@ class Ledger {
   Money Sum() const;  // of all balances; zero unless something is badly wrong
   // Total charged to a job's tenant for that job's spot time.
   Money ChargedForJob(JobId job) const;
+  // Everything spot charges have credited to tenants (owners of lent GPUs), gross.
+  Money LendingCredits() const { return lending_credits_; }
   const std::vector<LedgerEntry>& entries() const { return entries_; }
   // The simulator posts millions of charges; it may keep only balances.
   void set_keep_entries(bool keep) { keep_entries_ = keep; }
@@ -59,6 +61,7 @@ class Ledger {
   std::vector<LedgerEntry> entries_;
   std::vector<Money> tenant_balance_;  // index = tenant id
   Money operator_balance_;
+  Money lending_credits_;
   std::vector<Money> job_charged_;  // index = job id
   int64_t next_seq_ = 1;
   bool keep_entries_ = true;

@@ -834,9 +834,12 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     std::map<TenantId, int32_t> claimed;
     std::vector<uint32_t> queue;
     for (const auto& [t, id] : r.reserved_q) queue.push_back(id);
+    r.reserved_side.clear();
     for (uint32_t id : queue) {
       Job& j = state_.job(JobId(id));
       if (!HasRoom(j, claimed[j.spec.tenant])) continue;  // auto jobs stay in the spot book
+      // From here the job is served as reserved; an auto job must not also bid for spot.
+      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(j.id.value());
       PlaceResult pr = r.free.Place(j.spec.gpus);
       if (pr.outcome == PlaceOutcome::kPlaced) {
         soon.Occupy(pr.placement);
@@ -901,7 +904,21 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       }
       r.cache.stale = false;
     }
-    results->push_back(Clear(r.cache.bids, std::move((*supplies)[pool.id.value() - 1]), now));
+    Supply& supply = (*supplies)[pool.id.value() - 1];
+    if (r.reserved_side.empty()) {
+      results->push_back(Clear(r.cache.bids, std::move(supply), now));
+      continue;
+    }
+    std::set<uint32_t> skip;
+    for (uint32_t id : r.reserved_side) {
+      if (state_.job(JobId(id)).state == JobState::kPending) skip.insert(id);
+    }
+    std::vector<Bid> bids;
+    bids.reserve(r.cache.bids.size());
+    for (const Bid& b : r.cache.bids) {
+      if (!skip.count(b.job.value())) bids.push_back(b);
+    }
+    results->push_back(Clear(bids, std::move(supply), now));
   }
 }
 

@@ -173,9 +173,10 @@ class Scheduler {
     Calendar calendar;
     Money price;
     std::optional<Money> highest_unplaced;
-    std::set<RankKey> book;  // spot bids and spot holders
-    BidCache cache;          // `book` flattened for the clearing, rebuilt when changed
-    IdSet spot_holders;      // jobs holding GPUs as spot tier
+    std::set<RankKey> book;               // spot bids and spot holders
+    BidCache cache;                       // `book` flattened for the clearing, rebuilt when changed
+    IdSet spot_holders;                   // jobs holding GPUs as spot tier
+    std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
     std::set<std::pair<int64_t, uint32_t>> reserved_q;  // pending reserved/auto by submission
     std::multiset<int64_t> holder_limits;               // limits of spot jobs holding GPUs
     std::map<TenantId, int32_t> reserved_used;          // GPUs held by reserved-tier jobs

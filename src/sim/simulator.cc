@@ -1,0 +1,613 @@
+#include "sim/simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <queue>
+#include <set>
+
+#include "common/rng.h"
+#include "placement/placement.h"
+#include "scheduler/scheduler.h"
+
+namespace rsv::sim {
+namespace {
+
+constexpr double kMicrosPerSecond = 1e6;
+constexpr double kMicrosPerHourD = 3.6e9;
+
+Stat Summarize(std::vector<double> v) {
+  Stat s;
+  s.count = static_cast<int64_t>(v.size());
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  double sum = 0;
+  for (double x : v) sum += x;
+  s.mean = sum / static_cast<double>(v.size());
+  auto pct = [&](double p) {
+    size_t i = static_cast<size_t>(std::ceil(p * static_cast<double>(v.size()))) - 1;
+    return v[std::min(i, v.size() - 1)];
+  };
+  s.p50 = pct(0.50);
+  s.p99 = pct(0.99);
+  return s;
+}
+
+// Multi-node gangs take whole nodes: a request that is not a multiple of the node size (Philly
+// has 12-GPU jobs on 8-GPU nodes) is rounded up to whole nodes, as a scheduler would have to.
+int32_t WholeNodes(int32_t gpus, int32_t node) {
+  if (node <= 0 || gpus <= node || gpus % node == 0) return gpus;
+  return (gpus / node + 1) * node;
+}
+
+// Per-job accounting shared by both engines.
+struct SimJob {
+  const TraceJob* trace = nullptr;
+  Duration remaining;
+  Timestamp attempt_start;
+  Duration overhead;  // restart cost paid at the start of this attempt
+  int32_t attempt = 0;
+  std::optional<Timestamp> first_start;
+  std::optional<Timestamp> finished;
+  std::optional<Timestamp> reclaim_since;  // first reclaim notice sent for this job
+  bool guaranteed_class = false;
+  int32_t gpus = 0;  // held while running (the request rounded to whole nodes)
+};
+
+// Time-weighted utilization and everything measured from job lifecycles.
+class Recorder {
+ public:
+  Recorder(const Trace& trace, const SimConfig& cfg, int32_t capacity, int32_t largest_node,
+           PolicyResult* out)
+      : cfg_(cfg), capacity_(capacity), out_(out) {
+    jobs_.resize(trace.jobs.size());
+    for (size_t i = 0; i < trace.jobs.size(); ++i) {
+      jobs_[i].trace = &trace.jobs[i];
+      jobs_[i].remaining = trace.jobs[i].duration;
+      jobs_[i].gpus = WholeNodes(trace.jobs[i].gpus, largest_node);
+      auto r = cfg.reservations.find(trace.jobs[i].tenant);
+      jobs_[i].guaranteed_class = r != cfg.reservations.end() && trace.jobs[i].gpus <= r->second;
+    }
+    // Steady window: from the 10th to the 90th percentile of submissions (warm-up and drain
+    // excluded).
+    size_t n = trace.jobs.size();
+    out_->window_start = trace.jobs[n / 10].submit;
+    out_->window_end = trace.jobs[std::min(n - 1, n * 9 / 10)].submit;
+    if (out_->window_end <= out_->window_start) {
+      out_->window_start = trace.jobs.front().submit;
+      out_->window_end = trace.jobs.back().submit + Duration::Seconds(1);
+    }
+    horizon_ = trace.jobs.back().submit;
+    out_->cluster_gpus = capacity;
+  }
+
+  SimJob& job(size_t i) { return jobs_[i]; }
+  size_t size() const { return jobs_.size(); }
+
+  void Started(size_t i, Timestamp t, Duration overhead) {
+    SimJob& j = jobs_[i];
+    j.attempt_start = t;
+    j.overhead = overhead;
+    j.attempt++;
+    if (!j.first_start) j.first_start = t;
+    if (j.reclaim_since) {
+      out_->owner_wait_max_s =
+          std::max(out_->owner_wait_max_s, (t - *j.reclaim_since).micros() / kMicrosPerSecond);
+      j.reclaim_since.reset();
+    }
+    Allocate(t, j.gpus);
+  }
+
+  // The attempt ended without finishing: keep checkpointed progress, lose the rest.
+  void Stopped(size_t i, Timestamp t, bool preempted) {
+    SimJob& j = jobs_[i];
+    Duration elapsed = t - j.attempt_start;
+    Duration useful = elapsed > j.overhead ? elapsed - j.overhead : Duration();
+    Duration ckpt = j.trace->checkpoint_interval.value_or(cfg_.checkpoint_interval);
+    Duration saved = Duration::Micros(useful.micros() / ckpt.micros() * ckpt.micros());
+    saved = std::min(saved, j.remaining);
+    j.remaining = j.remaining - saved;
+    lost_us_ += static_cast<double>((elapsed - saved).micros()) * j.gpus;
+    used_us_ += static_cast<double>(elapsed.micros()) * j.gpus;
+    out_->preemptions += preempted;
+    Allocate(t, -j.gpus);
+  }
+
+  void Finished(size_t i, Timestamp t) {
+    SimJob& j = jobs_[i];
+    Duration elapsed = t - j.attempt_start;
+    used_us_ += static_cast<double>(elapsed.micros()) * j.gpus;
+    // Restart overhead of the last attempt is lost time too.
+    lost_us_ += static_cast<double>(j.overhead.micros()) * j.gpus;
+    work_us_ += static_cast<double>(j.trace->duration.micros()) * j.gpus;
+    j.finished = t;
+    j.remaining = Duration();
+    ++finished_;
+    Allocate(t, -j.gpus);
+  }
+
+  void ReclaimNotice(size_t i, Timestamp t) {
+    if (!jobs_[i].reclaim_since) jobs_[i].reclaim_since = t;
+  }
+
+  void Price(Timestamp t, Money p) { out_->price.emplace_back(t.micros() / 1'000'000, p); }
+
+  int64_t finished() const { return finished_; }
+
+  void Finish(Timestamp end) {
+    Allocate(end, 0);
+    double window = static_cast<double>((out_->window_end - out_->window_start).micros());
+    out_->allocation_ratio = window > 0 && capacity_ > 0 ? area_ / (window * capacity_) : 0;
+    std::vector<double> jct, qg, qs;
+    for (const SimJob& j : jobs_) {
+      if (j.first_start) {
+        double q = (*j.first_start - j.trace->submit).micros() / kMicrosPerSecond;
+        (j.guaranteed_class ? qg : qs).push_back(q);
+      }
+      if (j.finished) jct.push_back((*j.finished - j.trace->submit).micros() / kMicrosPerSecond);
+    }
+    out_->jobs = static_cast<int64_t>(jobs_.size());
+    out_->finished = finished_;
+    out_->unfinished = out_->jobs - finished_;
+    out_->jct_s = Summarize(jct);
+    out_->queue_guaranteed_s = Summarize(qg);
+    out_->queue_spot_s = Summarize(qs);
+    std::sort(jct.begin(), jct.end());
+    out_->jct_sorted_s = std::move(jct);
+    out_->lost_gpu_hours = lost_us_ / kMicrosPerHourD;
+    out_->used_gpu_hours = used_us_ / kMicrosPerHourD;
+    out_->work_gpu_hours = work_us_ / kMicrosPerHourD;
+    // Utilization series: averages over up to 400 equal buckets from 0 to the last submission.
+    int64_t span = std::max<int64_t>(1, horizon_.micros());
+    const int buckets = 400;
+    std::vector<double> sum(buckets, 0);
+    for (size_t k = 0; k + 1 < steps_.size(); ++k) {
+      int64_t a = steps_[k].first, b = std::min(steps_[k + 1].first, span);
+      for (int64_t x = a; x < b;) {
+        int bi = static_cast<int>(x * buckets / span);
+        if (bi >= buckets) break;
+        int64_t bucket_end = (static_cast<int64_t>(bi) + 1) * span / buckets;
+        int64_t until = std::min(b, std::max(bucket_end, x + 1));
+        sum[bi] += static_cast<double>(until - x) * steps_[k].second;
+        x = until;
+      }
+    }
+    for (int bi = 0; bi < buckets; ++bi) {
+      double width = static_cast<double>(span) / buckets;
+      out_->utilization.emplace_back(static_cast<int64_t>(bi * width / kMicrosPerSecond),
+                                     capacity_ ? sum[bi] / (width * capacity_) : 0);
+    }
+  }
+
+ private:
+  void Allocate(Timestamp t, int32_t delta) {
+    int64_t a = std::max(last_.micros(), out_->window_start.micros());
+    int64_t b = std::min(t.micros(), out_->window_end.micros());
+    if (b > a) area_ += static_cast<double>(b - a) * allocated_;
+    if (steps_.empty() || steps_.back().first != t.micros()) {
+      steps_.emplace_back(t.micros(), allocated_ + delta);
+    } else {
+      steps_.back().second = allocated_ + delta;
+    }
+    allocated_ += delta;
+    last_ = t;
+  }
+
+  const SimConfig& cfg_;
+  int32_t capacity_;
+  PolicyResult* out_;
+  std::vector<SimJob> jobs_;
+  int64_t allocated_ = 0;
+  Timestamp last_;
+  double area_ = 0;
+  double lost_us_ = 0, used_us_ = 0, work_us_ = 0;
+  int64_t finished_ = 0;
+  Timestamp horizon_;
+  std::vector<std::pair<int64_t, int64_t>> steps_;  // (time us, allocated after)
+};
+
+struct QueuedEvent {
+  Timestamp at;
+  int64_t seq;
+  int kind;  // 0 completion, 1 wakeup
+  size_t job;
+  int32_t attempt;
+  bool operator>(const QueuedEvent& o) const { return at != o.at ? at > o.at : seq > o.seq; }
+};
+using EventQueue = std::priority_queue<QueuedEvent, std::vector<QueuedEvent>, std::greater<>>;
+
+void AddTopology(const SimConfig& cfg, const std::vector<TraceNode>& nodes,
+                 const std::function<void(const TraceNode&, const std::string&)>& add) {
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    int32_t rack = static_cast<int32_t>(i) / std::max(1, cfg.nodes_per_rack);
+    int32_t zone = rack / std::max(1, cfg.racks_per_zone);
+    add(nodes[i], "zone-" + std::to_string(zone) + "/rack-" + std::to_string(rack));
+  }
+}
+
+// market, static and quota-borrow: the server's Scheduler in virtual time.
+Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Policy policy) {
+  PolicyResult out;
+  out.policy = policy;
+  Scheduler s(SchedulerOptions{.checks = InvariantChecks::kPerCycle, .keep_ledger_entries = false});
+  PoolConfig pc;
+  pc.name = "gpu";
+  pc.reserve_price = cfg.reserve_price;
+  pc.min_increment = cfg.min_increment;
+  pc.max_notice = cfg.notice;
+  pc.reservation_base_price = Money();  // reservations are the trace's quotas: not priced here
+  pc.operator_share = 1000;
+  RSV_ASSIGN_OR_RETURN(PoolId pool, s.AddPool(pc));
+  int32_t capacity = 0;
+  Status add_status;
+  AddTopology(cfg, cfg.nodes, [&](const TraceNode& n, const std::string& topo) {
+    if (n.gpus == 0 || !add_status.ok()) return;
+    Result<NodeId> id = s.AddNode(n.name, pool, n.gpus, topo);
+    if (!id.ok()) add_status = id.status();
+    capacity += n.gpus;
+  });
+  RSV_RETURN_IF_ERROR(add_status);
+  int32_t largest = 0;
+  for (const TraceNode& n : cfg.nodes) largest = std::max(largest, n.gpus);
+  // Tenants in name order (deterministic ids).
+  std::set<std::string> names;
+  for (const TraceJob& j : trace.jobs) names.insert(j.tenant);
+  for (const auto& [t, g] : cfg.reservations) names.insert(t);
+  std::map<std::string, TenantId> tenant;
+  for (const std::string& n : names) {
+    RSV_ASSIGN_OR_RETURN(TenantId id, s.AddTenant(n));
+    tenant[n] = id;
+  }
+  const Timestamp forever = Timestamp::FromMicros(int64_t{1} << 60);
+  for (const auto& [t, g] : cfg.reservations) {
+    if (g <= 0) continue;
+    ReservationRequest r{tenant[t], pool, g, Timestamp(), forever, policy != Policy::kStatic};
+    Result<ReservationId> id = s.Reserve(r, Timestamp());
+    if (!id.ok()) {
+      return InvalidArgument("reservations", "tenant " + t + ": " + id.status().message());
+    }
+  }
+  s.RunCycle(Timestamp());
+  (void)s.DrainEvents();
+
+  Recorder rec(trace, cfg, capacity, largest, &out);
+  Rng rng(cfg.seed);
+  std::vector<size_t> sim_of;  // scheduler job id → trace index
+  sim_of.push_back(0);
+  EventQueue q;
+  int64_t seq = 0;
+  std::optional<Timestamp> wakeup_pushed;
+  size_t next = 0;
+  int64_t events = 0;
+  Timestamp now;
+
+  auto handle_events = [&](Timestamp t) {
+    for (const Event& e : s.DrainEvents()) {
+      ++events;
+      size_t i = e.job.valid() ? sim_of[e.job.value()] : 0;
+      switch (e.type) {
+        case EventType::kJobStarted: {
+          SimJob& j = rec.job(i);
+          Duration overhead = j.attempt > 0 ? cfg.restart_cost : Duration();
+          rec.Started(i, t, overhead);
+          q.push(QueuedEvent{t + overhead + j.remaining, seq++, 0, i, j.attempt});
+          break;
+        }
+        case EventType::kJobPreempted:
+        case EventType::kJobRequeued:
+          rec.Stopped(i, t, e.type == EventType::kJobPreempted);
+          break;
+        case EventType::kJobSucceeded:
+          rec.Finished(i, t);
+          break;
+        case EventType::kNoticeSent:
+          if (e.beneficiary.valid() && e.detail == "reclaim") {
+            rec.ReclaimNotice(sim_of[e.beneficiary.value()], t);
+          }
+          break;
+        case EventType::kPriceChanged:
+          rec.Price(t, e.price);
+          break;
+        default:
+          break;
+      }
+    }
+  };
+
+  std::vector<JobId> sched_id(trace.jobs.size());
+  auto report_progress = [&](Timestamp t) {
+    if (cfg.progress && (events & 0x3fff) == 0) {
+      cfg.progress(rec.finished(), static_cast<int64_t>(trace.jobs.size()), t, events);
+    }
+  };
+  while (next < trace.jobs.size() || !q.empty()) {
+    Timestamp t = next < trace.jobs.size() ? trace.jobs[next].submit : Timestamp::Max();
+    if (!q.empty()) t = std::min(t, q.top().at);
+    now = t;
+    // Completions and wakeups at t, then one cycle, then arrivals (decided incrementally).
+    bool cycle = false;
+    while (!q.empty() && q.top().at == t) {
+      QueuedEvent e = q.top();
+      q.pop();
+      ++events;
+      if (e.kind == 1) {
+        cycle = true;
+        continue;
+      }
+      const SimJob& j = rec.job(e.job);
+      if (j.attempt != e.attempt || j.finished) continue;  // a stale completion
+      const Job& sj = s.state().job(sched_id[e.job]);
+      if (sj.state != JobState::kRunning && sj.state != JobState::kPreempting) continue;
+      RSV_RETURN_IF_ERROR(s.JobExited(sched_id[e.job], true, t));
+      cycle = true;
+    }
+    if (cycle) s.RunCycle(t);
+    handle_events(t);
+    while (next < trace.jobs.size() && trace.jobs[next].submit == t) {
+      const TraceJob& tj = trace.jobs[next];
+      JobSpec spec;
+      spec.tenant = tenant[tj.tenant];
+      spec.pool = pool;
+      spec.gpus = WholeNodes(tj.gpus, largest);
+      spec.notice = cfg.notice;
+      spec.max_restarts = 0;
+      auto quota = cfg.reservations.find(tj.tenant);
+      int32_t reserved = quota == cfg.reservations.end() ? 0 : quota->second;
+      const PriceRange& range =
+          cfg.tenant_prices.count(tj.tenant) ? cfg.tenant_prices.at(tj.tenant) : cfg.default_prices;
+      // Drawn for every job under every policy, so all policies consume the same randomness.
+      Money drawn = Money::Micros(rng.Range(range.lo.micros(), range.hi.micros()));
+      switch (policy) {
+        case Policy::kMarket:
+          spec.tier = tj.tier.value_or(reserved > 0 ? Tier::kAuto : Tier::kSpot);
+          spec.limit_price = std::max(tj.limit_price.value_or(drawn), cfg.reserve_price);
+          break;
+        case Policy::kStatic:
+          // Each tenant on its own reservation; others (and jobs larger than their tenant's
+          // reservation) share the unreserved remainder first come, first served.
+          spec.tier = reserved >= tj.gpus ? Tier::kReserved : Tier::kSpot;
+          spec.limit_price = cfg.reserve_price;
+          break;
+        case Policy::kQuotaBorrow:
+          // Quota first, idle quota borrowed, reclaimed by preemption; one price for all, so
+          // borrowed work is never preempted by other borrowed work.
+          spec.tier = reserved > 0 ? Tier::kAuto : Tier::kSpot;
+          spec.limit_price = cfg.reserve_price;
+          break;
+        case Policy::kFifoBackfill:
+          break;
+      }
+      Result<JobId> id = s.SubmitAndDecide(std::move(spec), t);
+      if (!id.ok()) {
+        return InvalidArgument("trace",
+                               "line " + std::to_string(tj.line) + ": " + id.status().ToString());
+      }
+      sched_id[next] = *id;
+      if (sim_of.size() <= id->value()) sim_of.resize(id->value() + 1);
+      sim_of[id->value()] = next;
+      ++next;
+      ++events;
+      handle_events(t);
+    }
+    std::optional<Timestamp> w = s.NextWakeup(t);
+    if (w && *w < forever && w != wakeup_pushed) {  // reservations outlast the trace
+      q.push(QueuedEvent{*w, seq++, 1, 0, 0});
+      wakeup_pushed = w;
+    }
+    report_progress(t);
+  }
+  rec.Finish(now);
+  out.events = events;
+  const Ledger& l = s.ledger();
+  Money owners = l.LendingCredits();
+  Money spend;
+  for (const Job& j : s.state().jobs()) spend += l.ChargedForJob(j.id);
+  out.spot_spend = spend;
+  out.owner_credits = owners;
+  out.operator_revenue = l.Balance(Account::Operator());
+  out.ledger_sum = l.Sum();
+  out.invariant_violations = static_cast<int64_t>(s.violations().size());
+  if (!s.violations().empty()) out.first_violation = s.violations().front();
+  return out;
+}
+
+// fifo-backfill: one queue in submission order with EASY backfill (Slurm-like): the head job
+// gets the earliest start the running jobs' known durations allow; later jobs start now only if
+// they do not delay it. Placement is the same FreeMap as the scheduler's.
+Result<PolicyResult> RunFifoBackfill(const Trace& trace, const SimConfig& cfg) {
+  PolicyResult out;
+  out.policy = Policy::kFifoBackfill;
+  ClusterState cs;
+  PoolConfig pc;
+  pc.name = "gpu";
+  RSV_ASSIGN_OR_RETURN(PoolId pool, cs.AddPool(pc));
+  int32_t capacity = 0;
+  Status add_status;
+  AddTopology(cfg, cfg.nodes, [&](const TraceNode& n, const std::string& topo) {
+    if (n.gpus == 0 || !add_status.ok()) return;
+    Result<NodeId> id = cs.AddNode(n.name, pool, n.gpus, topo);
+    if (!id.ok()) add_status = id.status();
+    capacity += n.gpus;
+  });
+  RSV_RETURN_IF_ERROR(add_status);
+  FreeMap free(cs, pool);
+  const int32_t largest = free.largest_node();
+  Recorder rec(trace, cfg, capacity, largest, &out);
+  auto gpus_of = [&](size_t i) { return WholeNodes(trace.jobs[i].gpus, largest); };
+  std::deque<size_t> queue;
+  std::multiset<std::pair<Timestamp, size_t>> running;  // (end, job)
+  std::vector<Placement> placed(trace.jobs.size());
+  size_t next = 0;
+  int64_t events = 0;
+  Timestamp now;
+  std::string why;
+  auto start = [&](size_t i, Placement p, Timestamp t) {
+    free.Occupy(p);
+    placed[i] = std::move(p);
+    rec.Started(i, t, Duration());
+    running.emplace(t + trace.jobs[i].duration, i);
+  };
+  while (next < trace.jobs.size() || !running.empty()) {
+    Timestamp t = next < trace.jobs.size() ? trace.jobs[next].submit : Timestamp::Max();
+    if (!running.empty()) t = std::min(t, running.begin()->first);
+    now = t;
+    while (!running.empty() && running.begin()->first == t) {
+      size_t i = running.begin()->second;
+      running.erase(running.begin());
+      free.Release(placed[i]);
+      rec.Finished(i, t);
+      ++events;
+    }
+    while (next < trace.jobs.size() && trace.jobs[next].submit == t) {
+      if (free.Feasible(gpus_of(next), &why)) queue.push_back(next);  // else never runs
+      ++next;
+      ++events;
+    }
+    // Start from the head while it fits.
+    while (!queue.empty()) {
+      PlaceResult r = free.Place(gpus_of(queue.front()));
+      if (r.outcome != PlaceOutcome::kPlaced) break;
+      start(queue.front(), std::move(r.placement), t);
+      queue.pop_front();
+    }
+    if (queue.size() > 1) {
+      // The head's shadow time: when enough GPUs will have been freed for it.
+      const int32_t head_gpus = gpus_of(queue.front());
+      int32_t avail = free.free_gpus();
+      Timestamp shadow = Timestamp::Max();
+      int32_t extra = 0;
+      for (const auto& [end, i] : running) {
+        avail += gpus_of(i);
+        if (avail >= head_gpus) {
+          shadow = end;
+          extra = avail - head_gpus;
+          break;
+        }
+      }
+      int32_t examined = 0;
+      for (auto it = queue.begin() + 1; it != queue.end() && examined < cfg.backfill_depth;) {
+        ++examined;
+        const TraceJob& tj = trace.jobs[*it];
+        const int32_t g = gpus_of(*it);
+        bool ends_in_time = t + tj.duration <= shadow;
+        if (g > free.free_gpus() || (!ends_in_time && g > extra)) {
+          ++it;
+          continue;
+        }
+        PlaceResult r = free.Place(g);
+        if (r.outcome != PlaceOutcome::kPlaced) {
+          ++it;
+          continue;
+        }
+        if (!ends_in_time) extra -= g;
+        start(*it, std::move(r.placement), t);
+        it = queue.erase(it);
+      }
+    }
+    if (cfg.progress && (events & 0x3fff) == 0) {
+      cfg.progress(rec.finished(), static_cast<int64_t>(trace.jobs.size()), t, events);
+    }
+  }
+  rec.Finish(now);
+  out.events = events;
+  return out;
+}
+
+}  // namespace
+
+std::string_view PolicyName(Policy p) {
+  switch (p) {
+    case Policy::kMarket:
+      return "market";
+    case Policy::kStatic:
+      return "static";
+    case Policy::kFifoBackfill:
+      return "fifo-backfill";
+    case Policy::kQuotaBorrow:
+      return "quota-borrow";
+  }
+  return "?";
+}
+
+Result<Policy> ParsePolicy(std::string_view s) {
+  for (Policy p : kAllPolicies) {
+    if (PolicyName(p) == s) return p;
+  }
+  return InvalidArgument(
+      "policy",
+      "'" + std::string(s) + "' is not market, static, fifo-backfill, quota-borrow or all");
+}
+
+std::vector<TraceNode> UniformCluster(int32_t nodes, int32_t gpus_per_node) {
+  std::vector<TraceNode> out;
+  for (int32_t i = 0; i < nodes; ++i) {
+    TraceNode n;
+    n.name = "node-" + std::to_string(i);
+    n.gpus = gpus_per_node;
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+std::map<std::string, int32_t> FitReservations(std::map<std::string, int32_t> r, int32_t gpus) {
+  int64_t total = 0;
+  for (const auto& [t, g] : r) total += g;
+  if (total <= gpus) return r;
+  for (auto& [t, g] : r) g = static_cast<int32_t>(static_cast<int64_t>(g) * gpus / total);
+  return r;
+}
+
+std::map<std::string, int32_t> DefensiveReservations(const Trace& trace, int32_t gpus) {
+  // Each tenant's demand as a step function if every job ran on arrival.
+  std::map<std::string, std::vector<std::pair<int64_t, int32_t>>> deltas;
+  for (const TraceJob& j : trace.jobs) {
+    auto& d = deltas[j.tenant];
+    d.emplace_back(j.submit.micros(), j.gpus);
+    d.emplace_back((j.submit + j.duration).micros(), -j.gpus);
+  }
+  std::map<std::string, int32_t> out;
+  for (auto& [tenant, d] : deltas) {
+    std::sort(d.begin(), d.end());
+    // Time-weighted distribution of the concurrent demand over the tenant's active span.
+    std::map<int32_t, int64_t> time_at;
+    int32_t level = 0;
+    int64_t total = 0;
+    for (size_t i = 0; i < d.size(); ++i) {
+      level += d[i].second;
+      if (i + 1 < d.size() && d[i + 1].first > d[i].first) {
+        int64_t dt = d[i + 1].first - d[i].first;
+        time_at[level] += dt;
+        total += dt;
+      }
+    }
+    int64_t acc = 0;
+    int32_t p95 = 0;
+    for (const auto& [lvl, dt] : time_at) {
+      acc += dt;
+      p95 = lvl;
+      if (acc * 100 >= total * 95) break;
+    }
+    out[tenant] = p95;
+  }
+  return FitReservations(std::move(out), gpus);
+}
+
+Result<PolicyResult> Simulate(const Trace& trace, const SimConfig& config, Policy policy) {
+  if (trace.jobs.empty()) return InvalidArgument("trace", "has no jobs");
+  if (config.default_prices.lo < config.reserve_price ||
+      config.default_prices.hi < config.default_prices.lo) {
+    return InvalidArgument("price-range", "must be LO:HI with reserve price <= LO <= HI");
+  }
+  for (const auto& [t, r] : config.tenant_prices) {
+    if (r.lo < config.reserve_price || r.hi < r.lo) {
+      return InvalidArgument("tenant-price", t + ": must be LO:HI with reserve price <= LO <= HI");
+    }
+  }
+  int64_t t0 = config.ticker ? config.ticker->Nanos() : 0;
+  Result<PolicyResult> r = policy == Policy::kFifoBackfill ? RunFifoBackfill(trace, config)
+                                                           : RunScheduler(trace, config, policy);
+  if (r.ok() && config.ticker) r->wall_ns = config.ticker->Nanos() - t0;
+  return r;
+}
+
+}  // namespace rsv::sim
