@@ -14,7 +14,7 @@ std::string_view EntryKindName(EntryKind k) {
   return "?";
 }
 
-Status Ledger::Post(LedgerEntry entry) {
+Status Ledger::Post(const LedgerEntry& entry) {
   Money sum;
   for (const Posting& p : entry.postings) sum += p.amount;
   if (sum != Money()) {
@@ -35,8 +35,11 @@ Status Ledger::Post(LedgerEntry entry) {
       job_charged_[j] -= p.amount;
     }
   }
-  entry.seq = next_seq_++;
-  if (keep_entries_) entries_.push_back(std::move(entry));
+  if (keep_entries_) {
+    entries_.push_back(entry);
+    entries_.back().seq = next_seq_;
+  }
+  ++next_seq_;
   return Status::Ok();
 }
 

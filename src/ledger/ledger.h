@@ -45,7 +45,7 @@ struct LedgerEntry {
 class Ledger {
  public:
   // Refuses (and changes nothing) when the postings do not sum to zero.
-  Status Post(LedgerEntry entry);
+  Status Post(const LedgerEntry& entry);
 
   Money Balance(Account a) const;
   Money Sum() const;  // of all balances; zero unless something is badly wrong

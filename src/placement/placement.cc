@@ -93,10 +93,14 @@ FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
   rack_.assign(n, 0);
   zone_.assign(n, 0);
   ready_.assign(n, 0);
-  partial_.resize(kMaxGpusPerNode + 1);
-  whole_.resize(kMaxGpusPerNode + 1);
-  rack_nodes_.resize(state.rack_count());
-  zone_racks_.resize(state.zone_count());
+  int32_t max_capacity = 0;
+  for (NodeId id : ids_) max_capacity = std::max(max_capacity, state.node(id).gpus);
+  buckets_ = max_capacity + 1;
+  partial_.resize(buckets_);
+  whole_.resize(buckets_);
+  auto topology = std::make_shared<Topology>();
+  topology->rack_nodes.resize(state.rack_count());
+  topology->zone_racks.resize(state.zone_count());
   rack_whole_.assign(state.rack_count(), 0);
   zone_whole_.assign(state.zone_count(), 0);
   for (DenseSet& s : partial_) s.Resize(n);
@@ -113,12 +117,13 @@ FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
     }
     free_[i] = mask;
     ready_[i] = nd.state == NodeState::kReady;
-    rack_nodes_[nd.rack].push_back(i);
-    std::vector<int32_t>& racks = zone_racks_[nd.zone];
+    topology->rack_nodes[nd.rack].push_back(i);
+    std::vector<int32_t>& racks = topology->zone_racks[nd.zone];
     if (std::find(racks.begin(), racks.end(), nd.rack) == racks.end()) racks.push_back(nd.rack);
     if (ready_[i]) total_free_ += std::popcount(mask);
     Index(i);
   }
+  topology_ = std::move(topology);
   RecountLargest();
 }
 
@@ -245,8 +250,8 @@ PlaceResult FreeMap::PlaceSingle(int32_t gpus) const {
   // Highest ScoreNode: a node in use with the fewest GPUs left over, then an untouched node
   // of the smallest size that fits; the lowest local index within a bucket is the lowest id.
   int32_t pick = -1;
-  for (int32_t c = gpus; c <= kMaxGpusPerNode && pick < 0; ++c) pick = partial_[c].First();
-  for (int32_t c = gpus; c <= kMaxGpusPerNode && pick < 0; ++c) pick = whole_[c].First();
+  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = partial_[c].First();
+  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = whole_[c].First();
   if (pick < 0) {
     r.outcome = PlaceOutcome::kWait;
     r.reason = "no node has " + std::to_string(gpus) + " free GPUs";
@@ -271,7 +276,7 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
   // Take up to `want` whole free nodes of a rack, lowest ids first.
   std::vector<int32_t> chosen;
   auto take_from_rack = [&](int32_t rack, int32_t want) {
-    for (int32_t i : rack_nodes_[rack]) {
+    for (int32_t i : topology_->rack_nodes[rack]) {
       if (want == 0) break;
       if (CountsAsWhole(i)) {
         chosen.push_back(i);
@@ -305,7 +310,7 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
     int32_t zone = best_fit(zone_whole_, nullptr);
     std::vector<std::pair<int32_t, int32_t>> racks;  // (-count, rack)
     if (zone >= 0) {
-      for (int32_t rk : zone_racks_[zone]) racks.emplace_back(-rack_whole_[rk], rk);
+      for (int32_t rk : topology_->zone_racks[zone]) racks.emplace_back(-rack_whole_[rk], rk);
     } else {
       for (int32_t rk = 0; rk < static_cast<int32_t>(rack_whole_.size()); ++rk) {
         racks.emplace_back(-rack_whole_[rk], rk);

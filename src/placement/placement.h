@@ -7,6 +7,7 @@
 
 #include <bit>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -101,10 +102,15 @@ class FreeMap {
 
   int32_t largest_ = 0;
   int32_t largest_ready_nodes_ = 0;  // ready nodes of the largest size
-  // Topology for multi-node gangs: nodes of each rack (ascending), racks of each zone, and how
-  // many whole free nodes of the largest size each rack and zone has right now.
-  std::vector<std::vector<int32_t>> rack_nodes_;
-  std::vector<std::vector<int32_t>> zone_racks_;
+  // Topology for multi-node gangs: nodes of each rack (ascending) and racks of each zone, fixed
+  // when the map is built and shared by its copies; and how many whole free nodes of the largest
+  // size each rack and zone has right now.
+  struct Topology {
+    std::vector<std::vector<int32_t>> rack_nodes;
+    std::vector<std::vector<int32_t>> zone_racks;
+  };
+  std::shared_ptr<const Topology> topology_;
+  int32_t buckets_ = 0;  // free-count buckets: 0 .. largest capacity in the pool
   std::vector<int32_t> rack_whole_;
   std::vector<int32_t> zone_whole_;
 };

@@ -625,11 +625,12 @@ void Scheduler::Accrue(Timestamp now) {
       int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
       carry_[id] = num % kMicrosPerHour;
       if (amount == 0) continue;
-      LedgerEntry e;
+      LedgerEntry& e = accrual_entry_;  // reused: no allocation per job per step
       e.at = now;
       e.kind = EntryKind::kSpotCharge;
       e.pool = pool.id;
       e.job = j.id;
+      e.postings.clear();
       e.postings.push_back({Account::Of(j.spec.tenant), Money::Micros(-amount)});
       int64_t to_owners = 0;
       if (on_lent > 0) {
@@ -649,7 +650,7 @@ void Scheduler::Accrue(Timestamp now) {
         ++given;
       }
       e.postings.push_back({Account::Operator(), Money::Micros(amount - to_owners)});
-      Status s = ledger_.Post(std::move(e));
+      Status s = ledger_.Post(e);
       if (!s.ok()) violations_.push_back(s.ToString());
     }
   }

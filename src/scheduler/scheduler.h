@@ -243,6 +243,7 @@ class Scheduler {
   // last full cycle, or the cycle left claims or notices open: the fast path is then unsafe.
   bool at_fixpoint_ = false;
   Timestamp last_cycle_;
+  LedgerEntry accrual_entry_;          // scratch for Accrue
   std::vector<__int128> carry_;        // per job: sub-micro-unit remainder of its spot charges
   std::vector<int64_t> spot_held_us_;  // per job: spot-tier GPU-held microseconds
   std::set<uint32_t> preempting_;      // jobs under notice (all pools)
