@@ -74,6 +74,7 @@ TEST(Tiny, QuotaBorrow) {
   auto r = Simulate(TinyTrace(), TinyConfig(), Policy::kQuotaBorrow);
   ASSERT_TRUE(r.ok());
   ExpectBorrowThenReclaim(*r);
+  EXPECT_EQ(r->spot_spend, Money());  // no prices: nothing is charged
 }
 
 TEST(Tiny, Market) {

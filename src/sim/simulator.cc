@@ -232,7 +232,10 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
   Scheduler s(SchedulerOptions{.checks = InvariantChecks::kPerCycle, .keep_ledger_entries = false});
   PoolConfig pc;
   pc.name = "gpu";
-  pc.reserve_price = cfg.reserve_price;
+  // Only the market has prices: the baselines run the same scheduler with a zero price, so no
+  // money moves and no job outbids another.
+  const Money reserve = policy == Policy::kMarket ? cfg.reserve_price : Money();
+  pc.reserve_price = reserve;
   pc.min_increment = cfg.min_increment;
   pc.max_notice = cfg.notice;
   pc.reservation_base_price = Money();  // reservations are the trace's quotas: not priced here
@@ -366,13 +369,13 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           // Each tenant on its own reservation; others (and jobs larger than their tenant's
           // reservation) share the unreserved remainder first come, first served.
           spec.tier = reserved >= tj.gpus ? Tier::kReserved : Tier::kSpot;
-          spec.limit_price = cfg.reserve_price;
+          spec.limit_price = reserve;
           break;
         case Policy::kQuotaBorrow:
           // Quota first, idle quota borrowed, reclaimed by preemption; one price for all, so
           // borrowed work is never preempted by other borrowed work.
           spec.tier = reserved > 0 ? Tier::kAuto : Tier::kSpot;
-          spec.limit_price = cfg.reserve_price;
+          spec.limit_price = reserve;
           break;
         case Policy::kFifoBackfill:
           break;
