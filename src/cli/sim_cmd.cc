@@ -14,7 +14,8 @@ namespace rsv::cli {
 namespace {
 
 struct SimFlags {
-  std::string trace, format, policy = "all", out = "sim-out", node_list, quotas, reservations;
+  std::string trace, format, policy = "all", out = "sim-out", node_list, cluster, quotas,
+                             reservations;
   std::string price_range = "1:5", notice = "2m", checkpoint = "30m", restart = "2m";
   std::string reserve = "1", increment = "0.25", experiment;
   std::vector<std::string> tenant_prices;
@@ -130,7 +131,11 @@ int Run(const SimFlags& f) {
     if (!q.ok()) return Fail(q.status());
     for (const auto& [t, nodes] : *q) quotas[t] = nodes * f.gpus_per_node;
   }
-  if (!node_list.empty()) {
+  if (!f.cluster.empty()) {
+    auto nodes = sim::ReadClusterFile(f.cluster);
+    if (!nodes.ok()) return Fail(nodes.status());
+    cfg.nodes = std::move(*nodes);
+  } else if (!node_list.empty()) {
     auto nodes = sim::ReadOpenbNodes(node_list);
     if (!nodes.ok()) return Fail(nodes.status());
     cfg.nodes = std::move(*nodes);
@@ -314,6 +319,7 @@ Action AddSim(CLI::App& app) {
   s->add_option("--nodes", f->nodes, "Cluster of N nodes (when the trace has no cluster)");
   s->add_option("--gpus-per-node", f->gpus_per_node, "GPUs per node (default 8)");
   s->add_option("--node-list", f->node_list, "Cluster from an openb-style node list CSV");
+  s->add_option("--cluster", f->cluster, "Cluster file: CSV name,gpus[,topology][,model]");
   s->add_option("--quotas", f->quotas,
                 "tenant,nodes CSV of quotas (Philly: found beside the trace)");
   s->add_option("--reservations", f->reservations, "tenant,gpus CSV overriding reservations");

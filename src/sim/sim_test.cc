@@ -259,6 +259,20 @@ TEST(Trace, GenericCsvRequiredAndOptionalColumns) {
   EXPECT_NE(b.status().field().find(":2: tier"), std::string::npos) << b.status().ToString();
 }
 
+TEST(Trace, ClusterFileWithTopologyAndErrors) {
+  std::string p = WriteTemp("cluster.csv", "name,gpus,topology\nn1,8,z1/r1\nn2,4,\n");
+  auto c = ReadClusterFile(p);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->size(), 2u);
+  EXPECT_EQ((*c)[0].topology, "z1/r1");
+  EXPECT_EQ((*c)[1].gpus, 4);
+  std::string bad = WriteTemp("cluster_bad.csv", "name,gpus\nn1,0\n");
+  auto b = ReadClusterFile(bad);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().field().find("cluster_bad.csv:2: gpus"), std::string::npos)
+      << b.status().ToString();
+}
+
 TEST(Packing, BestFitPacksSharesOntoTheFullestGpu) {
   // One node, 2 GPUs. Pods: 0.6, 0.4, 0.5 GPU (in seeded order; all arrive before 130%).
   // Best fit: the 0.4 share goes onto the GPU already holding 0.6 if it arrives after it, so

@@ -221,7 +221,9 @@ void AddTopology(const SimConfig& cfg, const std::vector<TraceNode>& nodes,
   for (size_t i = 0; i < nodes.size(); ++i) {
     int32_t rack = static_cast<int32_t>(i) / std::max(1, cfg.nodes_per_rack);
     int32_t zone = rack / std::max(1, cfg.racks_per_zone);
-    add(nodes[i], "zone-" + std::to_string(zone) + "/rack-" + std::to_string(rack));
+    add(nodes[i], !nodes[i].topology.empty()
+                      ? nodes[i].topology
+                      : "zone-" + std::to_string(zone) + "/rack-" + std::to_string(rack));
   }
 }
 
@@ -379,6 +381,10 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           break;
         case Policy::kFifoBackfill:
           break;
+      }
+      if (spec.gpus > capacity) {  // larger than the whole cluster: never runs (unfinished)
+        ++next;
+        continue;
       }
       Result<JobId> id = s.SubmitAndDecide(std::move(spec), t);
       if (!id.ok()) {

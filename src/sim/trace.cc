@@ -345,6 +345,35 @@ Result<std::vector<TraceNode>> ReadOpenbNodes(const std::string& path) {
   return out;
 }
 
+Result<std::vector<TraceNode>> ReadClusterFile(const std::string& path) {
+  std::vector<TraceNode> out;
+  Header h;
+  Status st =
+      ForEachRow(path, {"name", "gpus"}, &h,
+                 [&](int64_t line, const std::vector<std::string>& f, Status e) -> Status {
+                   RSV_RETURN_IF_ERROR(e);
+                   auto get = [&](const std::string& n) {
+                     auto i = h.Find(n);
+                     return i && *i < f.size() ? Trim(f[*i]) : std::string();
+                   };
+                   TraceNode n;
+                   n.name = get("name");
+                   if (n.name.empty()) return RowError(path, line, "name", "is empty");
+                   Result<int64_t> g = ParseInt(get("gpus"));
+                   if (!g.ok() || *g < 1 || *g > kMaxGpusPerNode) {
+                     return RowError(path, line, "gpus", "'" + get("gpus") + "' is not 1-64");
+                   }
+                   n.gpus = static_cast<int32_t>(*g);
+                   n.topology = get("topology");
+                   n.model = get("model");
+                   out.push_back(std::move(n));
+                   return Status::Ok();
+                 });
+  RSV_RETURN_IF_ERROR(st);
+  if (out.empty()) return InvalidArgument("cluster", "'" + path + "' has no nodes");
+  return out;
+}
+
 Result<std::vector<std::pair<std::string, int32_t>>> ReadTenantCounts(const std::string& path) {
   std::ifstream in(path);
   if (!in) return InvalidArgument("file", "cannot open '" + path + "'");

@@ -52,9 +52,13 @@ struct TraceNode {
   int32_t cpu_milli = 0;
   int64_t memory_mib = 0;
   std::string model;
+  std::string topology;  // "zone/rack"; empty = assigned in order
 };
 // openb node list: sn,cpu_milli,memory_mib,gpu,model.
 Result<std::vector<TraceNode>> ReadOpenbNodes(const std::string& path);
+
+// A cluster file: CSV with header `name,gpus[,topology][,model]`, one node per row.
+Result<std::vector<TraceNode>> ReadClusterFile(const std::string& path);
 
 // tenant,value CSV with a header (VC quotas in nodes, or reservations in GPUs).
 Result<std::vector<std::pair<std::string, int32_t>>> ReadTenantCounts(const std::string& path);
