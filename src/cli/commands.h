@@ -16,5 +16,6 @@ using Action = std::function<int()>;
 Action AddVersion(CLI::App& app);
 Action AddScenario(CLI::App& app);
 Action AddSim(CLI::App& app);
+Action AddServer(CLI::App& app);
 
 }  // namespace rsv::cli

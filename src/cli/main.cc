@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   add(rsv::cli::AddVersion);
   add(rsv::cli::AddScenario);
   add(rsv::cli::AddSim);
+  add(rsv::cli::AddServer);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

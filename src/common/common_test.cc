@@ -5,6 +5,7 @@
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/rng.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "common/units.h"
 
@@ -126,6 +127,15 @@ TEST(Status, MacrosPropagateFirstError) {
   EXPECT_EQ(odd.code(), Code::kInvalidArgument);
   EXPECT_EQ(odd.ToString(), "invalid_argument: x: is odd");
   EXPECT_EQ(UseMacros(40, &out).code(), Code::kResourceExhausted);
+}
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(Sha256Hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(Ids, AreDistinctTypesAndOrdered) {

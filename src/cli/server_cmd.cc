@@ -1,0 +1,140 @@
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "common/clock.h"
+#include "common/sha256.h"
+#include "server/api.h"
+#include "server/control.h"
+#include "server/http.h"
+
+namespace rsv::cli {
+namespace {
+
+struct ServerFlags {
+  std::string listen = "127.0.0.1:8080";
+  std::string db = "./reservoir.db";
+  std::string config;
+  std::string port_file;
+  int threads = 2;
+};
+
+std::string NewToken() {
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  unsigned char bytes[24];
+  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
+  std::string out = "rsv_admin_";
+  static const char* hex = "0123456789abcdef";
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+int RunServer(const ServerFlags& f) {
+  server::ServerConfig config;
+  if (!f.config.empty()) {
+    std::ifstream in(f.config);
+    if (!in) {
+      std::cerr << "reservoir server: cannot read config '" << f.config << "'\n";
+      return 2;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    Result<server::ServerConfig> c = server::ParseServerConfig(text.str());
+    if (!c.ok()) {
+      std::cerr << "reservoir server: config " << f.config << ": " << c.status().field() << ": "
+                << c.status().message() << "\n";
+      return 2;
+    }
+    config = std::move(*c);
+  } else {
+    config = *server::ParseServerConfig("{}");
+  }
+  if (f.threads < 1 || f.threads > 64) {
+    std::cerr << "reservoir server: --threads must be 1-64\n";
+    return 2;
+  }
+  Result<std::unique_ptr<Store>> store = OpenSqliteStore(f.db);
+  if (!store.ok()) {
+    std::cerr << "reservoir server: " << store.status().ToString() << "\n";
+    return 1;
+  }
+  SystemClock clock;
+  server::ControlPlane control(config, std::move(*store), &clock);
+  Status started = control.Start();
+  if (!started.ok()) {
+    std::cerr << "reservoir server: " << started.ToString() << "\n";
+    return 1;
+  }
+  if (!control.HasAdmin()) {
+    const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
+    std::string token = env && *env ? env : NewToken();
+    std::promise<Status> done;
+    nlohmann::json body = {{"admin", true}, {"hash", Sha256Hex(token)}};
+    control.Execute("token", body.dump(),
+                    [&](Result<server::Reply> r) { done.set_value(r.status()); });
+    Status s = done.get_future().get();
+    if (!s.ok()) {
+      std::cerr << "reservoir server: creating the admin token: " << s.ToString() << "\n";
+      return 1;
+    }
+    if (!(env && *env)) std::cout << "admin token (shown once): " << token << std::endl;
+  }
+  // SIGINT/SIGTERM end the server cleanly: block them here, wait for them on one thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  server::Api api(&control);
+  server::HttpServer http;
+  Result<int> port = http.Listen(f.listen, &api);
+  if (!port.ok()) {
+    std::cerr << "reservoir server: " << port.status().ToString() << "\n";
+    return 1;
+  }
+  std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  std::cout << "reservoir server listening on http://" << host << ":" << *port << " (db " << f.db
+            << ", " << control.commands_replayed() << " commands replayed)" << std::endl;
+  if (!f.port_file.empty()) {
+    std::ofstream(f.port_file + ".tmp") << *port << "\n";
+    std::rename((f.port_file + ".tmp").c_str(), f.port_file.c_str());
+  }
+  http.Every(static_cast<int>(config.tick.micros() / 1000), [&] { control.Tick(); });
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::cout << "reservoir server: stopping" << std::endl;
+    http.Stop();
+  });
+  http.Run(f.threads);
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  return 0;
+}
+
+}  // namespace
+
+Action AddServer(CLI::App& app) {
+  auto f = std::make_shared<ServerFlags>();
+  CLI::App* s = app.add_subcommand("server", "Run the control plane (REST API, scheduler, store)");
+  s->add_option("--listen", f->listen, "HOST:PORT to listen on (port 0 picks one)");
+  s->add_option("--db", f->db, "SQLite database file");
+  s->add_option("--config", f->config, "Config file (JSON: pools, nodes, tick)");
+  s->add_option("--threads", f->threads, "HTTP threads");
+  s->add_option("--port-file", f->port_file, "Write the bound port to this file");
+  return [f] { return RunServer(*f); };
+}
+
+}  // namespace rsv::cli

@@ -1,0 +1,434 @@
+#include "server/api.h"
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/sha256.h"
+
+namespace rsv::server {
+namespace {
+
+using json = nlohmann::json;
+
+// Validates a JSON object body field by field; remembers which fields were read so unknown
+// ones can be refused.
+class Body {
+ public:
+  static Result<Body> Parse(const std::string& text) {
+    json j = json::parse(text.empty() ? "{}" : text, nullptr, false);
+    if (j.is_discarded()) return InvalidArgument("body", "is not valid JSON");
+    if (!j.is_object()) return InvalidArgument("body", "must be a JSON object");
+    return Body(std::move(j));
+  }
+  Result<std::string> String(const std::string& k, bool required, size_t max = 256) {
+    seen_.insert(k);
+    if (!j_.contains(k)) {
+      if (required) return InvalidArgument(k, "is required");
+      return std::string();
+    }
+    if (!j_[k].is_string()) return InvalidArgument(k, "must be a string");
+    std::string v = j_[k].get<std::string>();
+    if (v.size() > max) return InvalidArgument(k, "is longer than " + std::to_string(max));
+    return v;
+  }
+  Result<int64_t> Int(const std::string& k, bool required, int64_t def, int64_t lo, int64_t hi) {
+    seen_.insert(k);
+    if (!j_.contains(k)) {
+      if (required) return InvalidArgument(k, "is required");
+      return def;
+    }
+    if (!j_[k].is_number_integer()) return InvalidArgument(k, "must be an integer");
+    int64_t v = j_[k].get<int64_t>();
+    if (v < lo || v > hi) {
+      return InvalidArgument(
+          k, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    }
+    return v;
+  }
+  Result<bool> Bool(const std::string& k, bool def) {
+    seen_.insert(k);
+    if (!j_.contains(k)) return def;
+    if (!j_[k].is_boolean()) return InvalidArgument(k, "must be true or false");
+    return j_[k].get<bool>();
+  }
+  Result<std::optional<Money>> MoneyField(const std::string& k, bool required) {
+    seen_.insert(k);
+    if (!j_.contains(k)) {
+      if (required) return InvalidArgument(k, "is required");
+      return std::optional<Money>();
+    }
+    if (!j_[k].is_string()) return InvalidArgument(k, "must be a decimal string like \"2.5\"");
+    Result<Money> m = Money::Parse(j_[k].get<std::string>());
+    if (!m.ok()) return InvalidArgument(k, m.status().message());
+    if (*m < Money()) return InvalidArgument(k, "must not be negative");
+    return std::optional<Money>(*m);
+  }
+  Result<std::optional<Duration>> DurationField(const std::string& k) {
+    seen_.insert(k);
+    if (!j_.contains(k)) return std::optional<Duration>();
+    if (!j_[k].is_string()) return InvalidArgument(k, "must be a duration like \"30s\"");
+    Result<Duration> d = Duration::Parse(j_[k].get<std::string>());
+    if (!d.ok()) return InvalidArgument(k, d.status().message());
+    return std::optional<Duration>(*d);
+  }
+  json Raw(const std::string& k) {
+    seen_.insert(k);
+    return j_.contains(k) ? j_[k] : json();
+  }
+  Status NoUnknownFields() const {
+    for (const auto& [k, v] : j_.items()) {
+      if (!seen_.count(k)) return InvalidArgument(k, "unknown field");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  explicit Body(json j) : j_(std::move(j)) {}
+  json j_;
+  std::set<std::string> seen_;
+};
+
+std::string RandomToken() {
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  unsigned char bytes[24];
+  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
+  static const char* hex = "0123456789abcdef";
+  std::string out = "rsv_";
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ParseQuery(const std::string& q) {
+  std::map<std::string, std::string> out;
+  size_t pos = 0;
+  while (pos < q.size()) {
+    size_t amp = q.find('&', pos);
+    if (amp == std::string::npos) amp = q.size();
+    std::string kv = q.substr(pos, amp - pos);
+    size_t eq = kv.find('=');
+    if (eq != std::string::npos) out[kv.substr(0, eq)] = kv.substr(eq + 1);
+    pos = amp + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> Split(const std::string& path) {
+  std::vector<std::string> out;
+  size_t pos = 1;
+  while (pos <= path.size()) {
+    size_t slash = path.find('/', pos);
+    if (slash == std::string::npos) slash = path.size();
+    if (slash > pos) out.push_back(path.substr(pos, slash - pos));
+    pos = slash + 1;
+  }
+  return out;
+}
+
+HttpResponse Error(const Status& s) {
+  return HttpResponse{HttpStatusOf(s.code()), "application/json", ErrorBody(s)};
+}
+
+}  // namespace
+
+int HttpStatusOf(Code code) {
+  switch (code) {
+    case Code::kOk:
+      return 200;
+    case Code::kInvalidArgument:
+      return 400;
+    case Code::kUnauthenticated:
+      return 401;
+    case Code::kPermissionDenied:
+      return 403;
+    case Code::kNotFound:
+      return 404;
+    case Code::kAlreadyExists:
+      return 409;
+    case Code::kFailedPrecondition:
+      return 409;
+    case Code::kResourceExhausted:
+      return 409;
+    case Code::kUnavailable:
+      return 503;
+    case Code::kInternal:
+      return 500;
+  }
+  return 500;
+}
+
+std::string ErrorBody(const Status& s) {
+  json e = {{"code", CodeName(s.code())}, {"message", s.message()}};
+  if (!s.field().empty()) e["field"] = s.field();
+  return json{{"error", e}}.dump();
+}
+
+void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> reply) {
+  std::string path = req.target.substr(0, req.target.find('?'));
+  std::map<std::string, std::string> query =
+      req.target.find('?') == std::string::npos
+          ? std::map<std::string, std::string>()
+          : ParseQuery(req.target.substr(req.target.find('?') + 1));
+  if (path == "/healthz") {
+    reply(HttpResponse{200, "application/json", R"({"status":"ok"})"});
+    return;
+  }
+  if (path == "/metrics") {
+    reply(HttpResponse{200, "text/plain; version=0.0.4", control_->Metrics()});
+    return;
+  }
+  if (req.body.size() > kMaxBodyBytes) {
+    reply(Error(InvalidArgument("body", "is larger than 1 MiB")));
+    return;
+  }
+  // Authentication.
+  std::string auth = req.authorization;
+  if (auth.rfind("Bearer ", 0) != 0) {
+    reply(Error(Status(Code::kUnauthenticated, "missing bearer token")));
+    return;
+  }
+  std::optional<Caller> caller = control_->Authenticate(auth.substr(7));
+  if (!caller) {
+    reply(Error(Status(Code::kUnauthenticated, "unknown token")));
+    return;
+  }
+  std::vector<std::string> parts = Split(path);
+  if (parts.empty() || parts[0] != "v1") {
+    reply(Error(NotFound("no such resource: " + path)));
+    return;
+  }
+  parts.erase(parts.begin());
+  auto admin_only = [&]() -> bool {
+    if (caller->admin) return true;
+    reply(Error(Status(Code::kPermissionDenied, "this needs an admin token")));
+    return false;
+  };
+  auto execute = [&](const std::string& kind, const json& body) {
+    control_->Execute(kind, body.dump(), [reply](Result<Reply> r) {
+      if (!r.ok()) {
+        reply(Error(r.status()));
+      } else {
+        reply(HttpResponse{r->status, "application/json", r->body});
+      }
+    });
+  };
+  auto read = [&](const std::string& what) {
+    Result<std::string> r = control_->Read(what, *caller, query);
+    reply(r.ok() ? HttpResponse{200, "application/json", *r} : Error(r.status()));
+  };
+  auto id_of = [&](const std::string& s, int64_t* out) {
+    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) {
+      reply(Error(NotFound("no such resource")));
+      return false;
+    }
+    *out = std::stoll(s);
+    return true;
+  };
+  const std::string& m = req.method;
+  const std::string first = parts.empty() ? "" : parts[0];
+  Result<Body> parsed = Body::Parse(m == "POST" ? req.body : "");
+  if (!parsed.ok()) {
+    reply(Error(parsed.status()));
+    return;
+  }
+  Body& body = *parsed;
+  auto fail_on = [&](const Status& s) {
+    if (s.ok()) return false;
+    reply(Error(s));
+    return true;
+  };
+#define RSV_API_TRY(lhs, expr)           \
+  auto lhs##_r = (expr);                 \
+  if (fail_on(lhs##_r.status())) return; \
+  auto lhs = std::move(lhs##_r).value()
+
+  if (first == "tenants" && parts.size() == 1) {
+    if (m == "GET") return read("tenants");
+    if (m != "POST" || !admin_only()) {
+      if (m != "POST") reply(Error(Status(Code::kInvalidArgument, "method not allowed", "method")));
+      return;
+    }
+    RSV_API_TRY(name, body.String("name", true));
+    if (fail_on(body.NoUnknownFields())) return;
+    return execute("tenant", json{{"name", name}});
+  }
+  if (first == "tokens" && parts.size() == 1 && m == "POST") {
+    if (!admin_only()) return;
+    RSV_API_TRY(tenant, body.String("tenant", false));
+    RSV_API_TRY(admin, body.Bool("admin", false));
+    if (fail_on(body.NoUnknownFields())) return;
+    if (!admin && tenant.empty()) {
+      reply(Error(InvalidArgument("tenant", "is required (or admin: true)")));
+      return;
+    }
+    if (!admin && !control_->FindTenant(tenant)) {
+      reply(Error(InvalidArgument("tenant", "unknown tenant '" + tenant + "'")));
+      return;
+    }
+    std::string token = RandomToken();
+    control_->Execute("token",
+                      json{{"tenant", tenant}, {"admin", admin}, {"hash", Sha256Hex(token)}}.dump(),
+                      [reply, token](Result<Reply> r) {
+                        if (!r.ok()) return reply(Error(r.status()));
+                        json out = json::parse(r->body);
+                        out["token"] = token;  // shown once; only its hash is stored
+                        reply(HttpResponse{201, "application/json", out.dump()});
+                      });
+    return;
+  }
+  if (first == "pools" && parts.size() == 1 && m == "GET") return read("pools");
+  if (first == "nodes" && parts.size() == 1) {
+    if (m == "GET") return read("nodes");
+    if (m != "POST" || !admin_only()) return;
+    RSV_API_TRY(name, body.String("name", true));
+    RSV_API_TRY(pool, body.String("pool", true));
+    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
+    RSV_API_TRY(topology, body.String("topology", false));
+    if (fail_on(body.NoUnknownFields())) return;
+    return execute("node",
+                   json{{"name", name}, {"pool", pool}, {"gpus", gpus}, {"topology", topology}});
+  }
+  if (first == "nodes" && parts.size() == 3 && m == "POST" &&
+      (parts[2] == "drain" || parts[2] == "undrain")) {
+    if (!admin_only()) return;
+    return execute("node_state",
+                   json{{"node", parts[1]}, {"state", parts[2] == "drain" ? "draining" : "ready"}});
+  }
+  if (first == "reservations" && parts.size() == 1) {
+    if (m == "GET") return read("reservations");
+    if (m != "POST") return;
+    RSV_API_TRY(pool, body.String("pool", true));
+    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, 1'000'000));
+    RSV_API_TRY(start, body.Int("start_us", false, 0, 0, int64_t{1} << 60));
+    RSV_API_TRY(duration, body.DurationField("duration"));
+    RSV_API_TRY(end, body.Int("end_us", false, 0, 0, int64_t{1} << 60));
+    RSV_API_TRY(lend, body.Bool("lend", true));
+    RSV_API_TRY(quote, body.Bool("quote_only", false));
+    RSV_API_TRY(tenant, body.String("tenant", false));
+    if (fail_on(body.NoUnknownFields())) return;
+    std::string who = caller->tenant_name;
+    if (caller->admin) {
+      if (tenant.empty())
+        return reply(Error(InvalidArgument("tenant", "is required for admin callers")));
+      who = tenant;
+    } else if (!tenant.empty() && tenant != who) {
+      return reply(
+          Error(Status(Code::kPermissionDenied, "cannot reserve for another tenant", "tenant")));
+    }
+    if (!duration && end == 0)
+      return reply(Error(InvalidArgument("end_us", "end_us or duration is required")));
+    json cmd = {{"tenant", who},     {"pool", pool}, {"gpus", gpus},
+                {"start_us", start}, {"lend", lend}, {"quote_only", quote}};
+    if (duration) {
+      cmd["duration_us"] = duration->micros();
+    } else {
+      cmd["end_us"] = end;
+    }
+    return execute("reserve", cmd);
+  }
+  if (first == "reservations" && parts.size() >= 2) {
+    int64_t id = 0;
+    if (!id_of(parts[1], &id)) return;
+    if (parts.size() == 2 && m == "GET") return read("reservation/" + parts[1]);
+    if (parts.size() == 3 && parts[2] == "return" && m == "POST") {
+      return execute("return", json{{"reservation", id},
+                                    {"caller", caller->admin ? 0 : caller->tenant.value()}});
+    }
+  }
+  if (first == "jobs" && parts.size() == 1) {
+    if (m == "GET") return read("jobs");
+    if (m != "POST") return;
+    RSV_API_TRY(name, body.String("name", false));
+    RSV_API_TRY(pool, body.String("pool", true));
+    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, 1'000'000));
+    RSV_API_TRY(tier, body.String("tier", false));
+    RSV_API_TRY(limit, body.MoneyField("limit_price", false));
+    RSV_API_TRY(fallback, body.MoneyField("fallback_limit", false));
+    RSV_API_TRY(notice, body.DurationField("notice"));
+    RSV_API_TRY(restarts, body.Int("max_restarts", false, 0, -1, 1000));
+    RSV_API_TRY(command, body.String("command", false, 65536));
+    RSV_API_TRY(workdir, body.String("workdir", false, 4096));
+    RSV_API_TRY(tenant, body.String("tenant", false));
+    json env = body.Raw("env");
+    json deps = body.Raw("dependencies");
+    if (fail_on(body.NoUnknownFields())) return;
+    std::string t = tier.empty() ? "spot" : tier;
+    if (!ParseTier(t).ok())
+      return reply(Error(InvalidArgument("tier", "must be reserved, spot or auto")));
+    if (t != "reserved" && !limit)
+      return reply(Error(InvalidArgument("limit_price", "is required for spot and auto jobs")));
+    if (!env.is_null() &&
+        (!env.is_array() || std::any_of(env.begin(), env.end(), [](const json& e) {
+          return !e.is_string() || e.get<std::string>().find('=') == std::string::npos;
+        }))) {
+      return reply(Error(InvalidArgument("env", "must be an array of \"NAME=value\" strings")));
+    }
+    json dep_cmd = json::array();
+    if (!deps.is_null()) {
+      if (!deps.is_array())
+        return reply(Error(InvalidArgument("dependencies", "must be an array")));
+      for (const json& d : deps) {
+        if (!d.is_object() || !d.contains("job") || !d["job"].is_number_integer() ||
+            (d.contains("kind") && d["kind"] != "afterok" && d["kind"] != "afterany")) {
+          return reply(Error(InvalidArgument(
+              "dependencies", "entries are {\"kind\": \"afterok\"|\"afterany\", \"job\": ID}")));
+        }
+        dep_cmd.push_back({{"kind", d.value("kind", "afterok")}, {"job", d["job"]}});
+      }
+    }
+    std::string who = caller->tenant_name;
+    if (caller->admin) {
+      if (tenant.empty())
+        return reply(Error(InvalidArgument("tenant", "is required for admin callers")));
+      who = tenant;
+    } else if (!tenant.empty() && tenant != who) {
+      return reply(
+          Error(Status(Code::kPermissionDenied, "cannot submit for another tenant", "tenant")));
+    }
+    json cmd = {{"tenant", who},      {"pool", pool},       {"gpus", gpus},
+                {"tier", t},          {"name", name},       {"max_restarts", restarts},
+                {"command", command}, {"workdir", workdir}, {"dependencies", dep_cmd}};
+    if (limit) cmd["limit_micros"] = limit->micros();
+    if (fallback) cmd["fallback_micros"] = fallback->micros();
+    if (notice) cmd["notice_s"] = notice->seconds();
+    if (!env.is_null()) cmd["env"] = env;
+    return execute("submit", cmd);
+  }
+  if (first == "jobs" && parts.size() >= 2) {
+    int64_t id = 0;
+    if (!id_of(parts[1], &id)) return;
+    if (parts.size() == 2 && m == "GET") return read("job/" + parts[1]);
+    if (parts.size() == 3 && m == "POST" &&
+        (parts[2] == "cancel" || parts[2] == "release" || parts[2] == "exit")) {
+      json cmd = {{"job", id}, {"caller", caller->admin ? 0 : caller->tenant.value()}};
+      if (parts[2] == "exit") {
+        if (!admin_only()) return;
+        RSV_API_TRY(success, body.Bool("success", true));
+        cmd["success"] = success;
+      }
+      if (fail_on(body.NoUnknownFields())) return;
+      return execute(parts[2], cmd);
+    }
+  }
+  if (first == "market" && m == "GET") {
+    if (parts.size() == 1) return read("market");
+    if (parts.size() == 2 && parts[1] == "history") return read("market/history");
+  }
+  if (first == "ledger" && parts.size() == 1 && m == "GET") return read("ledger");
+  if (first == "events" && parts.size() == 1 && m == "GET") {
+    int64_t since = query.count("since") ? std::atoll(query["since"].c_str()) : 0;
+    int64_t last = 0;
+    std::string events = control_->EventsSince(since, *caller, &last);
+    reply(HttpResponse{200, "application/json",
+                       "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
+    return;
+  }
+#undef RSV_API_TRY
+  reply(Error(NotFound("no such resource: " + req.method + " " + path)));
+}
+
+}  // namespace rsv::server

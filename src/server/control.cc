@@ -1,0 +1,693 @@
+#include "server/control.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "common/sha256.h"
+
+namespace rsv::server {
+namespace {
+
+using json = nlohmann::json;
+
+std::string MoneyStr(Money m) { return m.ToString(); }
+
+Result<Money> MoneyOf(const json& j, const std::string& field) {
+  if (!j.is_string()) return InvalidArgument(field, "must be a decimal string like \"2.5\"");
+  Result<Money> m = Money::Parse(j.get<std::string>());
+  if (!m.ok()) return InvalidArgument(field, m.status().message());
+  return m;
+}
+
+json JobJson(const ClusterState& s, const Job& j) {
+  json placement = json::array();
+  for (const NodeSlice& sl : j.placement.slices) {
+    json gpus = json::array();
+    for (int g = 0; g < 64; ++g) {
+      if ((sl.gpu_mask >> g) & 1) gpus.push_back(g);
+    }
+    placement.push_back({{"node", s.node(sl.node).name}, {"gpus", gpus}});
+  }
+  json deps = json::array();
+  for (const Dependency& d : j.spec.dependencies) {
+    deps.push_back({{"kind", d.kind == DependencyKind::kAfterOk ? "afterok" : "afterany"},
+                    {"job", d.job.value()}});
+  }
+  json out = {{"id", j.id.value()},
+              {"name", j.spec.name},
+              {"tenant", s.tenant(j.spec.tenant).name},
+              {"pool", s.pool(j.spec.pool).config.name},
+              {"gpus", j.spec.gpus},
+              {"tier", TierName(j.spec.tier)},
+              {"running_as", TierName(j.running_as)},
+              {"limit_price", MoneyStr(j.spec.limit_price)},
+              {"state", JobStateName(j.state)},
+              {"attempt", j.attempt},
+              {"submitted_us", j.submitted.micros()},
+              {"placement", placement},
+              {"dependencies", deps},
+              {"notice_s", j.spec.notice.seconds()},
+              {"max_restarts", j.spec.max_restarts},
+              {"command", j.spec.command}};
+  if (HoldsGpus(j.state)) out["started_us"] = j.started.micros();
+  if (j.state == JobState::kPreempting) {
+    out["notice_deadline_us"] = j.notice_deadline.micros();
+    out["preempt_reason"] = j.preempt_reason;
+  }
+  if (IsTerminal(j.state)) {
+    out["finished_us"] = j.finished.micros();
+    out["end_reason"] = j.end_reason;
+  }
+  return out;
+}
+
+json ReservationJson(const ClusterState& s, const Reservation& r) {
+  return {{"id", r.id.value()},
+          {"tenant", s.tenant(r.tenant).name},
+          {"pool", s.pool(r.pool).config.name},
+          {"gpus", r.gpus},
+          {"start_us", r.start.micros()},
+          {"end_us", r.end.micros()},
+          {"lend", r.lend},
+          {"price_per_gpu_hour", MoneyStr(r.price_per_gpu_hour)},
+          {"charged", MoneyStr(r.charged)}};
+}
+
+json EventJson(const ClusterState& s, const Event& e) {
+  json out = {{"seq", e.seq}, {"at_us", e.at.micros()}, {"type", EventTypeName(e.type)}};
+  if (e.job.valid()) {
+    out["job"] = e.job.value();
+    out["attempt"] = e.attempt;
+  }
+  if (e.pool.valid()) out["pool"] = s.pool(e.pool).config.name;
+  if (e.reservation.valid()) out["reservation"] = e.reservation.value();
+  if (e.node.valid()) out["node"] = s.node(e.node).name;
+  if (e.type == EventType::kPriceChanged) {
+    out["price"] = MoneyStr(e.price);
+    out["old_price"] = MoneyStr(e.old_price);
+  }
+  if (e.type == EventType::kNoticeSent) out["deadline_us"] = e.deadline.micros();
+  if (!e.detail.empty()) out["detail"] = e.detail;
+  return out;
+}
+
+}  // namespace
+
+Result<ServerConfig> ParseServerConfig(const std::string& text) {
+  ServerConfig cfg;
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return InvalidArgument("config", "is not a JSON object");
+  for (const auto& [k, v] : j.items()) {
+    if (k != "pools" && k != "nodes" && k != "tick") {
+      return InvalidArgument(k, "unknown config field");
+    }
+  }
+  if (j.contains("tick")) {
+    if (!j["tick"].is_string()) return InvalidArgument("tick", "must be a duration like \"1s\"");
+    Result<Duration> d = Duration::Parse(j["tick"].get<std::string>());
+    if (!d.ok() || *d <= Duration()) return InvalidArgument("tick", "must be a positive duration");
+    cfg.tick = *d;
+  }
+  if (j.contains("pools")) {
+    if (!j["pools"].is_array()) return InvalidArgument("pools", "must be an array");
+    for (size_t i = 0; i < j["pools"].size(); ++i) {
+      const json& p = j["pools"][i];
+      std::string at = "pools[" + std::to_string(i) + "]";
+      if (!p.is_object()) return InvalidArgument(at, "must be an object");
+      PoolConfig pc;
+      for (const auto& [k, v] : p.items()) {
+        std::string field = at + "." + k;
+        if (k == "name" || k == "gpu_model") {
+          if (!v.is_string()) return InvalidArgument(field, "must be a string");
+          (k == "name" ? pc.name : pc.gpu_model) = v.get<std::string>();
+        } else if (k == "reserve_price" || k == "min_increment" || k == "reservation_base_price") {
+          RSV_ASSIGN_OR_RETURN(Money m, MoneyOf(v, field));
+          (k == "reserve_price"   ? pc.reserve_price
+           : k == "min_increment" ? pc.min_increment
+                                  : pc.reservation_base_price) = m;
+        } else if (k == "max_notice") {
+          if (!v.is_string()) return InvalidArgument(field, "must be a duration like \"2m\"");
+          Result<Duration> d = Duration::Parse(v.get<std::string>());
+          if (!d.ok()) return InvalidArgument(field, d.status().message());
+          pc.max_notice = *d;
+        } else if (k == "return_rate_bp" || k == "operator_share_bp" || k == "surge_bp" ||
+                   k == "holdback_gpus") {
+          if (!v.is_number_integer()) return InvalidArgument(field, "must be an integer");
+          int64_t n = v.get<int64_t>();
+          if (k == "return_rate_bp") pc.return_rate = n;
+          if (k == "operator_share_bp") pc.operator_share = n;
+          if (k == "surge_bp") pc.reservation_surge = n;
+          if (k == "holdback_gpus") pc.holdback_gpus = static_cast<int32_t>(n);
+        } else {
+          return InvalidArgument(field, "unknown pool field");
+        }
+      }
+      Status s = pc.Validate();
+      if (!s.ok()) return InvalidArgument(at + "." + s.field(), s.message());
+      cfg.pools.push_back(std::move(pc));
+    }
+  }
+  if (j.contains("nodes")) {
+    if (!j["nodes"].is_array()) return InvalidArgument("nodes", "must be an array");
+    for (size_t i = 0; i < j["nodes"].size(); ++i) {
+      const json& n = j["nodes"][i];
+      std::string at = "nodes[" + std::to_string(i) + "]";
+      if (!n.is_object()) return InvalidArgument(at, "must be an object");
+      ServerConfig::NodeDecl d;
+      for (const auto& [k, v] : n.items()) {
+        std::string field = at + "." + k;
+        if (k == "name" || k == "pool" || k == "topology") {
+          if (!v.is_string()) return InvalidArgument(field, "must be a string");
+          (k == "name" ? d.name : k == "pool" ? d.pool : d.topology) = v.get<std::string>();
+        } else if (k == "gpus") {
+          if (!v.is_number_integer()) return InvalidArgument(field, "must be an integer");
+          d.gpus = v.get<int32_t>();
+        } else if (k == "count") {
+          continue;
+        } else {
+          return InvalidArgument(field, "unknown node field");
+        }
+      }
+      int32_t count =
+          n.contains("count") && n["count"].is_number_integer() ? n["count"].get<int32_t>() : 1;
+      if (count < 1 || count > 100000) return InvalidArgument(at + ".count", "must be 1-100000");
+      for (int32_t c = 0; c < count; ++c) {
+        ServerConfig::NodeDecl one = d;
+        if (count > 1) one.name += "-" + std::to_string(c + 1);
+        cfg.nodes.push_back(one);
+      }
+    }
+  }
+  if (cfg.pools.empty()) {
+    PoolConfig pc;
+    pc.name = "gpu";
+    cfg.pools.push_back(pc);
+  }
+  return cfg;
+}
+
+ControlPlane::ControlPlane(ServerConfig config, std::unique_ptr<Store> store, const Clock* clock)
+    : config_(std::move(config)),
+      store_(std::move(store)),
+      clock_(clock),
+      sched_(SchedulerOptions{.checks = InvariantChecks::kOff, .keep_ledger_entries = true}) {
+  cycle_ns_buckets_.assign(12, 0);
+}
+
+ControlPlane::~ControlPlane() { committer_.reset(); }
+
+Status ControlPlane::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const PoolConfig& p : config_.pools) RSV_RETURN_IF_ERROR(sched_.AddPool(p).status());
+  for (const auto& n : config_.nodes) {
+    auto pool = sched_.state().FindPool(n.pool);
+    if (!pool)
+      return InvalidArgument("nodes", "node " + n.name + ": unknown pool '" + n.pool + "'");
+    RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
+  }
+  Status s = store_->ForEach([&](const Command& c) {
+    Result<Reply> r = Apply(c, true);
+    ++replayed_;
+    // A logged command was valid when it was applied; refusing it now means the log and the
+    // code disagree, which must not be papered over.
+    if (!r.ok()) {
+      return Internal("replaying command " + std::to_string(c.seq) + " (" + c.kind +
+                      "): " + r.status().ToString());
+    }
+    return Status::Ok();
+  });
+  RSV_RETURN_IF_ERROR(s);
+  DrainEvents();
+  committer_ = std::make_unique<GroupCommitter>(store_.get());
+  return Status::Ok();
+}
+
+void ControlPlane::DrainEvents() {
+  for (const Event& e : sched_.DrainEvents()) {
+    json j = EventJson(sched_.state(), e);
+    TenantId owner;
+    if (e.job.valid()) owner = sched_.state().job(e.job).spec.tenant;
+    if (e.reservation.valid()) owner = sched_.state().reservation(e.reservation).tenant;
+    events_.push_back(j.dump());
+    event_owner_.emplace_back(owner, e.job);
+    if (e.type == EventType::kPriceChanged) {
+      price_history_[e.pool.value()].emplace_back(e.at.micros(), e.price.micros());
+    }
+    if (e.type == EventType::kJobPreempted) ++preemptions_;
+  }
+}
+
+std::optional<TenantId> ControlPlane::FindTenant(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sched_.state().FindTenant(name);
+}
+
+std::optional<Caller> ControlPlane::Authenticate(const std::string& token) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = tokens_.find(Sha256Hex(token));
+  if (it == tokens_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool ControlPlane::HasAdmin() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [h, c] : tokens_) {
+    if (c.admin) return true;
+  }
+  return false;
+}
+
+void ControlPlane::Execute(const std::string& kind, const std::string& body,
+                           std::function<void(Result<Reply>)> done) {
+  Command c;
+  c.kind = kind;
+  c.body = body;
+  Result<Reply> r = Internal("unreached");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c.at = clock_->Now();
+    r = Apply(c, false);
+    DrainEvents();
+    if (!r.ok()) {
+      done(r);
+      return;
+    }
+  }
+  Reply reply = *r;
+  committer_->Submit(std::move(c), [done = std::move(done), reply](Status s, int64_t) {
+    if (!s.ok()) {
+      // Applied but not durable: memory and log disagree. Stop; a restart replays the log.
+      std::fprintf(stderr, "fatal: could not persist a command: %s\n", s.ToString().c_str());
+      std::abort();
+    }
+    done(reply);
+  });
+}
+
+void ControlPlane::Tick() {
+  Command c;
+  c.kind = "cycle";
+  c.body = "{}";
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    c.at = clock_->Now();
+    int64_t t0 = ticker_.Nanos();
+    CycleReport r = sched_.RunCycle(c.at);
+    int64_t ns = ticker_.Nanos() - t0;
+    ++cycles_;
+    cycle_ns_sum_ += ns;
+    for (size_t b = 0; b < cycle_ns_buckets_.size(); ++b) {
+      if (ns <= (int64_t{1000} << (2 * b))) ++cycle_ns_buckets_[b];
+    }
+    DrainEvents();
+    if (r.events == 0) return;  // decided nothing: nothing to log
+  }
+  committer_->Submit(std::move(c), [](Status s, int64_t) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
+      std::abort();
+    }
+  });
+}
+
+Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
+  json b = json::parse(c.body, nullptr, false);
+  if (b.is_discarded()) return Internal("command body is not JSON");
+  const ClusterState& st = sched_.state();
+  auto pool_of = [&](const std::string& name) -> Result<PoolId> {
+    auto p = st.FindPool(name);
+    if (!p) return InvalidArgument("pool", "unknown pool '" + name + "'");
+    return *p;
+  };
+  auto tenant_of = [&](const std::string& name) -> Result<TenantId> {
+    auto t = st.FindTenant(name);
+    if (!t) return InvalidArgument("tenant", "unknown tenant '" + name + "'");
+    return *t;
+  };
+  auto job_of = [&](int64_t id, TenantId caller) -> Result<JobId> {
+    if (id <= 0 || !st.HasJob(JobId(static_cast<uint32_t>(id)))) return NotFound("no such job");
+    JobId j(static_cast<uint32_t>(id));
+    if (caller.valid() && st.job(j).spec.tenant != caller) return NotFound("no such job");
+    return j;
+  };
+  const Timestamp now = c.at;
+  if (c.kind == "cycle") {
+    sched_.RunCycle(now);
+    return Reply{200, "{}"};
+  }
+  if (c.kind == "tenant") {
+    RSV_ASSIGN_OR_RETURN(TenantId id, sched_.AddTenant(b.value("name", "")));
+    return Reply{201, json{{"id", id.value()}, {"name", st.tenant(id).name}}.dump()};
+  }
+  if (c.kind == "token") {
+    Caller caller;
+    caller.admin = b.value("admin", false);
+    if (!caller.admin) {
+      RSV_ASSIGN_OR_RETURN(caller.tenant, tenant_of(b.value("tenant", "")));
+      caller.tenant_name = st.tenant(caller.tenant).name;
+    }
+    tokens_[b.value("hash", "")] = caller;
+    return Reply{201, json{{"tenant", caller.tenant_name}, {"admin", caller.admin}}.dump()};
+  }
+  if (c.kind == "node") {
+    RSV_ASSIGN_OR_RETURN(PoolId p, pool_of(b.value("pool", "")));
+    RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(b.value("name", ""), p, b.value("gpus", 0),
+                                                   b.value("topology", "")));
+    return Reply{201, json{{"name", st.node(id).name}}.dump()};
+  }
+  if (c.kind == "node_state") {
+    auto n = st.FindNode(b.value("node", ""));
+    if (!n) return NotFound("no such node");
+    std::string s = b.value("state", "");
+    NodeState to = s == "ready"      ? NodeState::kReady
+                   : s == "draining" ? NodeState::kDraining
+                                     : NodeState::kDown;
+    RSV_RETURN_IF_ERROR(sched_.SetNodeState(*n, to, now));
+    return Reply{200, json{{"node", b.value("node", "")}, {"state", s}}.dump()};
+  }
+  if (c.kind == "reserve") {
+    ReservationRequest r;
+    RSV_ASSIGN_OR_RETURN(r.tenant, tenant_of(b.value("tenant", "")));
+    RSV_ASSIGN_OR_RETURN(r.pool, pool_of(b.value("pool", "")));
+    r.gpus = b.value("gpus", 0);
+    r.start = Timestamp::FromMicros(b.value("start_us", int64_t{0}));
+    r.lend = b.value("lend", true);
+    if (r.start < now) r.start = now;  // "now" at the server's clock
+    r.end = b.contains("duration_us") ? r.start + Duration::Micros(b["duration_us"].get<int64_t>())
+                                      : Timestamp::FromMicros(b.value("end_us", int64_t{0}));
+    if (b.value("quote_only", false)) {
+      RSV_ASSIGN_OR_RETURN(Quote q, sched_.QuoteReservation(r, now));
+      json out = {{"admitted", q.admission.admitted},
+                  {"largest_fit", q.admission.largest_fit},
+                  {"reservable", q.reservable},
+                  {"price_per_gpu_hour", MoneyStr(q.price_per_gpu_hour)},
+                  {"total", MoneyStr(q.total)}};
+      if (q.admission.earliest_start)
+        out["earliest_start_us"] = q.admission.earliest_start->micros();
+      return Reply{200, out.dump()};
+    }
+    Result<ReservationId> id = sched_.Reserve(r, now);
+    if (!id.ok()) return id.status();
+    return Reply{201, ReservationJson(st, st.reservation(*id)).dump()};
+  }
+  if (c.kind == "return") {
+    ReservationId id(static_cast<uint32_t>(b.value("reservation", int64_t{0})));
+    TenantId caller(static_cast<uint32_t>(b.value("caller", int64_t{0})));
+    RSV_RETURN_IF_ERROR(sched_.ReturnReservation(id, caller, now));
+    return Reply{200, ReservationJson(st, st.reservation(id)).dump()};
+  }
+  if (c.kind == "submit") {
+    JobSpec spec;
+    RSV_ASSIGN_OR_RETURN(spec.tenant, tenant_of(b.value("tenant", "")));
+    RSV_ASSIGN_OR_RETURN(spec.pool, pool_of(b.value("pool", "")));
+    spec.name = b.value("name", "");
+    spec.gpus = b.value("gpus", 1);
+    RSV_ASSIGN_OR_RETURN(spec.tier, ParseTier(b.value("tier", "spot")));
+    spec.limit_price = Money::Micros(b.value("limit_micros", int64_t{0}));
+    if (b.contains("fallback_micros")) {
+      spec.fallback_limit = Money::Micros(b["fallback_micros"].get<int64_t>());
+    }
+    spec.notice = Duration::Seconds(b.value("notice_s", int64_t{30}));
+    spec.max_restarts = b.value("max_restarts", 0);
+    spec.command = b.value("command", "");
+    spec.workdir = b.value("workdir", "");
+    if (b.contains("env")) spec.env = b["env"].get<std::vector<std::string>>();
+    if (b.contains("dependencies")) {
+      for (const json& d : b["dependencies"]) {
+        Dependency dep;
+        dep.kind = d.value("kind", "afterok") == "afterany" ? DependencyKind::kAfterAny
+                                                            : DependencyKind::kAfterOk;
+        RSV_ASSIGN_OR_RETURN(dep.job, job_of(d.value("job", int64_t{0}), spec.tenant));
+        spec.dependencies.push_back(dep);
+      }
+    }
+    RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(spec), now));
+    return Reply{201, JobJson(st, st.job(id)).dump()};
+  }
+  if (c.kind == "cancel" || c.kind == "release" || c.kind == "exit") {
+    TenantId caller(static_cast<uint32_t>(b.value("caller", int64_t{0})));
+    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), caller));
+    if (c.kind == "cancel") RSV_RETURN_IF_ERROR(sched_.Cancel(id, now));
+    if (c.kind == "release") RSV_RETURN_IF_ERROR(sched_.Release(id, now));
+    if (c.kind == "exit") RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", true), now));
+    sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
+    return Reply{200, JobJson(st, st.job(id)).dump()};
+  }
+  return Internal("unknown command kind '" + c.kind + "'");
+}
+
+Result<std::string> ControlPlane::Read(const std::string& what, const Caller& caller,
+                                       const std::map<std::string, std::string>& q) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const ClusterState& st = sched_.state();
+  auto visible = [&](TenantId t) { return caller.admin || t == caller.tenant; };
+  auto get = [&](const std::string& k) {
+    auto it = q.find(k);
+    return it == q.end() ? std::string() : it->second;
+  };
+  if (what == "tenants") {
+    json out = json::array();
+    for (const Tenant& t : st.tenants()) {
+      if (visible(t.id)) out.push_back({{"id", t.id.value()}, {"name", t.name}});
+    }
+    return out.dump();
+  }
+  if (what == "pools") {
+    json out = json::array();
+    for (const Pool& p : st.pools()) {
+      out.push_back({{"name", p.config.name},
+                     {"gpu_model", p.config.gpu_model},
+                     {"reserve_price", MoneyStr(p.config.reserve_price)},
+                     {"min_increment", MoneyStr(p.config.min_increment)},
+                     {"max_notice_s", p.config.max_notice.seconds()},
+                     {"ready_gpus", st.ReadyGpus(p.id)},
+                     {"price", MoneyStr(sched_.Price(p.id))}});
+    }
+    return out.dump();
+  }
+  if (what == "nodes") {
+    json out = json::array();
+    for (const Node& n : st.nodes()) {
+      int32_t used = 0;
+      for (JobId j : n.gpu_job) used += j.valid();
+      out.push_back({{"name", n.name},
+                     {"pool", st.pool(n.pool).config.name},
+                     {"gpus", n.gpus},
+                     {"used", used},
+                     {"topology", n.topology},
+                     {"state", NodeStateName(n.state)}});
+    }
+    return out.dump();
+  }
+  if (what == "jobs") {
+    std::string state = get("state"), tier = get("tier"), pool = get("pool"),
+                tenant = get("tenant");
+    size_t limit = 1000;
+    if (!get("limit").empty()) limit = std::strtoul(get("limit").c_str(), nullptr, 10);
+    json out = json::array();
+    for (const Job& j : st.jobs()) {
+      if (!visible(j.spec.tenant)) continue;
+      if (!state.empty() && JobStateName(j.state) != state) continue;
+      if (!tier.empty() && TierName(j.spec.tier) != tier) continue;
+      if (!pool.empty() && st.pool(j.spec.pool).config.name != pool) continue;
+      if (!tenant.empty() && st.tenant(j.spec.tenant).name != tenant) continue;
+      out.push_back(JobJson(st, j));
+      if (out.size() >= limit) break;
+    }
+    return out.dump();
+  }
+  if (what.rfind("job/", 0) == 0) {
+    uint32_t id = static_cast<uint32_t>(std::strtoul(what.c_str() + 4, nullptr, 10));
+    if (!st.HasJob(JobId(id)) || !visible(st.job(JobId(id)).spec.tenant)) {
+      return NotFound("no such job");
+    }
+    return JobJson(st, st.job(JobId(id))).dump();
+  }
+  if (what == "reservations") {
+    json out = json::array();
+    for (const Reservation& r : st.reservations()) {
+      if (visible(r.tenant)) out.push_back(ReservationJson(st, r));
+    }
+    return out.dump();
+  }
+  if (what.rfind("reservation/", 0) == 0) {
+    uint32_t id = static_cast<uint32_t>(std::strtoul(what.c_str() + 12, nullptr, 10));
+    if (!st.HasReservation(ReservationId(id)) ||
+        !visible(st.reservation(ReservationId(id)).tenant)) {
+      return NotFound("no such reservation");
+    }
+    return ReservationJson(st, st.reservation(ReservationId(id))).dump();
+  }
+  if (what == "market") {
+    json out = json::array();
+    for (const Pool& p : st.pools()) {
+      int32_t spot_used = 0, reserved_used = 0, pending = 0, pending_gpus = 0;
+      std::map<int64_t, int32_t> depth;  // limit → GPUs bid, pending spot
+      for (const Job& j : st.jobs()) {
+        if (j.spec.pool != p.id) continue;
+        if (HoldsGpus(j.state))
+          (j.running_as == Tier::kSpot ? spot_used : reserved_used) += j.spec.gpus;
+        if (j.state == JobState::kPending && j.spec.tier != Tier::kReserved) {
+          ++pending;
+          pending_gpus += j.spec.gpus;
+          depth[j.limit.micros()] += j.spec.gpus;
+        }
+      }
+      json book = json::array();
+      for (auto it = depth.rbegin(); it != depth.rend(); ++it) {
+        book.push_back({{"limit_price", MoneyStr(Money::Micros(it->first))}, {"gpus", it->second}});
+      }
+      out.push_back({{"pool", p.config.name},
+                     {"price", MoneyStr(sched_.Price(p.id))},
+                     {"reserve_price", MoneyStr(p.config.reserve_price)},
+                     {"supply_gpus", sched_.SpotBudget(p.id)},
+                     {"spot_used_gpus", spot_used},
+                     {"reserved_used_gpus", reserved_used},
+                     {"demand_pending_bids", pending},
+                     {"demand_pending_gpus", pending_gpus},
+                     {"order_book", book}});
+    }
+    return out.dump();
+  }
+  if (what == "market/history") {
+    json out = json::object();
+    for (const Pool& p : st.pools()) {
+      json series = json::array();
+      for (auto [t, m] : price_history_[p.id.value()]) {
+        series.push_back({{"at_us", t}, {"price", MoneyStr(Money::Micros(m))}});
+      }
+      out[p.config.name] = series;
+    }
+    return out.dump();
+  }
+  if (what == "ledger") {
+    TenantId t = caller.tenant;
+    if (caller.admin && !get("tenant").empty()) {
+      auto id = st.FindTenant(get("tenant"));
+      if (!id) return NotFound("no such tenant");
+      t = *id;
+    }
+    json entries = json::array();
+    Money charges, credits;
+    for (const LedgerEntry& e : sched_.ledger().entries()) {
+      for (const Posting& p : e.postings) {
+        bool mine = caller.admin && !t.valid() ? p.account.is_operator() : p.account.tenant == t;
+        if (!mine || (t.valid() && p.account.is_operator())) continue;
+        (p.amount < Money() ? charges : credits) += p.amount;
+        if (entries.size() < 1000) {
+          json row = {{"seq", e.seq},
+                      {"at_us", e.at.micros()},
+                      {"kind", EntryKindName(e.kind)},
+                      {"amount", MoneyStr(p.amount)}};
+          if (e.job.valid()) row["job"] = e.job.value();
+          if (e.reservation.valid()) row["reservation"] = e.reservation.value();
+          entries.push_back(row);
+        }
+      }
+    }
+    Account acct = t.valid() ? Account::Of(t) : Account::Operator();
+    return json{{"account", t.valid() ? st.tenant(t).name : "operator"},
+                {"balance", MoneyStr(sched_.ledger().Balance(acct))},
+                {"charges", MoneyStr(charges)},
+                {"credits", MoneyStr(credits)},
+                {"entries", entries}}
+        .dump();
+  }
+  return NotFound("no such resource");
+}
+
+std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64_t* last) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string out = "[";
+  bool first = true;
+  for (size_t i = static_cast<size_t>(std::max<int64_t>(0, since)); i < events_.size(); ++i) {
+    TenantId owner = event_owner_[i].first;
+    if (!caller.admin && owner.valid() && owner != caller.tenant) continue;
+    if (!first) out += ",";
+    out += events_[i];
+    first = false;
+  }
+  *last = static_cast<int64_t>(events_.size());
+  return out + "]";
+}
+
+std::string ControlPlane::Metrics() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const ClusterState& st = sched_.state();
+  std::string o;
+  auto line = [&](const std::string& s) { o += s + "\n"; };
+  line("# HELP reservoir_gpus GPUs by pool and state.");
+  line("# TYPE reservoir_gpus gauge");
+  std::map<std::string, int64_t> jobs_by_state;
+  for (const Pool& p : st.pools()) {
+    int32_t ready = 0, down = 0, reserved = 0, spot = 0;
+    for (NodeId id : st.pool_nodes(p.id)) {
+      const Node& n = st.node(id);
+      (n.state == NodeState::kReady ? ready : down) += n.gpus;
+    }
+    std::map<std::string, int32_t> queue;
+    for (const Job& j : st.jobs()) {
+      if (j.spec.pool != p.id) continue;
+      if (HoldsGpus(j.state)) (j.running_as == Tier::kSpot ? spot : reserved) += j.spec.gpus;
+      if (j.state == JobState::kPending) queue[std::string(TierName(j.spec.tier))]++;
+    }
+    int32_t active_reserved = 0;
+    for (const Reservation& r : st.reservations()) {
+      if (r.pool == p.id && r.ActiveAt(clock_->Now())) active_reserved += r.gpus;
+    }
+    int32_t lent = std::max(0, std::min(spot, active_reserved - reserved));
+    int32_t idle = std::max(0, ready - reserved - spot);
+    std::string pl = "pool=\"" + p.config.name + "\"";
+    line("reservoir_gpus{" + pl + ",state=\"reserved_used\"} " + std::to_string(reserved));
+    line("reservoir_gpus{" + pl + ",state=\"spot_used\"} " + std::to_string(spot));
+    line("reservoir_gpus{" + pl + ",state=\"lent\"} " + std::to_string(lent));
+    line("reservoir_gpus{" + pl + ",state=\"idle\"} " + std::to_string(idle));
+    line("reservoir_gpus{" + pl + ",state=\"down\"} " + std::to_string(down));
+    for (const char* tier : {"reserved", "spot", "auto"}) {
+      queue.try_emplace(tier, 0);
+    }
+    o += "";
+    for (const auto& [tier, n] : queue) {
+      jobs_by_state["queue{" + pl + ",tier=\"" + tier + "\"}"] = n;
+    }
+  }
+  line("# HELP reservoir_spot_price Clearing price per GPU-hour.");
+  line("# TYPE reservoir_spot_price gauge");
+  for (const Pool& p : st.pools()) {
+    line("reservoir_spot_price{pool=\"" + p.config.name + "\"} " + MoneyStr(sched_.Price(p.id)));
+  }
+  line("# HELP reservoir_queue_length Pending jobs by pool and tier.");
+  line("# TYPE reservoir_queue_length gauge");
+  for (const auto& [k, n] : jobs_by_state) {
+    line("reservoir_queue_length" + k.substr(5) + " " + std::to_string(n));
+  }
+  std::map<std::string, int64_t> states;
+  for (const char* s :
+       {"pending", "starting", "running", "preempting", "succeeded", "failed", "cancelled"}) {
+    states[s] = 0;
+  }
+  for (const Job& j : st.jobs()) states[std::string(JobStateName(j.state))]++;
+  line("# HELP reservoir_jobs Jobs by state.");
+  line("# TYPE reservoir_jobs gauge");
+  for (const auto& [s, n] : states)
+    line("reservoir_jobs{state=\"" + s + "\"} " + std::to_string(n));
+  line("# HELP reservoir_preemptions_total Jobs stopped after notice.");
+  line("# TYPE reservoir_preemptions_total counter");
+  line("reservoir_preemptions_total " + std::to_string(preemptions_));
+  line("# HELP reservoir_cycle_duration_seconds Scheduling cycle duration.");
+  line("# TYPE reservoir_cycle_duration_seconds histogram");
+  char buf[64];
+  for (size_t b = 0; b < cycle_ns_buckets_.size(); ++b) {
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(int64_t{1000} << (2 * b)) / 1e9);
+    line(std::string("reservoir_cycle_duration_seconds_bucket{le=\"") + buf + "\"} " +
+         std::to_string(cycle_ns_buckets_[b]));
+  }
+  line("reservoir_cycle_duration_seconds_bucket{le=\"+Inf\"} " + std::to_string(cycles_));
+  std::snprintf(buf, sizeof buf, "%.9f", cycle_ns_sum_ / 1e9);
+  line(std::string("reservoir_cycle_duration_seconds_sum ") + buf);
+  line("reservoir_cycle_duration_seconds_count " + std::to_string(cycles_));
+  return o;
+}
+
+}  // namespace rsv::server
