@@ -1,0 +1,246 @@
+// The server as a user runs it: a real process on 127.0.0.1 with a real SQLite file.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "common/rng.h"
+#include "server_process.h"
+
+namespace rsv {
+namespace {
+
+using json = nlohmann::json;
+using rsv::testing::ServerProcess;
+
+const char kAdmin[] = "test-admin-token";
+
+struct ServerTest : ::testing::Test {
+  std::string dir;
+  std::string db, config;
+  void SetUp() override {
+    dir = (std::filesystem::temp_directory_path() /
+           ("rsv_server_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+              .string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    db = dir + "/r.db";
+    config = dir + "/config.json";
+    std::ofstream(config) << R"({"tick": "1s", "pools": [{"name": "h100", "reserve_price": "1",
+      "min_increment": "0.25", "max_notice": "2m", "reservation_base_price": "2"}],
+      "nodes": [{"name": "n", "pool": "h100", "gpus": 8, "topology": "z/r", "count": 2}]})";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+
+  std::string Token(const ServerProcess& s, const std::string& tenant) {
+    EXPECT_EQ(s.Post("/v1/tenants", kAdmin, json{{"name", tenant}}.dump()).status, 201);
+    auto r = s.Post("/v1/tokens", kAdmin, json{{"tenant", tenant}}.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return json::parse(r.body)["token"];
+  }
+};
+
+TEST_F(ServerTest, TenantsNeverSeeOrTouchEachOther) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string a = Token(s, "a"), b = Token(s, "b");
+  auto job = s.Post("/v1/jobs", b, R"({"pool":"h100","gpus":4,"tier":"spot","limit_price":"2"})");
+  ASSERT_EQ(job.status, 201) << job.body;
+  int64_t id = json::parse(job.body)["id"];
+  auto res = s.Post("/v1/reservations", b, R"({"pool":"h100","gpus":2,"duration":"1h"})");
+  ASSERT_EQ(res.status, 201) << res.body;
+  int64_t rid = json::parse(res.body)["id"];
+  const std::string jp = "/v1/jobs/" + std::to_string(id);
+  const std::string rp = "/v1/reservations/" + std::to_string(rid);
+  // a: every read and write of b's things is "not found"; lists are empty.
+  EXPECT_EQ(s.Get(jp, a).status, 404);
+  EXPECT_EQ(s.Post(jp + "/cancel", a, "").status, 404);
+  EXPECT_EQ(s.Post(jp + "/release", a, "").status, 404);
+  EXPECT_EQ(s.Get(rp, a).status, 404);
+  EXPECT_EQ(s.Post(rp + "/return", a, "").status, 404);
+  EXPECT_EQ(json::parse(s.Get("/v1/jobs", a).body).size(), 0u);
+  EXPECT_EQ(json::parse(s.Get("/v1/reservations", a).body).size(), 0u);
+  EXPECT_EQ(json::parse(s.Get("/v1/ledger", a).body)["balance"], "0.000000");
+  EXPECT_EQ(
+      s.Post("/v1/jobs", a, R"({"pool":"h100","gpus":1,"limit_price":"2","tenant":"b"})").status,
+      403);
+  json events = json::parse(s.Get("/v1/events?since=0", a).body)["events"];
+  for (const json& e : events) EXPECT_FALSE(e.contains("job")) << e.dump();
+  // b sees its own; the admin sees all; tokens and tenants are admin-only.
+  EXPECT_EQ(s.Get(jp, b).status, 200);
+  EXPECT_EQ(json::parse(s.Get("/v1/jobs", kAdmin).body).size(), 1u);
+  EXPECT_EQ(s.Post("/v1/tenants", a, R"({"name":"c"})").status, 403);
+  EXPECT_EQ(s.Post("/v1/tokens", a, R"({"tenant":"a"})").status, 403);
+  EXPECT_EQ(s.Get("/v1/jobs", "").status, 401);
+  EXPECT_EQ(s.Get("/v1/jobs", "nope").status, 401);
+  // b cancels its own job.
+  EXPECT_EQ(s.Post(jp + "/cancel", b, "").status, 200);
+  EXPECT_EQ(json::parse(s.Get(jp, b).body)["state"], "cancelled");
+}
+
+TEST_F(ServerTest, BadRequestsNameTheFieldAndChangeNothing) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string t = Token(s, "t");
+  struct Case {
+    const char* body;
+    const char* field;
+  } cases[] = {
+      {R"({"pool":"h100","gpus":-1,"limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":"8","limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":1,"limit_price":"0.5"})", "limit_price"},
+      {R"({"pool":"h100","gpus":1,"limit_price":2})", "limit_price"},
+      {R"({"pool":"nope","gpus":1,"limit_price":"2"})", "pool"},
+      {R"({"pool":"h100","gpus":1,"limit_price":"2","colour":"red"})", "colour"},
+      {R"({"pool":"h100","gpus":1,"tier":"gold","limit_price":"2"})", "tier"},
+      {R"({"pool":"h100","gpus":1,"limit_price":"2","notice":"soon"})", "notice"},
+      {R"({"pool":"h100","gpus":99,"limit_price":"2"})", "gpus"},
+      {R"([1,2])", "body"},
+      {R"({"pool":)", "body"},
+  };
+  for (const Case& c : cases) {
+    auto r = s.Post("/v1/jobs", t, c.body);
+    EXPECT_EQ(r.status, 400) << c.body << " -> " << r.body;
+    json e = json::parse(r.body, nullptr, false);
+    ASSERT_FALSE(e.is_discarded()) << r.body;
+    EXPECT_EQ(e["error"]["field"], c.field) << c.body << " -> " << r.body;
+    EXPECT_EQ(e["error"]["code"], "invalid_argument");
+  }
+  auto past = s.Post("/v1/reservations", t, R"({"pool":"h100","gpus":2,"start_us":1,"end_us":2})");
+  EXPECT_EQ(past.status, 400) << past.body;
+  auto huge = s.Post("/v1/reservations", t, R"({"pool":"h100","gpus":99,"duration":"1h"})");
+  EXPECT_EQ(huge.status, 409) << huge.body;
+  EXPECT_NE(huge.body.find("at most 16 fit"), std::string::npos) << huge.body;
+  std::string big(2 << 20, 'x');
+  EXPECT_EQ(s.Post("/v1/jobs", t, "{\"name\":\"" + big + "\"}").status, 400);
+  EXPECT_EQ(json::parse(s.Get("/v1/jobs", kAdmin).body).size(), 0u);
+  EXPECT_EQ(json::parse(s.Get("/v1/reservations", kAdmin).body).size(), 0u);
+}
+
+TEST_F(ServerTest, RestartRebuildsEverything) {
+  json before_jobs, before_res, before_ledger;
+  int64_t last_seq = 0;
+  std::string t;
+  {
+    ServerProcess s(db, config, kAdmin);
+    ASSERT_TRUE(s.Start());
+    t = Token(s, "t");
+    ASSERT_EQ(s.Post("/v1/reservations", t, R"({"pool":"h100","gpus":8,"duration":"10h"})").status,
+              201);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_EQ(s.Post("/v1/jobs", t,
+                       json{{"pool", "h100"},
+                            {"gpus", 8},
+                            {"tier", "spot"},
+                            {"limit_price", std::to_string(2 + i)}}
+                           .dump())
+                    .status,
+                201);
+    }
+    before_jobs = json::parse(s.Get("/v1/jobs", kAdmin).body);
+    before_res = json::parse(s.Get("/v1/reservations", kAdmin).body);
+    before_ledger = json::parse(s.Get("/v1/ledger", t).body);
+    last_seq = json::parse(s.Get("/v1/events?since=0", kAdmin).body)["last_seq"];
+    s.Kill(SIGKILL);
+  }
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  EXPECT_EQ(json::parse(s.Get("/v1/jobs", kAdmin).body), before_jobs);
+  EXPECT_EQ(json::parse(s.Get("/v1/reservations", kAdmin).body), before_res);
+  EXPECT_EQ(json::parse(s.Get("/v1/ledger", t).body)["charges"], before_ledger["charges"]);
+  EXPECT_GE(json::parse(s.Get("/v1/events?since=0", kAdmin).body)["last_seq"].get<int64_t>(),
+            last_seq);
+  EXPECT_EQ(s.Get("/v1/jobs", t).status, 200);  // the tenant's token survived too
+}
+
+// Clients submit as fast as they can; the server is killed with SIGKILL after a seeded number of
+// acknowledgements while requests are in flight; after a restart every acknowledged job is there
+// exactly once and every record is whole.
+TEST_F(ServerTest, CrashLosesNothingAcknowledged) {
+  for (uint64_t seed : {1, 2, 3}) {
+    std::filesystem::remove(db);
+    std::filesystem::remove(db + "-wal");
+    std::filesystem::remove(db + "-shm");
+    Rng rng(seed);
+    const int kill_after = static_cast<int>(rng.Range(100, 400));
+    auto s = std::make_unique<ServerProcess>(db, config, kAdmin);
+    ASSERT_TRUE(s->Start());
+    std::string t = Token(*s, "t");
+    std::mutex mu;
+    std::condition_variable cv;
+    std::set<std::string> acked;  // job names acknowledged with 201
+    std::map<std::string, int64_t> acked_ids;
+    std::atomic<bool> dead{false};
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c) {
+      clients.emplace_back([&, c] {
+        for (int i = 0; !dead; ++i) {
+          std::string name =
+              "s" + std::to_string(seed) + "-c" + std::to_string(c) + "-" + std::to_string(i);
+          auto r = rsv::testing::Http(s->port(), "POST", "/v1/jobs", t,
+                                      json{{"name", name},
+                                           {"pool", "h100"},
+                                           {"gpus", 1},
+                                           {"tier", "spot"},
+                                           {"limit_price", "2"}}
+                                          .dump());
+          if (r.status == 0) break;  // the server is gone
+          if (r.status != 201) continue;
+          std::lock_guard<std::mutex> lock(mu);
+          acked.insert(name);
+          acked_ids[name] = json::parse(r.body)["id"];
+          cv.notify_all();
+        }
+      });
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return static_cast<int>(acked.size()) >= kill_after; });
+    }
+    s->Kill(SIGKILL);
+    dead = true;
+    for (auto& th : clients) th.join();
+    s = std::make_unique<ServerProcess>(db, config, kAdmin);
+    ASSERT_TRUE(s->Start());
+    auto list = s->Get("/v1/jobs?limit=1000000", kAdmin);
+    ASSERT_EQ(list.status, 200);
+    json jobs = json::parse(list.body);
+    std::map<std::string, int> seen;
+    for (const json& j : jobs) {
+      ASSERT_TRUE(j.contains("id") && j.contains("state") && j.contains("gpus")) << j.dump();
+      seen[j["name"]]++;
+    }
+    for (const auto& [name, n] : seen) EXPECT_EQ(n, 1) << "duplicate " << name;
+    for (const std::string& name : acked) {
+      ASSERT_TRUE(seen.count(name)) << "seed " << seed << ": acknowledged job " << name << " lost";
+    }
+    EXPECT_GE(static_cast<int>(acked.size()), kill_after);
+    s->Kill(SIGTERM);
+  }
+}
+
+TEST_F(ServerTest, MetricsPassPromtool) {
+  if (std::system("command -v promtool >/dev/null 2>&1") != 0) GTEST_SKIP() << "promtool missing";
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string t = Token(s, "t");
+  ASSERT_EQ(s.Post("/v1/jobs", t, R"({"pool":"h100","gpus":4,"limit_price":"2"})").status, 201);
+  auto m = s.Get("/metrics", "");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("reservoir_gpus{pool=\"h100\",state=\"spot_used\"} 4"), std::string::npos)
+      << m.body;
+  std::string file = dir + "/metrics.txt";
+  std::ofstream(file) << m.body;
+  EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0) << m.body;
+}
+
+}  // namespace
+}  // namespace rsv
