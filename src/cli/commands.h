@@ -17,5 +17,18 @@ Action AddVersion(CLI::App& app);
 Action AddScenario(CLI::App& app);
 Action AddSim(CLI::App& app);
 Action AddServer(CLI::App& app);
+Action AddSubmit(CLI::App& app);
+Action AddJobs(CLI::App& app);
+Action AddJob(CLI::App& app);
+Action AddCancel(CLI::App& app);
+Action AddRelease(CLI::App& app);
+Action AddReserve(CLI::App& app);
+Action AddReservations(CLI::App& app);
+Action AddReturn(CLI::App& app);
+Action AddMarket(CLI::App& app);
+Action AddLedger(CLI::App& app);
+Action AddNodes(CLI::App& app);
+Action AddTenants(CLI::App& app);
+Action AddToken(CLI::App& app);
 
 }  // namespace rsv::cli

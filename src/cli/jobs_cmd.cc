@@ -1,0 +1,179 @@
+// Client subcommands for jobs: submit (also Slurm batch scripts), jobs, job, cancel, release.
+#include <CLI/CLI.hpp>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "cli/slurm.h"
+
+namespace rsv::cli {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Nodes(const json& j) {
+  std::string out;
+  for (const json& p : j.value("placement", json::array())) {
+    out += (out.empty() ? "" : ",") + p.value("node", "");
+  }
+  return out.empty() ? "-" : out;
+}
+
+void PrintJob(const json& j) {
+  for (const auto& [k, v] : j.items()) {
+    std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  }
+}
+
+}  // namespace
+
+Action AddSubmit(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::string pool = "gpu", tier = "spot", limit, fallback, notice, name, tenant, workdir;
+    std::vector<std::string> after, env, command;
+    int gpus = 0, max_restarts = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("submit", "Submit a job (a command, or a Slurm batch script)");
+  AddClientFlags(s, &f->c);
+  s->add_option("--pool", f->pool, "Pool");
+  s->add_option("--gpus", f->gpus, "GPUs (a gang: all or nothing)");
+  s->add_option("--tier", f->tier, "reserved | spot | auto");
+  s->add_option("--limit", f->limit, "Limit price per GPU-hour (spot, auto)");
+  s->add_option("--fallback", f->fallback, "Reserved jobs: continue as spot at this limit");
+  s->add_option("--notice", f->notice, "Time the job needs to checkpoint (e.g. 60s)");
+  s->add_option("--name", f->name, "Job name");
+  s->add_option("--max-restarts", f->max_restarts, "Failed attempts requeued (-1: always)");
+  s->add_option("--after", f->after, "afterok:ID or afterany:ID (repeatable)");
+  s->add_option("--env", f->env, "NAME=value (repeatable)");
+  s->add_option("--workdir", f->workdir, "Working directory on the node");
+  s->add_option("--tenant", f->tenant, "Admin only: the tenant to submit for");
+  s->add_option("command", f->command, "Command, or the path of a Slurm batch script")->required();
+  return [f] {
+    json body = {{"pool", f->pool}, {"tier", f->tier}};
+    std::string cmd;
+    for (const std::string& w : f->command) cmd += (cmd.empty() ? "" : " ") + w;
+    int gpus = f->gpus;
+    std::string name = f->name;
+    std::vector<std::string> after = f->after;
+    int restarts = f->max_restarts;
+    if (f->command.size() == 1) {
+      std::ifstream in(f->command[0]);
+      std::stringstream text;
+      if (in) text << in.rdbuf();
+      if (in && text.str().find("#SBATCH") != std::string::npos) {
+        auto sb = ParseSlurmScript(text.str());
+        if (!sb.ok()) {
+          std::cerr << "error: " << f->command[0] << ": " << sb.status().field() << ": "
+                    << sb.status().message() << "\n";
+          return 2;
+        }
+        for (const std::string& u : sb->unsupported) {
+          std::cerr << "warning: " << f->command[0]
+                    << ": unsupported #SBATCH directive ignored: " << u << "\n";
+        }
+        if (!sb->time.empty()) {
+          std::cerr << "note: --time=" << sb->time
+                    << " is recorded by Slurm only; Reservoir does not enforce run-time limits\n";
+        }
+        if (gpus == 0) gpus = sb->gpus;
+        if (name.empty()) name = sb->name;
+        for (const auto& [kind, id] : sb->dependencies)
+          after.push_back(kind + ":" + std::to_string(id));
+        if (sb->requeue && restarts == 0) restarts = -1;
+        cmd = "bash -c " + json(text.str()).dump();
+      }
+    }
+    if (gpus <= 0) {
+      std::cerr << "error: --gpus: give a GPU count (or #SBATCH --gpus / --gres=gpu:N)\n";
+      return 2;
+    }
+    body["gpus"] = gpus;
+    body["command"] = cmd;
+    body["max_restarts"] = restarts;
+    if (!name.empty()) body["name"] = name;
+    if (!f->limit.empty()) body["limit_price"] = f->limit;
+    if (!f->fallback.empty()) body["fallback_limit"] = f->fallback;
+    if (!f->notice.empty()) body["notice"] = f->notice;
+    if (!f->workdir.empty()) body["workdir"] = f->workdir;
+    if (!f->tenant.empty()) body["tenant"] = f->tenant;
+    if (!f->env.empty()) body["env"] = f->env;
+    json deps = json::array();
+    for (const std::string& a : after) {
+      size_t colon = a.find(':');
+      if (colon == std::string::npos) {
+        std::cerr << "error: --after: '" << a << "' is not afterok:ID or afterany:ID\n";
+        return 2;
+      }
+      deps.push_back({{"kind", a.substr(0, colon)}, {"job", std::atoll(a.c_str() + colon + 1)}});
+    }
+    if (!deps.empty()) body["dependencies"] = deps;
+    return Print(f->c, Call(f->c, "POST", "/v1/jobs", body.dump()), [](const std::string& b) {
+      json j = json::parse(b);
+      std::cout << "job " << j["id"] << " " << j["state"].get<std::string>();
+      if (j["state"] == "running")
+        std::cout << " on " << Nodes(j) << " as " << j["running_as"].get<std::string>();
+      std::cout << "\n";
+    });
+  };
+}
+
+Action AddJobs(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::string state, tier, pool;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("jobs", "List jobs");
+  AddClientFlags(s, &f->c);
+  s->add_option("--state", f->state, "Only jobs in this state");
+  s->add_option("--tier", f->tier, "Only this tier");
+  s->add_option("--pool", f->pool, "Only this pool");
+  return [f] {
+    std::string q = "/v1/jobs?limit=100000";
+    if (!f->state.empty()) q += "&state=" + f->state;
+    if (!f->tier.empty()) q += "&tier=" + f->tier;
+    if (!f->pool.empty()) q += "&pool=" + f->pool;
+    return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const json& j : json::parse(b)) {
+        rows.push_back({std::to_string(j["id"].get<int64_t>()), j.value("name", ""), j["tenant"],
+                        j["tier"], j["state"], std::to_string(j["gpus"].get<int>()),
+                        j["limit_price"], std::to_string(j["attempt"].get<int>()), Nodes(j)});
+      }
+      PrintTable({"ID", "NAME", "TENANT", "TIER", "STATE", "GPUS", "LIMIT", "ATTEMPT", "NODES"},
+                 rows);
+    });
+  };
+}
+
+namespace {
+Action JobAction(CLI::App& app, const std::string& verb, const std::string& help) {
+  struct Flags {
+    ClientFlags c;
+    int64_t id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand(verb, help);
+  AddClientFlags(s, &f->c);
+  s->add_option("job", f->id, "Job id")->required();
+  return [f, verb] {
+    std::string path = "/v1/jobs/" + std::to_string(f->id);
+    CallResult r = verb == "job" ? Call(f->c, "GET", path) : Call(f->c, "POST", path + "/" + verb);
+    return Print(f->c, r, [](const std::string& b) { PrintJob(json::parse(b)); });
+  };
+}
+}  // namespace
+
+Action AddJob(CLI::App& app) { return JobAction(app, "job", "Show one job"); }
+Action AddCancel(CLI::App& app) { return JobAction(app, "cancel", "Cancel a job"); }
+Action AddRelease(CLI::App& app) {
+  return JobAction(app, "release", "Give back the GPUs of a job under notice now");
+}
+
+}  // namespace rsv::cli

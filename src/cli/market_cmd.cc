@@ -1,0 +1,147 @@
+// Client subcommands to look around: market, ledger, nodes, tenants, token.
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cli/client.h"
+#include "cli/commands.h"
+
+namespace rsv::cli {
+
+using json = nlohmann::json;
+
+Action AddMarket(CLI::App& app) {
+  auto f = std::make_shared<ClientFlags>();
+  CLI::App* s = app.add_subcommand("market", "Spot price, supply, demand and order book per pool");
+  AddClientFlags(s, f.get());
+  return [f] {
+    return Print(*f, Call(*f, "GET", "/v1/market"), [](const std::string& b) {
+      for (const json& p : json::parse(b)) {
+        std::cout << p["pool"].get<std::string>() << ": price " << p["price"].get<std::string>()
+                  << " (reserve " << p["reserve_price"].get<std::string>() << "), supply "
+                  << p["supply_gpus"] << " GPUs, spot used " << p["spot_used_gpus"]
+                  << ", reserved used " << p["reserved_used_gpus"] << ", waiting "
+                  << p["demand_pending_bids"] << " bids / " << p["demand_pending_gpus"]
+                  << " GPUs\n";
+        std::vector<std::vector<std::string>> rows;
+        for (const json& l : p["order_book"])
+          rows.push_back(
+              {"  " + l["limit_price"].get<std::string>(), std::to_string(l["gpus"].get<int>())});
+        if (!rows.empty()) PrintTable({"  LIMIT", "GPUS"}, rows);
+      }
+    });
+  };
+}
+
+Action AddLedger(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::string tenant;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("ledger", "Your charges, credits and balance");
+  AddClientFlags(s, &f->c);
+  s->add_option("--tenant", f->tenant, "Admin only: this tenant's ledger");
+  return [f] {
+    std::string q = "/v1/ledger" + (f->tenant.empty() ? "" : "?tenant=" + f->tenant);
+    return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {
+      json l = json::parse(b);
+      std::cout << l["account"].get<std::string>() << ": balance "
+                << l["balance"].get<std::string>() << " (charges "
+                << l["charges"].get<std::string>() << ", credits "
+                << l["credits"].get<std::string>() << ")\n";
+      std::vector<std::vector<std::string>> rows;
+      const json& e = l["entries"];
+      for (size_t i = e.size() > 20 ? e.size() - 20 : 0; i < e.size(); ++i) {
+        rows.push_back({std::to_string(e[i]["seq"].get<int64_t>()), e[i]["kind"], e[i]["amount"],
+                        e[i].contains("job")           ? "job " + e[i]["job"].dump()
+                        : e[i].contains("reservation") ? "reservation " + e[i]["reservation"].dump()
+                                                       : ""});
+      }
+      if (!rows.empty()) PrintTable({"SEQ", "KIND", "AMOUNT", "FOR"}, rows);
+    });
+  };
+}
+
+Action AddNodes(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::vector<std::string> args;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("nodes", "List nodes; `nodes drain|undrain NODE` (admin)");
+  AddClientFlags(s, &f->c);
+  s->add_option("args", f->args, "drain NODE | undrain NODE");
+  return [f] {
+    if (!f->args.empty()) {
+      if (f->args.size() != 2 || (f->args[0] != "drain" && f->args[0] != "undrain")) {
+        std::cerr << "usage: reservoir nodes [drain|undrain NODE]\n";
+        return 2;
+      }
+      return Print(f->c, Call(f->c, "POST", "/v1/nodes/" + f->args[1] + "/" + f->args[0]),
+                   [](const std::string& b) { std::cout << b << "\n"; });
+    }
+    return Print(f->c, Call(f->c, "GET", "/v1/nodes"), [](const std::string& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const json& n : json::parse(b)) {
+        rows.push_back(
+            {n["name"], n["pool"], n["state"],
+             std::to_string(n["used"].get<int>()) + "/" + std::to_string(n["gpus"].get<int>()),
+             n["topology"]});
+      }
+      PrintTable({"NODE", "POOL", "STATE", "GPUS USED", "TOPOLOGY"}, rows);
+    });
+  };
+}
+
+Action AddTenants(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::string create;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("tenants", "List tenants; --create NAME (admin)");
+  AddClientFlags(s, &f->c);
+  s->add_option("--create", f->create, "Create a tenant");
+  return [f] {
+    if (!f->create.empty()) {
+      return Print(f->c, Call(f->c, "POST", "/v1/tenants", json{{"name", f->create}}.dump()),
+                   [](const std::string& b) {
+                     std::cout << "tenant " << json::parse(b)["name"].get<std::string>()
+                               << " created\n";
+                   });
+    }
+    return Print(f->c, Call(f->c, "GET", "/v1/tenants"), [](const std::string& b) {
+      std::vector<std::vector<std::string>> rows;
+      for (const json& t : json::parse(b))
+        rows.push_back({std::to_string(t["id"].get<int64_t>()), t["name"]});
+      PrintTable({"ID", "NAME"}, rows);
+    });
+  };
+}
+
+Action AddToken(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    std::string tenant;
+    bool admin = false;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("token", "Create an API token for a tenant (admin)");
+  AddClientFlags(s, &f->c);
+  s->add_option("--tenant", f->tenant, "Tenant the token acts for");
+  s->add_flag("--admin", f->admin, "An admin token instead");
+  return [f] {
+    if (f->tenant.empty() && !f->admin) {
+      std::cerr << "usage: reservoir token --tenant NAME | --admin\n";
+      return 2;
+    }
+    json body = f->admin ? json{{"admin", true}} : json{{"tenant", f->tenant}};
+    return Print(f->c, Call(f->c, "POST", "/v1/tokens", body.dump()), [](const std::string& b) {
+      std::cout << json::parse(b)["token"].get<std::string>() << "\n";
+    });
+  };
+}
+
+}  // namespace rsv::cli
