@@ -227,6 +227,28 @@ TEST_F(ServerTest, CrashLosesNothingAcknowledged) {
   }
 }
 
+TEST_F(ServerTest, EventsLongPollReturnsWhenSomethingHappens) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string t = Token(s, "t");
+  int64_t last = json::parse(s.Get("/v1/events?since=0", t).body)["last_seq"];
+  rsv::testing::HttpResult polled;
+  std::thread poller([&] {
+    polled = rsv::testing::Http(s.port(), "GET",
+                                "/v1/events?since=" + std::to_string(last) + "&wait=60", t);
+  });
+  ASSERT_EQ(
+      s.Post("/v1/jobs", t, R"({"pool":"h100","gpus":2,"limit_price":"2","name":"x"})").status,
+      201);
+  poller.join();
+  ASSERT_EQ(polled.status, 200) << polled.body;
+  json events = json::parse(polled.body)["events"];
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0]["type"], "JobSubmitted");
+  EXPECT_GT(events[0]["seq"].get<int64_t>(), last);
+  EXPECT_EQ(s.Get("/v1/events?since=0&wait=99", t).status, 400);
+}
+
 TEST_F(ServerTest, MetricsPassPromtool) {
   if (std::system("command -v promtool >/dev/null 2>&1") != 0) GTEST_SKIP() << "promtool missing";
   ServerProcess s(db, config, kAdmin);
@@ -236,6 +258,10 @@ TEST_F(ServerTest, MetricsPassPromtool) {
   auto m = s.Get("/metrics", "");
   ASSERT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("reservoir_gpus{pool=\"h100\",state=\"spot_used\"} 4"), std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("reservoir_api_request_duration_seconds_count{method=\"POST\",route=\"/v1/"
+                        "jobs\",code=\"2xx\"} 1"),
+            std::string::npos)
       << m.body;
   std::string file = dir + "/metrics.txt";
   std::ofstream(file) << m.body;

@@ -1,3 +1,6 @@
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
@@ -97,7 +100,18 @@ int RunServer(const ServerFlags& f) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  server::Api api(&control);
+  // Structured logs: one JSON object per line on stderr, with the request id.
+  auto log = spdlog::stderr_logger_mt("reservoir");
+  log->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
+                   spdlog::pattern_time_type::utc);
+  SteadyTicker ticker;
+  server::Api api(&control, &clock, &ticker,
+                  [log](int64_t id, const std::string& method, const std::string& path, int status,
+                        int64_t ns) {
+                    log->info(
+                        R"("request_id":{},"method":"{}","path":"{}","status":{},"ms":{:.3f})", id,
+                        method, path, status, ns / 1e6);
+                  });
   server::HttpServer http;
   Result<int> port = http.Listen(f.listen, &api);
   if (!port.ok()) {

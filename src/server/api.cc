@@ -167,7 +167,17 @@ std::string ErrorBody(const Status& s) {
   return json{{"error", e}}.dump();
 }
 
-void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> reply) {
+void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {
+  // Every request gets an id, a duration in the metrics and one structured log line.
+  const int64_t id = next_request_id_.fetch_add(1) + 1;
+  const int64_t t0 = ticker_ ? ticker_->Nanos() : 0;
+  auto reply = [this, id, t0, method = req.method, target = req.target,
+                done = std::move(done)](HttpResponse r) {
+    int64_t ns = ticker_ ? ticker_->Nanos() - t0 : 0;
+    Observe(method, target, r.status, ns);
+    if (log_) log_(id, method, target.substr(0, target.find('?')), r.status, ns);
+    done(std::move(r));
+  };
   std::string path = req.target.substr(0, req.target.find('?'));
   std::map<std::string, std::string> query =
       req.target.find('?') == std::string::npos
@@ -178,7 +188,7 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> reply
     return;
   }
   if (path == "/metrics") {
-    reply(HttpResponse{200, "text/plain; version=0.0.4", control_->Metrics()});
+    reply(HttpResponse{200, "text/plain; version=0.0.4", control_->Metrics() + ApiMetrics()});
     return;
   }
   if (req.body.size() > kMaxBodyBytes) {
@@ -421,14 +431,68 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> reply
   if (first == "ledger" && parts.size() == 1 && m == "GET") return read("ledger");
   if (first == "events" && parts.size() == 1 && m == "GET") {
     int64_t since = query.count("since") ? std::atoll(query["since"].c_str()) : 0;
-    int64_t last = 0;
-    std::string events = control_->EventsSince(since, *caller, &last);
-    reply(HttpResponse{200, "application/json",
-                       "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
+    int64_t wait = query.count("wait") ? std::atoll(query["wait"].c_str()) : 0;
+    if (wait < 0 || wait > 60) return reply(Error(InvalidArgument("wait", "must be 0-60 seconds")));
+    auto respond = [reply](std::string events, int64_t last) {
+      reply(HttpResponse{200, "application/json",
+                         "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
+    };
+    if (wait == 0) {
+      int64_t last = 0;
+      std::string events = control_->EventsSince(since, *caller, &last);
+      return respond(std::move(events), last);
+    }
+    control_->WaitForEvents(since, *caller, clock_->Now() + Duration::Seconds(wait), respond);
     return;
   }
 #undef RSV_API_TRY
   reply(Error(NotFound("no such resource: " + req.method + " " + path)));
+}
+
+void Api::Observe(const std::string& method, const std::string& target, int status, int64_t ns) {
+  // Route class: /v1/jobs/17/cancel → /v1/jobs/{id}/cancel, so label sets stay bounded.
+  std::string path = target.substr(0, target.find('?'));
+  std::string route;
+  for (const std::string& part : Split(path)) {
+    bool number = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
+    route += "/" + (number ? std::string("{id}") : part);
+  }
+  if (route.empty()) route = "/";
+  if (route.size() > 64 || route.find_first_of("\"\\") != std::string::npos) route = "other";
+  std::string m = method == "GET" || method == "POST" ? method : "other";
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  Histogram& h = request_ns_[m + " " + route + " " + std::to_string(status / 100) + "xx"];
+  if (h.buckets.empty()) h.buckets.assign(kBuckets, 0);
+  for (int b = 0; b < kBuckets; ++b) {
+    if (ns <= (int64_t{100'000} << (2 * b))) ++h.buckets[b];
+  }
+  ++h.count;
+  h.sum_ns += ns;
+}
+
+std::string Api::ApiMetrics() {
+  std::lock_guard<std::mutex> lock(metrics_mu_);
+  std::string o =
+      "# HELP reservoir_api_request_duration_seconds API request duration.\n"
+      "# TYPE reservoir_api_request_duration_seconds histogram\n";
+  char buf[64];
+  for (const auto& [key, h] : request_ns_) {
+    size_t a = key.find(' '), b = key.rfind(' ');
+    std::string labels = "method=\"" + key.substr(0, a) + "\",route=\"" +
+                         key.substr(a + 1, b - a - 1) + "\",code=\"" + key.substr(b + 1) + "\"";
+    for (int k = 0; k < kBuckets; ++k) {
+      std::snprintf(buf, sizeof buf, "%g", static_cast<double>(int64_t{100'000} << (2 * k)) / 1e9);
+      o += "reservoir_api_request_duration_seconds_bucket{" + labels + ",le=\"" + buf + "\"} " +
+           std::to_string(h.buckets[k]) + "\n";
+    }
+    o += "reservoir_api_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " +
+         std::to_string(h.count) + "\n";
+    std::snprintf(buf, sizeof buf, "%.9f", h.sum_ns / 1e9);
+    o += "reservoir_api_request_duration_seconds_sum{" + labels + "} " + buf + "\n";
+    o += "reservoir_api_request_duration_seconds_count{" + labels + "} " + std::to_string(h.count) +
+         "\n";
+  }
+  return o;
 }
 
 }  // namespace rsv::server

@@ -4,8 +4,12 @@
 // ControlPlane commands and reads. No HTTP library types appear here.
 #pragma once
 
+#include <atomic>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "server/control.h"
 
@@ -28,15 +32,36 @@ struct HttpResponse {
 int HttpStatusOf(Code code);
 std::string ErrorBody(const Status& s);
 
+// One structured log line per request: (request id, method, path, status, duration ns).
+using RequestLog =
+    std::function<void(int64_t, const std::string&, const std::string&, int, int64_t)>;
+
 class Api {
  public:
-  explicit Api(ControlPlane* control) : control_(control) {}
+  // `ticker` times requests for /metrics; `clock` sets long-poll deadlines; `log` may be empty.
+  Api(ControlPlane* control, const Clock* clock, const Ticker* ticker, RequestLog log = {})
+      : control_(control), clock_(clock), ticker_(ticker), log_(std::move(log)) {}
   // Calls `reply` exactly once, possibly later (writes reply after they are durable).
   void Handle(const HttpRequest& req, std::function<void(HttpResponse)> reply);
   static constexpr size_t kMaxBodyBytes = 1 << 20;
 
  private:
+  void Observe(const std::string& method, const std::string& target, int status, int64_t ns);
+  std::string ApiMetrics();
+
+  static constexpr int kBuckets = 8;  // upper bounds 0.1 ms x 4^k
+  struct Histogram {
+    std::vector<int64_t> buckets;
+    int64_t count = 0;
+    int64_t sum_ns = 0;
+  };
   ControlPlane* control_;
+  const Clock* clock_;
+  const Ticker* ticker_;
+  RequestLog log_;
+  std::atomic<int64_t> next_request_id_{0};
+  std::mutex metrics_mu_;
+  std::map<std::string, Histogram> request_ns_;
 };
 
 }  // namespace rsv::server

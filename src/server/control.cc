@@ -275,13 +275,20 @@ void ControlPlane::Execute(const std::string& kind, const std::string& body,
     }
   }
   Reply reply = *r;
-  committer_->Submit(std::move(c), [done = std::move(done), reply](Status s, int64_t) {
+  committer_->Submit(std::move(c), [this, done = std::move(done), reply](Status s, int64_t) {
     if (!s.ok()) {
       // Applied but not durable: memory and log disagree. Stop; a restart replays the log.
       std::fprintf(stderr, "fatal: could not persist a command: %s\n", s.ToString().c_str());
       std::abort();
     }
     done(reply);
+    // Long-polls see the events once they are durable.
+    std::vector<std::function<void()>> ready;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ready = TakeReadyWaiters(clock_->Now());
+    }
+    for (auto& fn : ready) fn();
   });
 }
 
@@ -289,6 +296,8 @@ void ControlPlane::Tick() {
   Command c;
   c.kind = "cycle";
   c.body = "{}";
+  std::vector<std::function<void()>> ready;
+  int32_t decisions = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     c.at = clock_->Now();
@@ -300,9 +309,12 @@ void ControlPlane::Tick() {
     for (size_t b = 0; b < cycle_ns_buckets_.size(); ++b) {
       if (ns <= (int64_t{1000} << (2 * b))) ++cycle_ns_buckets_[b];
     }
+    decisions = r.events;
     DrainEvents();
-    if (r.events == 0) return;  // decided nothing: nothing to log
+    ready = TakeReadyWaiters(c.at);
   }
+  for (auto& fn : ready) fn();
+  if (decisions == 0) return;  // decided nothing: nothing to log
   committer_->Submit(std::move(c), [](Status s, int64_t) {
     if (!s.ok()) {
       std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
@@ -597,8 +609,8 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
   return NotFound("no such resource");
 }
 
-std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64_t* last) {
-  std::lock_guard<std::mutex> lock(mu_);
+std::string ControlPlane::EventsLocked(int64_t since, const Caller& caller, int64_t* last,
+                                       bool* any) const {
   std::string out = "[";
   bool first = true;
   for (size_t i = static_cast<size_t>(std::max<int64_t>(0, since)); i < events_.size(); ++i) {
@@ -609,7 +621,48 @@ std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64
     first = false;
   }
   *last = static_cast<int64_t>(events_.size());
+  if (any) *any = !first;
   return out + "]";
+}
+
+std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64_t* last) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return EventsLocked(since, caller, last, nullptr);
+}
+
+void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp deadline,
+                                 std::function<void(std::string, int64_t)> reply) {
+  std::string events;
+  int64_t last = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    bool any = false;
+    events = EventsLocked(since, caller, &last, &any);
+    if (!any) {
+      waiters_.push_back(Waiter{since, caller, deadline, std::move(reply)});
+      return;
+    }
+  }
+  reply(std::move(events), last);
+}
+
+std::vector<std::function<void()>> ControlPlane::TakeReadyWaiters(Timestamp now) {
+  std::vector<std::function<void()>> ready;
+  std::vector<Waiter> keep;
+  for (Waiter& w : waiters_) {
+    int64_t last = 0;
+    bool any = false;
+    std::string events = EventsLocked(w.since, w.caller, &last, &any);
+    if (any || now >= w.deadline) {
+      ready.push_back([reply = std::move(w.reply), events = std::move(events), last]() {
+        reply(events, last);
+      });
+    } else {
+      keep.push_back(std::move(w));
+    }
+  }
+  waiters_.swap(keep);
+  return ready;
 }
 
 std::string ControlPlane::Metrics() {

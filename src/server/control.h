@@ -67,6 +67,10 @@ class ControlPlane {
                            const std::map<std::string, std::string>& query);
   // Events after `since` visible to the caller, as a JSON array, and the last seq.
   std::string EventsSince(int64_t since, const Caller& caller, int64_t* last);
+  // Long-poll: calls `reply` (once) with the events after `since` as soon as there are any the
+  // caller may see, or with none at `deadline`.
+  void WaitForEvents(int64_t since, const Caller& caller, Timestamp deadline,
+                     std::function<void(std::string events, int64_t last)> reply);
   std::string Metrics();
 
   // Called by the API layer to build commands: resolves names under the lock.
@@ -76,6 +80,16 @@ class ControlPlane {
  private:
   Result<Reply> Apply(const Command& c, bool replay);
   void DrainEvents();
+  std::string EventsLocked(int64_t since, const Caller& caller, int64_t* last, bool* any) const;
+  // Waiters whose events arrived or whose time ran out; the caller runs them after unlocking.
+  std::vector<std::function<void()>> TakeReadyWaiters(Timestamp now);
+  struct Waiter {
+    int64_t since;
+    Caller caller;
+    Timestamp deadline;
+    std::function<void(std::string, int64_t)> reply;
+  };
+  std::vector<Waiter> waiters_;
 
   ServerConfig config_;
   std::unique_ptr<Store> store_;
