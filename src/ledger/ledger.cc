@@ -29,11 +29,6 @@ Status Ledger::Post(const LedgerEntry& entry) {
     if (tenant_balance_.size() <= t) tenant_balance_.resize(t + 1);
     tenant_balance_[t] += p.amount;
     if (entry.kind == EntryKind::kSpotCharge && p.amount > Money()) lending_credits_ += p.amount;
-    if (entry.kind == EntryKind::kSpotCharge && entry.job.valid() && p.amount < Money()) {
-      size_t j = entry.job.value();
-      if (job_charged_.size() <= j) job_charged_.resize(j + 1);
-      job_charged_[j] -= p.amount;
-    }
   }
   if (keep_entries_) {
     entries_.push_back(entry);
@@ -53,11 +48,6 @@ Money Ledger::Sum() const {
   Money s = operator_balance_;
   for (Money m : tenant_balance_) s += m;
   return s;
-}
-
-Money Ledger::ChargedForJob(JobId job) const {
-  size_t j = job.value();
-  return j < job_charged_.size() ? job_charged_[j] : Money();
 }
 
 }  // namespace rsv

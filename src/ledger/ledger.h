@@ -49,8 +49,6 @@ class Ledger {
 
   Money Balance(Account a) const;
   Money Sum() const;  // of all balances; zero unless something is badly wrong
-  // Total charged to a job's tenant for that job's spot time.
-  Money ChargedForJob(JobId job) const;
   // Everything spot charges have credited to tenants (owners of lent GPUs), gross.
   Money LendingCredits() const { return lending_credits_; }
   const std::vector<LedgerEntry>& entries() const { return entries_; }
@@ -62,7 +60,6 @@ class Ledger {
   std::vector<Money> tenant_balance_;  // index = tenant id
   Money operator_balance_;
   Money lending_credits_;
-  std::vector<Money> job_charged_;  // index = job id
   int64_t next_seq_ = 1;
   bool keep_entries_ = true;
 };

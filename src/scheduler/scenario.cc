@@ -433,7 +433,7 @@ class Runner {
       RSV_ASSIGN_OR_RETURN(JobId id, JobOf(name));
       RSV_ASSIGN_OR_RETURN(std::string a, Arg(l, 2, "amount"));
       RSV_ASSIGN_OR_RETURN(Money want, Amount("amount", a));
-      Money got = sched_.ledger().ChargedForJob(id);
+      Money got = sched_.ChargedForJob(id);
       if (got != want) return mismatch(got.ToString(), want.ToString());
       return Status::Ok();
     }

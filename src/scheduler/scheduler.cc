@@ -224,8 +224,7 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   j.limit = j.spec.tier == Tier::kReserved ? Money() : j.spec.limit_price;
   j.running_as = j.spec.tier == Tier::kReserved ? Tier::kReserved : Tier::kSpot;
   JobId id = state_.AddJob(std::move(j));
-  carry_.resize(id.value() + 1, 0);
-  spot_held_us_.resize(id.value() + 1, 0);
+  spot_.resize(id.value() + 1);
   Job& job = state_.job(id);
   if (!job.spec.dependencies.empty()) {
     dep_waiting_.insert(id.value());
@@ -245,7 +244,10 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
 }
 
 Result<JobId> Scheduler::SubmitAndDecide(JobSpec spec, Timestamp now, CycleReport* report) {
-  bool was_fixpoint = at_fixpoint_ && now == last_cycle_;
+  // The last cycle's fixpoint still holds at a later instant if nothing time-driven (a notice
+  // deadline, a reservation starting or ending) falls in between.
+  bool was_fixpoint = at_fixpoint_ && now >= last_cycle_ &&
+                      (now == last_cycle_ || !wakeup_after_cycle_ || now < *wakeup_after_cycle_);
   RSV_ASSIGN_OR_RETURN(JobId id, Submit(std::move(spec), now));
   if (was_fixpoint && TryIncremental(id, now)) {
     if (report) {
@@ -402,6 +404,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   j.running_as = as;
   if (as == Tier::kSpot) {
     BookInsert(j);
+    OpenSpot(j, now);
     r.spot_holders.Insert(j.id.value());
     r.holder_limits.insert(j.limit.micros());
     r.spot_held += j.spec.gpus;
@@ -424,6 +427,7 @@ void Scheduler::Unbind(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   if (j.running_as == Tier::kSpot) {
     BookErase(j);
+    CloseSpot(j, last_accrual_);
     r.spot_holders.Erase(j.id.value());
     auto it = r.holder_limits.find(j.limit.micros());
     if (it != r.holder_limits.end()) r.holder_limits.erase(it);
@@ -543,7 +547,10 @@ int32_t Scheduler::ReservedInUse(TenantId tenant, PoolId pool) const {
 }
 
 Duration Scheduler::SpotHeld(JobId job) const {
-  return Duration::Micros(job.value() < spot_held_us_.size() ? spot_held_us_[job.value()] : 0);
+  if (job.value() >= spot_.size()) return Duration();
+  const SpotAccount& a = spot_[job.value()];
+  int64_t open = a.open && last_accrual_ > a.since ? (last_accrual_ - a.since).micros() : 0;
+  return Duration::Micros(a.held_us + open);
 }
 
 void Scheduler::SetPrice(PoolId pool, Money price, Timestamp now) {
@@ -584,8 +591,11 @@ int32_t Scheduler::ComputeBudget(PoolId pool) const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Accounting: spot charges at the price in force since the last cycle, credited to the owners
-// whose idle reserved GPUs the spot jobs were using (beyond the unreserved free capacity).
+// Accounting. Each pool keeps the integral of its price over time; a spot job's charge is its
+// GPUs times the integral's growth while it held them, so per-job totals cost nothing to keep.
+// The ledger gets one entry per pool per step: each tenant charged for its spot GPUs (with its
+// sub-micro-unit remainder carried), owners credited for the spot usage that sat on their idle
+// reserved GPUs (beyond the unreserved capacity), the operator the rest.
 
 void Scheduler::Accrue(Timestamp now) {
   if (!accrual_started_) {
@@ -598,8 +608,27 @@ void Scheduler::Accrue(Timestamp now) {
   last_accrual_ = now;
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
+    r.price_integral += static_cast<__int128>(r.price.micros()) * dt;
     if (r.spot_held == 0) continue;
     const PoolConfig& cfg = pool.config;
+    LedgerEntry& e = accrual_entry_;  // reused: no allocation per step
+    e.at = now;
+    e.kind = EntryKind::kSpotCharge;
+    e.pool = pool.id;
+    e.job = JobId();
+    e.postings.clear();
+    int64_t total = 0;
+    for (auto& [t, gpus] : r.spot_by_tenant) {
+      if (gpus == 0) continue;
+      __int128& carry = r.tenant_carry[t];
+      __int128 num = static_cast<__int128>(r.price.micros()) * gpus * dt + carry;
+      int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
+      carry = num % kMicrosPerHour;
+      if (amount == 0) continue;
+      total += amount;
+      e.postings.push_back({Account::Of(t), Money::Micros(-amount)});
+    }
+    if (total == 0) continue;
     // Who lends, and how many spot GPUs sit on lent capacity.
     int32_t reserved_total = 0;
     std::vector<std::pair<TenantId, int32_t>> lenders;
@@ -618,42 +647,60 @@ void Scheduler::Accrue(Timestamp now) {
     }
     int32_t unreserved = std::max(0, r.budget_capacity - reserved_total);
     int32_t on_lent = std::min(lent_total, std::max(0, r.spot_held - unreserved));
-    for (uint32_t id : r.spot_holders.ids()) {
-      Job& j = state_.job(JobId(id));
-      spot_held_us_[id] += dt;
-      __int128 num = static_cast<__int128>(r.price.micros()) * j.spec.gpus * dt + carry_[id];
-      int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
-      carry_[id] = num % kMicrosPerHour;
-      if (amount == 0) continue;
-      LedgerEntry& e = accrual_entry_;  // reused: no allocation per job per step
-      e.at = now;
-      e.kind = EntryKind::kSpotCharge;
-      e.pool = pool.id;
-      e.job = j.id;
-      e.postings.clear();
-      e.postings.push_back({Account::Of(j.spec.tenant), Money::Micros(-amount)});
-      int64_t to_owners = 0;
-      if (on_lent > 0) {
-        to_owners = static_cast<int64_t>(static_cast<__int128>(amount) * on_lent *
-                                         (kFullBasisPoints - cfg.operator_share) /
-                                         (static_cast<__int128>(r.spot_held) * kFullBasisPoints));
-      }
-      // Split among lenders in proportion to what they lend; remainders by tenant id.
-      int64_t given = 0;
-      for (const auto& [t, lent] : lenders) {
-        int64_t share = to_owners * lent / lent_total;
-        given += share;
-        e.postings.push_back({Account::Of(t), Money::Micros(share)});
-      }
-      for (size_t i = 0; given < to_owners; i = (i + 1) % lenders.size()) {
-        e.postings[1 + i].amount += Money::Micros(1);
-        ++given;
-      }
-      e.postings.push_back({Account::Operator(), Money::Micros(amount - to_owners)});
-      Status s = ledger_.Post(e);
-      if (!s.ok()) violations_.push_back(s.ToString());
+    int64_t to_owners = 0;
+    if (on_lent > 0) {
+      to_owners = static_cast<int64_t>(static_cast<__int128>(total) * on_lent *
+                                       (kFullBasisPoints - cfg.operator_share) /
+                                       (static_cast<__int128>(r.spot_held) * kFullBasisPoints));
     }
+    // Split among lenders in proportion to what they lend; remainders by tenant id.
+    const size_t first_owner = e.postings.size();
+    int64_t given = 0;
+    for (const auto& [t, lent] : lenders) {
+      int64_t share = to_owners * lent / lent_total;
+      given += share;
+      e.postings.push_back({Account::Of(t), Money::Micros(share)});
+    }
+    for (size_t i = 0; given < to_owners; i = (i + 1) % lenders.size()) {
+      e.postings[first_owner + i].amount += Money::Micros(1);
+      ++given;
+    }
+    e.postings.push_back({Account::Operator(), Money::Micros(total - to_owners)});
+    Status st = ledger_.Post(e);
+    if (!st.ok()) violations_.push_back(st.ToString());
   }
+}
+
+void Scheduler::OpenSpot(Job& j, Timestamp now) {
+  PoolRuntime& r = rt(j.spec.pool);
+  SpotAccount& a = spot_[j.id.value()];
+  a.base = r.price_integral;
+  a.since = now;
+  a.open = true;
+  r.spot_by_tenant[j.spec.tenant] += j.spec.gpus;
+}
+
+void Scheduler::CloseSpot(Job& j, Timestamp now) {
+  PoolRuntime& r = rt(j.spec.pool);
+  SpotAccount& a = spot_[j.id.value()];
+  if (!a.open) return;
+  a.charged += static_cast<int64_t>(static_cast<__int128>(j.spec.gpus) *
+                                    (r.price_integral - a.base) / kMicrosPerHour);
+  a.held_us += (now - a.since).micros();
+  a.open = false;
+  r.spot_by_tenant[j.spec.tenant] -= j.spec.gpus;
+}
+
+Money Scheduler::ChargedForJob(JobId job) const {
+  if (!state_.HasJob(job) || job.value() >= spot_.size()) return Money();
+  const SpotAccount& a = spot_[job.value()];
+  int64_t open = 0;
+  if (a.open) {
+    const Job& j = state_.job(job);
+    open = static_cast<int64_t>(static_cast<__int128>(j.spec.gpus) *
+                                (rt(j.spec.pool).price_integral - a.base) / kMicrosPerHour);
+  }
+  return Money::Micros(a.charged + open);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -702,6 +749,7 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   report.events = static_cast<int32_t>(next_seq_ - first_event);
   last_cycle_ = now;
   at_fixpoint_ = true;
+  wakeup_after_cycle_ = NextWakeup(now);
   return report;
 }
 
@@ -769,6 +817,7 @@ void Scheduler::StageReservations(Timestamp now) {
         j->running_as = Tier::kSpot;
         j->limit = *fallback;
         BookInsert(*j);
+        OpenSpot(*j, now);
         r.spot_holders.Insert(j->id.value());
         r.holder_limits.insert(j->limit.micros());
         r.spot_held += j->spec.gpus;

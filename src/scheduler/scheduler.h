@@ -116,6 +116,9 @@ class Scheduler {
   const std::vector<std::string>& violations() const { return violations_; }
   // Spot-tier GPU time each job held (for the ledger's "never charged without GPUs" checks).
   Duration SpotHeld(JobId job) const;
+  // What a job's spot time has cost so far: its GPUs times the price integral while it held
+  // them. The ledger carries the same money per tenant per step.
+  Money ChargedForJob(JobId job) const;
   int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
   int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
   // All invariants of DESIGN.md against the current state; returns the violations found.
@@ -185,10 +188,13 @@ class Scheduler {
     std::set<uint32_t> reserved_holders;                // jobs holding GPUs as reserved tier
     std::set<uint32_t> claims;                          // jobs waiting on GPUs being freed
     int32_t spot_held = 0;
-    int32_t budget_capacity = 0;  // ready GPUs at the last cycle
-    int32_t installed = 0;        // GPUs of all nodes, whatever their state
-    bool index_stale = false;     // nodes were added since `free` was built
-    int32_t preempting = 0;       // jobs under notice in this pool
+    int32_t budget_capacity = 0;                 // ready GPUs at the last cycle
+    int32_t installed = 0;                       // GPUs of all nodes, whatever their state
+    __int128 price_integral = 0;                 // sum of price (micro-units) x microseconds
+    std::map<TenantId, int32_t> spot_by_tenant;  // spot GPUs held, per tenant
+    std::map<TenantId, __int128> tenant_carry;   // sub-micro-unit remainders
+    bool index_stale = false;                    // nodes were added since `free` was built
+    int32_t preempting = 0;                      // jobs under notice in this pool
     int32_t budget = 0;
   };
 
@@ -217,6 +223,8 @@ class Scheduler {
   void RefreshReservations(PoolId pool, Timestamp now);
   int32_t ComputeBudget(PoolId pool) const;
   void SetPrice(PoolId pool, Money price, Timestamp now);
+  void OpenSpot(Job& j, Timestamp now);
+  void CloseSpot(Job& j, Timestamp now);
   void Accrue(Timestamp now);
   Status Validate(const JobSpec& spec) const;
 
@@ -243,11 +251,19 @@ class Scheduler {
   // last full cycle, or the cycle left claims or notices open: the fast path is then unsafe.
   bool at_fixpoint_ = false;
   Timestamp last_cycle_;
-  LedgerEntry accrual_entry_;          // scratch for Accrue
-  std::vector<__int128> carry_;        // per job: sub-micro-unit remainder of its spot charges
-  std::vector<int64_t> spot_held_us_;  // per job: spot-tier GPU-held microseconds
-  std::set<uint32_t> preempting_;      // jobs under notice (all pools)
-  std::set<uint32_t> dep_waiting_;     // pending jobs whose dependencies have not resolved
+  std::optional<Timestamp> wakeup_after_cycle_;  // NextWakeup(last_cycle_), cached
+  LedgerEntry accrual_entry_;                    // scratch for Accrue
+  // Per job: spot charges and spot-held time of closed intervals, and the open interval's start.
+  struct SpotAccount {
+    int64_t charged = 0;
+    int64_t held_us = 0;
+    __int128 base = 0;  // the pool's price integral when the open interval began
+    Timestamp since;
+    bool open = false;
+  };
+  std::vector<SpotAccount> spot_;
+  std::set<uint32_t> preempting_;   // jobs under notice (all pools)
+  std::set<uint32_t> dep_waiting_;  // pending jobs whose dependencies have not resolved
 };
 
 }  // namespace rsv

@@ -410,7 +410,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
   const Ledger& l = s.ledger();
   Money owners = l.LendingCredits();
   Money spend;
-  for (const Job& j : s.state().jobs()) spend += l.ChargedForJob(j.id);
+  for (const Job& j : s.state().jobs()) spend += s.ChargedForJob(j.id);
   out.spot_spend = spend;
   out.owner_credits = owners;
   out.operator_revenue = l.Balance(Account::Operator());
