@@ -21,5 +21,6 @@ port=$(grep -o '127.0.0.1:[0-9]*' "$dir/server.log" | head -1 | cut -d: -f2)
 url=http://127.0.0.1:$port
 curl -s -H "Authorization: Bearer bench-admin" -d '{"name":"bench"}' "$url/v1/tenants" >/dev/null
 export RESERVOIR_TOKEN=$(curl -s -H "Authorization: Bearer bench-admin" -d '{"tenant":"bench"}' "$url/v1/tokens" | sed 's/.*"token":"\([^"]*\)".*/\1/')
-wrk -t2 -c"$conns" -d"${secs}s" --latency -s bench/submit.lua "$url/v1/jobs"
+wrk -t"$(( conns < 2 ? 1 : 2 ))" -c"$conns" -d"${secs}s" --latency -s bench/submit.lua "$url/v1/jobs"
 echo "jobs in the store after the run: $(curl -s -H "Authorization: Bearer bench-admin" "$url/v1/jobs?limit=100000000" | grep -o '"id":' | wc -l)"
+echo "of them running (placed when submitted): $(curl -s -H "Authorization: Bearer bench-admin" "$url/v1/jobs?state=running&limit=100000000" | grep -o '"id":' | wc -l)"
