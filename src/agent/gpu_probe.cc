@@ -1,0 +1,180 @@
+#include "agent/gpu_probe.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+
+namespace rsv::agent {
+namespace {
+
+// The few NVML declarations we use, spelled out here so the build needs no NVIDIA headers.
+using nvmlReturn_t = int;
+using nvmlDevice_t = struct nvmlDevice_st*;
+using nvmlEventSet_t = struct nvmlEventSet_st*;
+struct nvmlMemory_t {
+  unsigned long long total, free, used;
+};
+struct nvmlUtilization_t {
+  unsigned int gpu, memory;
+};
+struct nvmlEventData_t {
+  nvmlDevice_t device;
+  unsigned long long eventType;
+  unsigned long long eventData;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+};
+constexpr nvmlReturn_t kNvmlSuccess = 0;
+constexpr nvmlReturn_t kNvmlTimeout = 10;
+constexpr int kEccUncorrected = 1;             // NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+constexpr int kEccVolatile = 0;                // NVML_VOLATILE_ECC
+constexpr unsigned long long kEventXid = 0x8;  // nvmlEventTypeXidCriticalError
+
+class NvmlProbe final : public GpuProbe {
+ public:
+  explicit NvmlProbe(void* lib) : lib_(lib) {}
+  ~NvmlProbe() override {
+    if (event_set_free_ && events_) event_set_free_(events_);
+    if (shutdown_) shutdown_();
+    dlclose(lib_);
+  }
+
+  Status Init() {
+    auto sym = [&](const char* name, auto** fn) -> bool {
+      *fn = reinterpret_cast<std::remove_pointer_t<decltype(fn)>>(dlsym(lib_, name));
+      return *fn != nullptr;
+    };
+    if (!sym("nvmlInit_v2", &init_) || !sym("nvmlShutdown", &shutdown_) ||
+        !sym("nvmlDeviceGetCount_v2", &count_) || !sym("nvmlDeviceGetHandleByIndex_v2", &handle_) ||
+        !sym("nvmlDeviceGetName", &name_) || !sym("nvmlDeviceGetUUID", &uuid_) ||
+        !sym("nvmlDeviceGetMemoryInfo", &memory_) ||
+        !sym("nvmlDeviceGetUtilizationRates", &util_) || !sym("nvmlErrorString", &error_)) {
+      return Status(Code::kUnavailable, "libnvidia-ml.so.1 lacks a required NVML function");
+    }
+    sym("nvmlDeviceGetTotalEccErrors", &ecc_);
+    sym("nvmlEventSetCreate", &event_set_create_);
+    sym("nvmlDeviceRegisterEvents", &register_events_);
+    sym("nvmlEventSetWait_v2", &event_wait_);
+    sym("nvmlEventSetFree", &event_set_free_);
+    if (nvmlReturn_t r = init_(); r != kNvmlSuccess) {
+      shutdown_ = nullptr;
+      return Status(Code::kUnavailable, std::string("nvmlInit failed: ") + error_(r));
+    }
+    unsigned int n = 0;
+    if (nvmlReturn_t r = count_(&n); r != kNvmlSuccess) {
+      return Status(Code::kUnavailable, std::string("nvmlDeviceGetCount failed: ") + error_(r));
+    }
+    if (n == 0) return Status(Code::kUnavailable, "NVML found no GPUs on this host");
+    devices_.resize(n);
+    xid_.assign(n, 0);
+    for (unsigned int i = 0; i < n; ++i) {
+      if (nvmlReturn_t r = handle_(i, &devices_[i]); r != kNvmlSuccess) {
+        return Status(Code::kUnavailable, "GPU " + std::to_string(i) + ": " + error_(r));
+      }
+    }
+    // XID errors arrive as events; where they are not supported, ECC counters still are.
+    if (event_set_create_ && register_events_ && event_wait_ &&
+        event_set_create_(&events_) == kNvmlSuccess) {
+      for (nvmlDevice_t d : devices_) register_events_(d, kEventXid, events_);
+    }
+    return Status::Ok();
+  }
+
+  Result<std::vector<GpuInfo>> Poll() override {
+    if (events_) {
+      nvmlEventData_t ev{};
+      while (event_wait_(events_, &ev, 0) == kNvmlSuccess) {
+        auto it = std::find(devices_.begin(), devices_.end(), ev.device);
+        if (it != devices_.end()) xid_[it - devices_.begin()] = ev.eventData;
+      }
+    }
+    std::vector<GpuInfo> out;
+    for (size_t i = 0; i < devices_.size(); ++i) {
+      GpuInfo g;
+      g.index = static_cast<int32_t>(i);
+      char buf[96] = {0};
+      if (name_(devices_[i], buf, sizeof buf) == kNvmlSuccess) g.name = buf;
+      char id[96] = {0};
+      if (uuid_(devices_[i], id, sizeof id) == kNvmlSuccess) g.uuid = id;
+      nvmlMemory_t mem{};
+      if (memory_(devices_[i], &mem) == kNvmlSuccess) {
+        g.memory_mib = static_cast<int64_t>(mem.total / (1024 * 1024));
+      }
+      nvmlUtilization_t u{};
+      if (util_(devices_[i], &u) == kNvmlSuccess) g.utilization_pct = static_cast<int32_t>(u.gpu);
+      unsigned long long ecc = 0;
+      if (ecc_ && ecc_(devices_[i], kEccUncorrected, kEccVolatile, &ecc) == kNvmlSuccess &&
+          ecc > 0) {
+        g.healthy = false;
+        g.health_detail = std::to_string(ecc) + " uncorrected ECC errors";
+      }
+      if (xid_[i] != 0) {
+        g.healthy = false;
+        g.health_detail +=
+            (g.health_detail.empty() ? "" : "; ") + std::string("XID ") + std::to_string(xid_[i]);
+      }
+      out.push_back(std::move(g));
+    }
+    return out;
+  }
+
+  std::string kind() const override { return "nvml"; }
+
+ private:
+  void* lib_;
+  nvmlReturn_t (*init_)() = nullptr;
+  nvmlReturn_t (*shutdown_)() = nullptr;
+  nvmlReturn_t (*count_)(unsigned int*) = nullptr;
+  nvmlReturn_t (*handle_)(unsigned int, nvmlDevice_t*) = nullptr;
+  nvmlReturn_t (*name_)(nvmlDevice_t, char*, unsigned int) = nullptr;
+  nvmlReturn_t (*uuid_)(nvmlDevice_t, char*, unsigned int) = nullptr;
+  nvmlReturn_t (*memory_)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
+  nvmlReturn_t (*util_)(nvmlDevice_t, nvmlUtilization_t*) = nullptr;
+  nvmlReturn_t (*ecc_)(nvmlDevice_t, int, int, unsigned long long*) = nullptr;
+  nvmlReturn_t (*event_set_create_)(nvmlEventSet_t*) = nullptr;
+  nvmlReturn_t (*register_events_)(nvmlDevice_t, unsigned long long, nvmlEventSet_t) = nullptr;
+  nvmlReturn_t (*event_wait_)(nvmlEventSet_t, nvmlEventData_t*, unsigned int) = nullptr;
+  nvmlReturn_t (*event_set_free_)(nvmlEventSet_t) = nullptr;
+  const char* (*error_)(nvmlReturn_t) = nullptr;
+  std::vector<nvmlDevice_t> devices_;
+  std::vector<unsigned long long> xid_;  // last XID per GPU, 0 = none
+  nvmlEventSet_t events_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<GpuProbe>> OpenNvmlProbe(const std::string& library) {
+  void* lib = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    return Status(Code::kUnavailable,
+                  "cannot load " + library + " (" + dlerror() +
+                      "): this host has no NVIDIA driver; install it, or run the agent with "
+                      "--fake-gpus N to serve clearly labelled fake GPUs");
+  }
+  auto probe = std::make_unique<NvmlProbe>(lib);
+  Status s = probe->Init();
+  if (!s.ok()) return s;
+  return std::unique_ptr<GpuProbe>(std::move(probe));
+}
+
+FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib) {
+  for (int32_t i = 0; i < count; ++i) {
+    GpuInfo g;
+    g.index = i;
+    g.uuid = "GPU-fake-" + host + "-" + std::to_string(i);
+    g.name = "Fake GPU (no NVML)";
+    g.memory_mib = memory_mib;
+    gpus_.push_back(std::move(g));
+  }
+}
+
+void FakeProbe::MarkUnhealthy(int32_t index, std::string detail) {
+  gpus_.at(index).healthy = false;
+  gpus_.at(index).health_detail = std::move(detail);
+}
+
+void FakeProbe::SetUtilization(int32_t index, int32_t pct) {
+  gpus_.at(index).utilization_pct = pct;
+}
+
+}  // namespace rsv::agent

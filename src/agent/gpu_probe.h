@@ -1,0 +1,53 @@
+// agent/gpu_probe: what GPUs a host has and whether they are healthy. NvmlProbe loads
+// libnvidia-ml.so.1 with dlopen at run time (no NVIDIA headers or libraries at build time);
+// FakeProbe stands in on hosts without GPUs and in tests, with fault injection. Both pass
+// gpu_probe_test.cc's contract suite. Depends on common/ only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace rsv::agent {
+
+struct GpuInfo {
+  int32_t index = 0;
+  std::string uuid;
+  std::string name;
+  int64_t memory_mib = 0;
+  int32_t utilization_pct = 0;  // 0-100, at the last Poll
+  bool healthy = true;
+  std::string health_detail;  // why not, e.g. "12 uncorrected ECC errors", "XID 79"
+};
+
+class GpuProbe {
+ public:
+  virtual ~GpuProbe() = default;
+  // The GPUs with their current utilization and health. Order and UUIDs are stable.
+  virtual Result<std::vector<GpuInfo>> Poll() = 0;
+  // "nvml" or "fake": shown to operators, so a fake fleet is always labelled.
+  virtual std::string kind() const = 0;
+};
+
+// Loads NVML from `library` and initializes it. Fails with a message that says what to do
+// (install the driver, or run with --fake-gpus) when it cannot.
+Result<std::unique_ptr<GpuProbe>> OpenNvmlProbe(const std::string& library = "libnvidia-ml.so.1");
+
+class FakeProbe final : public GpuProbe {
+ public:
+  // `count` GPUs of `memory_mib` each, named "Fake GPU (no NVML)", UUIDs from `host`.
+  FakeProbe(int32_t count, std::string host, int64_t memory_mib = 81920);
+  Result<std::vector<GpuInfo>> Poll() override { return gpus_; }
+  std::string kind() const override { return "fake"; }
+  // Fault injection for tests: the GPU reports as unhealthy with this detail.
+  void MarkUnhealthy(int32_t index, std::string detail);
+  void SetUtilization(int32_t index, int32_t pct);
+
+ private:
+  std::vector<GpuInfo> gpus_;
+};
+
+}  // namespace rsv::agent
