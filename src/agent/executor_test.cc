@@ -1,0 +1,128 @@
+// Real child processes: environment, logs, notice delivery, kill. The tests block on waitpid
+// (Reap(true)); none sleeps.
+#include "agent/executor.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace rsv::agent {
+namespace {
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct ExecutorTest : ::testing::Test {
+  std::string dir;
+  void SetUp() override {
+    dir = (std::filesystem::temp_directory_path() /
+           ("rsv_exec_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+              .string();
+    std::filesystem::remove_all(dir);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+  LaunchSpec Spec(uint32_t job, const std::string& cmd, int32_t attempt = 1) {
+    LaunchSpec s;
+    s.job = job;
+    s.attempt = attempt;
+    s.command = cmd;
+    s.gpus = {2, 3};
+    s.env = {"EXTRA=yes"};
+    s.state_dir = dir;
+    return s;
+  }
+};
+
+TEST_F(ExecutorTest, GivesTheJobItsGpusIdentityAndLog) {
+  Executor ex;
+  ASSERT_TRUE(
+      ex.Start(Spec(7,
+                    "echo gpus=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES "
+                    "job=$RESERVOIR_JOB_ID attempt=$RESERVOIR_ATTEMPT extra=$EXTRA; "
+                    "echo ckpt=$RESERVOIR_CHECKPOINT_DIR; echo notice=$RESERVOIR_NOTICE_FILE; "
+                    "pwd; echo oops >&2; exit 3",
+                    2))
+          .ok());
+  std::vector<ExitStatus> done = ex.Reap(true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].job, 7u);
+  EXPECT_EQ(done[0].attempt, 2);
+  EXPECT_FALSE(done[0].signaled);
+  EXPECT_EQ(done[0].code, 3);
+  std::string log = Slurp(Executor::LogPath(dir, 7, 2));
+  EXPECT_NE(log.find("gpus=2,3 nv=2,3 job=7 attempt=2 extra=yes"), std::string::npos) << log;
+  EXPECT_NE(log.find("ckpt=" + dir + "/jobs/7/checkpoint"), std::string::npos) << log;
+  EXPECT_NE(log.find("notice=" + dir + "/jobs/7/notice.json"), std::string::npos) << log;
+  EXPECT_NE(log.find(dir + "/jobs/7/checkpoint\n"), std::string::npos)
+      << "runs in its checkpoint dir";
+  EXPECT_NE(log.find("oops"), std::string::npos) << "stderr goes to the log too";
+  EXPECT_FALSE(ex.Running(7));
+}
+
+TEST_F(ExecutorTest, NoticeWritesTheFileAndTermsTheGroup) {
+  Executor ex;
+  // The job checkpoints on SIGTERM: it reads the notice file and exits cleanly.
+  ASSERT_TRUE(
+      ex.Start(
+            Spec(1,
+                 "trap 'cat \"$RESERVOIR_NOTICE_FILE\" > \"$RESERVOIR_CHECKPOINT_DIR/seen\"; exit "
+                 "0' TERM; "
+                 "echo ready > \"$RESERVOIR_CHECKPOINT_DIR/ready\"; while :; do sleep 0.05; done"))
+          .ok());
+  // Deliver the notice once the job has installed its trap (it says so in a file).
+  const std::string ready = dir + "/jobs/1/checkpoint/ready";
+  while (!std::filesystem::exists(ready)) {
+    std::vector<ExitStatus> early = ex.Reap(false);
+    ASSERT_TRUE(early.empty()) << "the job exited before it was ready";
+  }
+  ASSERT_TRUE(ex.Notify(1, 123456, "reclaim", "2.500000").ok());
+  std::vector<ExitStatus> done = ex.Reap(true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].success());
+  EXPECT_EQ(Slurp(dir + "/jobs/1/checkpoint/seen"),
+            "{\"deadline_us\":123456,\"reason\":\"reclaim\",\"price\":\"2.500000\"}\n");
+}
+
+TEST_F(ExecutorTest, KillEndsAJobThatIgnoresTheNotice) {
+  Executor ex;
+  ASSERT_TRUE(ex.Start(Spec(2,
+                            "trap '' TERM; echo ready > \"$RESERVOIR_CHECKPOINT_DIR/ready\"; while "
+                            ":; do sleep 0.05; done"))
+                  .ok());
+  while (!std::filesystem::exists(dir + "/jobs/2/checkpoint/ready"))
+    ASSERT_TRUE(ex.Reap(false).empty());
+  ASSERT_TRUE(ex.Notify(2, 1, "outbid", "3").ok());
+  EXPECT_TRUE(ex.Reap(false).empty());  // still running: it ignores SIGTERM
+  ASSERT_TRUE(ex.Kill(2).ok());
+  std::vector<ExitStatus> done = ex.Reap(true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].signaled);
+  EXPECT_EQ(done[0].code, SIGKILL);
+  EXPECT_EQ(ex.Kill(2).code(), Code::kNotFound);
+}
+
+TEST_F(ExecutorTest, CheckpointDirSurvivesAttempts) {
+  Executor ex;
+  ASSERT_TRUE(ex.Start(Spec(3, "echo 41 > \"$RESERVOIR_CHECKPOINT_DIR/counter\"")).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  ASSERT_TRUE(ex.Start(Spec(3,
+                            "n=$(cat \"$RESERVOIR_CHECKPOINT_DIR/counter\"); echo $((n+1)) > "
+                            "\"$RESERVOIR_CHECKPOINT_DIR/counter\"",
+                            2))
+                  .ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  EXPECT_EQ(Slurp(dir + "/jobs/3/checkpoint/counter"), "42\n");
+  EXPECT_EQ(ex.Start(Spec(3, "true", 3)).ok(), true);
+  EXPECT_EQ(ex.Start(Spec(3, "true", 4)).status().code(), Code::kFailedPrecondition);
+  ex.Reap(true);
+}
+
+}  // namespace
+}  // namespace rsv::agent
