@@ -1067,9 +1067,9 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
       }
     }
     // 3. Every spot holder's limit >= the price.
-    for (const RankKey& k : r.book) {
-      if (k.not_holding || !cycle_done) continue;
-      const Job& j = state_.job(JobId(k.job));
+    for (uint32_t id : r.spot_holders.ids()) {
+      if (!cycle_done) break;
+      const Job& j = state_.job(JobId(id));
       if (j.limit < r.price) {
         out.push_back("spot job " + j.id.ToString() + " limit " + j.limit.ToString() +
                       " below price " + r.price.ToString());
