@@ -188,12 +188,4 @@ int32_t ClusterState::ReadyGpus(PoolId pool) const {
   return n;
 }
 
-int32_t ClusterState::ActiveReservedGpus(TenantId tenant, PoolId pool, Timestamp now) const {
-  int32_t n = 0;
-  for (const Reservation& r : reservations_) {
-    if (r.tenant == tenant && r.pool == pool && r.ActiveAt(now)) n += r.gpus;
-  }
-  return n;
-}
-
 }  // namespace rsv

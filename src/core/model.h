@@ -180,7 +180,6 @@ class ClusterState {
 
   const std::vector<Pool>& pools() const { return pools_; }
   const std::vector<Node>& nodes() const { return nodes_; }
-  std::vector<Node>& mutable_nodes() { return nodes_; }
   const std::vector<Tenant>& tenants() const { return tenants_; }
   // A deque: references to jobs stay valid as jobs are added.
   const std::deque<Job>& jobs() const { return jobs_; }
@@ -193,8 +192,6 @@ class ClusterState {
 
   // Ready GPUs of a pool right now.
   int32_t ReadyGpus(PoolId pool) const;
-  // GPUs of the tenant's reservations in the pool active at `now`, and those with lend=false.
-  int32_t ActiveReservedGpus(TenantId tenant, PoolId pool, Timestamp now) const;
   // Number of distinct racks / zones interned so far (topology domain ids are 0..n-1).
   int32_t rack_count() const { return static_cast<int32_t>(rack_names_.size()); }
   int32_t zone_count() const { return static_cast<int32_t>(zone_names_.size()); }

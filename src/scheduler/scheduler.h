@@ -112,7 +112,6 @@ class Scheduler {
   // Events since the last drain, in order.
   std::vector<Event> DrainEvents();
   const std::vector<Event>& pending_events() const { return events_; }
-  int64_t last_event_seq() const { return next_seq_ - 1; }
   const std::vector<std::string>& violations() const { return violations_; }
   // Spot-tier GPU time each job held (for the ledger's "never charged without GPUs" checks).
   Duration SpotHeld(JobId job) const;

@@ -49,7 +49,6 @@ class GroupCommitter {
   explicit GroupCommitter(Store* store);
   ~GroupCommitter();  // commits what is queued, then stops
   void Submit(Command command, std::function<void(Status, int64_t seq)> done);
-  int64_t batches() const { return batches_; }
 
  private:
   void Run();
