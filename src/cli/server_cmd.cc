@@ -30,19 +30,6 @@ struct ServerFlags {
   int threads = 2;
 };
 
-std::string NewToken() {
-  std::ifstream urandom("/dev/urandom", std::ios::binary);
-  unsigned char bytes[24];
-  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
-  std::string out = "rsv_admin_";
-  static const char* hex = "0123456789abcdef";
-  for (unsigned char b : bytes) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
-
 int RunServer(const ServerFlags& f) {
   server::ServerConfig config;
   if (!f.config.empty()) {
@@ -81,7 +68,7 @@ int RunServer(const ServerFlags& f) {
   }
   if (!control.HasAdmin()) {
     const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
-    std::string token = env && *env ? env : NewToken();
+    std::string token = env && *env ? env : server::RandomToken("rsv_admin_");
     std::promise<Status> done;
     nlohmann::json body = {{"admin", true}, {"hash", Sha256Hex(token)}};
     control.Execute("token", body.dump(),

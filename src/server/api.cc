@@ -90,19 +90,6 @@ class Body {
   std::set<std::string> seen_;
 };
 
-std::string RandomToken() {
-  std::ifstream urandom("/dev/urandom", std::ios::binary);
-  unsigned char bytes[24];
-  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
-  static const char* hex = "0123456789abcdef";
-  std::string out = "rsv_";
-  for (unsigned char b : bytes) {
-    out += hex[b >> 4];
-    out += hex[b & 15];
-  }
-  return out;
-}
-
 std::map<std::string, std::string> ParseQuery(const std::string& q) {
   std::map<std::string, std::string> out;
   size_t pos = 0;
@@ -134,6 +121,19 @@ HttpResponse Error(const Status& s) {
 }
 
 }  // namespace
+
+std::string RandomToken(const std::string& prefix) {
+  std::ifstream urandom("/dev/urandom", std::ios::binary);
+  unsigned char bytes[24];
+  urandom.read(reinterpret_cast<char*>(bytes), sizeof bytes);
+  static const char* hex = "0123456789abcdef";
+  std::string out = prefix;
+  for (unsigned char b : bytes) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
 
 int HttpStatusOf(Code code) {
   switch (code) {

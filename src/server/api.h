@@ -28,6 +28,9 @@ struct HttpResponse {
   std::string body;
 };
 
+// A new API token: `prefix` and 48 hex digits from /dev/urandom. Only its hash is stored.
+std::string RandomToken(const std::string& prefix = "rsv_");
+
 // The one table from Status codes to HTTP statuses.
 int HttpStatusOf(Code code);
 std::string ErrorBody(const Status& s);

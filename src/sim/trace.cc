@@ -32,6 +32,8 @@ struct Header {
     if (it == index.end()) return std::nullopt;
     return it->second;
   }
+  // The named field of a row, trimmed; empty when the column or the field is missing.
+  std::string Get(const std::vector<std::string>& row, const std::string& name) const;
 };
 
 std::string Trim(std::string s) {
@@ -39,6 +41,11 @@ std::string Trim(std::string s) {
   size_t b = 0;
   while (b < s.size() && s[b] == ' ') ++b;
   return s.substr(b);
+}
+
+std::string Header::Get(const std::vector<std::string>& row, const std::string& name) const {
+  std::optional<size_t> i = Find(name);
+  return i && *i < row.size() ? Trim(row[*i]) : std::string();
 }
 
 // Reads a CSV file row by row; `row` returns a Status for a bad row.
@@ -176,9 +183,8 @@ Result<Trace> ReadTrace(const std::string& path, TraceFormat format, const ReadO
     if (trace.skipped++ == 0) trace.first_skip = s.ToString();
     return Status::Ok();
   };
-  auto field = [&](const std::vector<std::string>& f, const std::string& name) -> std::string {
-    auto i = h.Find(name);
-    return i && *i < f.size() ? Trim(f[*i]) : std::string();
+  auto field = [&](const std::vector<std::string>& f, const std::string& name) {
+    return h.Get(f, name);
   };
   Status st = ForEachRow(
       path, required, &h,
@@ -314,10 +320,7 @@ Result<std::vector<TraceNode>> ReadOpenbNodes(const std::string& path) {
   Status st = ForEachRow(path, {"sn", "gpu"}, &h,
                          [&](int64_t line, const std::vector<std::string>& f, Status e) -> Status {
                            RSV_RETURN_IF_ERROR(e);
-                           auto get = [&](const std::string& n) {
-                             auto i = h.Find(n);
-                             return i && *i < f.size() ? Trim(f[*i]) : std::string();
-                           };
+                           auto get = [&](const std::string& n) { return h.Get(f, n); };
                            TraceNode n;
                            n.name = get("sn");
                            Result<int64_t> g = ParseInt(get("gpu"));
@@ -352,10 +355,7 @@ Result<std::vector<TraceNode>> ReadClusterFile(const std::string& path) {
       ForEachRow(path, {"name", "gpus"}, &h,
                  [&](int64_t line, const std::vector<std::string>& f, Status e) -> Status {
                    RSV_RETURN_IF_ERROR(e);
-                   auto get = [&](const std::string& n) {
-                     auto i = h.Find(n);
-                     return i && *i < f.size() ? Trim(f[*i]) : std::string();
-                   };
+                   auto get = [&](const std::string& n) { return h.Get(f, n); };
                    TraceNode n;
                    n.name = get("name");
                    if (n.name.empty()) return RowError(path, line, "name", "is empty");
