@@ -54,6 +54,9 @@ struct Node {
   std::vector<JobId> gpu_job;  // per GPU index: the job holding it, or invalid
   int32_t rack = 0;            // interned ids of the topology parent and grandparent
   int32_t zone = 0;
+  // An agent runs this node's jobs: a start is two-phase (starting until the agent confirms).
+  // Nodes without an agent (declared in config, simulated) start jobs at once.
+  bool agent = false;
 };
 
 struct Tenant {
@@ -90,6 +93,8 @@ inline bool IsTerminal(JobState s) {
 inline bool HoldsGpus(JobState s) {
   return s == JobState::kStarting || s == JobState::kRunning || s == JobState::kPreempting;
 }
+// Holding GPUs and not under notice: placed (starting, waiting for the agent) or running.
+inline bool IsActive(JobState s) { return s == JobState::kStarting || s == JobState::kRunning; }
 
 enum class DependencyKind { kAfterOk, kAfterAny };
 

@@ -10,6 +10,8 @@ std::string_view EventTypeName(EventType t) {
       return "JobSubmitted";
     case EventType::kJobStarted:
       return "JobStarted";
+    case EventType::kJobRunning:
+      return "JobRunning";
     case EventType::kNoticeSent:
       return "NoticeSent";
     case EventType::kJobPreempted:

@@ -14,7 +14,8 @@ class ClusterState;
 
 enum class EventType {
   kJobSubmitted,
-  kJobStarted,
+  kJobStarted,  // placed: running at once, or starting until the node's agent confirms
+  kJobRunning,  // the agent confirmed the start (nodes with an agent only)
   kNoticeSent,
   kJobPreempted,  // stopped after notice (or released early); back to pending
   kJobRequeued,   // lost without notice (node down) or failed with restarts left

@@ -84,6 +84,12 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   return Status::Ok();
 }
 
+Status Scheduler::SetNodeAgent(NodeId id) {
+  if (!state_.HasNode(id)) return NotFound("no such node");
+  state_.node(id).agent = true;
+  return Status::Ok();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reservations
 
@@ -336,6 +342,46 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
   return Status::Ok();
 }
 
+Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now) {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (j.attempt != attempt || !HoldsGpus(j.state)) {
+    return FailedPrecondition("attempt " + std::to_string(attempt) + " of job " +
+                              std::to_string(id.value()) + " is not placed");
+  }
+  if (j.state != JobState::kStarting) return Status::Ok();  // confirmed already, or under notice
+  j.state = JobState::kRunning;
+  Event e;
+  e.at = now;
+  e.type = EventType::kJobRunning;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  Emit(std::move(e));
+  return Status::Ok();
+}
+
+Status Scheduler::StartFailed(JobId id, int32_t attempt, const std::string& reason,
+                              bool counts_as_failure, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  Job& j = state_.job(id);
+  if (j.attempt != attempt || !HoldsGpus(j.state)) {
+    return FailedPrecondition("attempt " + std::to_string(attempt) + " of job " +
+                              std::to_string(id.value()) + " is not placed");
+  }
+  at_fixpoint_ = false;
+  if (counts_as_failure && j.state != JobState::kPreempting) {
+    j.failures++;
+    if (j.spec.max_restarts >= 0 && j.failures > j.spec.max_restarts) {
+      Finish(j, JobState::kFailed, "could not start: " + reason, now);
+      return Status::Ok();
+    }
+  }
+  Requeue(j, EventType::kJobRequeued, "start failed: " + reason, now);
+  return Status::Ok();
+}
+
 Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
@@ -398,8 +444,10 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
     }
   }
   r.free.Occupy(p);
+  bool two_phase = false;
+  for (const NodeSlice& s : p.slices) two_phase = two_phase || state_.node(s.node).agent;
   j.placement = std::move(p);
-  j.state = JobState::kRunning;
+  j.state = two_phase ? JobState::kStarting : JobState::kRunning;
   j.started = now;
   j.running_as = as;
   if (as == Tier::kSpot) {
@@ -907,7 +955,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       // A reserved job is never blocked by spot work: any spot holder may be stopped.
       std::set<uint32_t> holders;
       for (uint32_t h : r.spot_holders.ids()) {
-        if (state_.job(JobId(h)).state == JobState::kRunning) holders.insert(h);
+        if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
       }
       std::vector<Bid> candidates = RunningBids(state_, holders);
       std::optional<VictimChoice> vc = FindVictims(state_, soon, candidates, j.spec.gpus, 0, now);
@@ -949,7 +997,7 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       for (const RankKey& k : r.book) {
         const Job& j = state_.job(JobId(k.job));
         r.cache.bids.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus,
-                                   j.state == JobState::kRunning, j.state == JobState::kPreempting,
+                                   IsActive(j.state), j.state == JobState::kPreempting,
                                    &j.placement, j.started, j.last_checkpoint});
       }
       r.cache.stale = false;

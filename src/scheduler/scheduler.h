@@ -77,6 +77,8 @@ class Scheduler {
   Result<TenantId> AddTenant(std::string name);
   // ready <-> draining <-> down. Down requeues the node's jobs at once (no notice possible).
   Status SetNodeState(NodeId node, NodeState state, Timestamp now);
+  // An agent runs this node from now on: later starts on it are two-phase (ConfirmStart).
+  Status SetNodeAgent(NodeId node);
 
   // --- Reservations ---
   Result<Quote> QuoteReservation(const ReservationRequest& req, Timestamp now) const;
@@ -97,6 +99,14 @@ class Scheduler {
   // and failure requeues it while restarts remain.
   Status JobExited(JobId job, bool success, Timestamp now);
   Status Checkpointed(JobId job, Timestamp now);
+  // Two-phase start on agent nodes: the agent runs `attempt` (starting -> running). A notice
+  // that came while starting stands; the job stays under notice.
+  Status ConfirmStart(JobId job, int32_t attempt, Timestamp now);
+  // The start of `attempt` failed or was never confirmed: the GPUs are freed and the job goes
+  // back to pending with attempt + 1. `counts_as_failure` spends one of its restarts (a job
+  // whose command cannot start fails once they are spent); a lost start (agent gone) does not.
+  Status StartFailed(JobId job, int32_t attempt, const std::string& reason,
+                     bool counts_as_failure, Timestamp now);
 
   // --- The cycle ---
   CycleReport RunCycle(Timestamp now);

@@ -140,5 +140,40 @@ TEST(Scheduler, NextWakeupIsTheNearestDeadlineOrReservationEdge) {
   EXPECT_FALSE(f.s.NextWakeup(T(500)).has_value());
 }
 
+
+TEST(Scheduler, AgentNodesStartInTwoPhasesAndRollBackFailedStarts) {
+  Fixture f;
+  ASSERT_TRUE(f.s.SetNodeAgent(*f.s.state().FindNode("n1")).ok());
+  ASSERT_TRUE(f.s.SetNodeAgent(*f.s.state().FindNode("n2")).ok());
+  JobId j = *f.s.SubmitAndDecide(f.Spot(8, 3), T(0));
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kStarting);
+  // A stale attempt is refused; the right one confirms, twice is harmless.
+  EXPECT_EQ(f.s.ConfirmStart(j, 2, T(1)).code(), Code::kFailedPrecondition);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(1)).ok());
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kRunning);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(2)).ok());
+  int running_events = 0;
+  for (const Event& e : f.s.DrainEvents()) running_events += e.type == EventType::kJobRunning;
+  EXPECT_EQ(running_events, 1);
+
+  // A start that never gets confirmed is rolled back: GPUs freed, attempt + 1, no failure spent.
+  JobSpec k = f.Spot(8, 2);
+  k.max_restarts = 0;
+  JobId second = *f.s.SubmitAndDecide(k, T(3));
+  ASSERT_EQ(f.s.state().job(second).state, JobState::kStarting);
+  ASSERT_TRUE(f.s.StartFailed(second, 1, "not confirmed", false, T(40)).ok());
+  f.s.RunCycle(T(40));
+  const Job& again = f.s.state().job(second);
+  EXPECT_EQ(again.attempt, 2);
+  EXPECT_EQ(again.failures, 0);
+  EXPECT_EQ(again.state, JobState::kStarting);  // placed again on the free node
+  // A command that cannot start spends its restarts; with none left the job fails.
+  ASSERT_TRUE(f.s.StartFailed(second, 2, "exec failed", true, T(41)).ok());
+  EXPECT_EQ(f.s.state().job(second).state, JobState::kFailed);
+  EXPECT_TRUE(f.s.CheckInvariants(T(41)).empty());
+  // Charged only while it held GPUs: 37 s then 1 s at the 1-unit reserve price, on 8 GPUs.
+  EXPECT_EQ(f.s.SpotHeld(second), Duration::Seconds(38));
+}
+
 }  // namespace
 }  // namespace rsv

@@ -342,7 +342,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       const SimJob& j = rec.job(e.job);
       if (j.attempt != e.attempt || j.finished) continue;  // a stale completion
       const Job& sj = s.state().job(sched_id[e.job]);
-      if (sj.state != JobState::kRunning && sj.state != JobState::kPreempting) continue;
+      if (!HoldsGpus(sj.state)) continue;
       RSV_RETURN_IF_ERROR(s.JobExited(sched_id[e.job], true, t));
       cycle = true;
     }
