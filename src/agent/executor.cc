@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace rsv::agent {
 namespace {
@@ -18,7 +19,92 @@ std::string JobDir(const std::string& state_dir, uint32_t job) {
   return state_dir + "/jobs/" + std::to_string(job);
 }
 
+bool WriteFile(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return s;
+}
+
 }  // namespace
+
+Result<std::string> DetectCgroups() {
+  const std::string root = "/sys/fs/cgroup";
+  if (!std::filesystem::exists(root + "/cgroup.controllers")) {
+    return FailedPrecondition("this host has no cgroup v2 unified hierarchy at " + root);
+  }
+  // Our own cgroup ("0::/path" in /proc/self/cgroup).
+  std::string mine;
+  {
+    std::ifstream in("/proc/self/cgroup");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("0::", 0) == 0) mine = line.substr(3);
+    }
+  }
+  const std::string base = root + (mine == "/" ? "" : mine);
+  const std::string controllers = ReadFile(base + "/cgroup.controllers");
+  if (controllers.find("cpu") == std::string::npos ||
+      controllers.find("memory") == std::string::npos) {
+    return FailedPrecondition("the cpu and memory controllers are not delegated to " + base);
+  }
+  // No process may sit in a cgroup whose children get controllers: the agent moves itself into
+  // a leaf beside the jobs' cgroups.
+  std::error_code ec;
+  std::filesystem::create_directories(base + "/reservoir-agent", ec);
+  if (ec) return FailedPrecondition("cannot create a cgroup under " + base + ": " + ec.message());
+  if (!WriteFile(base + "/reservoir-agent/cgroup.procs", std::to_string(::getpid()))) {
+    return FailedPrecondition("cannot move the agent into " + base +
+                              "/reservoir-agent: " + std::strerror(errno));
+  }
+  if (!WriteFile(base + "/cgroup.subtree_control", "+cpu +memory")) {
+    return FailedPrecondition("cannot enable cpu and memory under " + base + ": " +
+                              std::strerror(errno) +
+                              " (run the agent in its own delegated cgroup, e.g. systemd "
+                              "Delegate=yes)");
+  }
+  return base;
+}
+
+int64_t Executor::StartTicks(pid_t pid) {
+  std::string stat = ReadFile("/proc/" + std::to_string(pid) + "/stat");
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  // After "pid (comm)": state is field 3, starttime field 22.
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  std::string state;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 3) state = field;
+    if (i == 22) return state == "Z" ? 0 : std::atoll(field.c_str());
+  }
+  return 0;
+}
+
+bool Executor::Adopt(const Attempt& a, const std::string& state_dir) {
+  if (a.pid <= 0 || running_.count(a.job) || StartTicks(a.pid) != a.start_ticks) return false;
+  Child c;
+  c.pid = a.pid;
+  c.attempt = a.attempt;
+  c.state_dir = state_dir;
+  c.start_ticks = a.start_ticks;
+  c.adopted = true;
+  running_[a.job] = c;
+  return true;
+}
+
+std::vector<Attempt> Executor::Attempts() const {
+  std::vector<Attempt> out;
+  for (const auto& [job, c] : running_) out.push_back(Attempt{job, c.attempt, c.pid, c.start_ticks});
+  return out;
+}
 
 std::string Executor::LogPath(const std::string& state_dir, uint32_t job, int32_t attempt) {
   return JobDir(state_dir, job) + "/attempt-" + std::to_string(attempt) + ".log";
@@ -31,11 +117,11 @@ std::string Executor::NoticePath(const std::string& state_dir, uint32_t job) {
 Executor::~Executor() {
   for (auto& [job, c] : running_) {
     ::kill(-c.pid, SIGKILL);
-    ::waitpid(c.pid, nullptr, 0);
+    if (!c.adopted) ::waitpid(c.pid, nullptr, 0);
   }
 }
 
-Result<pid_t> Executor::Start(const LaunchSpec& spec) {
+Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   if (running_.count(spec.job)) {
     return FailedPrecondition("job " + std::to_string(spec.job) + " is already running here");
   }
@@ -65,6 +151,30 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec) {
   envp.push_back(nullptr);
   std::string cmd = spec.command;
   std::string workdir = spec.workdir.empty() ? ckpt : spec.workdir;
+  // Limits: a cgroup of its own, made and filled in before the fork; the child joins it.
+  std::string cgroup, note = "none requested";
+  if (spec.cpu_millis > 0 || spec.memory_mib > 0) {
+    note = "not applied: no cgroup v2 delegation on this host";
+    if (!spec.cgroup_parent.empty()) {
+      cgroup = spec.cgroup_parent + "/job-" + std::to_string(spec.job) + "-" +
+               std::to_string(spec.attempt);
+      std::filesystem::create_directories(cgroup, ec);
+      bool ok = !ec;
+      if (ok && spec.cpu_millis > 0)
+        ok = WriteFile(cgroup + "/cpu.max", std::to_string(spec.cpu_millis * 100) + " 100000");
+      if (ok && spec.memory_mib > 0)
+        ok = WriteFile(cgroup + "/memory.max", std::to_string(spec.memory_mib << 20));
+      if (ok) {
+        note = "applied in " + cgroup;
+      } else {
+        note = "not applied: cannot configure " + cgroup;
+        std::filesystem::remove(cgroup, ec);
+        cgroup.clear();
+      }
+    }
+  }
+  if (limits) *limits = note;
+  std::string cgroup_procs = cgroup.empty() ? "" : cgroup + "/cgroup.procs";
   pid_t pid = ::fork();
   if (pid < 0) {
     ::close(log_fd);
@@ -72,6 +182,11 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec) {
   }
   if (pid == 0) {
     ::setpgid(0, 0);
+    if (!cgroup_procs.empty()) {
+      int fd = ::open(cgroup_procs.c_str(), O_WRONLY);
+      if (fd < 0 || ::write(fd, "0", 1) != 1) ::dprintf(log_fd, "reservoir: cannot join cgroup\n");
+      if (fd >= 0) ::close(fd);
+    }
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
@@ -87,7 +202,13 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec) {
   }
   ::setpgid(pid, pid);  // also here: no race with an early Notify
   ::close(log_fd);
-  running_[spec.job] = Child{pid, spec.attempt, spec.state_dir};
+  Child child;
+  child.pid = pid;
+  child.attempt = spec.attempt;
+  child.state_dir = spec.state_dir;
+  child.start_ticks = StartTicks(pid);
+  child.cgroup = cgroup;
+  running_[spec.job] = child;
   return pid;
 }
 
@@ -116,23 +237,41 @@ Status Executor::Kill(uint32_t job) {
 
 std::vector<ExitStatus> Executor::Reap(bool block) {
   std::vector<ExitStatus> out;
-  while (!running_.empty()) {
+  auto finish = [&](std::map<uint32_t, Child>::iterator it, ExitStatus e) {
+    e.job = it->first;
+    e.attempt = it->second.attempt;
+    // Whatever the job left behind in its group goes with it.
+    ::kill(-it->second.pid, SIGKILL);
+    if (!it->second.cgroup.empty()) ::rmdir(it->second.cgroup.c_str());
+    running_.erase(it);
+    out.push_back(e);
+  };
+  // Adopted attempts are not our children: they are gone when their pid is (or was reused).
+  for (auto it = running_.begin(); it != running_.end();) {
+    auto next = std::next(it);
+    if (it->second.adopted && StartTicks(it->second.pid) != it->second.start_ticks) {
+      ExitStatus e;
+      e.lost = true;
+      finish(it, e);
+    }
+    it = next;
+  }
+  bool children = false;
+  for (const auto& [job, c] : running_) children = children || !c.adopted;
+  while (children) {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, (block && out.empty()) ? 0 : WNOHANG);
     if (pid <= 0) break;
     for (auto it = running_.begin(); it != running_.end(); ++it) {
-      if (it->second.pid != pid) continue;
+      if (it->second.pid != pid || it->second.adopted) continue;
       ExitStatus e;
-      e.job = it->first;
-      e.attempt = it->second.attempt;
       e.signaled = WIFSIGNALED(status);
       e.code = e.signaled ? WTERMSIG(status) : WEXITSTATUS(status);
-      // Whatever the job left behind in its group goes with it.
-      ::kill(-pid, SIGKILL);
-      running_.erase(it);
-      out.push_back(e);
+      finish(it, e);
       break;
     }
+    children = false;
+    for (const auto& [job, c] : running_) children = children || !c.adopted;
   }
   return out;
 }

@@ -3,7 +3,9 @@
 // and NVIDIA_VISIBLE_DEVICES, RESERVOIR_JOB_ID, RESERVOIR_ATTEMPT, RESERVOIR_CHECKPOINT_DIR
 // (kept across attempts) and RESERVOIR_NOTICE_FILE, and writes stdout and stderr to a log file
 // per attempt. Notice = the notice file (JSON) written atomically, then SIGTERM to the group;
-// Kill = SIGKILL to the group. cgroup limits are not applied (reported by the agent).
+// Kill = SIGKILL to the group. With a cgroup v2 parent (DetectCgroups), each attempt runs in
+// its own cgroup with the job's CPU and memory limits. Attempts started by an earlier agent
+// process are adopted: watched by pid (and start time) since they are no longer our children.
 #pragma once
 
 #include <sys/types.h>
@@ -25,25 +27,46 @@ struct LaunchSpec {
   std::string workdir;           // empty: the job's checkpoint directory
   std::vector<int32_t> gpus;     // GPU indices on this host
   std::string state_dir;         // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
+  int64_t cpu_millis = 0;        // limits; 0: none
+  int64_t memory_mib = 0;
+  std::string cgroup_parent;  // a cgroup v2 directory with cpu and memory delegated; empty: none
 };
+
+// Where per-attempt cgroups can be made on this host: a directory, or an error saying why not
+// (no cgroup v2, controllers not delegated, no permission). Called once by the agent.
+Result<std::string> DetectCgroups();
 
 struct ExitStatus {
   uint32_t job = 0;
   int32_t attempt = 0;
   bool signaled = false;
-  int code = 0;  // exit code, or the signal number when signaled
-  bool success() const { return !signaled && code == 0; }
+  int code = 0;       // exit code, or the signal number when signaled
+  bool lost = false;  // an adopted attempt that is gone: its exit status cannot be known
+  bool success() const { return !lost && !signaled && code == 0; }
+};
+
+struct Attempt {
+  uint32_t job = 0;
+  int32_t attempt = 0;
+  pid_t pid = 0;
+  int64_t start_ticks = 0;  // the process's start time (/proc), to tell a reused pid apart
 };
 
 class Executor {
  public:
   ~Executor();  // kills what is still running
-  Result<pid_t> Start(const LaunchSpec& spec);
+  // `limits` (optional) says whether the job's CPU/memory limits were applied, and if not why.
+  Result<pid_t> Start(const LaunchSpec& spec, std::string* limits = nullptr);
+  // Watches an attempt an earlier agent process started; false when it is no longer running.
+  bool Adopt(const Attempt& a, const std::string& state_dir);
+  std::vector<Attempt> Attempts() const;
+  // The process's start time in clock ticks since boot, or 0 when there is no such process.
+  static int64_t StartTicks(pid_t pid);
   // Writes the notice file ({"deadline_us","reason","price"}) and sends SIGTERM to the group.
   Status Notify(uint32_t job, int64_t deadline_us, const std::string& reason,
                 const std::string& price);
   Status Kill(uint32_t job);
-  // Exited attempts since the last call; `block` waits for at least one when any runs.
+  // Exited attempts since the last call; `block` waits for at least one of our own children.
   std::vector<ExitStatus> Reap(bool block);
   bool Running(uint32_t job) const { return running_.count(job) > 0; }
   static std::string LogPath(const std::string& state_dir, uint32_t job, int32_t attempt);
@@ -51,9 +74,12 @@ class Executor {
 
  private:
   struct Child {
-    pid_t pid;
-    int32_t attempt;
+    pid_t pid = 0;
+    int32_t attempt = 0;
     std::string state_dir;
+    int64_t start_ticks = 0;
+    bool adopted = false;
+    std::string cgroup;  // removed once the attempt is reaped
   };
   std::map<uint32_t, Child> running_;
 };

@@ -2,6 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <fstream>
+#include <sstream>
+
 #include <algorithm>
 
 namespace rsv::agent {
@@ -166,6 +169,23 @@ FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib) {
     g.memory_mib = memory_mib;
     gpus_.push_back(std::move(g));
   }
+}
+
+Result<std::vector<GpuInfo>> FakeProbe::Poll() {
+  if (fault_file_.empty()) return gpus_;
+  std::vector<GpuInfo> out = gpus_;
+  std::ifstream in(fault_file_);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int32_t index = -1;
+    std::string detail;
+    if (!(fields >> index) || index < 0 || index >= static_cast<int32_t>(out.size())) continue;
+    std::getline(fields >> std::ws, detail);
+    out[index].healthy = false;
+    out[index].health_detail = detail.empty() ? "fault injected" : detail;
+  }
+  return out;
 }
 
 void FakeProbe::MarkUnhealthy(int32_t index, std::string detail) {

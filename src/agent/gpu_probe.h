@@ -40,14 +40,18 @@ class FakeProbe final : public GpuProbe {
  public:
   // `count` GPUs of `memory_mib` each, named "Fake GPU (no NVML)", UUIDs from `host`.
   FakeProbe(int32_t count, std::string host, int64_t memory_mib = 81920);
-  Result<std::vector<GpuInfo>> Poll() override { return gpus_; }
+  Result<std::vector<GpuInfo>> Poll() override;
   std::string kind() const override { return "fake"; }
+  // Faults read from a file at every Poll, one "INDEX DETAIL" line per bad GPU (so a running
+  // agent can be given an XID from outside, e.g. `echo "3 XID 79" > FILE`).
+  void SetFaultFile(std::string path) { fault_file_ = std::move(path); }
   // Fault injection for tests: the GPU reports as unhealthy with this detail.
   void MarkUnhealthy(int32_t index, std::string detail);
   void SetUtilization(int32_t index, int32_t pct);
 
  private:
   std::vector<GpuInfo> gpus_;
+  std::string fault_file_;
 };
 
 }  // namespace rsv::agent

@@ -1,13 +1,11 @@
 #include "cli/client.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+
+#include "common/http_client.h"
 
 namespace rsv::cli {
 
@@ -25,57 +23,10 @@ CallResult Call(const ClientFlags& flags, const std::string& method, const std::
   if (url.empty()) url = "http://127.0.0.1:8080";
   std::string token = flags.token;
   if (token.empty() && std::getenv("RESERVOIR_TOKEN")) token = std::getenv("RESERVOIR_TOKEN");
-  if (url.rfind("http://", 0) != 0) {
-    r.transport_error = "--url must start with http:// (got '" + url + "')";
-    return r;
-  }
-  std::string hostport = url.substr(7);
-  hostport = hostport.substr(0, hostport.find('/'));
-  size_t colon = hostport.rfind(':');
-  std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-  std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) {
-    r.transport_error = "cannot resolve " + host;
-    return r;
-  }
-  int fd = -1;
-  for (addrinfo* a = res; a; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-  freeaddrinfo(res);
-  if (fd < 0) {
-    r.transport_error = "cannot connect to " + url;
-    return r;
-  }
-  std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + hostport +
-                    "\r\nConnection: close\r\nContent-Type: application/json\r\n";
-  if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
-  req += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  size_t sent = 0;
-  while (sent < req.size()) {
-    ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  std::string resp;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, static_cast<size_t>(n));
-  ::close(fd);
-  if (resp.rfind("HTTP/1.", 0) != 0) {
-    r.transport_error = "no HTTP reply from " + url;
-    return r;
-  }
-  r.status = std::atoi(resp.c_str() + 9);
-  size_t split = resp.find("\r\n\r\n");
-  if (split != std::string::npos) r.body = resp.substr(split + 4);
+  HttpReply h = HttpCall(url, method, path, token, body);
+  r.status = h.status;
+  r.body = std::move(h.body);
+  r.transport_error = std::move(h.error);
   return r;
 }
 

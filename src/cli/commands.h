@@ -30,5 +30,8 @@ Action AddLedger(CLI::App& app);
 Action AddNodes(CLI::App& app);
 Action AddTenants(CLI::App& app);
 Action AddToken(CLI::App& app);
+Action AddAgent(CLI::App& app);
+Action AddUp(CLI::App& app);
+Action AddLogs(CLI::App& app);
 
 }  // namespace rsv::cli

@@ -85,12 +85,19 @@ Action AddNodes(CLI::App& app) {
     return Print(f->c, Call(f->c, "GET", "/v1/nodes"), [](const std::string& b) {
       std::vector<std::vector<std::string>> rows;
       for (const json& n : json::parse(b)) {
+        // Who runs it: an agent with real (nvml) or fake GPUs, or nobody (declared in config).
+        std::string agent = "-", note;
+        if (n.contains("agent")) {
+          const json& a = n["agent"];
+          agent = a.value("probe", "") == "fake" ? "agent (FAKE GPUs)" : "agent (nvml)";
+          if (!a.value("health", "").empty()) note = a.value("health", "");
+        }
         rows.push_back(
             {n["name"], n["pool"], n["state"],
              std::to_string(n["used"].get<int>()) + "/" + std::to_string(n["gpus"].get<int>()),
-             n["topology"]});
+             n["topology"], agent, note});
       }
-      PrintTable({"NODE", "POOL", "STATE", "GPUS USED", "TOPOLOGY"}, rows);
+      PrintTable({"NODE", "POOL", "STATE", "GPUS USED", "TOPOLOGY", "RUN BY", "NOTE"}, rows);
     });
   };
 }

@@ -120,6 +120,8 @@ struct JobSpec {
   std::string command;
   std::vector<std::string> env;
   std::string workdir;
+  int64_t cpu_millis = 0;  // CPU limit in thousandths of a core, applied by the agent; 0: none
+  int64_t memory_mib = 0;  // memory limit, applied by the agent; 0: none
 };
 
 // GPUs of one node held by a job, as a bit mask over the node's GPU indices.

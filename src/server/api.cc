@@ -302,6 +302,36 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     return execute("node",
                    json{{"name", name}, {"pool", pool}, {"gpus", gpus}, {"topology", topology}});
   }
+  if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "register") {
+    if (!admin_only()) return;
+    RSV_API_TRY(pool, body.String("pool", true));
+    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
+    RSV_API_TRY(topology, body.String("topology", false));
+    RSV_API_TRY(probe, body.String("probe", false));
+    RSV_API_TRY(cgroups, body.String("cgroups", false, 1024));
+    json inventory = body.Raw("inventory");
+    if (fail_on(body.NoUnknownFields())) return;
+    if (!inventory.is_null() && !inventory.is_array())
+      return reply(Error(InvalidArgument("inventory", "must be an array of GPUs")));
+    return execute("register", json{{"name", parts[1]},
+                                    {"pool", pool},
+                                    {"gpus", gpus},
+                                    {"topology", topology},
+                                    {"probe", probe},
+                                    {"cgroups", cgroups},
+                                    {"inventory", inventory.is_null() ? json::array() : inventory}});
+  }
+  if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "sync") {
+    if (!admin_only()) return;
+    int64_t wait = query.count("wait") ? std::atoll(query["wait"].c_str()) : 0;
+    if (wait < 0 || wait > 60) return reply(Error(InvalidArgument("wait", "must be 0-60 seconds")));
+    control_->Sync(parts[1], req.body, clock_->Now() + Duration::Seconds(wait),
+                   [reply](Result<Reply> r) {
+                     reply(r.ok() ? HttpResponse{r->status, "application/json", r->body}
+                                  : Error(r.status()));
+                   });
+    return;
+  }
   if (first == "nodes" && parts.size() == 3 && m == "POST" &&
       (parts[2] == "drain" || parts[2] == "undrain")) {
     if (!admin_only()) return;
@@ -363,6 +393,8 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     RSV_API_TRY(command, body.String("command", false, 65536));
     RSV_API_TRY(workdir, body.String("workdir", false, 4096));
     RSV_API_TRY(tenant, body.String("tenant", false));
+    RSV_API_TRY(cpu_millis, body.Int("cpu_millis", false, 0, 1, 1'000'000));
+    RSV_API_TRY(memory_mib, body.Int("memory_mib", false, 0, 1, int64_t{1} << 30));
     json env = body.Raw("env");
     json deps = body.Raw("dependencies");
     if (fail_on(body.NoUnknownFields())) return;
@@ -406,12 +438,38 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (fallback) cmd["fallback_micros"] = fallback->micros();
     if (notice) cmd["notice_s"] = notice->seconds();
     if (!env.is_null()) cmd["env"] = env;
+    if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
+    if (memory_mib > 0) cmd["memory_mib"] = memory_mib;
     return execute("submit", cmd);
   }
   if (first == "jobs" && parts.size() >= 2) {
     int64_t id = 0;
     if (!id_of(parts[1], &id)) return;
     if (parts.size() == 2 && m == "GET") return read("job/" + parts[1]);
+    if (parts.size() == 3 && parts[2] == "logs" && m == "GET") {
+      auto number = [&](const char* k, int64_t lo, int64_t hi, int64_t* out) {
+        if (!query.count(k)) return true;
+        const std::string& v = query[k];
+        if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoll(v) < lo || std::stoll(v) > hi) {
+          reply(Error(InvalidArgument(k, "must be an integer between " + std::to_string(lo) +
+                                             " and " + std::to_string(hi))));
+          return false;
+        }
+        *out = std::stoll(v);
+        return true;
+      };
+      int64_t attempt = 0, offset = 0, wait = 0;
+      if (!number("attempt", 1, 1'000'000, &attempt) ||
+          !number("offset", 0, int64_t{1} << 50, &offset) || !number("wait", 0, 60, &wait))
+        return;
+      control_->Logs(*caller, id, static_cast<int32_t>(attempt), offset,
+                     clock_->Now() + Duration::Seconds(wait), [reply](Result<Reply> r) {
+                       reply(r.ok() ? HttpResponse{r->status, "application/json", r->body}
+                                    : Error(r.status()));
+                     });
+      return;
+    }
     if (parts.size() == 3 && m == "POST" &&
         (parts[2] == "cancel" || parts[2] == "release" || parts[2] == "exit")) {
       json cmd = {{"job", id}, {"caller", caller->admin ? 0 : caller->tenant.value()}};

@@ -99,9 +99,17 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return InvalidArgument("config", "is not a JSON object");
   for (const auto& [k, v] : j.items()) {
-    if (k != "pools" && k != "nodes" && k != "tick") {
+    if (k != "pools" && k != "nodes" && k != "tick" && k != "heartbeat_timeout" &&
+        k != "start_timeout") {
       return InvalidArgument(k, "unknown config field");
     }
+  }
+  for (const char* k : {"heartbeat_timeout", "start_timeout"}) {
+    if (!j.contains(k)) continue;
+    if (!j[k].is_string()) return InvalidArgument(k, "must be a duration like \"10s\"");
+    Result<Duration> d = Duration::Parse(j[k].get<std::string>());
+    if (!d.ok() || *d <= Duration()) return InvalidArgument(k, "must be a positive duration");
+    (std::string(k) == "heartbeat_timeout" ? cfg.heartbeat_timeout : cfg.start_timeout) = *d;
   }
   if (j.contains("tick")) {
     if (!j["tick"].is_string()) return InvalidArgument("tick", "must be a duration like \"1s\"");
@@ -219,6 +227,8 @@ Status ControlPlane::Start() {
   });
   RSV_RETURN_IF_ERROR(s);
   DrainEvents();
+  // Agents get a full heartbeat timeout from now to reach the restarted server.
+  for (auto& [node, link] : agents_) link.last_seen = clock_->Now();
   committer_ = std::make_unique<GroupCommitter>(store_.get());
   return Status::Ok();
 }
@@ -282,14 +292,17 @@ void ControlPlane::Execute(const std::string& kind, const std::string& body,
       std::abort();
     }
     done(reply);
-    // Long-polls see the events once they are durable.
-    std::vector<std::function<void()>> ready;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      ready = TakeReadyWaiters(clock_->Now());
-    }
-    for (auto& fn : ready) fn();
+    RunReadyWaiters();  // long-polls see the events once they are durable
   });
+}
+
+void ControlPlane::RunReadyWaiters() {
+  std::vector<std::function<void()>> ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ready = TakeReadyWaiters(clock_->Now());
+  }
+  for (auto& fn : ready) fn();
 }
 
 void ControlPlane::Tick() {
@@ -297,10 +310,12 @@ void ControlPlane::Tick() {
   c.kind = "cycle";
   c.body = "{}";
   std::vector<std::function<void()>> ready;
+  std::vector<Command> agent_log;
   int32_t decisions = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     c.at = clock_->Now();
+    CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
     CycleReport r = sched_.RunCycle(c.at);
     int64_t ns = ticker_.Nanos() - t0;
@@ -311,9 +326,11 @@ void ControlPlane::Tick() {
     }
     decisions = r.events;
     DrainEvents();
-    ready = TakeReadyWaiters(c.at);
+    if (agent_log.empty()) ready = TakeReadyWaiters(c.at);
   }
   for (auto& fn : ready) fn();
+  // Timeouts decided here are logged before the cycle that may have acted on them.
+  if (!agent_log.empty()) CommitAll(std::move(agent_log), [this] { RunReadyWaiters(); });
   if (decisions == 0) return;  // decided nothing: nothing to log
   committer_->Submit(std::move(c), [](Status s, int64_t) {
     if (!s.ok()) {
@@ -368,6 +385,24 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
                                                    b.value("topology", "")));
     return Reply{201, json{{"name", st.node(id).name}}.dump()};
   }
+  if (c.kind == "register") return ApplyRegister(b, now);
+  if (c.kind == "started" || c.kind == "start_failed" || c.kind == "agent_exit") {
+    auto n = st.FindNode(b.value("node", ""));
+    if (!n) return NotFound("no such node");
+    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
+    int32_t attempt = b.value("attempt", 0);
+    if (c.kind == "started") {
+      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now));
+    } else if (c.kind == "start_failed") {
+      RSV_RETURN_IF_ERROR(sched_.StartFailed(id, attempt, b.value("reason", ""),
+                                             b.value("counts", false), now));
+    } else {
+      if (st.job(id).attempt != attempt) return FailedPrecondition("a stale attempt");
+      RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", false), now));
+    }
+    sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
+    return Reply{200, JobJson(st, st.job(id)).dump()};
+  }
   if (c.kind == "node_state") {
     auto n = st.FindNode(b.value("node", ""));
     if (!n) return NotFound("no such node");
@@ -376,6 +411,8 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
                    : s == "draining" ? NodeState::kDraining
                                      : NodeState::kDown;
     RSV_RETURN_IF_ERROR(sched_.SetNodeState(*n, to, now));
+    if (agents_.count(n->value())) agents_[n->value()].health = b.value("reason", "");
+    sched_.RunCycle(now);  // requeued or freed work is decided at once
     return Reply{200, json{{"node", b.value("node", "")}, {"state", s}}.dump()};
   }
   if (c.kind == "reserve") {
@@ -424,6 +461,8 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
     spec.max_restarts = b.value("max_restarts", 0);
     spec.command = b.value("command", "");
     spec.workdir = b.value("workdir", "");
+    spec.cpu_millis = b.value("cpu_millis", int64_t{0});
+    spec.memory_mib = b.value("memory_mib", int64_t{0});
     if (b.contains("env")) spec.env = b["env"].get<std::vector<std::string>>();
     if (b.contains("dependencies")) {
       for (const json& d : b["dependencies"]) {
@@ -483,12 +522,22 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     for (const Node& n : st.nodes()) {
       int32_t used = 0;
       for (JobId j : n.gpu_job) used += j.valid();
-      out.push_back({{"name", n.name},
-                     {"pool", st.pool(n.pool).config.name},
-                     {"gpus", n.gpus},
-                     {"used", used},
-                     {"topology", n.topology},
-                     {"state", NodeStateName(n.state)}});
+      json node = {{"name", n.name},
+                   {"pool", st.pool(n.pool).config.name},
+                   {"gpus", n.gpus},
+                   {"used", used},
+                   {"topology", n.topology},
+                   {"state", NodeStateName(n.state)}};
+      auto link = agents_.find(n.id.value());
+      if (link != agents_.end()) {
+        const AgentLink& a = link->second;
+        node["agent"] = {{"probe", a.probe},
+                         {"cgroups", a.cgroups},
+                         {"last_seen_us", a.last_seen.micros()},
+                         {"health", a.health},
+                         {"gpus", json::parse(a.inventory, nullptr, false)}};
+      }
+      out.push_back(std::move(node));
     }
     return out.dump();
   }
@@ -639,7 +688,14 @@ void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp 
     bool any = false;
     events = EventsLocked(since, caller, &last, &any);
     if (!any) {
-      waiters_.push_back(Waiter{since, caller, deadline, std::move(reply)});
+      waiters_.push_back(Waiter{
+          deadline, [this, since, caller, reply](bool timed_out) -> std::function<void()> {
+            int64_t last = 0;
+            bool any = false;
+            std::string events = EventsLocked(since, caller, &last, &any);
+            if (!any && !timed_out) return {};
+            return [reply, events = std::move(events), last] { reply(events, last); };
+          }});
       return;
     }
   }
@@ -650,13 +706,9 @@ std::vector<std::function<void()>> ControlPlane::TakeReadyWaiters(Timestamp now)
   std::vector<std::function<void()>> ready;
   std::vector<Waiter> keep;
   for (Waiter& w : waiters_) {
-    int64_t last = 0;
-    bool any = false;
-    std::string events = EventsLocked(w.since, w.caller, &last, &any);
-    if (any || now >= w.deadline) {
-      ready.push_back([reply = std::move(w.reply), events = std::move(events), last]() {
-        reply(events, last);
-      });
+    std::function<void()> fire = w.poll(now >= w.deadline);
+    if (fire) {
+      ready.push_back(std::move(fire));
     } else {
       keep.push_back(std::move(w));
     }

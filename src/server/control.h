@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "common/clock.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -34,8 +36,14 @@ struct ServerConfig {
   };
   std::vector<NodeDecl> nodes;
   Duration tick = Duration::Seconds(1);
+  // An agent's node that has not synced for this long is down; its jobs are requeued.
+  Duration heartbeat_timeout = Duration::Seconds(10);
+  // A start the agent has not confirmed after this long is rolled back and requeued.
+  Duration start_timeout = Duration::Seconds(30);
+  std::string log_dir;  // job output shipped by agents (set by `reservoir server`); empty: none
 };
-// JSON config: {"pools": [...], "nodes": [...], "tick": "1s"}; errors name the field.
+// JSON config: {"pools": [...], "nodes": [...], "tick": "1s", "heartbeat_timeout": "10s",
+// "start_timeout": "30s"}; errors name the field.
 Result<ServerConfig> ParseServerConfig(const std::string& json_text);
 
 // A reply body (JSON) and HTTP status; errors are rendered by the API layer.
@@ -73,6 +81,18 @@ class ControlPlane {
                      std::function<void(std::string events, int64_t last)> reply);
   std::string Metrics();
 
+  // --- Agents (docs/agent.md) ---
+  // One reconciliation round for `node`: applies the agent's report (JSON: jobs, health, logs),
+  // then replies with the node's desired set, at once when it differs from the version the
+  // agent last saw (`known`) or anything was reported, otherwise when it changes or at
+  // `deadline`. The reply follows the durability of every command the report caused.
+  void Sync(const std::string& node, const std::string& report, Timestamp deadline,
+            std::function<void(Result<Reply>)> done);
+  // Output of one attempt of a job from `offset` (JSON: data, next_offset, complete); with a
+  // deadline, waits for more output until then.
+  void Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset,
+            Timestamp deadline, std::function<void(Result<Reply>)> done);
+
   // Called by the API layer to build commands: resolves names under the lock.
   std::optional<TenantId> FindTenant(const std::string& name);
   int64_t commands_replayed() const { return replayed_; }
@@ -81,15 +101,38 @@ class ControlPlane {
   Result<Reply> Apply(const Command& c, bool replay);
   void DrainEvents();
   std::string EventsLocked(int64_t since, const Caller& caller, int64_t* last, bool* any) const;
-  // Waiters whose events arrived or whose time ran out; the caller runs them after unlocking.
+  // Waiters whose answer is ready or whose time ran out; the caller runs them after unlocking.
   std::vector<std::function<void()>> TakeReadyWaiters(Timestamp now);
+  void RunReadyWaiters();
+  // A parked long-poll: `poll` runs under the lock after every change; it returns the reply to
+  // send (run after unlocking) once there is one, or empty to keep waiting.
   struct Waiter {
-    int64_t since;
-    Caller caller;
     Timestamp deadline;
-    std::function<void(std::string, int64_t)> reply;
+    std::function<std::function<void()>(bool timed_out)> poll;
   };
   std::vector<Waiter> waiters_;
+
+  // What the server knows of the agent running a node. Not journaled except registration:
+  // after a restart every registered agent gets a fresh heartbeat timeout.
+  struct AgentLink {
+    Timestamp last_seen;
+    std::string probe;    // "nvml" or "fake"
+    std::string cgroups;  // "applied" or why not
+    std::string inventory;  // JSON array of the node's GPUs (uuid, name, memory, utilization)
+    std::string health;     // empty when healthy
+  };
+  std::map<uint32_t, AgentLink> agents_;  // by node id
+  // The node's desired set (JSON) and its version.
+  std::string DesiredLocked(NodeId node, std::string* version) const;
+  // Applies a command built here (not by a client) and queues it for the log.
+  Result<Reply> ApplyRegister(const nlohmann::json& body, Timestamp now);
+  Result<Reply> ApplyInternal(const std::string& kind, const std::string& body,
+                              std::vector<Command>* log);
+  void CommitAll(std::vector<Command> log, std::function<void()> then);
+  // Heartbeat and start timeouts, at each tick.
+  void CheckAgentsLocked(Timestamp now, std::vector<Command>* log);
+  std::string LogPathOf(uint32_t job, int32_t attempt) const;
+  int64_t AppendLog(uint32_t job, int32_t attempt, int64_t offset, const std::string& data);
 
   ServerConfig config_;
   std::unique_ptr<Store> store_;

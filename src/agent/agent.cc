@@ -1,0 +1,380 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/http_client.h"
+
+namespace rsv::agent {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kLogChunk = 256 * 1024;  // output bytes per attempt per sync
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// Bytes of `path` from `offset`, at most kLogChunk.
+std::string ReadFrom(const std::string& path, int64_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(offset);
+  std::string data(kLogChunk, '\0');
+  in.read(data.data(), kLogChunk);
+  data.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  return data;
+}
+
+}  // namespace
+
+Agent::Agent(AgentConfig config, std::unique_ptr<GpuProbe> probe, const Clock* clock)
+    : config_(std::move(config)), probe_(std::move(probe)), clock_(clock) {
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
+}
+
+Agent::~Agent() {
+  for (int fd : wake_) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+void Agent::Log(const std::string& line) {
+  std::fprintf(stderr, "{\"ts_us\":%lld,\"node\":\"%s\",\"msg\":%s}\n",
+               static_cast<long long>(clock_->Now().micros()), config_.node.c_str(),
+               Dump(json(line)).c_str());
+}
+
+void Agent::Drain() {
+  char buf[64];
+  while (::read(wake_[0], buf, sizeof buf) > 0) {
+  }
+}
+
+void Agent::SaveState() {
+  json attempts = json::array();
+  std::map<Key, Attempt> live;
+  for (const Attempt& a : exec_.Attempts()) live[{a.job, a.attempt}] = a;
+  for (const Key& k : launched_) {
+    auto it = live.find(k);
+    attempts.push_back({{"job", k.first},
+                        {"attempt", k.second},
+                        {"pid", it == live.end() ? 0 : it->second.pid},
+                        {"start_ticks", it == live.end() ? 0 : it->second.start_ticks}});
+  }
+  const std::string path = config_.state_dir + "/agent.json";
+  {
+    std::ofstream out(path + ".tmp", std::ios::trunc);
+    out << json{{"node", config_.node}, {"attempts", attempts}}.dump() << "\n";
+    out.flush();
+    if (!out) {
+      Log("cannot write " + path + ".tmp");
+      return;
+    }
+  }
+  int fd = ::open((path + ".tmp").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+void Agent::LoadState() {
+  std::ifstream in(config_.state_dir + "/agent.json");
+  if (!in) return;
+  json s = json::parse(in, nullptr, false);
+  if (s.is_discarded() || !s.contains("attempts")) {
+    Log("ignoring an unreadable agent.json");
+    return;
+  }
+  for (const json& a : s["attempts"]) {
+    Attempt at;
+    at.job = a.value("job", 0u);
+    at.attempt = a.value("attempt", 0);
+    at.pid = a.value("pid", 0);
+    at.start_ticks = a.value("start_ticks", int64_t{0});
+    launched_.insert({at.job, at.attempt});
+    if (exec_.Adopt(at, config_.state_dir)) {
+      Log("found job " + std::to_string(at.job) + " attempt " + std::to_string(at.attempt) +
+          " still running (pid " + std::to_string(at.pid) + ")");
+    } else {
+      reports_.push_back(Report{at.job, at.attempt, "lost", false, "ended while no agent ran"});
+      Log("job " + std::to_string(at.job) + " attempt " + std::to_string(at.attempt) +
+          " ended while no agent ran: reporting it lost");
+    }
+  }
+}
+
+bool Agent::Register() {
+  Result<std::vector<GpuInfo>> gpus = probe_->Poll();
+  if (!gpus.ok()) {
+    Log("GPU discovery failed: " + gpus.status().message());
+    return false;
+  }
+  json inventory = json::array();
+  for (const GpuInfo& g : *gpus) {
+    inventory.push_back({{"index", g.index},
+                         {"uuid", g.uuid},
+                         {"name", g.name},
+                         {"memory_mib", g.memory_mib},
+                         {"utilization_pct", g.utilization_pct},
+                         {"healthy", g.healthy}});
+  }
+  json body = {{"pool", config_.pool},
+               {"gpus", static_cast<int64_t>(gpus->size())},
+               {"topology", config_.topology},
+               {"probe", probe_->kind()},
+               {"cgroups", cgroup_note_},
+               {"inventory", inventory}};
+  HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
+                         config_.token, Dump(body), wake_[0], 10'000);
+  if (r.status == 200 || r.status == 201) {
+    Log("registered with " + config_.server + ": " + std::to_string(gpus->size()) + " " +
+        probe_->kind() + " GPUs in pool " + config_.pool);
+    last_error_.clear();
+    return true;
+  }
+  std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
+  if (why != last_error_) Log("cannot register yet: " + why);
+  last_error_ = why;
+  return false;
+}
+
+std::string Agent::HealthLine() {
+  Result<std::vector<GpuInfo>> gpus = probe_->Poll();
+  if (!gpus.ok()) return "GPU discovery failed: " + gpus.status().message();
+  std::string out;
+  for (const GpuInfo& g : *gpus) {
+    if (g.healthy) continue;
+    if (!out.empty()) out += "; ";
+    out += "GPU " + std::to_string(g.index) + " (" + g.uuid + "): " + g.health_detail;
+  }
+  return out;
+}
+
+void Agent::CollectExits() {
+  for (const ExitStatus& e : exec_.Reap(false)) {
+    Report r;
+    r.job = e.job;
+    r.attempt = e.attempt;
+    r.status = e.lost ? "lost" : "exited";
+    r.success = e.success();
+    r.detail = e.lost       ? "ended while no agent watched it"
+               : e.signaled ? "signal " + std::to_string(e.code)
+                            : "exit " + std::to_string(e.code);
+    reports_.push_back(r);
+    kill_at_.erase(e.job);
+    notified_.erase({e.job, e.attempt});
+    Log("job " + std::to_string(e.job) + " attempt " + std::to_string(e.attempt) + ": " +
+        r.detail);
+  }
+  if (!reports_.empty()) SaveState();
+}
+
+bool Agent::Sync(bool urgent) {
+  json jobs = json::array();
+  for (const Attempt& a : exec_.Attempts()) {
+    jobs.push_back({{"job", a.job}, {"attempt", a.attempt}, {"status", "running"}});
+  }
+  json logs = json::array();
+  std::set<Key> output_pending;
+  for (const Key& k : launched_) {
+    std::string data = ReadFrom(Executor::LogPath(config_.state_dir, k.first, k.second),
+                                shipped_[k]);
+    if (data.empty()) continue;
+    if (static_cast<int64_t>(data.size()) == kLogChunk) output_pending.insert(k);
+    logs.push_back(
+        {{"job", k.first}, {"attempt", k.second}, {"offset", shipped_[k]}, {"data", data}});
+  }
+  // An exit is reported once its output is all shipped, so the server's copy is complete.
+  std::vector<Report> sent;
+  for (const Report& r : reports_) {
+    if (output_pending.count({r.job, r.attempt})) continue;
+    jobs.push_back({{"job", r.job},
+                    {"attempt", r.attempt},
+                    {"status", r.status},
+                    {"success", r.success},
+                    {"detail", r.detail}});
+    sent.push_back(r);
+  }
+  json report = {{"known", known_}, {"jobs", jobs}, {"health", HealthLine()}, {"logs", logs}};
+  urgent = urgent || !sent.empty() || !logs.empty();
+  int64_t wait_s = urgent ? 0 : config_.wait_s;
+  int64_t timeout_ms = (wait_s + 10) * 1000;
+  const int64_t now = clock_->Now().micros();
+  for (const auto& [job, deadline] : kill_at_) {
+    timeout_ms = std::min(timeout_ms, std::max<int64_t>(1, (deadline - now) / 1000 + 1));
+  }
+  HttpReply r = HttpCall(config_.server, "POST",
+                         "/v1/nodes/" + config_.node + "/sync?wait=" + std::to_string(wait_s),
+                         config_.token, Dump(report), wake_[0], static_cast<int>(timeout_ms));
+  if (r.interrupted || (r.status == 0 && r.error == "timed out")) return true;  // go round again
+  if (r.status == 404) {
+    Log("the server does not know this node: registering again");
+    return Register();
+  }
+  if (r.status != 200) {
+    std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
+    if (why != last_error_) Log("sync failed (will retry): " + why);
+    last_error_ = why;
+    return false;
+  }
+  if (!last_error_.empty()) Log("server reachable again");
+  last_error_.clear();
+  json d = json::parse(r.body, nullptr, false);
+  if (d.is_discarded()) return false;
+  // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
+  bool forgot = false;
+  for (const Report& s : sent) {
+    reports_.erase(std::remove_if(reports_.begin(), reports_.end(),
+                                  [&](const Report& x) {
+                                    return x.job == s.job && x.attempt == s.attempt &&
+                                           x.status == s.status;
+                                  }),
+                   reports_.end());
+    if (s.status != "start_failed" || !exec_.Running(s.job)) {
+      forgot = forgot || launched_.erase({s.job, s.attempt}) > 0;
+      shipped_.erase({s.job, s.attempt});
+    }
+  }
+  if (d.contains("logs")) {
+    for (const json& a : d["logs"]) {
+      Key k{a.value("job", 0u), a.value("attempt", 0)};
+      if (launched_.count(k)) shipped_[k] = a.value("size", int64_t{0});
+    }
+  }
+  if (forgot) SaveState();
+  Reconcile(r.body);
+  return true;
+}
+
+void Agent::Reconcile(const std::string& desired_json) {
+  json d = json::parse(desired_json, nullptr, false);
+  if (d.is_discarded() || !d.contains("jobs")) return;
+  known_ = d.value("version", "");
+  std::map<uint32_t, json> want;
+  for (const json& e : d["jobs"]) want[e.value("job", 0u)] = e;
+  // Stop what this node should no longer run (cancelled, requeued while we were away).
+  for (const Attempt& a : exec_.Attempts()) {
+    auto it = want.find(a.job);
+    if (it == want.end() || it->second.value("attempt", 0) != a.attempt) {
+      Log("stopping job " + std::to_string(a.job) + " attempt " + std::to_string(a.attempt) +
+          ": no longer assigned to this node");
+      (void)exec_.Kill(a.job);
+    }
+  }
+  for (const auto& [job, e] : want) {
+    const int32_t attempt = e.value("attempt", 0);
+    const Key key{job, attempt};
+    const std::string state = e.value("state", "");
+    if (exec_.Running(job)) {
+      bool same = false;
+      for (const Attempt& a : exec_.Attempts()) same = same || (a.job == job && a.attempt == attempt);
+      if (same && state == "preempting" && !notified_.count(key) && e.contains("notice")) {
+        const json& n = e["notice"];
+        int64_t deadline = n.value("deadline_us", int64_t{0});
+        Status s = exec_.Notify(job, deadline, n.value("reason", ""), n.value("price", ""));
+        notified_.insert(key);
+        kill_at_[job] = deadline;
+        Log("notice to job " + std::to_string(job) + " (" + n.value("reason", "") + "): " +
+            (s.ok() ? "SIGTERM sent" : s.message()));
+      }
+      continue;
+    }
+    if (launched_.count(key)) continue;  // ran here already: never twice
+    bool reported = false;
+    for (const Report& r : reports_) reported = reported || (r.job == job && r.attempt == attempt);
+    if (reported) continue;
+    if (state != "starting") {
+      // Confirmed as running here, but this agent has no record of it.
+      reports_.push_back(Report{job, attempt, "lost", false, "not running on this node"});
+      continue;
+    }
+    LaunchSpec spec;
+    spec.job = job;
+    spec.attempt = attempt;
+    spec.command = e.value("command", "");
+    spec.env = e.value("env", std::vector<std::string>());
+    spec.workdir = e.value("workdir", "");
+    spec.gpus = e.value("gpus", std::vector<int32_t>());
+    spec.state_dir = config_.state_dir;
+    spec.cpu_millis = e.value("cpu_millis", int64_t{0});
+    spec.memory_mib = e.value("memory_mib", int64_t{0});
+    spec.cgroup_parent = cgroup_parent_;
+    launched_.insert(key);
+    SaveState();  // recorded before it runs: a crash from here on reports it, never reruns it
+    std::string limits;
+    Result<pid_t> pid = exec_.Start(spec, &limits);
+    if (!pid.ok()) {
+      reports_.push_back(Report{job, attempt, "start_failed", false, pid.status().message()});
+      Log("job " + std::to_string(job) + " attempt " + std::to_string(attempt) +
+          " could not start: " + pid.status().message());
+      continue;
+    }
+    SaveState();
+    started_ = true;
+    Log("started job " + std::to_string(job) + " attempt " + std::to_string(attempt) + " (pid " +
+        std::to_string(*pid) + ", limits: " + limits + ")");
+  }
+}
+
+int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
+  std::error_code ec;
+  std::filesystem::create_directories(config_.state_dir, ec);
+  if (ec) {
+    Log("cannot create the state directory " + config_.state_dir + ": " + ec.message());
+    return 1;
+  }
+  Result<std::string> cg = DetectCgroups();
+  if (cg.ok()) {
+    cgroup_parent_ = *cg;
+    cgroup_note_ = "applied under " + *cg;
+  } else {
+    cgroup_note_ = "not applied: " + cg.status().message();
+  }
+  Log("job CPU/memory limits " + cgroup_note_);
+  LoadState();
+  auto pause = [&](int ms) {
+    pollfd p{wake_[0], POLLIN, 0};
+    (void)::poll(&p, 1, ms);
+    Drain();
+  };
+  while (!stop->load() && !Register()) pause(1000);
+  while (!stop->load()) {
+    Drain();
+    CollectExits();
+    const int64_t now = clock_->Now().micros();
+    for (auto it = kill_at_.begin(); it != kill_at_.end();) {
+      if (now >= it->second && exec_.Running(it->first)) {
+        Log("notice deadline passed: SIGKILL to job " + std::to_string(it->first));
+        (void)exec_.Kill(it->first);
+        it = kill_at_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // A start just made is confirmed at once (the report says "running").
+    bool urgent = started_;
+    started_ = false;
+    if (!Sync(urgent)) pause(1000);
+  }
+  if (stop_jobs) {
+    for (const Attempt& a : exec_.Attempts()) (void)exec_.Kill(a.job);
+    while (!exec_.Attempts().empty()) {
+      if (exec_.Reap(true).empty()) break;
+    }
+    launched_.clear();
+    SaveState();
+  }
+  return 0;
+}
+
+}  // namespace rsv::agent

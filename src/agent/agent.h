@@ -1,0 +1,84 @@
+// agent/agent: the reconciliation loop run on every GPU host (docs/agent.md). Registers the
+// node with its GPUs, then syncs with the server over and over: it reports what actually runs
+// (attempts running, exited, lost; GPU health; new job output) and gets back what should run,
+// which it makes true: starts attempts, delivers notices (SIGTERM, then SIGKILL at the
+// deadline) and stops what the server no longer wants. Level-triggered and idempotent: every
+// sync restates the whole truth, so a lost reply or a restart of either side converges.
+// What it started is recorded in <state_dir>/agent.json before it starts, so a restarted agent
+// finds its attempts again (or reports them lost) and never runs one twice.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "agent/executor.h"
+#include "agent/gpu_probe.h"
+#include "common/clock.h"
+
+namespace rsv::agent {
+
+struct AgentConfig {
+  std::string server;  // http://host:port
+  std::string token;   // an admin token
+  std::string pool;
+  std::string node;      // node id; default: the host name
+  std::string topology;  // "zone/rack"
+  std::string state_dir;
+  int32_t wait_s = 5;  // long-poll length when there is nothing to report
+};
+
+class Agent {
+ public:
+  Agent(AgentConfig config, std::unique_ptr<GpuProbe> probe, const Clock* clock);
+  ~Agent();
+  // Runs until `stop` is set (then a byte on wake_fd() makes it notice at once). Returns the
+  // process exit code. Attempts keep running when the agent stops, unless `stop_jobs`.
+  int Run(const std::atomic<bool>* stop, bool stop_jobs);
+  // Writing a byte here wakes the loop (SIGCHLD and stop signals do).
+  int wake_fd() const { return wake_[1]; }
+
+ private:
+  struct Report {
+    uint32_t job = 0;
+    int32_t attempt = 0;
+    std::string status;  // exited, start_failed, lost
+    bool success = false;
+    std::string detail;
+  };
+  using Key = std::pair<uint32_t, int32_t>;  // job, attempt
+
+  bool Register();
+  // One sync; false when the server could not be reached (or refused the node).
+  bool Sync(bool urgent);
+  void Reconcile(const std::string& desired_json);
+  void CollectExits();
+  std::string HealthLine();
+  void SaveState();
+  void LoadState();
+  void Log(const std::string& line);
+  void Drain();  // discards wake-ups
+
+  AgentConfig config_;
+  std::unique_ptr<GpuProbe> probe_;
+  const Clock* clock_;
+  Executor exec_;
+  std::string cgroup_parent_;  // empty: limits not applied
+  std::string cgroup_note_;
+  int wake_[2] = {-1, -1};
+  std::string known_;                   // the desired-set version last applied
+  std::vector<Report> reports_;         // not yet acknowledged by the server
+  std::set<Key> launched_;              // attempts started here (and in agent.json) until acked
+  std::map<Key, int64_t> shipped_;      // output bytes acknowledged by the server
+  std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
+  std::set<Key> notified_;
+  std::string last_error_;
+  bool started_ = false;  // an attempt was started since the last sync: confirm it at once
+};
+
+}  // namespace rsv::agent

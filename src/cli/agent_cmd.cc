@@ -1,0 +1,326 @@
+// `reservoir agent` (the per-host reconciliation loop), `reservoir up` (a server and a local
+// agent in one process tree, for trying Reservoir on one machine) and `reservoir logs`.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "agent/agent.h"
+#include "agent/gpu_probe.h"
+#include "cli/client.h"
+#include "cli/commands.h"
+#include "common/clock.h"
+#include "core/model.h"
+#include "server/api.h"
+
+namespace rsv::cli {
+namespace {
+
+using json = nlohmann::json;
+
+std::atomic<bool> g_stop{false};
+int g_wake_fd = -1;
+
+void OnSignal(int sig) {
+  if (sig != SIGCHLD) g_stop.store(true);
+  if (g_wake_fd >= 0) {
+    char b = 1;
+    (void)!::write(g_wake_fd, &b, 1);
+  }
+}
+
+std::string HostName() {
+  char buf[256] = {0};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "localhost";
+  return buf;
+}
+
+struct AgentFlags {
+  std::string server, token, pool, node, topology, state_dir, nvml = "libnvidia-ml.so.1";
+  std::string fault_file;
+  int fake_gpus = 0;
+  int wait = 5;
+  bool stop_jobs = false;
+};
+
+int RunAgent(AgentFlags f) {
+  if (f.server.empty() && std::getenv("RESERVOIR_URL")) f.server = std::getenv("RESERVOIR_URL");
+  if (f.server.empty()) f.server = "http://127.0.0.1:8080";
+  if (f.token.empty() && std::getenv("RESERVOIR_TOKEN")) f.token = std::getenv("RESERVOIR_TOKEN");
+  if (f.token.empty()) {
+    std::cerr << "reservoir agent: --token (or $RESERVOIR_TOKEN) is required: an admin token\n";
+    return 2;
+  }
+  if (f.node.empty()) f.node = HostName();
+  if (f.node.find_first_of("/?# ") != std::string::npos) {
+    std::cerr << "reservoir agent: --node-id must not contain '/', '?', '#' or spaces\n";
+    return 2;
+  }
+  if (f.fake_gpus < 0 || f.fake_gpus > kMaxGpusPerNode) {
+    std::cerr << "reservoir agent: --fake-gpus must be 1-" << kMaxGpusPerNode << "\n";
+    return 2;
+  }
+  if (f.wait < 1 || f.wait > 60) {
+    std::cerr << "reservoir agent: --wait must be 1-60 seconds\n";
+    return 2;
+  }
+  if (f.state_dir.empty()) {
+    const char* home = std::getenv("HOME");
+    f.state_dir = std::string(home && *home ? home : ".") + "/.local/state/reservoir/agent-" + f.node;
+  }
+  std::unique_ptr<agent::GpuProbe> probe;
+  if (f.fake_gpus > 0) {
+    auto fake = std::make_unique<agent::FakeProbe>(f.fake_gpus, f.node);
+    if (!f.fault_file.empty()) fake->SetFaultFile(f.fault_file);
+    probe = std::move(fake);
+  } else {
+    Result<std::unique_ptr<agent::GpuProbe>> nvml = agent::OpenNvmlProbe(f.nvml);
+    if (!nvml.ok()) {
+      std::cerr << "reservoir agent: " << nvml.status().message() << "\n";
+      return 1;
+    }
+    probe = std::move(*nvml);
+  }
+  SystemClock clock;
+  agent::AgentConfig config{f.server, f.token, f.pool, f.node, f.topology, f.state_dir, f.wait};
+  agent::Agent a(config, std::move(probe), &clock);
+  g_wake_fd = a.wake_fd();
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  for (int sig : {SIGINT, SIGTERM, SIGCHLD}) ::sigaction(sig, &sa, nullptr);
+  int code = a.Run(&g_stop, f.stop_jobs);
+  g_wake_fd = -1;
+  return code;
+}
+
+// --- reservoir up ---
+
+struct UpFlags {
+  std::string listen = "127.0.0.1:8080";
+  std::string dir = "./reservoir-data";
+  std::string config;
+  int fake_gpus = 0;
+};
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int stdout_fd,
+            const std::vector<std::string>& env) {
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::setpgid(0, 0);  // Ctrl-C reaches `up`, which stops the children in order
+  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd >= 0) ::dup2(fd, 2);
+  if (stdout_fd >= 0) ::dup2(stdout_fd, 1);
+  for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execv("/proc/self/exe", argv.data());
+  ::_exit(127);
+}
+
+void Stop(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+}
+
+int RunUp(const UpFlags& f) {
+  std::error_code ec;
+  std::filesystem::create_directories(f.dir, ec);
+  if (ec) {
+    std::cerr << "reservoir up: cannot create " << f.dir << ": " << ec.message() << "\n";
+    return 1;
+  }
+  const std::string dir = std::filesystem::absolute(f.dir).string();
+  // The admin token is made once and kept (0600) so restarts keep working with it.
+  std::string token;
+  {
+    std::ifstream in(dir + "/admin-token");
+    std::getline(in, token);
+  }
+  if (token.empty()) {
+    token = server::RandomToken("rsv_admin_");
+    int fd = ::open((dir + "/admin-token").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || ::write(fd, (token + "\n").data(), token.size() + 1) < 0) {
+      std::cerr << "reservoir up: cannot write " << dir << "/admin-token\n";
+      return 1;
+    }
+    ::close(fd);
+  }
+  // Real GPUs when NVML finds them, otherwise clearly labelled fake ones.
+  int fake = f.fake_gpus;
+  std::string gpus_line;
+  if (fake == 0) {
+    Result<std::unique_ptr<agent::GpuProbe>> nvml = agent::OpenNvmlProbe();
+    if (nvml.ok()) {
+      Result<std::vector<agent::GpuInfo>> g = (*nvml)->Poll();
+      gpus_line = std::to_string(g.ok() ? g->size() : 0) + " real GPUs (NVML)";
+    } else {
+      fake = 8;
+    }
+  }
+  if (fake > 0) gpus_line = std::to_string(fake) + " FAKE GPUs (no NVML on this host)";
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (int sig : {SIGINT, SIGTERM, SIGCHLD}) sigaddset(&signals, sig);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return 1;
+  std::vector<std::string> server_args = {"reservoir", "server", "--listen", f.listen,
+                                          "--db",      dir + "/reservoir.db"};
+  if (!f.config.empty()) {
+    server_args.push_back("--config");
+    server_args.push_back(f.config);
+  }
+  pid_t server = Spawn(server_args, dir + "/server.log", out[1],
+                       {"RESERVOIR_ADMIN_TOKEN=" + token});
+  ::close(out[1]);
+  FILE* server_out = ::fdopen(out[0], "r");
+  std::string url;
+  char line[1024];
+  while (url.empty() && std::fgets(line, sizeof line, server_out)) {
+    const char* at = std::strstr(line, "http://");
+    if (at) url = std::string(at, std::strcspn(at, " \n"));
+  }
+  if (url.empty()) {
+    std::cerr << "reservoir up: the server did not start; see " << dir << "/server.log\n";
+    Stop(server);
+    return 1;
+  }
+  std::thread copy([server_out] {  // the server's later lines ("stopping")
+    char l[1024];
+    while (std::fgets(l, sizeof l, server_out)) std::fputs(l, stdout);
+  });
+  // The pool the agent joins: the config's first pool, or the default one.
+  std::string pool = "gpu";
+  if (!f.config.empty()) {
+    std::ifstream in(f.config);
+    json c = json::parse(in, nullptr, false);
+    if (!c.is_discarded() && c.contains("pools") && c["pools"].is_array() && !c["pools"].empty())
+      pool = c["pools"][0].value("name", pool);
+  }
+  std::vector<std::string> agent_args = {"reservoir", "agent",        "--server",    url,
+                                         "--pool",    pool,           "--state-dir", dir + "/agent",
+                                         "--node-id", HostName(),     "--stop-jobs-on-exit"};
+  if (fake > 0) {
+    agent_args.push_back("--fake-gpus");
+    agent_args.push_back(std::to_string(fake));
+  }
+  pid_t agent = Spawn(agent_args, dir + "/agent.log", -1, {"RESERVOIR_TOKEN=" + token});
+  std::cout << "Reservoir is up: server " << url << ", one local agent with " << gpus_line
+            << " in pool " << pool << ".\n"
+            << "  admin token: " << token << "   (kept in " << dir << "/admin-token)\n"
+            << "  logs: " << dir << "/server.log, " << dir << "/agent.log\n\n"
+            << "In another shell:\n"
+            << "  export RESERVOIR_URL=" << url << " RESERVOIR_TOKEN=" << token << "\n"
+            << "  reservoir nodes\n\n"
+            << "Ctrl-C stops the agent (and its jobs), then the server." << std::endl;
+  int code = 0;
+  while (true) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig != SIGCHLD) break;
+    int status = 0;
+    pid_t gone = ::waitpid(-1, &status, WNOHANG);
+    if (gone == server || gone == agent) {
+      std::cerr << "reservoir up: the " << (gone == server ? "server" : "agent")
+                << " exited; stopping (see " << dir << (gone == server ? "/server.log" : "/agent.log")
+                << ")\n";
+      if (gone == server) server = -1;
+      if (gone == agent) agent = -1;
+      code = 1;
+      break;
+    }
+  }
+  std::cout << "reservoir up: stopping" << std::endl;
+  Stop(agent);
+  Stop(server);
+  copy.join();
+  std::fclose(server_out);
+  return code;
+}
+
+}  // namespace
+
+Action AddAgent(CLI::App& app) {
+  auto f = std::make_shared<AgentFlags>();
+  CLI::App* s = app.add_subcommand("agent", "Run the agent of one GPU host");
+  s->add_option("--server", f->server, "Server URL (default $RESERVOIR_URL)");
+  s->add_option("--token", f->token, "Admin token (default $RESERVOIR_TOKEN)");
+  s->add_option("--pool", f->pool, "Pool this node's GPUs belong to")->required();
+  s->add_option("--node-id", f->node, "Node id (default: the host name)");
+  s->add_option("--topology", f->topology, "Topology path of the node's parents: zone/rack");
+  s->add_option("--fake-gpus", f->fake_gpus, "Run with N fake GPUs instead of NVML");
+  s->add_option("--fake-faults", f->fault_file,
+                "With --fake-gpus: file of 'INDEX DETAIL' lines marking fake GPUs unhealthy");
+  s->add_option("--state-dir", f->state_dir,
+                "Checkpoints, logs and agent.json (default ~/.local/state/reservoir/agent-NODE)");
+  s->add_option("--nvml-library", f->nvml, "NVML library to load");
+  s->add_option("--wait", f->wait, "Long-poll seconds when idle (1-60)");
+  s->add_flag("--stop-jobs-on-exit", f->stop_jobs,
+              "Kill running attempts when the agent stops (default: leave them to be found "
+              "again by the next agent)");
+  return [f] { return RunAgent(*f); };
+}
+
+Action AddUp(CLI::App& app) {
+  auto f = std::make_shared<UpFlags>();
+  CLI::App* s = app.add_subcommand(
+      "up", "Start a server and a local agent (real GPUs, or labelled fake ones) together");
+  s->add_option("--listen", f->listen, "HOST:PORT for the server");
+  s->add_option("--dir", f->dir, "Where the database, logs, token and agent state live");
+  s->add_option("--config", f->config, "Server config file (JSON); the agent joins its first pool");
+  s->add_option("--fake-gpus", f->fake_gpus, "Use N fake GPUs even if NVML is present");
+  return [f] { return RunUp(*f); };
+}
+
+Action AddLogs(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    int64_t job = 0;
+    int attempt = 0;
+    bool follow = false;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("logs", "Print a job's output (stdout and stderr)");
+  AddClientFlags(s, &f->c);
+  s->add_option("job", f->job, "Job id")->required();
+  s->add_option("--attempt", f->attempt, "Attempt (default: the latest)");
+  s->add_flag("-f,--follow", f->follow, "Keep printing output as it arrives, until it ends");
+  return [f] {
+    int64_t offset = 0;
+    int attempt = f->attempt;
+    while (true) {
+      std::string path = "/v1/jobs/" + std::to_string(f->job) + "/logs?offset=" +
+                         std::to_string(offset) + (f->follow ? "&wait=10" : "");
+      if (attempt > 0) path += "&attempt=" + std::to_string(attempt);
+      CallResult r = Call(f->c, "GET", path);
+      if (r.status != 200) return Print(f->c, r, [](const std::string&) {});
+      json b = json::parse(r.body, nullptr, false);
+      if (b.is_discarded()) return 1;
+      std::string data = b.value("data", "");
+      std::cout << data << std::flush;
+      attempt = b.value("attempt", attempt);
+      offset = b.value("next_offset", offset);
+      if (b.value("complete", false)) return 0;
+      if (data.empty() && !f->follow) return 0;
+    }
+  };
+}
+
+}  // namespace rsv::cli

@@ -1,0 +1,100 @@
+#include "common/http_client.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace rsv {
+namespace {
+
+// Waits until `fd` is ready for `events`; false on interrupt or timeout (sets the reply).
+bool WaitFor(int fd, short events, int interrupt_fd, int timeout_ms, HttpReply* r) {
+  pollfd fds[2] = {{fd, events, 0}, {interrupt_fd, POLLIN, 0}};
+  int n = ::poll(fds, interrupt_fd >= 0 ? 2 : 1, timeout_ms);
+  if (n == 0) {
+    r->error = "timed out";
+    return false;
+  }
+  if (n > 0 && interrupt_fd >= 0 && (fds[1].revents & POLLIN)) {
+    r->error = "interrupted";
+    r->interrupted = true;
+    return false;
+  }
+  return n > 0;
+}
+
+}  // namespace
+
+HttpReply HttpCall(const std::string& url, const std::string& method, const std::string& path,
+                   const std::string& token, const std::string& body, int interrupt_fd,
+                   int timeout_ms) {
+  HttpReply r;
+  if (url.rfind("http://", 0) != 0) {
+    r.error = "the server URL must start with http:// (got '" + url + "')";
+    return r;
+  }
+  std::string hostport = url.substr(7);
+  hostport = hostport.substr(0, hostport.find('/'));
+  size_t colon = hostport.rfind(':');
+  std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+  std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) {
+    r.error = "cannot resolve " + host;
+    return r;
+  }
+  int fd = -1;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
+    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(res);
+  if (fd < 0) {
+    r.error = "cannot connect to " + url;
+    return r;
+  }
+  std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + hostport +
+                    "\r\nConnection: close\r\nContent-Type: application/json\r\n";
+  if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
+  req += "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  size_t sent = 0;
+  while (sent < req.size()) {
+    if (!WaitFor(fd, POLLOUT, interrupt_fd, timeout_ms, &r)) {
+      ::close(fd);
+      return r;
+    }
+    ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  std::string resp;
+  char buf[65536];
+  while (true) {
+    if (!WaitFor(fd, POLLIN, interrupt_fd, timeout_ms, &r)) {
+      ::close(fd);
+      return r;
+    }
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  if (resp.rfind("HTTP/1.", 0) != 0) {
+    r.error = "no HTTP reply from " + url;
+    return r;
+  }
+  r.status = std::atoi(resp.c_str() + 9);
+  size_t split = resp.find("\r\n\r\n");
+  if (split != std::string::npos) r.body = resp.substr(split + 4);
+  return r;
+}
+
+}  // namespace rsv

@@ -1,0 +1,392 @@
+// server/agents: the control plane's side of the agent protocol (docs/agent.md): node
+// registration, the level-triggered sync (the agent reports what runs, the server answers with
+// what should), heartbeat and start timeouts, and job output shipped by agents.
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "common/sha256.h"
+#include "server/control.h"
+
+namespace rsv::server {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int64_t kMaxLogChunk = 256 * 1024;  // bytes per Logs reply
+
+// The JSON text, with invalid UTF-8 in job output replaced rather than refused.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+bool IsInt(const json& o, const char* k) { return o.contains(k) && o[k].is_number_integer(); }
+
+// The shape of an agent's report; errors name the field.
+Status ValidateReport(const json& r) {
+  if (!r.is_object()) return InvalidArgument("body", "must be a JSON object");
+  for (const auto& [k, v] : r.items()) {
+    if (k != "known" && k != "jobs" && k != "health" && k != "gpus" && k != "logs") {
+      return InvalidArgument(k, "unknown field");
+    }
+  }
+  if (r.contains("known") && !r["known"].is_string())
+    return InvalidArgument("known", "must be a string");
+  if (r.contains("health") && !r["health"].is_string())
+    return InvalidArgument("health", "must be a string (empty when healthy)");
+  if (r.contains("gpus") && !r["gpus"].is_array())
+    return InvalidArgument("gpus", "must be an array");
+  if (r.contains("jobs")) {
+    if (!r["jobs"].is_array()) return InvalidArgument("jobs", "must be an array");
+    for (size_t i = 0; i < r["jobs"].size(); ++i) {
+      const json& j = r["jobs"][i];
+      std::string at = "jobs[" + std::to_string(i) + "]";
+      if (!j.is_object() || !IsInt(j, "job") || !IsInt(j, "attempt"))
+        return InvalidArgument(at, "needs integer job and attempt");
+      std::string st = j.value("status", "");
+      if (st != "running" && st != "exited" && st != "start_failed" && st != "lost")
+        return InvalidArgument(at + ".status", "must be running, exited, start_failed or lost");
+      if (j.contains("success") && !j["success"].is_boolean())
+        return InvalidArgument(at + ".success", "must be true or false");
+      if (j.contains("detail") && !j["detail"].is_string())
+        return InvalidArgument(at + ".detail", "must be a string");
+    }
+  }
+  if (r.contains("logs")) {
+    if (!r["logs"].is_array()) return InvalidArgument("logs", "must be an array");
+    for (size_t i = 0; i < r["logs"].size(); ++i) {
+      const json& l = r["logs"][i];
+      std::string at = "logs[" + std::to_string(i) + "]";
+      if (!l.is_object() || !IsInt(l, "job") || !IsInt(l, "attempt") || !IsInt(l, "offset") ||
+          !l.contains("data") || !l["data"].is_string() || l["offset"].get<int64_t>() < 0) {
+        return InvalidArgument(at, "needs integer job, attempt, offset >= 0 and string data");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
+  const ClusterState& st = sched_.state();
+  const std::string name = b.value("name", "");
+  auto pool = st.FindPool(b.value("pool", ""));
+  if (!pool) return InvalidArgument("pool", "unknown pool '" + b.value("pool", "") + "'");
+  const int32_t gpus = b.value("gpus", 0);
+  std::optional<NodeId> id = st.FindNode(name);
+  if (!id) {
+    RSV_ASSIGN_OR_RETURN(NodeId added,
+                         sched_.AddNode(name, *pool, gpus, b.value("topology", std::string())));
+    id = added;
+  } else {
+    const Node& n = st.node(*id);
+    if (n.pool != *pool || n.gpus != gpus) {
+      return FailedPrecondition("node " + name + " is registered in pool " +
+                                st.pool(n.pool).config.name + " with " + std::to_string(n.gpus) +
+                                " GPUs; this agent reports " + b.value("pool", "") + " with " +
+                                std::to_string(gpus));
+    }
+  }
+  RSV_RETURN_IF_ERROR(sched_.SetNodeAgent(*id));
+  AgentLink& link = agents_[id->value()];
+  link.last_seen = now;
+  link.probe = b.value("probe", "");
+  link.cgroups = b.value("cgroups", "");
+  link.inventory = b.contains("inventory") ? Dump(b["inventory"]) : "[]";
+  if (st.node(*id).state == NodeState::kDown) {
+    link.health.clear();
+    RSV_RETURN_IF_ERROR(sched_.SetNodeState(*id, NodeState::kReady, now));  // the agent is back
+    sched_.RunCycle(now);
+  }
+  const Node& n = st.node(*id);
+  return Reply{200, Dump(json{{"name", n.name},
+                              {"pool", st.pool(n.pool).config.name},
+                              {"gpus", n.gpus},
+                              {"state", NodeStateName(n.state)},
+                              {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()}})};
+}
+
+Result<Reply> ControlPlane::ApplyInternal(const std::string& kind, const std::string& body,
+                                          std::vector<Command>* log) {
+  Command c;
+  c.kind = kind;
+  c.body = body;
+  c.at = clock_->Now();
+  Result<Reply> r = Apply(c, false);
+  DrainEvents();
+  if (r.ok()) log->push_back(std::move(c));
+  return r;
+}
+
+void ControlPlane::CommitAll(std::vector<Command> log, std::function<void()> then) {
+  if (log.empty()) {
+    then();
+    return;
+  }
+  auto left = std::make_shared<size_t>(log.size());
+  auto after = std::make_shared<std::function<void()>>(std::move(then));
+  for (Command& c : log) {
+    // The committer calls back in order, on one thread.
+    committer_->Submit(std::move(c), [left, after](Status s, int64_t) {
+      if (!s.ok()) {
+        std::fprintf(stderr, "fatal: could not persist a command: %s\n", s.ToString().c_str());
+        std::abort();
+      }
+      if (--*left == 0) (*after)();
+    });
+  }
+}
+
+void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
+  const ClusterState& st = sched_.state();
+  for (auto& [node_id, link] : agents_) {
+    const Node& n = st.node(NodeId(node_id));
+    if (n.state != NodeState::kDown && now - link.last_seen > config_.heartbeat_timeout) {
+      (void)ApplyInternal("node_state",
+                          json{{"node", n.name},
+                               {"state", "down"},
+                               {"reason", "no heartbeat for " +
+                                              (now - link.last_seen).ToString()}}
+                              .dump(),
+                          log);
+      continue;
+    }
+    std::vector<JobId> late;
+    for (JobId j : n.gpu_job) {
+      if (!j.valid() || std::find(late.begin(), late.end(), j) != late.end()) continue;
+      const Job& job = st.job(j);
+      if (job.state == JobState::kStarting && now - job.started > config_.start_timeout) {
+        late.push_back(j);
+      }
+    }
+    for (JobId j : late) {
+      (void)ApplyInternal(
+          "start_failed",
+          json{{"node", n.name},
+               {"job", j.value()},
+               {"attempt", st.job(j).attempt},
+               {"counts", false},
+               {"reason", "not confirmed by the agent within " + config_.start_timeout.ToString()}}
+              .dump(),
+          log);
+    }
+  }
+}
+
+std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
+  const ClusterState& st = sched_.state();
+  const Node& n = st.node(id);
+  json jobs = json::array();
+  std::string key = std::string(NodeStateName(n.state)) + ";";
+  std::vector<JobId> seen;
+  for (JobId jid : n.gpu_job) {
+    if (!jid.valid() || std::find(seen.begin(), seen.end(), jid) != seen.end()) continue;
+    seen.push_back(jid);
+    const Job& j = st.job(jid);
+    json gpus = json::array();
+    for (const NodeSlice& s : j.placement.slices) {
+      if (s.node != id) continue;
+      for (int g = 0; g < n.gpus; ++g) {
+        if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
+      }
+    }
+    json e = {{"job", jid.value()},
+              {"attempt", j.attempt},
+              {"state", JobStateName(j.state)},
+              {"name", j.spec.name},
+              {"tenant", st.tenant(j.spec.tenant).name},
+              {"gpus", gpus},
+              {"command", j.spec.command},
+              {"env", j.spec.env},
+              {"workdir", j.spec.workdir}};
+    if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
+    if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
+    if (j.state == JobState::kPreempting) {
+      e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
+                     {"reason", j.preempt_reason},
+                     {"price", sched_.Price(j.spec.pool).ToString()}};
+    }
+    key += std::to_string(jid.value()) + ":" + std::to_string(j.attempt) + ":" +
+           std::string(JobStateName(j.state)) + ";";
+    jobs.push_back(std::move(e));
+  }
+  *version = Sha256Hex(key).substr(0, 16);
+  return Dump(json{{"node", n.name},
+                   {"state", NodeStateName(n.state)},
+                   {"version", *version},
+                   {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
+                   {"jobs", std::move(jobs)}});
+}
+
+void ControlPlane::Sync(const std::string& node, const std::string& report, Timestamp deadline,
+                        std::function<void(Result<Reply>)> done) {
+  json r = json::parse(report.empty() ? "{}" : report, nullptr, false);
+  if (r.is_discarded()) return done(InvalidArgument("body", "is not valid JSON"));
+  if (Status s = ValidateReport(r); !s.ok()) return done(s);
+  std::vector<Command> log;
+  json acks = json::array();
+  std::string reply_body;
+  bool immediate = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const ClusterState& st = sched_.state();
+    const Timestamp now = clock_->Now();
+    std::optional<NodeId> id = st.FindNode(node);
+    if (!id || !agents_.count(id->value())) {
+      return done(NotFound("node " + node + " is not registered; the agent registers it first"));
+    }
+    AgentLink& link = agents_[id->value()];
+    link.last_seen = now;
+    if (r.contains("gpus")) link.inventory = Dump(r["gpus"]);
+    if (st.node(*id).state == NodeState::kDown) {
+      (void)ApplyInternal("node_state", json{{"node", node}, {"state", "ready"}}.dump(), &log);
+    }
+    // Output first: a job's last lines arrive with (or before) its exit.
+    for (const json& l : r.value("logs", json::array())) {
+      uint32_t job = l["job"].get<uint32_t>();
+      int32_t attempt = l["attempt"].get<int32_t>();
+      if (!st.HasJob(JobId(job)) || attempt < 1 || attempt > st.job(JobId(job)).attempt) continue;
+      int64_t size =
+          AppendLog(job, attempt, l["offset"].get<int64_t>(), l["data"].get<std::string>());
+      acks.push_back({{"job", job}, {"attempt", attempt}, {"size", size}});
+    }
+    bool reported = !acks.empty();
+    for (const json& e : r.value("jobs", json::array())) {
+      JobId jid(e["job"].get<uint32_t>());
+      int32_t attempt = e["attempt"].get<int32_t>();
+      if (!st.HasJob(jid)) continue;
+      const Job& j = st.job(jid);
+      bool here = false;
+      for (const NodeSlice& s : j.placement.slices) here = here || s.node == *id;
+      // Reports about attempts this node no longer holds are stale: the desired set in the
+      // reply tells the agent to stop them.
+      if (!here || j.attempt != attempt || !HoldsGpus(j.state)) continue;
+      std::string status = e["status"].get<std::string>();
+      json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}};
+      if (status == "running") {
+        if (j.state != JobState::kStarting) continue;
+        (void)ApplyInternal("started", cmd.dump(), &log);
+      } else if (status == "exited") {
+        cmd["success"] = e.value("success", false);
+        cmd["detail"] = e.value("detail", "");
+        (void)ApplyInternal("agent_exit", cmd.dump(), &log);
+      } else {
+        cmd["counts"] = status == "start_failed";
+        cmd["reason"] = status == "lost"
+                            ? "lost on node " + node + " (the agent no longer has it)"
+                            : e.value("detail", std::string("could not start"));
+        (void)ApplyInternal("start_failed", cmd.dump(), &log);
+      }
+      reported = true;
+    }
+    std::string health = r.value("health", "");
+    if (!health.empty() && st.node(*id).state == NodeState::kReady) {
+      (void)ApplyInternal("node_state",
+                          json{{"node", node}, {"state", "draining"}, {"reason", health}}.dump(),
+                          &log);
+    }
+    std::string version;
+    reply_body = DesiredLocked(*id, &version);
+    immediate = reported || !log.empty() || version != r.value("known", "") || deadline <= now;
+    if (!immediate) {
+      NodeId nid = *id;
+      std::string known = version;
+      waiters_.push_back(
+          Waiter{deadline, [this, nid, known, done](bool timed_out) -> std::function<void()> {
+                   std::string v;
+                   std::string body = DesiredLocked(nid, &v);
+                   if (v == known && !timed_out) return {};
+                   return [done, body = std::move(body)] { done(Reply{200, body}); };
+                 }});
+      return;
+    }
+    if (!acks.empty()) {
+      json out = json::parse(reply_body);
+      out["logs"] = acks;
+      reply_body = Dump(out);
+    }
+  }
+  CommitAll(std::move(log), [this, done, reply_body] {
+    done(Reply{200, reply_body});
+    RunReadyWaiters();
+  });
+}
+
+std::string ControlPlane::LogPathOf(uint32_t job, int32_t attempt) const {
+  return config_.log_dir + "/" + std::to_string(job) + "/attempt-" + std::to_string(attempt) +
+         ".log";
+}
+
+int64_t ControlPlane::AppendLog(uint32_t job, int32_t attempt, int64_t offset,
+                                const std::string& data) {
+  if (config_.log_dir.empty()) return offset + static_cast<int64_t>(data.size());
+  const std::string path = LogPathOf(job, attempt);
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  struct stat sb {};
+  int64_t size = ::stat(path.c_str(), &sb) == 0 ? sb.st_size : 0;
+  // Idempotent: bytes already here are skipped; a gap (offset past the end) is refused and the
+  // agent resends from `size`.
+  if (offset > size || offset + static_cast<int64_t>(data.size()) <= size) return size;
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  out.write(data.data() + (size - offset), static_cast<std::streamsize>(data.size()) -
+                                               static_cast<std::streamsize>(size - offset));
+  out.flush();
+  return out ? offset + static_cast<int64_t>(data.size()) : size;
+}
+
+void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset,
+                        Timestamp deadline, std::function<void(Result<Reply>)> done) {
+  if (config_.log_dir.empty()) {
+    return done(FailedPrecondition("this server keeps no job output (it runs without --db)"));
+  }
+  std::function<Result<Reply>(bool)> read;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const ClusterState& st = sched_.state();
+    JobId id(static_cast<uint32_t>(job));
+    if (job <= 0 || !st.HasJob(id) || (!caller.admin && st.job(id).spec.tenant != caller.tenant))
+      return done(NotFound("no such job"));
+    int32_t current = st.job(id).attempt;
+    if (attempt == 0) attempt = current;
+    if (attempt < 1 || attempt > current)
+      return done(InvalidArgument("attempt", "must be 1-" + std::to_string(current)));
+    // Reads under the lock, so "complete" and the bytes agree with the same state.
+    read = [this, id, attempt, offset](bool timed_out) -> Result<Reply> {
+      const Job& j = sched_.state().job(id);
+      bool complete = j.attempt > attempt || IsTerminal(j.state) || !HoldsGpus(j.state);
+      std::ifstream in(LogPathOf(id.value(), attempt), std::ios::binary);
+      std::string data;
+      if (in) {
+        in.seekg(offset);
+        data.resize(kMaxLogChunk);
+        in.read(data.data(), kMaxLogChunk);
+        data.resize(in ? kMaxLogChunk : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+      }
+      if (data.empty() && !complete && !timed_out) return Status(Code::kUnavailable, "");
+      return Reply{200, Dump(json{{"job", id.value()},
+                                  {"attempt", attempt},
+                                  {"offset", offset},
+                                  {"next_offset", offset + static_cast<int64_t>(data.size())},
+                                  {"complete", complete && data.empty()},
+                                  {"data", data}})};
+    };
+    Result<Reply> now_reply = read(deadline <= clock_->Now());
+    if (!now_reply.ok() && now_reply.status().code() == Code::kUnavailable) {
+      waiters_.push_back(Waiter{deadline, [read, done](bool timed_out) -> std::function<void()> {
+                                  Result<Reply> r = read(timed_out);
+                                  if (!r.ok()) return {};
+                                  return [done, r] { done(r); };
+                                }});
+      return;
+    }
+    read = nullptr;
+    done(now_reply);
+  }
+}
+
+}  // namespace rsv::server
