@@ -128,15 +128,15 @@ bool Agent::Register() {
                          {"utilization_pct", g.utilization_pct},
                          {"healthy", g.healthy}});
   }
-  json body = {{"pool", config_.pool},
-               {"gpus", static_cast<int64_t>(gpus->size())},
-               {"topology", config_.topology},
-               {"probe", probe_->kind()},
-               {"cgroups", cgroup_note_},
-               {"inventory", inventory}};
+  json body = {{"pool", config_.pool},         {"gpus", static_cast<int64_t>(gpus->size())},
+               {"topology", config_.topology}, {"probe", probe_->kind()},
+               {"cgroups", cgroup_note_},      {"inventory", inventory}};
   HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
+    json reply = json::parse(r.body, nullptr, false);
+    if (!reply.is_discarded())
+      heartbeat_s_ = std::max<int64_t>(1, reply.value("heartbeat_timeout_s", heartbeat_s_));
     Log("registered with " + config_.server + ": " + std::to_string(gpus->size()) + " " +
         probe_->kind() + " GPUs in pool " + config_.pool);
     last_error_.clear();
@@ -173,8 +173,7 @@ void Agent::CollectExits() {
     reports_.push_back(r);
     kill_at_.erase(e.job);
     notified_.erase({e.job, e.attempt});
-    Log("job " + std::to_string(e.job) + " attempt " + std::to_string(e.attempt) + ": " +
-        r.detail);
+    Log("job " + std::to_string(e.job) + " attempt " + std::to_string(e.attempt) + ": " + r.detail);
   }
   if (!reports_.empty()) SaveState();
 }
@@ -187,8 +186,8 @@ bool Agent::Sync(bool urgent) {
   json logs = json::array();
   std::set<Key> output_pending;
   for (const Key& k : launched_) {
-    std::string data = ReadFrom(Executor::LogPath(config_.state_dir, k.first, k.second),
-                                shipped_[k]);
+    std::string data =
+        ReadFrom(Executor::LogPath(config_.state_dir, k.first, k.second), shipped_[k]);
     if (data.empty()) continue;
     if (static_cast<int64_t>(data.size()) == kLogChunk) output_pending.insert(k);
     logs.push_back(
@@ -207,7 +206,8 @@ bool Agent::Sync(bool urgent) {
   }
   json report = {{"known", known_}, {"jobs", jobs}, {"health", HealthLine()}, {"logs", logs}};
   urgent = urgent || !sent.empty() || !logs.empty();
-  int64_t wait_s = urgent ? 0 : config_.wait_s;
+  int64_t wait_s =
+      urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
   int64_t timeout_ms = (wait_s + 10) * 1000;
   const int64_t now = clock_->Now().micros();
   for (const auto& [job, deadline] : kill_at_) {
@@ -260,6 +260,7 @@ void Agent::Reconcile(const std::string& desired_json) {
   json d = json::parse(desired_json, nullptr, false);
   if (d.is_discarded() || !d.contains("jobs")) return;
   known_ = d.value("version", "");
+  heartbeat_s_ = std::max<int64_t>(1, d.value("heartbeat_timeout_s", heartbeat_s_));
   std::map<uint32_t, json> want;
   for (const json& e : d["jobs"]) want[e.value("job", 0u)] = e;
   // Stop what this node should no longer run (cancelled, requeued while we were away).
@@ -277,15 +278,16 @@ void Agent::Reconcile(const std::string& desired_json) {
     const std::string state = e.value("state", "");
     if (exec_.Running(job)) {
       bool same = false;
-      for (const Attempt& a : exec_.Attempts()) same = same || (a.job == job && a.attempt == attempt);
+      for (const Attempt& a : exec_.Attempts())
+        same = same || (a.job == job && a.attempt == attempt);
       if (same && state == "preempting" && !notified_.count(key) && e.contains("notice")) {
         const json& n = e["notice"];
         int64_t deadline = n.value("deadline_us", int64_t{0});
         Status s = exec_.Notify(job, deadline, n.value("reason", ""), n.value("price", ""));
         notified_.insert(key);
         kill_at_[job] = deadline;
-        Log("notice to job " + std::to_string(job) + " (" + n.value("reason", "") + "): " +
-            (s.ok() ? "SIGTERM sent" : s.message()));
+        Log("notice to job " + std::to_string(job) + " (" + n.value("reason", "") +
+            "): " + (s.ok() ? "SIGTERM sent" : s.message()));
       }
       continue;
     }
@@ -306,6 +308,7 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.workdir = e.value("workdir", "");
     spec.gpus = e.value("gpus", std::vector<int32_t>());
     spec.state_dir = config_.state_dir;
+    spec.checkpoint_root = config_.checkpoint_root;
     spec.cpu_millis = e.value("cpu_millis", int64_t{0});
     spec.memory_mib = e.value("memory_mib", int64_t{0});
     spec.cgroup_parent = cgroup_parent_;

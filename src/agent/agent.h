@@ -30,7 +30,9 @@ struct AgentConfig {
   std::string node;      // node id; default: the host name
   std::string topology;  // "zone/rack"
   std::string state_dir;
-  int32_t wait_s = 5;  // long-poll length when there is nothing to report
+  int32_t wait_s = 5;
+  std::string checkpoint_root;  // shared storage for checkpoints; empty: under state_dir  //
+                                // long-poll length when there is nothing to report
 };
 
 class Agent {
@@ -71,14 +73,16 @@ class Agent {
   std::string cgroup_parent_;  // empty: limits not applied
   std::string cgroup_note_;
   int wake_[2] = {-1, -1};
-  std::string known_;                   // the desired-set version last applied
-  std::vector<Report> reports_;         // not yet acknowledged by the server
-  std::set<Key> launched_;              // attempts started here (and in agent.json) until acked
-  std::map<Key, int64_t> shipped_;      // output bytes acknowledged by the server
+  std::string known_;                    // the desired-set version last applied
+  std::vector<Report> reports_;          // not yet acknowledged by the server
+  std::set<Key> launched_;               // attempts started here (and in agent.json) until acked
+  std::map<Key, int64_t> shipped_;       // output bytes acknowledged by the server
   std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
   std::set<Key> notified_;
   std::string last_error_;
-  bool started_ = false;  // an attempt was started since the last sync: confirm it at once
+  bool started_ = false;
+  int64_t heartbeat_s_ = 10;  // the server's heartbeat timeout, from its replies  // an attempt was
+                              // started since the last sync: confirm it at once
 };
 
 }  // namespace rsv::agent

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +32,44 @@ std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return s;
+}
+
+void IgnoreSignal(int) {}
+
+// The attempt's first process (its group leader, the pid the agent watches). It runs the
+// command with /bin/sh -c and stays until every process of the job has exited: a SIGTERM to
+// the group reaches the job (which may checkpoint and exit cleanly) but not the supervisor, and
+// as a subreaper it outlives a shell that dies at once while the job's real work carries on.
+// Ends with the status of the job's last process (re-raising its signal).
+[[noreturn]] void Supervise(std::string& cmd, char** envp) {
+  struct sigaction sa {};
+  sa.sa_handler = IgnoreSignal;  // a handler, not SIG_IGN: exec gives the job the default back
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  pid_t job = ::fork();
+  if (job == 0) {
+    char sh[] = "/bin/sh", c[] = "-c";
+    char* argv[] = {sh, c, cmd.data(), nullptr};
+    ::execve("/bin/sh", argv, envp);
+    ::_exit(127);
+  }
+  if (job < 0) ::_exit(126);
+  int last = 0;
+  while (true) {
+    int status = 0;
+    pid_t p = ::waitpid(-1, &status, 0);
+    if (p > 0) {
+      last = status;
+    } else if (errno != EINTR) {
+      break;  // no children left
+    }
+  }
+  if (WIFSIGNALED(last)) {
+    ::signal(WTERMSIG(last), SIG_DFL);
+    ::raise(WTERMSIG(last));
+  }
+  ::_exit(WIFEXITED(last) ? WEXITSTATUS(last) : 1);
 }
 
 }  // namespace
@@ -102,7 +141,8 @@ bool Executor::Adopt(const Attempt& a, const std::string& state_dir) {
 
 std::vector<Attempt> Executor::Attempts() const {
   std::vector<Attempt> out;
-  for (const auto& [job, c] : running_) out.push_back(Attempt{job, c.attempt, c.pid, c.start_ticks});
+  for (const auto& [job, c] : running_)
+    out.push_back(Attempt{job, c.attempt, c.pid, c.start_ticks});
   return out;
 }
 
@@ -126,8 +166,11 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     return FailedPrecondition("job " + std::to_string(spec.job) + " is already running here");
   }
   const std::string dir = JobDir(spec.state_dir, spec.job);
-  const std::string ckpt = dir + "/checkpoint";
+  const std::string ckpt = spec.checkpoint_root.empty()
+                               ? dir + "/checkpoint"
+                               : spec.checkpoint_root + "/" + std::to_string(spec.job);
   std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
   std::filesystem::create_directories(ckpt, ec);
   if (ec) return Status(Code::kUnavailable, "cannot create " + ckpt + ": " + ec.message());
   std::filesystem::remove(NoticePath(spec.state_dir, spec.job), ec);  // a fresh attempt
@@ -195,10 +238,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
       ::dprintf(2, "reservoir: cannot chdir to %s: %s\n", workdir.c_str(), std::strerror(errno));
       ::_exit(126);
     }
-    char sh[] = "/bin/sh", c[] = "-c";
-    char* argv[] = {sh, c, cmd.data(), nullptr};
-    ::execve("/bin/sh", argv, envp.data());
-    ::_exit(127);
+    Supervise(cmd, envp.data());
   }
   ::setpgid(pid, pid);  // also here: no race with an early Notify
   ::close(log_fd);

@@ -27,7 +27,10 @@ struct LaunchSpec {
   std::string workdir;           // empty: the job's checkpoint directory
   std::vector<int32_t> gpus;     // GPU indices on this host
   std::string state_dir;         // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
-  int64_t cpu_millis = 0;        // limits; 0: none
+  // RESERVOIR_CHECKPOINT_DIR is <checkpoint_root>/<job> (empty root: <state_dir>/jobs/<id>/
+  // checkpoint). Point every agent at shared storage for attempts to resume on any node.
+  std::string checkpoint_root;
+  int64_t cpu_millis = 0;  // limits; 0: none
   int64_t memory_mib = 0;
   std::string cgroup_parent;  // a cgroup v2 directory with cpu and memory delegated; empty: none
 };

@@ -2,10 +2,9 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
-
-#include <algorithm>
 
 namespace rsv::agent {
 namespace {

@@ -48,7 +48,7 @@ std::string HostName() {
 
 struct AgentFlags {
   std::string server, token, pool, node, topology, state_dir, nvml = "libnvidia-ml.so.1";
-  std::string fault_file;
+  std::string fault_file, checkpoint_root;
   int fake_gpus = 0;
   int wait = 5;
   bool stop_jobs = false;
@@ -77,7 +77,8 @@ int RunAgent(AgentFlags f) {
   }
   if (f.state_dir.empty()) {
     const char* home = std::getenv("HOME");
-    f.state_dir = std::string(home && *home ? home : ".") + "/.local/state/reservoir/agent-" + f.node;
+    f.state_dir =
+        std::string(home && *home ? home : ".") + "/.local/state/reservoir/agent-" + f.node;
   }
   std::unique_ptr<agent::GpuProbe> probe;
   if (f.fake_gpus > 0) {
@@ -93,7 +94,8 @@ int RunAgent(AgentFlags f) {
     probe = std::move(*nvml);
   }
   SystemClock clock;
-  agent::AgentConfig config{f.server, f.token, f.pool, f.node, f.topology, f.state_dir, f.wait};
+  agent::AgentConfig config{f.server,   f.token,     f.pool, f.node,
+                            f.topology, f.state_dir, f.wait, f.checkpoint_root};
   agent::Agent a(config, std::move(probe), &clock);
   g_wake_fd = a.wake_fd();
   struct sigaction sa {};
@@ -181,14 +183,14 @@ int RunUp(const UpFlags& f) {
 
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) return 1;
-  std::vector<std::string> server_args = {"reservoir", "server", "--listen", f.listen,
-                                          "--db",      dir + "/reservoir.db"};
+  std::vector<std::string> server_args = {"reservoir", "server", "--listen",
+                                          f.listen,    "--db",   dir + "/reservoir.db"};
   if (!f.config.empty()) {
     server_args.push_back("--config");
     server_args.push_back(f.config);
   }
-  pid_t server = Spawn(server_args, dir + "/server.log", out[1],
-                       {"RESERVOIR_ADMIN_TOKEN=" + token});
+  pid_t server =
+      Spawn(server_args, dir + "/server.log", out[1], {"RESERVOIR_ADMIN_TOKEN=" + token});
   ::close(out[1]);
   FILE* server_out = ::fdopen(out[0], "r");
   std::string url;
@@ -214,9 +216,10 @@ int RunUp(const UpFlags& f) {
     if (!c.is_discarded() && c.contains("pools") && c["pools"].is_array() && !c["pools"].empty())
       pool = c["pools"][0].value("name", pool);
   }
-  std::vector<std::string> agent_args = {"reservoir", "agent",        "--server",    url,
-                                         "--pool",    pool,           "--state-dir", dir + "/agent",
-                                         "--node-id", HostName(),     "--stop-jobs-on-exit"};
+  std::vector<std::string> agent_args = {
+      "reservoir", "agent",    "--server",           url,
+      "--pool",    pool,       "--state-dir",        dir + "/agent",
+      "--node-id", HostName(), "--stop-jobs-on-exit"};
   if (fake > 0) {
     agent_args.push_back("--fake-gpus");
     agent_args.push_back(std::to_string(fake));
@@ -239,8 +242,8 @@ int RunUp(const UpFlags& f) {
     pid_t gone = ::waitpid(-1, &status, WNOHANG);
     if (gone == server || gone == agent) {
       std::cerr << "reservoir up: the " << (gone == server ? "server" : "agent")
-                << " exited; stopping (see " << dir << (gone == server ? "/server.log" : "/agent.log")
-                << ")\n";
+                << " exited; stopping (see " << dir
+                << (gone == server ? "/server.log" : "/agent.log") << ")\n";
       if (gone == server) server = -1;
       if (gone == agent) agent = -1;
       code = 1;
@@ -270,6 +273,9 @@ Action AddAgent(CLI::App& app) {
                 "With --fake-gpus: file of 'INDEX DETAIL' lines marking fake GPUs unhealthy");
   s->add_option("--state-dir", f->state_dir,
                 "Checkpoints, logs and agent.json (default ~/.local/state/reservoir/agent-NODE)");
+  s->add_option("--checkpoint-root", f->checkpoint_root,
+                "Checkpoint directories live here, one per job (shared storage lets an attempt "
+                "resume on any node; default: under --state-dir)");
   s->add_option("--nvml-library", f->nvml, "NVML library to load");
   s->add_option("--wait", f->wait, "Long-poll seconds when idle (1-60)");
   s->add_flag("--stop-jobs-on-exit", f->stop_jobs,
@@ -306,8 +312,8 @@ Action AddLogs(CLI::App& app) {
     int64_t offset = 0;
     int attempt = f->attempt;
     while (true) {
-      std::string path = "/v1/jobs/" + std::to_string(f->job) + "/logs?offset=" +
-                         std::to_string(offset) + (f->follow ? "&wait=10" : "");
+      std::string path = "/v1/jobs/" + std::to_string(f->job) +
+                         "/logs?offset=" + std::to_string(offset) + (f->follow ? "&wait=10" : "");
       if (attempt > 0) path += "&attempt=" + std::to_string(attempt);
       CallResult r = Call(f->c, "GET", path);
       if (r.status != 200) return Print(f->c, r, [](const std::string&) {});

@@ -27,6 +27,7 @@ struct ServerFlags {
   std::string db = "./reservoir.db";
   std::string config;
   std::string port_file;
+  std::string log_dir;
   int threads = 2;
 };
 
@@ -50,6 +51,7 @@ int RunServer(const ServerFlags& f) {
   } else {
     config = *server::ParseServerConfig("{}");
   }
+  config.log_dir = f.log_dir.empty() ? f.db + ".logs" : f.log_dir;
   if (f.threads < 1 || f.threads > 64) {
     std::cerr << "reservoir server: --threads must be 1-64\n";
     return 2;
@@ -132,8 +134,11 @@ Action AddServer(CLI::App& app) {
   CLI::App* s = app.add_subcommand("server", "Run the control plane (REST API, scheduler, store)");
   s->add_option("--listen", f->listen, "HOST:PORT to listen on (port 0 picks one)");
   s->add_option("--db", f->db, "SQLite database file");
-  s->add_option("--config", f->config, "Config file (JSON: pools, nodes, tick)");
+  s->add_option("--config", f->config,
+                "Config file (JSON: pools, nodes, tick, heartbeat_timeout, start_timeout)");
   s->add_option("--threads", f->threads, "HTTP threads");
+  s->add_option("--log-dir", f->log_dir,
+                "Where job output shipped by agents is kept (default DB.logs)");
   s->add_option("--port-file", f->port_file, "Write the bound port to this file");
   return [f] { return RunServer(*f); };
 }

@@ -996,9 +996,9 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       r.cache.bids.reserve(r.book.size());
       for (const RankKey& k : r.book) {
         const Job& j = state_.job(JobId(k.job));
-        r.cache.bids.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus,
-                                   IsActive(j.state), j.state == JobState::kPreempting,
-                                   &j.placement, j.started, j.last_checkpoint});
+        r.cache.bids.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, IsActive(j.state),
+                                   j.state == JobState::kPreempting, &j.placement, j.started,
+                                   j.last_checkpoint});
       }
       r.cache.stale = false;
     }

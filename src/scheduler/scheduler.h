@@ -105,8 +105,8 @@ class Scheduler {
   // The start of `attempt` failed or was never confirmed: the GPUs are freed and the job goes
   // back to pending with attempt + 1. `counts_as_failure` spends one of its restarts (a job
   // whose command cannot start fails once they are spent); a lost start (agent gone) does not.
-  Status StartFailed(JobId job, int32_t attempt, const std::string& reason,
-                     bool counts_as_failure, Timestamp now);
+  Status StartFailed(JobId job, int32_t attempt, const std::string& reason, bool counts_as_failure,
+                     Timestamp now);
 
   // --- The cycle ---
   CycleReport RunCycle(Timestamp now);

@@ -140,7 +140,6 @@ TEST(Scheduler, NextWakeupIsTheNearestDeadlineOrReservationEdge) {
   EXPECT_FALSE(f.s.NextWakeup(T(500)).has_value());
 }
 
-
 TEST(Scheduler, AgentNodesStartInTwoPhasesAndRollBackFailedStarts) {
   Fixture f;
   ASSERT_TRUE(f.s.SetNodeAgent(*f.s.state().FindNode("n1")).ok());

@@ -149,8 +149,7 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
       (void)ApplyInternal("node_state",
                           json{{"node", n.name},
                                {"state", "down"},
-                               {"reason", "no heartbeat for " +
-                                              (now - link.last_seen).ToString()}}
+                               {"reason", "no heartbeat for " + (now - link.last_seen).ToString()}}
                               .dump(),
                           log);
       continue;
@@ -241,6 +240,9 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     }
     AgentLink& link = agents_[id->value()];
     link.last_seen = now;
+    // A parked sync must end well before the heartbeat timeout: the next sync is the heartbeat.
+    const Timestamp latest = now + Duration::Micros(config_.heartbeat_timeout.micros() / 2);
+    if (deadline > latest) deadline = latest;
     if (r.contains("gpus")) link.inventory = Dump(r["gpus"]);
     if (st.node(*id).state == NodeState::kDown) {
       (void)ApplyInternal("node_state", json{{"node", node}, {"state", "ready"}}.dump(), &log);
@@ -276,9 +278,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
         (void)ApplyInternal("agent_exit", cmd.dump(), &log);
       } else {
         cmd["counts"] = status == "start_failed";
-        cmd["reason"] = status == "lost"
-                            ? "lost on node " + node + " (the agent no longer has it)"
-                            : e.value("detail", std::string("could not start"));
+        cmd["reason"] = status == "lost" ? "lost on node " + node + " (the agent no longer has it)"
+                                         : e.value("detail", std::string("could not start"));
         (void)ApplyInternal("start_failed", cmd.dump(), &log);
       }
       reported = true;
@@ -365,7 +366,8 @@ void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, int6
         in.seekg(offset);
         data.resize(kMaxLogChunk);
         in.read(data.data(), kMaxLogChunk);
-        data.resize(in ? kMaxLogChunk : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+        data.resize(in ? kMaxLogChunk
+                       : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
       }
       if (data.empty() && !complete && !timed_out) return Status(Code::kUnavailable, "");
       return Reply{200, Dump(json{{"job", id.value()},

@@ -313,23 +313,23 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (fail_on(body.NoUnknownFields())) return;
     if (!inventory.is_null() && !inventory.is_array())
       return reply(Error(InvalidArgument("inventory", "must be an array of GPUs")));
-    return execute("register", json{{"name", parts[1]},
-                                    {"pool", pool},
-                                    {"gpus", gpus},
-                                    {"topology", topology},
-                                    {"probe", probe},
-                                    {"cgroups", cgroups},
-                                    {"inventory", inventory.is_null() ? json::array() : inventory}});
+    return execute("register",
+                   json{{"name", parts[1]},
+                        {"pool", pool},
+                        {"gpus", gpus},
+                        {"topology", topology},
+                        {"probe", probe},
+                        {"cgroups", cgroups},
+                        {"inventory", inventory.is_null() ? json::array() : inventory}});
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "sync") {
     if (!admin_only()) return;
     int64_t wait = query.count("wait") ? std::atoll(query["wait"].c_str()) : 0;
     if (wait < 0 || wait > 60) return reply(Error(InvalidArgument("wait", "must be 0-60 seconds")));
-    control_->Sync(parts[1], req.body, clock_->Now() + Duration::Seconds(wait),
-                   [reply](Result<Reply> r) {
-                     reply(r.ok() ? HttpResponse{r->status, "application/json", r->body}
-                                  : Error(r.status()));
-                   });
+    control_->Sync(
+        parts[1], req.body, clock_->Now() + Duration::Seconds(wait), [reply](Result<Reply> r) {
+          reply(r.ok() ? HttpResponse{r->status, "application/json", r->body} : Error(r.status()));
+        });
     return;
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" &&

@@ -394,8 +394,8 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
     if (c.kind == "started") {
       RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now));
     } else if (c.kind == "start_failed") {
-      RSV_RETURN_IF_ERROR(sched_.StartFailed(id, attempt, b.value("reason", ""),
-                                             b.value("counts", false), now));
+      RSV_RETURN_IF_ERROR(
+          sched_.StartFailed(id, attempt, b.value("reason", ""), b.value("counts", false), now));
     } else {
       if (st.job(id).attempt != attempt) return FailedPrecondition("a stale attempt");
       RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", false), now));
@@ -522,12 +522,9 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     for (const Node& n : st.nodes()) {
       int32_t used = 0;
       for (JobId j : n.gpu_job) used += j.valid();
-      json node = {{"name", n.name},
-                   {"pool", st.pool(n.pool).config.name},
-                   {"gpus", n.gpus},
-                   {"used", used},
-                   {"topology", n.topology},
-                   {"state", NodeStateName(n.state)}};
+      json node = {{"name", n.name},         {"pool", st.pool(n.pool).config.name},
+                   {"gpus", n.gpus},         {"used", used},
+                   {"topology", n.topology}, {"state", NodeStateName(n.state)}};
       auto link = agents_.find(n.id.value());
       if (link != agents_.end()) {
         const AgentLink& a = link->second;
@@ -688,14 +685,14 @@ void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp 
     bool any = false;
     events = EventsLocked(since, caller, &last, &any);
     if (!any) {
-      waiters_.push_back(Waiter{
-          deadline, [this, since, caller, reply](bool timed_out) -> std::function<void()> {
-            int64_t last = 0;
-            bool any = false;
-            std::string events = EventsLocked(since, caller, &last, &any);
-            if (!any && !timed_out) return {};
-            return [reply, events = std::move(events), last] { reply(events, last); };
-          }});
+      waiters_.push_back(
+          Waiter{deadline, [this, since, caller, reply](bool timed_out) -> std::function<void()> {
+                   int64_t last = 0;
+                   bool any = false;
+                   std::string events = EventsLocked(since, caller, &last, &any);
+                   if (!any && !timed_out) return {};
+                   return [reply, events = std::move(events), last] { reply(events, last); };
+                 }});
       return;
     }
   }

@@ -9,11 +9,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "common/clock.h"
 #include "scheduler/scheduler.h"
@@ -90,8 +89,8 @@ class ControlPlane {
             std::function<void(Result<Reply>)> done);
   // Output of one attempt of a job from `offset` (JSON: data, next_offset, complete); with a
   // deadline, waits for more output until then.
-  void Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset,
-            Timestamp deadline, std::function<void(Result<Reply>)> done);
+  void Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset, Timestamp deadline,
+            std::function<void(Result<Reply>)> done);
 
   // Called by the API layer to build commands: resolves names under the lock.
   std::optional<TenantId> FindTenant(const std::string& name);
@@ -116,8 +115,8 @@ class ControlPlane {
   // after a restart every registered agent gets a fresh heartbeat timeout.
   struct AgentLink {
     Timestamp last_seen;
-    std::string probe;    // "nvml" or "fake"
-    std::string cgroups;  // "applied" or why not
+    std::string probe;      // "nvml" or "fake"
+    std::string cgroups;    // "applied" or why not
     std::string inventory;  // JSON array of the node's GPUs (uuid, name, memory, utilization)
     std::string health;     // empty when healthy
   };

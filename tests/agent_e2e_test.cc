@@ -1,0 +1,349 @@
+// End to end, as on a real fleet: a `reservoir server` and two `reservoir agent` processes with
+// 8 fake GPUs each on 127.0.0.1, running real job processes. Nothing sleeps: the test blocks on
+// the server's event long-poll and on the agents' log pipes; durations come from the server's
+// event timestamps.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/units.h"
+#include "server_process.h"
+
+namespace rsv {
+namespace {
+
+using json = nlohmann::json;
+using rsv::testing::ServerProcess;
+
+const char kAdmin[] = "e2e-admin-token";
+
+// A `reservoir agent` child; ready once it logs that it registered.
+class AgentProcess {
+ public:
+  // `checkpoint_root` is shared by all agents, as shared storage is on a fleet.
+  AgentProcess(int port, std::string node, std::string state_dir, std::string checkpoint_root)
+      : port_(port),
+        node_(std::move(node)),
+        state_dir_(std::move(state_dir)),
+        checkpoint_root_(std::move(checkpoint_root)) {}
+  ~AgentProcess() { Kill(); }
+
+  bool Start() {
+    int err[2];
+    if (::pipe(err) != 0) return false;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(err[1], 2);
+      ::close(err[0]);
+      ::close(err[1]);
+      std::vector<std::string> args = {RESERVOIR_BIN,
+                                       "agent",
+                                       "--server",
+                                       "http://127.0.0.1:" + std::to_string(port_),
+                                       "--token",
+                                       kAdmin,
+                                       "--pool",
+                                       "h100",
+                                       "--node-id",
+                                       node_,
+                                       "--topology",
+                                       "z/r",
+                                       "--fake-gpus",
+                                       "8",
+                                       "--state-dir",
+                                       state_dir_,
+                                       "--checkpoint-root",
+                                       checkpoint_root_};
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(err[1]);
+    FILE* in = ::fdopen(err[0], "r");
+    char line[4096];
+    bool registered = false;
+    while (!registered && std::fgets(line, sizeof line, in)) {
+      Append(line);
+      registered = std::strstr(line, "registered with") != nullptr;
+    }
+    // Keep draining the agent's log so it never blocks on a full pipe.
+    drain_ = std::thread([this, in] {
+      char l[4096];
+      while (std::fgets(l, sizeof l, in)) Append(l);
+      std::fclose(in);
+    });
+    return registered;
+  }
+
+  // The host dies: the agent and every process of its jobs get SIGKILL at once.
+  void KillHost() {
+    std::ifstream in(state_dir_ + "/agent.json");
+    json s = json::parse(in, nullptr, true);
+    for (const json& a : s["attempts"]) {
+      if (a["pid"].get<int>() > 0) ::kill(-a["pid"].get<int>(), SIGKILL);
+    }
+    Kill();
+  }
+
+  void Kill() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      pid_ = -1;
+    }
+    if (drain_.joinable()) drain_.join();
+  }
+
+  std::string log() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return log_;
+  }
+
+ private:
+  void Append(const char* l) {
+    std::lock_guard<std::mutex> lock(mu_);
+    log_ += l;
+  }
+  int port_;
+  std::string node_, state_dir_, checkpoint_root_;
+  pid_t pid_ = -1;
+  std::thread drain_;
+  std::mutex mu_;
+  std::string log_;
+};
+
+// The server's event stream, read with long-polls.
+class Events {
+ public:
+  explicit Events(const ServerProcess* s) : s_(s) {}
+  // Blocks until an event satisfies `pred` (returns it) or 24 long-polls (2 minutes) pass.
+  json WaitFor(const std::function<bool(const json&)>& pred) {
+    for (size_t i = 0; i < all_.size(); ++i) {
+      if (!used_.count(i) && pred(all_[i])) return Use(i);
+    }
+    for (int round = 0; round < 24; ++round) {
+      auto r = s_->Get("/v1/events?since=" + std::to_string(last_) + "&wait=5", kAdmin);
+      if (r.status != 200) return json();
+      json b = json::parse(r.body);
+      last_ = b["last_seq"];
+      size_t first = all_.size();
+      for (const json& e : b["events"]) all_.push_back(e);
+      for (size_t i = first; i < all_.size(); ++i) {
+        if (pred(all_[i])) return Use(i);
+      }
+    }
+    return json();
+  }
+  json Job(const std::string& type, int64_t job, int32_t attempt = 0) {
+    return WaitFor([&](const json& e) {
+      return e["type"] == type && e.value("job", 0) == job &&
+             (attempt == 0 || e.value("attempt", 0) == attempt);
+    });
+  }
+  const std::vector<json>& all() const { return all_; }
+
+ private:
+  json Use(size_t i) {
+    used_.insert(i);
+    return all_[i];
+  }
+  const ServerProcess* s_;
+  int64_t last_ = 0;
+  std::vector<json> all_;
+  std::set<size_t> used_;
+};
+
+int64_t At(const json& e) { return e.at("at_us").get<int64_t>(); }
+
+struct AgentE2E : ::testing::Test {
+  std::string dir;
+  void SetUp() override {
+    dir = (std::filesystem::temp_directory_path() / ("rsv_e2e_" + std::to_string(::getpid())))
+              .string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+};
+
+// The counter job: resumes from its checkpoint, counts every 100 ms, and exits cleanly when the
+// notice file appears (SIGTERM only wakes it).
+const char kCounter[] = R"sh(#!/bin/sh
+trap 'true' TERM
+f="$RESERVOIR_CHECKPOINT_DIR/counter"
+n=$(cat "$f" 2>/dev/null || echo 0)
+echo "attempt $RESERVOIR_ATTEMPT gpus $CUDA_VISIBLE_DEVICES resumes at $n"
+while true; do
+  if [ -f "$RESERVOIR_NOTICE_FILE" ]; then echo "notice at $n: $(cat "$RESERVOIR_NOTICE_FILE")"; exit 0; fi
+  n=$((n+1)); echo $n > "$f.tmp"; mv "$f.tmp" "$f"
+  sleep 0.1
+done
+)sh";
+
+// "... resumes at N" and "notice at M" in one attempt's output.
+int64_t Number(const std::string& log, const std::string& after) {
+  size_t at = log.find(after);
+  return at == std::string::npos ? -1 : std::atoll(log.c_str() + at + after.size());
+}
+
+TEST_F(AgentE2E, OwnerReclaimsLentGpusAndThePreemptedJobResumes) {
+  const std::string config = dir + "/config.json";
+  std::ofstream(config) << R"({"tick": "1s", "heartbeat_timeout": "3s", "start_timeout": "20s",
+    "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25",
+               "max_notice": "30s"}]})";
+  const std::string script = dir + "/counter.sh";
+  std::ofstream(script) << kCounter;
+  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+
+  ServerProcess s(dir + "/r.db", config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/checkpoints");
+  AgentProcess n2(s.port(), "n2", dir + "/n2", dir + "/checkpoints");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  ASSERT_TRUE(n2.Start()) << n2.log();
+  Events events(&s);
+  for (const char* t : {"a", "b"}) {
+    ASSERT_EQ(s.Post("/v1/tenants", kAdmin, json{{"name", t}}.dump()).status, 201);
+  }
+  auto res = s.Post("/v1/reservations", kAdmin,
+                    R"({"tenant":"a","pool":"h100","gpus":8,"duration":"1h"})");
+  ASSERT_EQ(res.status, 201) << res.body;
+
+  auto submit = [&](const std::string& tenant, const std::string& name, const std::string& tier,
+                    const std::string& limit) {
+    json body = {{"tenant", tenant}, {"pool", "h100"}, {"gpus", 8},        {"name", name},
+                 {"tier", tier},     {"notice", "5s"}, {"command", script}};
+    if (!limit.empty()) body["limit_price"] = limit;
+    auto r = s.Post("/v1/jobs", kAdmin, body.dump());
+    EXPECT_EQ(r.status, 201) << r.body;
+    return json::parse(r.body)["id"].get<int64_t>();
+  };
+  // B fills the fleet: one job necessarily runs on A's idle reserved GPUs.
+  int64_t high = submit("b", "b-high", "spot", "3");
+  int64_t low = submit("b", "b-low", "spot", "2");
+  ASSERT_FALSE(events.Job("JobRunning", high).is_null());
+  ASSERT_FALSE(events.Job("JobRunning", low).is_null());
+  // Output of an attempt (waits up to 5 s for some). The counter's first line comes after it
+  // set up its SIGTERM handling, so once it shows, a notice finds the job checkpointing.
+  auto output = [&](int64_t job, int attempt) {
+    auto r = s.Get(
+        "/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) + "&wait=5",
+        kAdmin);
+    return r.status == 200 ? json::parse(r.body)["data"].get<std::string>() : r.body;
+  };
+  ASSERT_NE(output(high, 1).find("resumes at 0"), std::string::npos);
+  ASSERT_NE(output(low, 1).find("resumes at 0"), std::string::npos);
+
+  // A wants its GPUs: exactly the lower-priced job gets the notice, exits, and A runs within
+  // the notice period plus 2 seconds.
+  int64_t mine = submit("a", "a-reserved", "reserved", "");
+  json submitted = events.Job("JobSubmitted", mine);
+  json notice = events.WaitFor([](const json& e) { return e["type"] == "NoticeSent"; });
+  ASSERT_FALSE(notice.is_null());
+  EXPECT_EQ(notice["job"], low);
+  EXPECT_EQ(notice["detail"], "reclaim");
+  json preempted = events.Job("JobPreempted", low, 2);  // events carry the new attempt
+  ASSERT_FALSE(preempted.is_null());
+  EXPECT_EQ(preempted["detail"], "exited under notice");
+  json running = events.Job("JobRunning", mine, 1);
+  ASSERT_FALSE(running.is_null());
+  const int64_t reclaim_us = At(running) - At(submitted);
+  EXPECT_LE(reclaim_us, 5'000'000 + 2'000'000);
+  std::printf("reclaim latency (submit -> owner's job running): %.1f ms\n", reclaim_us / 1e3);
+  for (const json& e : events.all()) {
+    if (e["type"] == "NoticeSent") {
+      EXPECT_EQ(e["job"], low) << e.dump();
+    }
+  }
+
+  // The preempted job resumes from its counter once GPUs free up (B gives up its other job).
+  ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(high) + "/cancel", kAdmin, "{}").status, 200);
+  ASSERT_FALSE(events.Job("JobRunning", low, 2).is_null());
+  const std::string first = output(low, 1);
+  const int64_t stopped_at = Number(first, "notice at ");
+  EXPECT_GT(stopped_at, 0) << first;
+  EXPECT_NE(first.find("\"reason\":\"reclaim\""), std::string::npos) << first;
+  std::string second = output(low, 2);
+  EXPECT_GE(Number(second, "resumes at "), stopped_at) << second;
+
+  // The host running A's job dies. After the heartbeat timeout its jobs are requeued, and A's
+  // reserved job takes the surviving node back from B.
+  auto job = json::parse(s.Get("/v1/jobs/" + std::to_string(mine), kAdmin).body);
+  const std::string lost_node = job["placement"][0]["node"];
+  AgentProcess& victim = lost_node == "n1" ? n1 : n2;
+  victim.KillHost();
+  json down = events.WaitFor([&](const json& e) {
+    return e["type"] == "NodeStateChanged" && e["node"] == lost_node && e["detail"] == "down";
+  });
+  ASSERT_FALSE(down.is_null());
+  json requeued = events.Job("JobRequeued", mine, 2);
+  ASSERT_FALSE(requeued.is_null());
+  EXPECT_EQ(requeued["detail"], "node " + lost_node + " down");
+  ASSERT_FALSE(events.Job("NoticeSent", low, 2).is_null());
+  ASSERT_FALSE(events.Job("JobRunning", mine, 2).is_null());
+  job = json::parse(s.Get("/v1/jobs/" + std::to_string(mine), kAdmin).body);
+  EXPECT_NE(job["placement"][0]["node"], lost_node);
+  // The counter never goes back across attempts.
+  second = output(low, 2);
+  const int64_t second_stop = Number(second, "notice at ");
+  EXPECT_GE(second_stop, Number(second, "resumes at ")) << second << n1.log() << n2.log();
+
+  // Settle: everything ends, then the money. B paid the clearing price for exactly the time its
+  // jobs held GPUs; A was credited for lending.
+  for (int64_t j : {low, mine}) {
+    ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(j) + "/cancel", kAdmin, "{}").status, 200);
+    ASSERT_FALSE(events.Job("JobCancelled", j).is_null());
+  }
+  std::map<int64_t, int64_t> held_since;  // job -> start of the current hold
+  std::vector<std::pair<int64_t, int64_t>> price = {{0, 1'000'000}};  // (from, micros/GPU-hour)
+  __int128 expected = 0;                                              // micro-units x µs / hour
+  auto charge = [&](int64_t from, int64_t to) {
+    for (size_t i = 0; i < price.size(); ++i) {
+      int64_t lo = std::max(from, price[i].first);
+      int64_t hi = std::min(to, i + 1 < price.size() ? price[i + 1].first : INT64_MAX);
+      if (hi > lo) expected += static_cast<__int128>(price[i].second) * 8 * (hi - lo);
+    }
+  };
+  for (const json& e : events.all()) {
+    std::string type = e["type"];
+    if (type == "PriceChanged") {
+      Result<Money> m = Money::Parse(e["price"].get<std::string>());
+      price.emplace_back(At(e), m->micros());
+    }
+    int64_t j = e.value("job", 0);
+    if (j != high && j != low) continue;
+    if (type == "JobStarted") held_since[j] = At(e);
+    if ((type == "JobPreempted" || type == "JobRequeued" || type == "JobCancelled") &&
+        held_since.count(j)) {
+      charge(held_since[j], At(e));
+      held_since.erase(j);
+    }
+  }
+  const int64_t expected_micros = static_cast<int64_t>(expected / 3'600'000'000LL);
+  json b = json::parse(s.Get("/v1/ledger?tenant=b", kAdmin).body);
+  int64_t charged = -Money::Parse(b["charges"].get<std::string>())->micros();
+  EXPECT_GT(charged, 0);
+  EXPECT_NEAR(charged, expected_micros, 10) << b.dump();
+  json a = json::parse(s.Get("/v1/ledger?tenant=a", kAdmin).body);
+  int64_t lending = 0;
+  for (const json& e : a["entries"]) {
+    if (e["kind"] == "spot_charge")
+      lending += Money::Parse(e["amount"].get<std::string>())->micros();
+  }
+  EXPECT_GT(lending, 0) << a.dump();
+  EXPECT_LT(lending, charged);  // the operator keeps its share
+}
+
+}  // namespace
+}  // namespace rsv
