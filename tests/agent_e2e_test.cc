@@ -4,6 +4,7 @@
 // event timestamps.
 #include <gtest/gtest.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -30,11 +31,13 @@ const char kAdmin[] = "e2e-admin-token";
 class AgentProcess {
  public:
   // `checkpoint_root` is shared by all agents, as shared storage is on a fleet.
-  AgentProcess(int port, std::string node, std::string state_dir, std::string checkpoint_root)
+  AgentProcess(int port, std::string node, std::string state_dir, std::string checkpoint_root,
+               std::vector<std::string> extra = {})
       : port_(port),
         node_(std::move(node)),
         state_dir_(std::move(state_dir)),
-        checkpoint_root_(std::move(checkpoint_root)) {}
+        checkpoint_root_(std::move(checkpoint_root)),
+        extra_(std::move(extra)) {}
   ~AgentProcess() { Kill(); }
 
   bool Start() {
@@ -63,6 +66,7 @@ class AgentProcess {
                                        state_dir_,
                                        "--checkpoint-root",
                                        checkpoint_root_};
+      args.insert(args.end(), extra_.begin(), extra_.end());
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -78,10 +82,14 @@ class AgentProcess {
       registered = std::strstr(line, "registered with") != nullptr;
     }
     // Keep draining the agent's log so it never blocks on a full pipe.
+    ended_ = false;
     drain_ = std::thread([this, in] {
       char l[4096];
       while (std::fgets(l, sizeof l, in)) Append(l);
       std::fclose(in);
+      std::lock_guard<std::mutex> lock(mu_);
+      ended_ = true;
+      grew_.notify_all();
     });
     return registered;
   }
@@ -109,14 +117,24 @@ class AgentProcess {
     std::lock_guard<std::mutex> lock(mu_);
     return log_;
   }
+  // Blocks until the agent has logged `text` (true) or its log ended (false).
+  bool WaitForLog(const std::string& text) {
+    std::unique_lock<std::mutex> lock(mu_);
+    grew_.wait(lock, [&] { return log_.find(text) != std::string::npos || ended_; });
+    return log_.find(text) != std::string::npos;
+  }
 
  private:
   void Append(const char* l) {
     std::lock_guard<std::mutex> lock(mu_);
     log_ += l;
+    grew_.notify_all();
   }
   int port_;
   std::string node_, state_dir_, checkpoint_root_;
+  std::vector<std::string> extra_;
+  std::condition_variable grew_;
+  bool ended_ = false;
   pid_t pid_ = -1;
   std::thread drain_;
   std::mutex mu_;
@@ -175,6 +193,14 @@ struct AgentE2E : ::testing::Test {
     std::filesystem::create_directories(dir);
   }
   void TearDown() override { std::filesystem::remove_all(dir); }
+  std::string Config(const std::string& heartbeat, const std::string& start) {
+    std::string path = dir + "/config.json";
+    std::ofstream(path) << R"({"tick": "1s", "heartbeat_timeout": ")" << heartbeat
+                        << R"(", "start_timeout": ")" << start
+                        << R"(", "pools": [{"name": "h100", "reserve_price": "1",
+                            "min_increment": "0.25", "max_notice": "30s"}]})";
+    return path;
+  }
 };
 
 // The counter job: resumes from its checkpoint, counts every 100 ms, and exits cleanly when the
@@ -198,10 +224,7 @@ int64_t Number(const std::string& log, const std::string& after) {
 }
 
 TEST_F(AgentE2E, OwnerReclaimsLentGpusAndThePreemptedJobResumes) {
-  const std::string config = dir + "/config.json";
-  std::ofstream(config) << R"({"tick": "1s", "heartbeat_timeout": "3s", "start_timeout": "20s",
-    "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25",
-               "max_notice": "30s"}]})";
+  const std::string config = Config("3s", "20s");
   const std::string script = dir + "/counter.sh";
   std::ofstream(script) << kCounter;
   std::filesystem::permissions(script, std::filesystem::perms::owner_all);
@@ -343,6 +366,107 @@ TEST_F(AgentE2E, OwnerReclaimsLentGpusAndThePreemptedJobResumes) {
   }
   EXPECT_GT(lending, 0) << a.dump();
   EXPECT_LT(lending, charged);  // the operator keeps its share
+}
+
+TEST_F(AgentE2E, RestartedAgentFindsItsJobAgainAndNothingRunsTwice) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  auto n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1->Start()) << n1->log();
+  Events events(&s);
+  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  auto r = s.Post("/v1/jobs", kAdmin,
+                  R"({"tenant":"b","pool":"h100","gpus":4,"limit_price":"2",
+                      "command":"echo start >> $RESERVOIR_CHECKPOINT_DIR/starts; exec sleep 600"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  int64_t job = json::parse(r.body)["id"];
+  ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
+  ASSERT_TRUE(n1->WaitForLog("started job"));
+  n1->Kill();  // the agent only: its job keeps running
+  n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1->Start()) << n1->log();
+  EXPECT_NE(n1->log().find("found job " + std::to_string(job) + " attempt 1 still running"),
+            std::string::npos)
+      << n1->log();
+  // A full sync round later the job is still attempt 1, running, started once.
+  auto sync = s.Post("/v1/jobs/" + std::to_string(job) + "/cancel", kAdmin, "{}");
+  ASSERT_EQ(sync.status, 200);
+  ASSERT_TRUE(n1->WaitForLog("stopping job " + std::to_string(job)));
+  ASSERT_TRUE(n1->WaitForLog("job " + std::to_string(job) + " attempt 1: "));
+  for (const json& e : events.all()) EXPECT_NE(e["type"], "JobRequeued") << e.dump();
+  std::ifstream starts(dir + "/ckpt/" + std::to_string(job) + "/starts");
+  std::string all((std::istreambuf_iterator<char>(starts)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "start\n");
+}
+
+TEST_F(AgentE2E, UnhealthyGpuDrainsTheNode) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  const std::string faults = dir + "/faults";
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt", {"--fake-faults", faults});
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  Events events(&s);
+  std::ofstream(faults) << "3 XID 79 (GPU fell off the bus)\n";
+  json drained = events.WaitFor([](const json& e) {
+    return e["type"] == "NodeStateChanged" && e["node"] == "n1" && e["detail"] == "draining";
+  });
+  ASSERT_FALSE(drained.is_null());
+  json nodes = json::parse(s.Get("/v1/nodes", kAdmin).body);
+  ASSERT_EQ(nodes.size(), 1u);
+  EXPECT_EQ(nodes[0]["state"], "draining");
+  EXPECT_EQ(nodes[0]["agent"]["probe"], "fake");
+  EXPECT_NE(nodes[0]["agent"]["health"].get<std::string>().find("GPU 3"), std::string::npos);
+  EXPECT_NE(nodes[0]["agent"]["health"].get<std::string>().find("XID 79"), std::string::npos);
+}
+
+TEST_F(AgentE2E, AStartNoAgentConfirmsIsRolledBackAndBadReportsAreRefused) {
+  ServerProcess s(dir + "/r.db", Config("30s", "1s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  Events events(&s);
+  // A node registered by hand: nobody will ever confirm a start on it.
+  auto reg = s.Post("/v1/nodes/n9/register", kAdmin, R"({"pool":"h100","gpus":8})");
+  ASSERT_EQ(reg.status, 200) << reg.body;
+  auto again = s.Post("/v1/nodes/n9/register", kAdmin, R"({"pool":"h100","gpus":4})");
+  EXPECT_EQ(again.status, 409) << again.body;
+  EXPECT_NE(again.body.find("8 GPUs"), std::string::npos);
+  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  auto r = s.Post("/v1/jobs", kAdmin,
+                  R"({"tenant":"b","pool":"h100","gpus":8,"limit_price":"2","command":"true"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  int64_t job = json::parse(r.body)["id"];
+  EXPECT_EQ(json::parse(r.body)["state"], "starting");
+  json rolled = events.Job("JobRequeued", job, 2);
+  ASSERT_FALSE(rolled.is_null());
+  EXPECT_NE(rolled["detail"].get<std::string>().find("not confirmed"), std::string::npos);
+
+  // Bad reports name the field and change nothing; unknown nodes are told to register.
+  struct Case {
+    const char* body;
+    const char* field;
+  } cases[] = {
+      {R"({"jobs": 3})", "jobs"},
+      {R"({"jobs": [{"job": 1, "attempt": 1, "status": "dancing"}]})", "jobs[0].status"},
+      {R"({"jobs": [{"job": "x", "attempt": 1, "status": "running"}]})", "jobs[0]"},
+      {R"({"logs": [{"job": 1, "attempt": 1, "offset": -4, "data": "x"}]})", "logs[0]"},
+      {R"({"health": false})", "health"},
+      {R"({"colour": "red"})", "colour"},
+  };
+  for (const Case& c : cases) {
+    auto bad = s.Post("/v1/nodes/n9/sync", kAdmin, c.body);
+    EXPECT_EQ(bad.status, 400) << c.body;
+    EXPECT_EQ(json::parse(bad.body)["error"]["field"], c.field) << bad.body;
+  }
+  EXPECT_EQ(s.Post("/v1/nodes/nope/sync", kAdmin, "{}").status, 404);
+  EXPECT_EQ(s.Post("/v1/nodes/n9/sync?wait=99", kAdmin, "{}").status, 400);
+  ASSERT_EQ(s.Post("/v1/tokens", kAdmin, R"({"tenant":"b"})").status, 201);
+  auto tenant = json::parse(s.Post("/v1/tokens", kAdmin, R"({"tenant":"b"})").body)["token"];
+  EXPECT_EQ(s.Post("/v1/nodes/n9/sync", tenant, "{}").status, 403);
+  auto logs = s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=9", kAdmin);
+  EXPECT_EQ(logs.status, 400);
+  EXPECT_EQ(json::parse(logs.body)["error"]["field"], "attempt");
+  // The job is still pending (rolled back again and again), never lost.
+  json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  EXPECT_NE(j["state"], "failed");
 }
 
 }  // namespace

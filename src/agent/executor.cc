@@ -225,6 +225,9 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   }
   if (pid == 0) {
     ::setpgid(0, 0);
+    sigset_t none;  // the job starts with no signal blocked, whatever its agent had
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     if (!cgroup_procs.empty()) {
       int fd = ::open(cgroup_procs.c_str(), O_WRONLY);
       if (fd < 0 || ::write(fd, "0", 1) != 1) ::dprintf(log_fd, "reservoir: cannot join cgroup\n");

@@ -102,7 +102,13 @@ int RunAgent(AgentFlags f) {
   sa.sa_handler = OnSignal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
-  for (int sig : {SIGINT, SIGTERM, SIGCHLD}) ::sigaction(sig, &sa, nullptr);
+  sigset_t mine;
+  sigemptyset(&mine);
+  for (int sig : {SIGINT, SIGTERM, SIGCHLD}) {
+    ::sigaction(sig, &sa, nullptr);
+    sigaddset(&mine, sig);
+  }
+  ::sigprocmask(SIG_UNBLOCK, &mine, nullptr);
   int code = a.Run(&g_stop, f.stop_jobs);
   g_wake_fd = -1;
   return code;
@@ -121,6 +127,9 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int st
             const std::vector<std::string>& env) {
   pid_t pid = ::fork();
   if (pid != 0) return pid;
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);  // `up` blocks signals; the children must not
   ::setpgid(0, 0);  // Ctrl-C reaches `up`, which stops the children in order
   int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd >= 0) ::dup2(fd, 2);
