@@ -37,6 +37,7 @@ Action AddSubmit(CLI::App& app) {
     std::string pool = "gpu", tier = "spot", limit, fallback, notice, name, tenant, workdir;
     std::vector<std::string> after, env, command;
     int gpus = 0, max_restarts = 0;
+    int64_t cpu_millis = 0, memory_mib = 0;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* s = app.add_subcommand("submit", "Submit a job (a command, or a Slurm batch script)");
@@ -52,6 +53,8 @@ Action AddSubmit(CLI::App& app) {
   s->add_option("--after", f->after, "afterok:ID or afterany:ID (repeatable)");
   s->add_option("--env", f->env, "NAME=value (repeatable)");
   s->add_option("--workdir", f->workdir, "Working directory on the node");
+  s->add_option("--cpu-millis", f->cpu_millis, "CPU limit in thousandths of a core (cgroup v2)");
+  s->add_option("--memory-mib", f->memory_mib, "Memory limit in MiB (cgroup v2)");
   s->add_option("--tenant", f->tenant, "Admin only: the tenant to submit for");
   s->add_option("command", f->command, "Command, or the path of a Slurm batch script")->required();
   return [f] {
@@ -101,6 +104,8 @@ Action AddSubmit(CLI::App& app) {
     if (!f->fallback.empty()) body["fallback_limit"] = f->fallback;
     if (!f->notice.empty()) body["notice"] = f->notice;
     if (!f->workdir.empty()) body["workdir"] = f->workdir;
+    if (f->cpu_millis != 0) body["cpu_millis"] = f->cpu_millis;
+    if (f->memory_mib != 0) body["memory_mib"] = f->memory_mib;
     if (!f->tenant.empty()) body["tenant"] = f->tenant;
     if (!f->env.empty()) body["env"] = f->env;
     json deps = json::array();

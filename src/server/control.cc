@@ -50,6 +50,8 @@ json JobJson(const ClusterState& s, const Job& j) {
               {"notice_s", j.spec.notice.seconds()},
               {"max_restarts", j.spec.max_restarts},
               {"command", j.spec.command}};
+  if (j.spec.cpu_millis > 0) out["cpu_millis"] = j.spec.cpu_millis;
+  if (j.spec.memory_mib > 0) out["memory_mib"] = j.spec.memory_mib;
   if (HoldsGpus(j.state)) out["started_us"] = j.started.micros();
   if (j.state == JobState::kPreempting) {
     out["notice_deadline_us"] = j.notice_deadline.micros();
