@@ -84,6 +84,16 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   return Status::Ok();
 }
 
+Event Scheduler::JobEvent(EventType type, const Job& j, Timestamp now) {
+  Event e;
+  e.at = now;
+  e.type = type;
+  e.job = j.id;
+  e.pool = j.spec.pool;
+  e.attempt = j.attempt;
+  return e;
+}
+
 Status Scheduler::SetNodeAgent(NodeId id) {
   if (!state_.HasNode(id)) return NotFound("no such node");
   state_.node(id).agent = true;
@@ -342,21 +352,22 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
   return Status::Ok();
 }
 
-Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now) {
+Status Scheduler::PlacedAttempt(JobId id, int32_t attempt) const {
   if (!state_.HasJob(id)) return NotFound("no such job");
-  Job& j = state_.job(id);
+  const Job& j = state_.job(id);
   if (j.attempt != attempt || !HoldsGpus(j.state)) {
     return FailedPrecondition("attempt " + std::to_string(attempt) + " of job " +
                               std::to_string(id.value()) + " is not placed");
   }
+  return Status::Ok();
+}
+
+Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now) {
+  RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
+  Job& j = state_.job(id);
   if (j.state != JobState::kStarting) return Status::Ok();  // confirmed already, or under notice
   j.state = JobState::kRunning;
-  Event e;
-  e.at = now;
-  e.type = EventType::kJobRunning;
-  e.job = j.id;
-  e.pool = j.spec.pool;
-  e.attempt = j.attempt;
+  Event e = JobEvent(EventType::kJobRunning, j, now);
   Emit(std::move(e));
   return Status::Ok();
 }
@@ -364,12 +375,8 @@ Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now) {
 Status Scheduler::StartFailed(JobId id, int32_t attempt, const std::string& reason,
                               bool counts_as_failure, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
-  if (!state_.HasJob(id)) return NotFound("no such job");
+  RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
   Job& j = state_.job(id);
-  if (j.attempt != attempt || !HoldsGpus(j.state)) {
-    return FailedPrecondition("attempt " + std::to_string(attempt) + " of job " +
-                              std::to_string(id.value()) + " is not placed");
-  }
   at_fixpoint_ = false;
   if (counts_as_failure && j.state != JobState::kPreempting) {
     j.failures++;
@@ -460,12 +467,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
     r.reserved_used[j.spec.tenant] += j.spec.gpus;
     r.reserved_holders.insert(j.id.value());
   }
-  Event e;
-  e.at = now;
-  e.type = EventType::kJobStarted;
-  e.job = j.id;
-  e.pool = j.spec.pool;
-  e.attempt = j.attempt;
+  Event e = JobEvent(EventType::kJobStarted, j, now);
   e.price = as == Tier::kSpot ? r.price : Money();
   e.detail = std::string(TierName(as)) + " " + PlacementString(state_, j.placement);
   Emit(std::move(e));
@@ -508,12 +510,7 @@ void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp no
   }
   j.preempt_reason.clear();
   Enqueue(j);
-  Event e;
-  e.at = now;
-  e.type = type;
-  e.job = j.id;
-  e.pool = j.spec.pool;
-  e.attempt = j.attempt;
+  Event e = JobEvent(type, j, now);
   e.detail = std::move(reason);
   Emit(std::move(e));
 }
@@ -549,12 +546,7 @@ void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId bene
   j.preempt_reason = reason;
   preempting_.insert(j.id.value());
   r.preempting++;
-  Event e;
-  e.at = now;
-  e.type = EventType::kNoticeSent;
-  e.job = j.id;
-  e.pool = j.spec.pool;
-  e.attempt = j.attempt;
+  Event e = JobEvent(EventType::kNoticeSent, j, now);
   e.price = r.price;
   e.deadline = j.notice_deadline;
   e.beneficiary = beneficiary;

@@ -211,6 +211,10 @@ class Scheduler {
   const PoolRuntime& rt(PoolId p) const { return pools_[p.value() - 1]; }
   void RefreshIndexes();
   void Emit(Event e);
+  // An event about job `j` (time, type, job, pool, attempt filled in).
+  static Event JobEvent(EventType type, const Job& j, Timestamp now);
+  // Ok when `attempt` is the job's current attempt and it holds GPUs.
+  Status PlacedAttempt(JobId id, int32_t attempt) const;
   RankKey KeyOf(const Job& j) const;
   // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
   void Enqueue(Job& j);
