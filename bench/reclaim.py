@@ -113,8 +113,9 @@ class Cluster:
             pass
 
     def stop(self):
-        for p in self.agents.values():
-            p.kill()
+        for node, p in self.agents.items():
+            if p.poll() is None:
+                self.kill_host(node)  # the agents and their jobs' processes
         self.server.terminate()
         self.server.wait()
 

@@ -47,6 +47,7 @@ void IgnoreSignal(int) {}
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  ::prctl(PR_SET_NAME, "rsv-supervisor");  // not to be taken for the agent in `ps`
   pid_t job = ::fork();
   if (job == 0) {
     char sh[] = "/bin/sh", c[] = "-c";

@@ -155,7 +155,7 @@ int RunUp(const UpFlags& f) {
     std::cerr << "reservoir up: cannot create " << f.dir << ": " << ec.message() << "\n";
     return 1;
   }
-  const std::string dir = std::filesystem::absolute(f.dir).string();
+  const std::string dir = std::filesystem::absolute(f.dir).lexically_normal().string();
   // The admin token is made once and kept (0600) so restarts keep working with it.
   std::string token;
   {
