@@ -399,6 +399,41 @@ TEST_F(AgentE2E, RestartedAgentFindsItsJobAgainAndNothingRunsTwice) {
   EXPECT_EQ(all, "start\n");
 }
 
+TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  Events events(&s);
+  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  auto r = s.Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":2,"limit_price":"2",
+      "max_restarts":1,"command":"echo out $RESERVOIR_ATTEMPT; echo err >&2; exit 3"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  int64_t job = json::parse(r.body)["id"];
+  json requeued = events.Job("JobRequeued", job, 2);
+  ASSERT_FALSE(requeued.is_null());
+  EXPECT_EQ(requeued["detail"], "failed (exit 3); restart 1");
+  ASSERT_FALSE(events.Job("JobFailed", job).is_null());
+  json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  EXPECT_EQ(j["state"], "failed");
+  EXPECT_EQ(j["end_reason"], "failed (exit 3)");
+  // Both attempts' output, stdout and stderr, through the server.
+  for (int attempt : {1, 2}) {
+    json out = json::parse(
+        s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt),
+              kAdmin)
+            .body);
+    EXPECT_EQ(out["data"], "out " + std::to_string(attempt) + "\nerr\n") << out.dump();
+    EXPECT_EQ(out["next_offset"], 10);
+    json rest = json::parse(s.Get("/v1/jobs/" + std::to_string(job) +
+                                      "/logs?attempt=" + std::to_string(attempt) + "&offset=10",
+                                  kAdmin)
+                                .body);
+    EXPECT_EQ(rest["data"], "");
+    EXPECT_TRUE(rest["complete"]);
+  }
+}
+
 TEST_F(AgentE2E, UnhealthyGpuDrainsTheNode) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

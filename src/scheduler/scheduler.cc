@@ -331,7 +331,7 @@ Status Scheduler::Release(JobId id, Timestamp now) {
   return Status::Ok();
 }
 
-Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
+Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::string& detail) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
@@ -340,13 +340,14 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now) {
   if (j.state == JobState::kPreempting) {
     Requeue(j, EventType::kJobPreempted, "exited under notice", now);
   } else if (success) {
-    Finish(j, JobState::kSucceeded, "exit 0", now);
+    Finish(j, JobState::kSucceeded, detail.empty() ? "exit 0" : detail, now);
   } else {
     j.failures++;
+    const std::string why = detail.empty() ? "failed" : "failed (" + detail + ")";
     if (j.spec.max_restarts < 0 || j.failures <= j.spec.max_restarts) {
-      Requeue(j, EventType::kJobRequeued, "failed; restart " + std::to_string(j.failures), now);
+      Requeue(j, EventType::kJobRequeued, why + "; restart " + std::to_string(j.failures), now);
     } else {
-      Finish(j, JobState::kFailed, "failed", now);
+      Finish(j, JobState::kFailed, why, now);
     }
   }
   return Status::Ok();

@@ -97,7 +97,8 @@ class Scheduler {
   Status Release(JobId job, Timestamp now);
   // The job's process ended. Under notice any exit requeues it; otherwise success finishes it
   // and failure requeues it while restarts remain.
-  Status JobExited(JobId job, bool success, Timestamp now);
+  // `detail` ("exit 3", "signal 9") goes into the job's end or requeue reason.
+  Status JobExited(JobId job, bool success, Timestamp now, const std::string& detail = "");
   Status Checkpointed(JobId job, Timestamp now);
   // Two-phase start on agent nodes: the agent runs `attempt` (starting -> running). A notice
   // that came while starting stands; the job stays under notice.

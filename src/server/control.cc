@@ -400,7 +400,8 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
           sched_.StartFailed(id, attempt, b.value("reason", ""), b.value("counts", false), now));
     } else {
       if (st.job(id).attempt != attempt) return FailedPrecondition("a stale attempt");
-      RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", false), now));
+      RSV_RETURN_IF_ERROR(
+          sched_.JobExited(id, b.value("success", false), now, b.value("detail", "")));
     }
     sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
     return Reply{200, JobJson(st, st.job(id)).dump()};
