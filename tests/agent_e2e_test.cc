@@ -434,6 +434,91 @@ TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   }
 }
 
+TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
+  const std::string db = dir + "/r.db", config = Config("5s", "20s");
+  auto s = std::make_unique<ServerProcess>(db, config, kAdmin);
+  ASSERT_TRUE(s->Start());
+  const int port = s->port();
+  AgentProcess n1(port, "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  ASSERT_EQ(s->Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  auto r = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
+      "limit_price":"2","command":"echo started; exec sleep 600"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  int64_t job = json::parse(r.body)["id"];
+  {
+    Events events(s.get());
+    ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
+  }
+  // The server dies and comes back on the same address with the same database.
+  s->Kill(SIGKILL);
+  s = std::make_unique<ServerProcess>(db, config, kAdmin, "127.0.0.1:" + std::to_string(port));
+  ASSERT_TRUE(s->Start());
+  ASSERT_TRUE(n1.WaitForLog("server reachable again")) << n1.log();
+  // The running job was never disturbed, and new work reaches the agent.
+  Events events(s.get());
+  auto second = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
+      "limit_price":"2","command":"exec sleep 600"})");
+  ASSERT_EQ(second.status, 201) << second.body;
+  int64_t next = json::parse(second.body)["id"];
+  ASSERT_FALSE(events.Job("JobRunning", next, 1).is_null());
+  json first = json::parse(s->Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  EXPECT_EQ(first["state"], "running");
+  EXPECT_EQ(first["attempt"], 1);
+  for (const json& e : events.all()) EXPECT_NE(e["type"], "JobRequeued") << e.dump();
+  EXPECT_EQ(n1.log().find("stopping job"), std::string::npos) << n1.log();
+}
+
+TEST_F(AgentE2E, UpRunsAServerAndALabelledLocalAgentAndCtrlCStopsBoth) {
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  pid_t up = ::fork();
+  if (up == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::close(out[1]);
+    std::string d = dir + "/up";
+    ::execl(RESERVOIR_BIN, RESERVOIR_BIN, "up", "--listen", "127.0.0.1:0", "--dir", d.c_str(),
+            "--fake-gpus", "4", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  FILE* in = ::fdopen(out[0], "r");
+  std::string banner;
+  char line[1024];
+  while (banner.find("Ctrl-C") == std::string::npos && std::fgets(line, sizeof line, in)) {
+    banner += line;
+  }
+  ASSERT_NE(banner.find("4 FAKE GPUs"), std::string::npos) << banner;
+  const size_t at = banner.find("http://127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << banner;
+  const int port = std::atoi(banner.c_str() + at + std::strlen("http://127.0.0.1:"));
+  const size_t t = banner.find("admin token: ");
+  ASSERT_NE(t, std::string::npos) << banner;
+  const std::string token = banner.substr(t + 13, banner.find(' ', t + 13) - (t + 13));
+  std::ifstream kept(dir + "/up/admin-token");
+  std::string stored;
+  std::getline(kept, stored);
+  EXPECT_EQ(stored, token);
+  // By the time the banner shows, the local agent has registered its node.
+  auto nodes = rsv::testing::Http(port, "GET", "/v1/nodes", token);
+  ASSERT_EQ(nodes.status, 200) << nodes.body;
+  json n = json::parse(nodes.body);
+  ASSERT_EQ(n.size(), 1u);
+  EXPECT_EQ(n[0]["gpus"], 4);
+  EXPECT_EQ(n[0]["agent"]["probe"], "fake");
+  // Ctrl-C: both stop, `up` exits 0 and the server no longer answers.
+  ::kill(up, SIGINT);
+  std::string rest;
+  while (std::fgets(line, sizeof line, in)) rest += line;
+  std::fclose(in);
+  int status = 0;
+  ASSERT_EQ(::waitpid(up, &status, 0), up);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_NE(rest.find("stopping"), std::string::npos) << rest;
+  EXPECT_EQ(rsv::testing::Http(port, "GET", "/healthz").status, 0);
+}
+
 TEST_F(AgentE2E, UnhealthyGpuDrainsTheNode) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

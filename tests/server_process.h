@@ -59,8 +59,10 @@ inline HttpResult Http(int port, const std::string& method, const std::string& p
 
 class ServerProcess {
  public:
-  ServerProcess(const std::string& db, const std::string& config, const std::string& admin_token)
-      : db_(db), config_(config), admin_(admin_token) {}
+  // `listen`: HOST:PORT; port 0 picks a free one (see port()).
+  ServerProcess(const std::string& db, const std::string& config, const std::string& admin_token,
+                const std::string& listen = "127.0.0.1:0")
+      : db_(db), config_(config), admin_(admin_token), listen_(listen) {}
   ~ServerProcess() { Kill(SIGKILL); }
 
   // Starts the server and returns once it listens (false if it exited instead).
@@ -73,7 +75,7 @@ class ServerProcess {
       ::close(out[0]);
       ::close(out[1]);
       ::setenv("RESERVOIR_ADMIN_TOKEN", admin_.c_str(), 1);
-      std::vector<std::string> args = {RESERVOIR_BIN, "server", "--listen", "127.0.0.1:0",
+      std::vector<std::string> args = {RESERVOIR_BIN, "server", "--listen", listen_,
                                        "--db",        db_,      "--config", config_};
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
@@ -114,7 +116,7 @@ class ServerProcess {
   }
 
  private:
-  std::string db_, config_, admin_;
+  std::string db_, config_, admin_, listen_;
   pid_t pid_ = -1;
   int port_ = 0;
   FILE* stdout_ = nullptr;

@@ -123,15 +123,18 @@ struct UpFlags {
   int fake_gpus = 0;
 };
 
+// A child running `reservoir ARGS...`: stderr to `log` (or to `stderr_fd`), stdout to
+// `stdout_fd` when given.
 pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int stdout_fd,
-            const std::vector<std::string>& env) {
+            int stderr_fd, const std::vector<std::string>& env) {
   pid_t pid = ::fork();
   if (pid != 0) return pid;
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);  // `up` blocks signals; the children must not
   ::setpgid(0, 0);  // Ctrl-C reaches `up`, which stops the children in order
-  int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = stderr_fd >= 0 ? stderr_fd
+                          : ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd >= 0) ::dup2(fd, 2);
   if (stdout_fd >= 0) ::dup2(stdout_fd, 1);
   for (const std::string& e : env) ::putenv(const_cast<char*>(e.c_str()));
@@ -199,7 +202,7 @@ int RunUp(const UpFlags& f) {
     server_args.push_back(f.config);
   }
   pid_t server =
-      Spawn(server_args, dir + "/server.log", out[1], {"RESERVOIR_ADMIN_TOKEN=" + token});
+      Spawn(server_args, dir + "/server.log", out[1], -1, {"RESERVOIR_ADMIN_TOKEN=" + token});
   ::close(out[1]);
   FILE* server_out = ::fdopen(out[0], "r");
   std::string url;
@@ -233,7 +236,36 @@ int RunUp(const UpFlags& f) {
     agent_args.push_back("--fake-gpus");
     agent_args.push_back(std::to_string(fake));
   }
-  pid_t agent = Spawn(agent_args, dir + "/agent.log", -1, {"RESERVOIR_TOKEN=" + token});
+  // The agent's log passes through here: "up" is up once the agent has registered its node.
+  int err[2];
+  if (::pipe2(err, O_CLOEXEC) != 0) return 1;
+  pid_t agent = Spawn(agent_args, "", -1, err[1], {"RESERVOIR_TOKEN=" + token});
+  ::close(err[1]);
+  FILE* agent_err = ::fdopen(err[0], "r");
+  FILE* agent_log = std::fopen((dir + "/agent.log").c_str(), "a");
+  bool registered = false;
+  while (!registered && std::fgets(line, sizeof line, agent_err)) {
+    if (agent_log) std::fputs(line, agent_log);
+    registered = std::strstr(line, "registered with") != nullptr;
+  }
+  if (agent_log) std::fflush(agent_log);
+  std::thread copy_agent([agent_err, agent_log] {
+    char l[4096];
+    while (std::fgets(l, sizeof l, agent_err)) {
+      if (agent_log) {
+        std::fputs(l, agent_log);
+        std::fflush(agent_log);
+      }
+    }
+  });
+  if (!registered) {
+    std::cerr << "reservoir up: the agent did not start; see " << dir << "/agent.log\n";
+    Stop(agent);
+    Stop(server);
+    copy_agent.join();
+    copy.join();
+    return 1;
+  }
   std::cout << "Reservoir is up: server " << url << ", one local agent with " << gpus_line
             << " in pool " << pool << ".\n"
             << "  admin token: " << token << "   (kept in " << dir << "/admin-token)\n"
@@ -263,7 +295,10 @@ int RunUp(const UpFlags& f) {
   Stop(agent);
   Stop(server);
   copy.join();
+  copy_agent.join();
   std::fclose(server_out);
+  std::fclose(agent_err);
+  if (agent_log) std::fclose(agent_log);
   return code;
 }
 
