@@ -33,6 +33,8 @@ struct World {
       for (int i = 0; i < n; ++i) {
         nodes.push_back(*s.AddNode("p" + std::to_string(p) + "n" + std::to_string(i), pools.back(),
                                    8, "z" + std::to_string(i % 2) + "/r" + std::to_string(i % 3)));
+        // Some nodes are run by an agent: their starts are two-phase.
+        if (rng.Chance(1, 2)) (void)s.SetNodeAgent(nodes.back());
       }
     }
     for (int t = 0; t < 4; ++t) tenants.push_back(*s.AddTenant("t" + std::to_string(t)));
@@ -104,8 +106,18 @@ struct World {
                                : NodeState::kReady;
       ASSERT_TRUE(s.SetNodeState(n, to, now).ok());
       s.RunCycle(now);
-    } else if (what < 80 && !jobs.empty()) {
+    } else if (what < 77 && !jobs.empty()) {
       (void)s.Checkpointed(JobId(static_cast<uint32_t>(rng.Range(1, jobs.size()))), now);
+    } else if (what < 80 && !jobs.empty()) {
+      // The agent confirms a start, or the start fails or is never confirmed (rolled back).
+      JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
+      int32_t attempt = s.state().job(id).attempt - (rng.Chance(1, 8) ? 1 : 0);  // some stale
+      if (rng.Chance(2, 3)) {
+        (void)s.ConfirmStart(id, attempt, now);
+      } else {
+        (void)s.StartFailed(id, attempt, "random", rng.Chance(1, 2), now);
+        s.RunCycle(now);
+      }
     } else {
       now = now + Duration::Seconds(rng.Range(1, 600));
       s.RunCycle(now);
