@@ -15,6 +15,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "common/units.h"
 #include "server_process.h"
@@ -517,6 +518,32 @@ TEST_F(AgentE2E, UpRunsAServerAndALabelledLocalAgentAndCtrlCStopsBoth) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   EXPECT_NE(rest.find("stopping"), std::string::npos) << rest;
   EXPECT_EQ(rsv::testing::Http(port, "GET", "/healthz").status, 0);
+}
+
+TEST_F(AgentE2E, AnAgentTheServerRefusesExitsSayingWhy) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  auto run = [&](const std::string& args) {
+    std::string cmd = std::string(RESERVOIR_BIN) +
+                      " agent --server http://127.0.0.1:" + std::to_string(s.port()) +
+                      " --fake-gpus 8 --state-dir " + dir + "/refused " + args + " 2> " + dir +
+                      "/agent.err";
+    int status = std::system(cmd.c_str());
+    std::ifstream in(dir + "/agent.err");
+    std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, err);
+  };
+  auto [code, err] = run("--token " + std::string(kAdmin) + " --pool nope --node-id n1");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("unknown pool 'nope'"), std::string::npos) << err;
+  std::tie(code, err) = run("--token wrong --pool h100 --node-id n1");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("unknown token"), std::string::npos) << err;
+  std::tie(code, err) = run("--token " + std::string(kAdmin) + " --pool h100 --node-id a/b");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(err.find("--node-id"), std::string::npos) << err;
+  // Nothing was registered.
+  EXPECT_EQ(json::parse(s.Get("/v1/nodes", kAdmin).body).size(), 0u);
 }
 
 TEST_F(AgentE2E, UnhealthyGpuDrainsTheNode) {

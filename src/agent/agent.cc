@@ -119,18 +119,11 @@ bool Agent::Register() {
     Log("GPU discovery failed: " + gpus.status().message());
     return false;
   }
-  json inventory = json::array();
-  for (const GpuInfo& g : *gpus) {
-    inventory.push_back({{"index", g.index},
-                         {"uuid", g.uuid},
-                         {"name", g.name},
-                         {"memory_mib", g.memory_mib},
-                         {"utilization_pct", g.utilization_pct},
-                         {"healthy", g.healthy}});
-  }
+  std::string inventory = "[]";
+  (void)HealthLine(&inventory);
   json body = {{"pool", config_.pool},         {"gpus", static_cast<int64_t>(gpus->size())},
                {"topology", config_.topology}, {"probe", probe_->kind()},
-               {"cgroups", cgroup_note_},      {"inventory", inventory}};
+               {"cgroups", cgroup_note_},      {"inventory", json::parse(inventory)}};
   HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
@@ -143,20 +136,33 @@ bool Agent::Register() {
     return true;
   }
   std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
+  if (r.status >= 400 && r.status < 500) {  // refused (token, pool, GPU count): retrying won't help
+    Log("the server refused to register this node: " + why);
+    refused_ = true;
+    return false;
+  }
   if (why != last_error_) Log("cannot register yet: " + why);
   last_error_ = why;
   return false;
 }
 
-std::string Agent::HealthLine() {
+std::string Agent::HealthLine(std::string* inventory) {
   Result<std::vector<GpuInfo>> gpus = probe_->Poll();
   if (!gpus.ok()) return "GPU discovery failed: " + gpus.status().message();
   std::string out;
+  json inv = json::array();
   for (const GpuInfo& g : *gpus) {
+    inv.push_back({{"index", g.index},
+                   {"uuid", g.uuid},
+                   {"name", g.name},
+                   {"memory_mib", g.memory_mib},
+                   {"utilization_pct", g.utilization_pct},
+                   {"healthy", g.healthy}});
     if (g.healthy) continue;
     if (!out.empty()) out += "; ";
     out += "GPU " + std::to_string(g.index) + " (" + g.uuid + "): " + g.health_detail;
   }
+  if (inventory) *inventory = Dump(inv);
   return out;
 }
 
@@ -204,7 +210,13 @@ bool Agent::Sync(bool urgent) {
                     {"detail", r.detail}});
     sent.push_back(r);
   }
-  json report = {{"known", known_}, {"jobs", jobs}, {"health", HealthLine()}, {"logs", logs}};
+  std::string inventory = "[]";
+  std::string health = HealthLine(&inventory);
+  json report = {{"known", known_},
+                 {"jobs", jobs},
+                 {"health", health},
+                 {"gpus", json::parse(inventory)},
+                 {"logs", logs}};
   urgent = urgent || !sent.empty() || !logs.empty();
   int64_t wait_s =
       urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
@@ -350,7 +362,10 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
     (void)::poll(&p, 1, ms);
     Drain();
   };
-  while (!stop->load() && !Register()) pause(1000);
+  while (!stop->load() && !Register()) {
+    if (refused_) return 1;
+    pause(1000);
+  }
   while (!stop->load()) {
     Drain();
     CollectExits();
@@ -367,7 +382,10 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
     // A start just made is confirmed at once (the report says "running").
     bool urgent = started_;
     started_ = false;
-    if (!Sync(urgent)) pause(1000);
+    if (!Sync(urgent)) {
+      if (refused_) return 1;
+      pause(1000);
+    }
   }
   if (stop_jobs) {
     for (const Attempt& a : exec_.Attempts()) (void)exec_.Kill(a.job);

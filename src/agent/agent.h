@@ -60,7 +60,8 @@ class Agent {
   bool Sync(bool urgent);
   void Reconcile(const std::string& desired_json);
   void CollectExits();
-  std::string HealthLine();
+  // What is wrong with which GPU (empty: healthy); `inventory` gets the GPUs as JSON.
+  std::string HealthLine(std::string* inventory = nullptr);
   void SaveState();
   void LoadState();
   void Log(const std::string& line);
@@ -81,6 +82,7 @@ class Agent {
   std::set<Key> notified_;
   std::string last_error_;
   bool started_ = false;
+  bool refused_ = false;      // the server refused the registration: the agent exits
   int64_t heartbeat_s_ = 10;  // the server's heartbeat timeout, from its replies  // an attempt was
                               // started since the last sync: confirm it at once
 };
