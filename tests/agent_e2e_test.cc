@@ -433,6 +433,22 @@ TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
     EXPECT_EQ(rest["data"], "");
     EXPECT_TRUE(rest["complete"]);
   }
+  // Output larger than one sync carries arrives whole, and before the exit is reported.
+  auto big = s.Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":1,
+      "limit_price":"2","command":"head -c 300000 /dev/zero | tr '\\0' x"})");
+  ASSERT_EQ(big.status, 201) << big.body;
+  int64_t id = json::parse(big.body)["id"];
+  ASSERT_FALSE(events.Job("JobSucceeded", id).is_null());
+  std::string all;
+  for (int chunk = 0; chunk < 10; ++chunk) {
+    json part = json::parse(
+        s.Get("/v1/jobs/" + std::to_string(id) + "/logs?offset=" + std::to_string(all.size()),
+              kAdmin)
+            .body);
+    all += part["data"].get<std::string>();
+    if (part["complete"]) break;
+  }
+  EXPECT_EQ(all, std::string(300000, 'x'));
 }
 
 TEST_F(AgentE2E, AgentsRideOutAServerRestart) {

@@ -18,7 +18,10 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr int64_t kLogChunk = 256 * 1024;  // output bytes per attempt per sync
+// Output bytes per attempt, and in all, per sync: even fully escaped (6 bytes of JSON per byte
+// of binary output) a report stays under the server's 1 MiB body limit.
+constexpr int64_t kLogChunk = 64 * 1024;
+constexpr int64_t kLogBudget = 128 * 1024;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -191,10 +194,16 @@ bool Agent::Sync(bool urgent) {
   }
   json logs = json::array();
   std::set<Key> output_pending;
+  int64_t budget = kLogBudget;
   for (const Key& k : launched_) {
+    if (budget <= 0) {  // the rest waits for the next sync, and so do those attempts' exits
+      output_pending.insert(k);
+      continue;
+    }
     std::string data =
         ReadFrom(Executor::LogPath(config_.state_dir, k.first, k.second), shipped_[k]);
     if (data.empty()) continue;
+    budget -= static_cast<int64_t>(data.size());
     if (static_cast<int64_t>(data.size()) == kLogChunk) output_pending.insert(k);
     logs.push_back(
         {{"job", k.first}, {"attempt", k.second}, {"offset", shipped_[k]}, {"data", data}});
