@@ -589,6 +589,13 @@ TEST_F(AgentE2E, AStartNoAgentConfirmsIsRolledBackAndBadReportsAreRefused) {
   // A node registered by hand: nobody will ever confirm a start on it.
   auto reg = s.Post("/v1/nodes/n9/register", kAdmin, R"({"pool":"h100","gpus":8})");
   ASSERT_EQ(reg.status, 200) << reg.body;
+  auto odd = s.Post("/v1/nodes/n%229/register", kAdmin, R"({"pool":"h100","gpus":8})");
+  EXPECT_EQ(odd.status, 400) << odd.body;
+  EXPECT_EQ(json::parse(odd.body)["error"]["field"], "node");
+  auto metrics = s.Get("/metrics", "");
+  EXPECT_NE(
+      metrics.body.find("reservoir_agent_last_sync_age_seconds{node=\"n9\",probe=\"unknown\"}"),
+      std::string::npos);
   auto again = s.Post("/v1/nodes/n9/register", kAdmin, R"({"pool":"h100","gpus":4})");
   EXPECT_EQ(again.status, 409) << again.body;
   EXPECT_NE(again.body.find("8 GPUs"), std::string::npos);

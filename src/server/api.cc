@@ -304,6 +304,11 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "register") {
     if (!admin_only()) return;
+    if (parts[1].size() > 64 ||
+        parts[1].find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789._-") != std::string::npos) {
+      return reply(Error(InvalidArgument("node", "must be 1-64 of A-Z a-z 0-9 . _ -")));
+    }
     RSV_API_TRY(pool, body.String("pool", true));
     RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
     RSV_API_TRY(topology, body.String("topology", false));

@@ -777,6 +777,15 @@ std::string ControlPlane::Metrics() {
   line("# TYPE reservoir_jobs gauge");
   for (const auto& [s, n] : states)
     line("reservoir_jobs{state=\"" + s + "\"} " + std::to_string(n));
+  line("# HELP reservoir_agent_last_sync_age_seconds Time since each agent's node last synced.");
+  line("# TYPE reservoir_agent_last_sync_age_seconds gauge");
+  for (const auto& [node, link] : agents_) {
+    char age[32];
+    std::snprintf(age, sizeof age, "%.3f", (clock_->Now() - link.last_seen).micros() / 1e6);
+    line("reservoir_agent_last_sync_age_seconds{node=\"" + st.node(NodeId(node)).name +
+         "\",probe=\"" + (link.probe == "nvml" || link.probe == "fake" ? link.probe : "unknown") +
+         "\"} " + age);
+  }
   line("# HELP reservoir_preemptions_total Jobs stopped after notice.");
   line("# TYPE reservoir_preemptions_total counter");
   line("reservoir_preemptions_total " + std::to_string(preemptions_));
