@@ -63,8 +63,12 @@ int RunAgent(AgentFlags f) {
     return 2;
   }
   if (f.node.empty()) f.node = HostName();
-  if (f.node.find_first_of("/?# ") != std::string::npos) {
-    std::cerr << "reservoir agent: --node-id must not contain '/', '?', '#' or spaces\n";
+  if (f.node.empty() || f.node.size() > 64 ||
+      f.node.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+          std::string::npos) {
+    std::cerr << "reservoir agent: --node-id must be 1-64 of A-Z a-z 0-9 . _ - (got '" << f.node
+              << "')\n";
     return 2;
   }
   if (f.fake_gpus < 0 || f.fake_gpus > kMaxGpusPerNode) {
