@@ -562,6 +562,36 @@ TEST_F(AgentE2E, AnAgentTheServerRefusesExitsSayingWhy) {
   EXPECT_EQ(json::parse(s.Get("/v1/nodes", kAdmin).body).size(), 0u);
 }
 
+TEST_F(AgentE2E, AnAgentCutOffFromTheServerStopsItsJobsBeforeTheyCanRunTwice) {
+  const std::string db = dir + "/r.db", config = Config("2s", "20s");
+  auto s = std::make_unique<ServerProcess>(db, config, kAdmin);
+  ASSERT_TRUE(s->Start());
+  const int port = s->port();
+  AgentProcess n1(port, "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  ASSERT_EQ(s->Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  auto r = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
+      "limit_price":"2","max_restarts":0,"command":"exec sleep 600"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  const std::string job = std::to_string(json::parse(r.body)["id"].get<int64_t>());
+  {
+    Events events(s.get());
+    ASSERT_FALSE(events.Job("JobRunning", std::stoll(job), 1).is_null());
+  }
+  // The server vanishes: before its heartbeat timeout could pass, the agent stops the job.
+  s->Kill(SIGKILL);
+  ASSERT_TRUE(n1.WaitForLog("no contact with the server")) << n1.log();
+  ASSERT_TRUE(n1.WaitForLog("job " + job + " attempt 1: stopped: no contact")) << n1.log();
+  // Back again: the attempt is reported lost (no restart spent) and the job runs again.
+  s = std::make_unique<ServerProcess>(db, config, kAdmin, "127.0.0.1:" + std::to_string(port));
+  ASSERT_TRUE(s->Start());
+  Events events(s.get());
+  json requeued = events.Job("JobRequeued", std::stoll(job), 2);
+  ASSERT_FALSE(requeued.is_null());
+  EXPECT_NE(requeued["detail"].get<std::string>().find("lost on node n1"), std::string::npos);
+  ASSERT_FALSE(events.Job("JobRunning", std::stoll(job), 2).is_null());
+}
+
 TEST_F(AgentE2E, UnhealthyGpuDrainsTheNode) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

@@ -130,6 +130,7 @@ bool Agent::Register() {
   HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
+    last_heard_ = clock_->Now();
     json reply = json::parse(r.body, nullptr, false);
     if (!reply.is_discarded())
       heartbeat_s_ = std::max<int64_t>(1, reply.value("heartbeat_timeout_s", heartbeat_s_));
@@ -174,9 +175,12 @@ void Agent::CollectExits() {
     Report r;
     r.job = e.job;
     r.attempt = e.attempt;
-    r.status = e.lost ? "lost" : "exited";
+    // A fenced attempt did not fail: it is reported lost, which costs it no restart.
+    const bool fenced = fenced_.erase({e.job, e.attempt}) > 0;
+    r.status = e.lost || fenced ? "lost" : "exited";
     r.success = e.success();
-    r.detail = e.lost       ? "ended while no agent watched it"
+    r.detail = fenced       ? "stopped: no contact with the server"
+               : e.lost     ? "ended while no agent watched it"
                : e.signaled ? "signal " + std::to_string(e.code)
                             : "exit " + std::to_string(e.code);
     reports_.push_back(r);
@@ -229,11 +233,13 @@ bool Agent::Sync(bool urgent) {
   urgent = urgent || !sent.empty() || !logs.empty();
   int64_t wait_s =
       urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
-  int64_t timeout_ms = (wait_s + 10) * 1000;
+  // A server that accepts but does not answer must not keep the agent from fencing (below).
+  int64_t timeout_ms = wait_s * 1000 + 2000;
   const int64_t now = clock_->Now().micros();
   for (const auto& [job, deadline] : kill_at_) {
     timeout_ms = std::min(timeout_ms, std::max<int64_t>(1, (deadline - now) / 1000 + 1));
   }
+  const Timestamp began = clock_->Now();
   HttpReply r = HttpCall(config_.server, "POST",
                          "/v1/nodes/" + config_.node + "/sync?wait=" + std::to_string(wait_s),
                          config_.token, Dump(report), wake_[0], static_cast<int>(timeout_ms));
@@ -250,6 +256,7 @@ bool Agent::Sync(bool urgent) {
   }
   if (!last_error_.empty()) Log("server reachable again");
   last_error_.clear();
+  last_heard_ = began;  // the server counts our heartbeat from when the request arrived
   json d = json::parse(r.body, nullptr, false);
   if (d.is_discarded()) return false;
   // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
@@ -371,6 +378,7 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
     (void)::poll(&p, 1, ms);
     Drain();
   };
+  last_heard_ = clock_->Now();
   while (!stop->load() && !Register()) {
     if (refused_) return 1;
     pause(1000);
@@ -386,6 +394,18 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
         it = kill_at_.erase(it);
       } else {
         ++it;
+      }
+    }
+    // Fencing: out of touch for most of the heartbeat timeout, this node is about to be
+    // declared down and its jobs started elsewhere; stop them first so none runs twice.
+    const Duration silent = clock_->Now() - last_heard_;
+    if (silent > Duration::Micros(heartbeat_s_ * 750'000) && !exec_.Attempts().empty()) {
+      Log("no contact with the server for " + silent.ToString() + " (heartbeat timeout " +
+          std::to_string(heartbeat_s_) + "s): stopping " + std::to_string(exec_.Attempts().size()) +
+          " attempts, which the server requeues");
+      for (const Attempt& a : exec_.Attempts()) {
+        (void)exec_.Kill(a.job);
+        fenced_.insert({a.job, a.attempt});
       }
     }
     // A start just made is confirmed at once (the report says "running").

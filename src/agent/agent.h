@@ -80,10 +80,12 @@ class Agent {
   std::map<Key, int64_t> shipped_;       // output bytes acknowledged by the server
   std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
   std::set<Key> notified_;
+  std::set<Key> fenced_;  // stopped for lack of contact with the server
   std::string last_error_;
   bool started_ = false;
   bool refused_ = false;      // the server refused the registration: the agent exits
-  int64_t heartbeat_s_ = 10;  // the server's heartbeat timeout, from its replies  // an attempt was
+  int64_t heartbeat_s_ = 10;  // the server's heartbeat timeout, from its replies
+  Timestamp last_heard_;      // when the last successful sync began  // an attempt was
                               // started since the last sync: confirm it at once
 };
 
