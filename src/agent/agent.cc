@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -53,6 +54,12 @@ void Agent::Log(const std::string& line) {
   std::fprintf(stderr, "{\"ts_us\":%lld,\"node\":\"%s\",\"msg\":%s}\n",
                static_cast<long long>(clock_->Now().micros()), config_.node.c_str(),
                Dump(json(line)).c_str());
+}
+
+void Agent::Touch() {
+  // Its modification time is what the attempts' supervisors watch (see LaunchSpec).
+  std::ofstream(config_.state_dir + "/heartbeat", std::ios::trunc)
+      << clock_->Now().micros() << "\n";
 }
 
 void Agent::Drain() {
@@ -131,6 +138,7 @@ bool Agent::Register() {
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
     last_heard_ = clock_->Now();
+    Touch();
     json reply = json::parse(r.body, nullptr, false);
     if (!reply.is_discarded())
       heartbeat_s_ = std::max<int64_t>(1, reply.value("heartbeat_timeout_s", heartbeat_s_));
@@ -176,7 +184,11 @@ void Agent::CollectExits() {
     r.job = e.job;
     r.attempt = e.attempt;
     // A fenced attempt did not fail: it is reported lost, which costs it no restart.
-    const bool fenced = fenced_.erase({e.job, e.attempt}) > 0;
+    // (Fenced by the agent, or by its supervisor while the agent was out of touch.)
+    const bool out_of_touch =
+        clock_->Now() - last_heard_ > Duration::Micros(heartbeat_s_ * 750'000);
+    const bool fenced =
+        fenced_.erase({e.job, e.attempt}) > 0 || (e.signaled && e.code == SIGKILL && out_of_touch);
     r.status = e.lost || fenced ? "lost" : "exited";
     r.success = e.success();
     r.detail = fenced       ? "stopped: no contact with the server"
@@ -257,6 +269,7 @@ bool Agent::Sync(bool urgent) {
   if (!last_error_.empty()) Log("server reachable again");
   last_error_.clear();
   last_heard_ = began;  // the server counts our heartbeat from when the request arrived
+  Touch();
   json d = json::parse(r.body, nullptr, false);
   if (d.is_discarded()) return false;
   // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
@@ -340,6 +353,8 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.cpu_millis = e.value("cpu_millis", int64_t{0});
     spec.memory_mib = e.value("memory_mib", int64_t{0});
     spec.cgroup_parent = cgroup_parent_;
+    spec.heartbeat_file = config_.state_dir + "/heartbeat";
+    spec.fence_after_us = heartbeat_s_ * 750'000;
     launched_.insert(key);
     SaveState();  // recorded before it runs: a crash from here on reports it, never reruns it
     std::string limits;

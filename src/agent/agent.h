@@ -66,6 +66,7 @@ class Agent {
   void LoadState();
   void Log(const std::string& line);
   void Drain();  // discards wake-ups
+  void Touch();  // the heartbeat file: "this agent reached the server just now"
 
   AgentConfig config_;
   std::unique_ptr<GpuProbe> probe_;

@@ -13,6 +13,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/clock.h"
+
 namespace rsv::agent {
 namespace {
 
@@ -36,16 +38,27 @@ std::string ReadFile(const std::string& path) {
 
 void IgnoreSignal(int) {}
 
+// When `heartbeat` was last touched (0: never, or no such file).
+int64_t TouchedMicros(const std::string& heartbeat) {
+  struct stat sb {};
+  if (::stat(heartbeat.c_str(), &sb) != 0) return 0;
+  return int64_t{sb.st_mtim.tv_sec} * 1'000'000 + sb.st_mtim.tv_nsec / 1000;
+}
+
 // The attempt's first process (its group leader, the pid the agent watches). It runs the
 // command with /bin/sh -c and stays until every process of the job has exited: a SIGTERM to
 // the group reaches the job (which may checkpoint and exit cleanly) but not the supervisor, and
 // as a subreaper it outlives a shell that dies at once while the job's real work carries on.
-// Ends with the status of the job's last process (re-raising its signal).
-[[noreturn]] void Supervise(std::string& cmd, char** envp) {
+// Ends with the status of the job's last process (re-raising its signal). With a heartbeat
+// file, it fences: once the agent has not touched the file for `fence_after_us` (the agent is
+// gone, or cut off from the server), the whole attempt is killed, since the server requeues it.
+[[noreturn]] void Supervise(std::string& cmd, char** envp, const std::string& heartbeat,
+                            int64_t fence_after_us) {
   struct sigaction sa {};
   sa.sa_handler = IgnoreSignal;  // a handler, not SIG_IGN: exec gives the job the default back
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART: it interrupts waitpid to check
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   ::prctl(PR_SET_NAME, "rsv-supervisor");  // not to be taken for the agent in `ps`
   pid_t job = ::fork();
@@ -56,16 +69,27 @@ void IgnoreSignal(int) {}
     ::_exit(127);
   }
   if (job < 0) ::_exit(126);
+  const bool fencing = !heartbeat.empty() && fence_after_us > 0;
+  SystemClock clock;
   int last = 0;
   while (true) {
+    if (fencing) ::alarm(1);
     int status = 0;
     pid_t p = ::waitpid(-1, &status, 0);
     if (p > 0) {
       last = status;
     } else if (errno != EINTR) {
       break;  // no children left
+    } else if (fencing) {
+      int64_t touched = TouchedMicros(heartbeat);
+      if (touched > 0 && clock.Now().micros() - touched > fence_after_us) {
+        ::dprintf(2, "reservoir: the agent has not reached the server for %lld ms: stopping\n",
+                  static_cast<long long>((clock.Now().micros() - touched) / 1000));
+        ::kill(0, SIGKILL);  // the group, this process included
+      }
     }
   }
+  ::alarm(0);
   if (WIFSIGNALED(last)) {
     ::signal(WTERMSIG(last), SIG_DFL);
     ::raise(WTERMSIG(last));
@@ -242,7 +266,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
       ::dprintf(2, "reservoir: cannot chdir to %s: %s\n", workdir.c_str(), std::strerror(errno));
       ::_exit(126);
     }
-    Supervise(cmd, envp.data());
+    Supervise(cmd, envp.data(), spec.heartbeat_file, spec.fence_after_us);
   }
   ::setpgid(pid, pid);  // also here: no race with an early Notify
   ::close(log_fd);
