@@ -568,7 +568,7 @@ TEST_F(AgentE2E, AnAgentTheServerRefusesExitsSayingWhy) {
 }
 
 TEST_F(AgentE2E, AnAgentCutOffFromTheServerStopsItsJobsBeforeTheyCanRunTwice) {
-  const std::string db = dir + "/r.db", config = Config("2s", "20s");
+  const std::string db = dir + "/r.db", config = Config("3s", "20s");
   auto s = std::make_unique<ServerProcess>(db, config, kAdmin);
   ASSERT_TRUE(s->Start());
   const int port = s->port();
@@ -597,7 +597,7 @@ TEST_F(AgentE2E, AnAgentCutOffFromTheServerStopsItsJobsBeforeTheyCanRunTwice) {
 }
 
 TEST_F(AgentE2E, JobsOfADeadAgentStopThemselvesBeforeTheyCanRunTwice) {
-  ServerProcess s(dir + "/r.db", Config("2s", "20s"), kAdmin);
+  ServerProcess s(dir + "/r.db", Config("3s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());
   auto n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1->Start()) << n1->log();

@@ -81,10 +81,13 @@ int64_t TouchedMicros(const std::string& heartbeat) {
     } else if (errno != EINTR) {
       break;  // no children left
     } else if (fencing) {
+      // A missing file counts as stale: the agent's state is gone, nobody tracks this attempt.
       int64_t touched = TouchedMicros(heartbeat);
-      if (touched > 0 && clock.Now().micros() - touched > fence_after_us) {
-        ::dprintf(2, "reservoir: the agent has not reached the server for %lld ms: stopping\n",
-                  static_cast<long long>((clock.Now().micros() - touched) / 1000));
+      if (clock.Now().micros() - touched > fence_after_us) {
+        ::dprintf(2, "reservoir: the agent has not reached the server for %s: stopping\n",
+                  touched == 0
+                      ? "ever (its state directory is gone)"
+                      : (std::to_string((clock.Now().micros() - touched) / 1000) + " ms").c_str());
         ::kill(0, SIGKILL);  // the group, this process included
       }
     }

@@ -34,7 +34,7 @@ struct LaunchSpec {
   int64_t memory_mib = 0;
   std::string cgroup_parent;  // a cgroup v2 directory with cpu and memory delegated; empty: none
   // Fencing: the attempt kills itself once `heartbeat_file` (touched by the agent after every
-  // successful sync) is older than `fence_after_us`. Empty: no fencing.
+  // successful sync) is older than `fence_after_us`, or gone. Empty: no fencing.
   std::string heartbeat_file;
   int64_t fence_after_us = 0;
 };
