@@ -190,6 +190,17 @@ class Events {
 
 int64_t At(const json& e) { return e.at("at_us").get<int64_t>(); }
 
+// Submits a spot job of tenant "b" (created if needed): 4 GPUs at limit 2 unless `fields` says
+// otherwise. Returns its id, or 0 (and fails the test) if the server refused it.
+int64_t SpotJob(const ServerProcess& s, const json& fields) {
+  s.Post("/v1/tenants", kAdmin, R"({"name":"b"})");  // 201, or 409 when it exists
+  json body = {{"tenant", "b"}, {"pool", "h100"}, {"gpus", 4}, {"limit_price", "2"}};
+  body.update(fields);
+  auto r = s.Post("/v1/jobs", kAdmin, body.dump());
+  EXPECT_EQ(r.status, 201) << r.body;
+  return r.status == 201 ? json::parse(r.body)["id"].get<int64_t>() : 0;
+}
+
 struct AgentE2E : ::testing::Test {
   std::string dir;
   void SetUp() override {
@@ -380,12 +391,8 @@ TEST_F(AgentE2E, RestartedAgentFindsItsJobAgainAndNothingRunsTwice) {
   auto n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1->Start()) << n1->log();
   Events events(&s);
-  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
-  auto r = s.Post("/v1/jobs", kAdmin,
-                  R"({"tenant":"b","pool":"h100","gpus":4,"limit_price":"2",
-                      "command":"echo start >> $RESERVOIR_CHECKPOINT_DIR/starts; exec sleep 600"})");
-  ASSERT_EQ(r.status, 201) << r.body;
-  int64_t job = json::parse(r.body)["id"];
+  int64_t job =
+      SpotJob(s, {{"command", "echo start >> $RESERVOIR_CHECKPOINT_DIR/starts; exec sleep 600"}});
   ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
   ASSERT_TRUE(n1->WaitForLog("started job"));
   n1->Kill();  // the agent only: its job keeps running
@@ -411,11 +418,9 @@ TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1.Start()) << n1.log();
   Events events(&s);
-  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
-  auto r = s.Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":2,"limit_price":"2",
-      "max_restarts":1,"command":"echo out $RESERVOIR_ATTEMPT; echo err >&2; exit 3"})");
-  ASSERT_EQ(r.status, 201) << r.body;
-  int64_t job = json::parse(r.body)["id"];
+  int64_t job = SpotJob(s, {{"gpus", 2},
+                            {"max_restarts", 1},
+                            {"command", "echo out $RESERVOIR_ATTEMPT; echo err >&2; exit 3"}});
   json requeued = events.Job("JobRequeued", job, 2);
   ASSERT_FALSE(requeued.is_null());
   EXPECT_EQ(requeued["detail"], "failed (exit 3); restart 1");
@@ -439,10 +444,7 @@ TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
     EXPECT_TRUE(rest["complete"]);
   }
   // Output larger than one sync carries arrives whole, and before the exit is reported.
-  auto big = s.Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":1,
-      "limit_price":"2","command":"head -c 300000 /dev/zero | tr '\\0' x"})");
-  ASSERT_EQ(big.status, 201) << big.body;
-  int64_t id = json::parse(big.body)["id"];
+  int64_t id = SpotJob(s, {{"gpus", 1}, {"command", "head -c 300000 /dev/zero | tr '\\0' x"}});
   ASSERT_FALSE(events.Job("JobSucceeded", id).is_null());
   std::string all;
   for (int chunk = 0; chunk < 10; ++chunk) {
@@ -463,11 +465,7 @@ TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
   const int port = s->port();
   AgentProcess n1(port, "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1.Start()) << n1.log();
-  ASSERT_EQ(s->Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
-  auto r = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
-      "limit_price":"2","command":"echo started; exec sleep 600"})");
-  ASSERT_EQ(r.status, 201) << r.body;
-  int64_t job = json::parse(r.body)["id"];
+  int64_t job = SpotJob(*s, {{"command", "echo started; exec sleep 600"}});
   {
     Events events(s.get());
     ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
@@ -479,10 +477,7 @@ TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
   ASSERT_TRUE(n1.WaitForLog("server reachable again")) << n1.log();
   // The running job was never disturbed, and new work reaches the agent.
   Events events(s.get());
-  auto second = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
-      "limit_price":"2","command":"exec sleep 600"})");
-  ASSERT_EQ(second.status, 201) << second.body;
-  int64_t next = json::parse(second.body)["id"];
+  int64_t next = SpotJob(*s, {{"command", "exec sleep 600"}});
   ASSERT_FALSE(events.Job("JobRunning", next, 1).is_null());
   json first = json::parse(s->Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
   EXPECT_EQ(first["state"], "running");
@@ -574,11 +569,8 @@ TEST_F(AgentE2E, AnAgentCutOffFromTheServerStopsItsJobsBeforeTheyCanRunTwice) {
   const int port = s->port();
   AgentProcess n1(port, "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1.Start()) << n1.log();
-  ASSERT_EQ(s->Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
-  auto r = s->Post("/v1/jobs", kAdmin, R"({"tenant":"b","pool":"h100","gpus":4,
-      "limit_price":"2","max_restarts":0,"command":"exec sleep 600"})");
-  ASSERT_EQ(r.status, 201) << r.body;
-  const std::string job = std::to_string(json::parse(r.body)["id"].get<int64_t>());
+  const std::string job =
+      std::to_string(SpotJob(*s, {{"max_restarts", 0}, {"command", "exec sleep 600"}}));
   {
     Events events(s.get());
     ASSERT_FALSE(events.Job("JobRunning", std::stoll(job), 1).is_null());
@@ -601,15 +593,10 @@ TEST_F(AgentE2E, JobsOfADeadAgentStopThemselvesBeforeTheyCanRunTwice) {
   ASSERT_TRUE(s.Start());
   auto n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1->Start()) << n1->log();
-  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
   // The job holds the write end of a FIFO: reading it returns end-of-file when the job is gone.
   const std::string fifo = dir + "/alive";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  json body = {{"tenant", "b"},      {"pool", "h100"},    {"gpus", 4},
-               {"limit_price", "2"}, {"max_restarts", 0}, {"command", "exec sleep 600 > " + fifo}};
-  auto r = s.Post("/v1/jobs", kAdmin, body.dump());
-  ASSERT_EQ(r.status, 201) << r.body;
-  int64_t job = json::parse(r.body)["id"];
+  int64_t job = SpotJob(s, {{"max_restarts", 0}, {"command", "exec sleep 600 > " + fifo}});
   Events events(&s);
   ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
   int fd = ::open(fifo.c_str(), O_RDONLY);  // returns once the job has it open
@@ -669,7 +656,7 @@ TEST_F(AgentE2E, AStartNoAgentConfirmsIsRolledBackAndBadReportsAreRefused) {
                   R"({"tenant":"b","pool":"h100","gpus":8,"limit_price":"2","command":"true"})");
   ASSERT_EQ(r.status, 201) << r.body;
   int64_t job = json::parse(r.body)["id"];
-  EXPECT_EQ(json::parse(r.body)["state"], "starting");
+  EXPECT_EQ(json::parse(r.body)["state"], "starting");  // placed; the agent must confirm
   json rolled = events.Job("JobRequeued", job, 2);
   ASSERT_FALSE(rolled.is_null());
   EXPECT_NE(rolled["detail"].get<std::string>().find("not confirmed"), std::string::npos);
