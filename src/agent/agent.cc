@@ -37,6 +37,31 @@ std::string ReadFrom(const std::string& path, int64_t offset) {
   return data;
 }
 
+// The GPUs as the server records them (index, uuid, model, memory, utilization, health).
+json Inventory(const std::vector<GpuInfo>& gpus) {
+  json out = json::array();
+  for (const GpuInfo& g : gpus) {
+    out.push_back({{"index", g.index},
+                   {"uuid", g.uuid},
+                   {"name", g.name},
+                   {"memory_mib", g.memory_mib},
+                   {"utilization_pct", g.utilization_pct},
+                   {"healthy", g.healthy}});
+  }
+  return out;
+}
+
+// What is wrong with which GPU; empty when all are healthy.
+std::string Health(const std::vector<GpuInfo>& gpus) {
+  std::string out;
+  for (const GpuInfo& g : gpus) {
+    if (g.healthy) continue;
+    if (!out.empty()) out += "; ";
+    out += "GPU " + std::to_string(g.index) + " (" + g.uuid + "): " + g.health_detail;
+  }
+  return out;
+}
+
 }  // namespace
 
 Agent::Agent(AgentConfig config, std::unique_ptr<GpuProbe> probe, const Clock* clock)
@@ -54,6 +79,11 @@ void Agent::Log(const std::string& line) {
   std::fprintf(stderr, "{\"ts_us\":%lld,\"node\":\"%s\",\"msg\":%s}\n",
                static_cast<long long>(clock_->Now().micros()), config_.node.c_str(),
                Dump(json(line)).c_str());
+}
+
+Duration Agent::FenceAfter() const {
+  // Well inside the server's heartbeat timeout, so attempts are gone before it requeues them.
+  return Duration::Micros(heartbeat_s_ * 750'000);
 }
 
 void Agent::Touch() {
@@ -129,11 +159,9 @@ bool Agent::Register() {
     Log("GPU discovery failed: " + gpus.status().message());
     return false;
   }
-  std::string inventory = "[]";
-  (void)HealthLine(&inventory);
   json body = {{"pool", config_.pool},         {"gpus", static_cast<int64_t>(gpus->size())},
                {"topology", config_.topology}, {"probe", probe_->kind()},
-               {"cgroups", cgroup_note_},      {"inventory", json::parse(inventory)}};
+               {"cgroups", cgroup_note_},      {"inventory", Inventory(*gpus)}};
   HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
@@ -158,37 +186,15 @@ bool Agent::Register() {
   return false;
 }
 
-std::string Agent::HealthLine(std::string* inventory) {
-  Result<std::vector<GpuInfo>> gpus = probe_->Poll();
-  if (!gpus.ok()) return "GPU discovery failed: " + gpus.status().message();
-  std::string out;
-  json inv = json::array();
-  for (const GpuInfo& g : *gpus) {
-    inv.push_back({{"index", g.index},
-                   {"uuid", g.uuid},
-                   {"name", g.name},
-                   {"memory_mib", g.memory_mib},
-                   {"utilization_pct", g.utilization_pct},
-                   {"healthy", g.healthy}});
-    if (g.healthy) continue;
-    if (!out.empty()) out += "; ";
-    out += "GPU " + std::to_string(g.index) + " (" + g.uuid + "): " + g.health_detail;
-  }
-  if (inventory) *inventory = Dump(inv);
-  return out;
-}
-
 void Agent::CollectExits() {
   for (const ExitStatus& e : exec_.Reap(false)) {
     Report r;
     r.job = e.job;
     r.attempt = e.attempt;
-    // A fenced attempt did not fail: it is reported lost, which costs it no restart.
-    // (Fenced by the agent, or by its supervisor while the agent was out of touch.)
-    const bool out_of_touch =
-        clock_->Now() - last_heard_ > Duration::Micros(heartbeat_s_ * 750'000);
+    // Killed by its supervisor's fence while this agent was out of touch with the server (see
+    // LaunchSpec): it did not fail, it is reported lost, which costs it no restart.
     const bool fenced =
-        fenced_.erase({e.job, e.attempt}) > 0 || (e.signaled && e.code == SIGKILL && out_of_touch);
+        e.signaled && e.code == SIGKILL && clock_->Now() - last_heard_ > FenceAfter();
     r.status = e.lost || fenced ? "lost" : "exited";
     r.success = e.success();
     r.detail = fenced       ? "stopped: no contact with the server"
@@ -235,13 +241,10 @@ bool Agent::Sync(bool urgent) {
                     {"detail", r.detail}});
     sent.push_back(r);
   }
-  std::string inventory = "[]";
-  std::string health = HealthLine(&inventory);
-  json report = {{"known", known_},
-                 {"jobs", jobs},
-                 {"health", health},
-                 {"gpus", json::parse(inventory)},
-                 {"logs", logs}};
+  json report = {{"known", known_}, {"jobs", jobs}, {"logs", logs}};
+  Result<std::vector<GpuInfo>> gpus = probe_->Poll();
+  report["health"] = gpus.ok() ? Health(*gpus) : "GPU discovery failed: " + gpus.status().message();
+  if (gpus.ok()) report["gpus"] = Inventory(*gpus);
   urgent = urgent || !sent.empty() || !logs.empty();
   int64_t wait_s =
       urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
@@ -354,7 +357,7 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.memory_mib = e.value("memory_mib", int64_t{0});
     spec.cgroup_parent = cgroup_parent_;
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
-    spec.fence_after_us = heartbeat_s_ * 750'000;
+    spec.fence_after_us = FenceAfter().micros();
     launched_.insert(key);
     SaveState();  // recorded before it runs: a crash from here on reports it, never reruns it
     std::string limits;
@@ -409,18 +412,6 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
         it = kill_at_.erase(it);
       } else {
         ++it;
-      }
-    }
-    // Fencing: out of touch for most of the heartbeat timeout, this node is about to be
-    // declared down and its jobs started elsewhere; stop them first so none runs twice.
-    const Duration silent = clock_->Now() - last_heard_;
-    if (silent > Duration::Micros(heartbeat_s_ * 750'000) && !exec_.Attempts().empty()) {
-      Log("no contact with the server for " + silent.ToString() + " (heartbeat timeout " +
-          std::to_string(heartbeat_s_) + "s): stopping " + std::to_string(exec_.Attempts().size()) +
-          " attempts, which the server requeues");
-      for (const Attempt& a : exec_.Attempts()) {
-        (void)exec_.Kill(a.job);
-        fenced_.insert({a.job, a.attempt});
       }
     }
     // A start just made is confirmed at once (the report says "running").

@@ -60,8 +60,8 @@ class Agent {
   bool Sync(bool urgent);
   void Reconcile(const std::string& desired_json);
   void CollectExits();
-  // What is wrong with which GPU (empty: healthy); `inventory` gets the GPUs as JSON.
-  std::string HealthLine(std::string* inventory = nullptr);
+  // How long out of touch with the server before the attempts stop themselves.
+  Duration FenceAfter() const;
   void SaveState();
   void LoadState();
   void Log(const std::string& line);
@@ -81,7 +81,6 @@ class Agent {
   std::map<Key, int64_t> shipped_;       // output bytes acknowledged by the server
   std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
   std::set<Key> notified_;
-  std::set<Key> fenced_;  // stopped for lack of contact with the server
   std::string last_error_;
   bool started_ = false;
   bool refused_ = false;      // the server refused the registration: the agent exits

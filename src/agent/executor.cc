@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -327,9 +328,11 @@ std::vector<ExitStatus> Executor::Reap(bool block) {
     }
     it = next;
   }
-  bool children = false;
-  for (const auto& [job, c] : running_) children = children || !c.adopted;
-  while (children) {
+  auto children = [&] {
+    return std::any_of(running_.begin(), running_.end(),
+                       [](const auto& r) { return !r.second.adopted; });
+  };
+  while (children()) {
     int status = 0;
     pid_t pid = ::waitpid(-1, &status, (block && out.empty()) ? 0 : WNOHANG);
     if (pid <= 0) break;
@@ -341,8 +344,6 @@ std::vector<ExitStatus> Executor::Reap(bool block) {
       finish(it, e);
       break;
     }
-    children = false;
-    for (const auto& [job, c] : running_) children = children || !c.adopted;
   }
   return out;
 }

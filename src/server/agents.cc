@@ -345,50 +345,50 @@ void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, int6
   if (config_.log_dir.empty()) {
     return done(FailedPrecondition("this server keeps no job output (it runs without --db)"));
   }
-  std::function<Result<Reply>(bool)> read;
+  const JobId id(static_cast<uint32_t>(job));
+  // Reads under the lock, so "complete" and the bytes agree with the same state.
+  auto read = [this, id, offset](int32_t attempt, bool timed_out) -> Result<Reply> {
+    const Job& j = sched_.state().job(id);
+    bool complete = j.attempt > attempt || IsTerminal(j.state) || !HoldsGpus(j.state);
+    std::ifstream in(LogPathOf(id.value(), attempt), std::ios::binary);
+    std::string data;
+    if (in) {
+      in.seekg(offset);
+      data.resize(kMaxLogChunk);
+      in.read(data.data(), kMaxLogChunk);
+      data.resize(in ? kMaxLogChunk
+                     : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+    }
+    if (data.empty() && !complete && !timed_out) return Status(Code::kUnavailable, "");
+    return Reply{200, Dump(json{{"job", id.value()},
+                                {"attempt", attempt},
+                                {"offset", offset},
+                                {"next_offset", offset + static_cast<int64_t>(data.size())},
+                                {"complete", complete && data.empty()},
+                                {"data", data}})};
+  };
+  Result<Reply> now = NotFound("no such job");
   {
     std::lock_guard<std::mutex> lock(mu_);
     const ClusterState& st = sched_.state();
-    JobId id(static_cast<uint32_t>(job));
-    if (job <= 0 || !st.HasJob(id) || (!caller.admin && st.job(id).spec.tenant != caller.tenant))
-      return done(NotFound("no such job"));
-    int32_t current = st.job(id).attempt;
-    if (attempt == 0) attempt = current;
-    if (attempt < 1 || attempt > current)
-      return done(InvalidArgument("attempt", "must be 1-" + std::to_string(current)));
-    // Reads under the lock, so "complete" and the bytes agree with the same state.
-    read = [this, id, attempt, offset](bool timed_out) -> Result<Reply> {
-      const Job& j = sched_.state().job(id);
-      bool complete = j.attempt > attempt || IsTerminal(j.state) || !HoldsGpus(j.state);
-      std::ifstream in(LogPathOf(id.value(), attempt), std::ios::binary);
-      std::string data;
-      if (in) {
-        in.seekg(offset);
-        data.resize(kMaxLogChunk);
-        in.read(data.data(), kMaxLogChunk);
-        data.resize(in ? kMaxLogChunk
-                       : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
-      }
-      if (data.empty() && !complete && !timed_out) return Status(Code::kUnavailable, "");
-      return Reply{200, Dump(json{{"job", id.value()},
-                                  {"attempt", attempt},
-                                  {"offset", offset},
-                                  {"next_offset", offset + static_cast<int64_t>(data.size())},
-                                  {"complete", complete && data.empty()},
-                                  {"data", data}})};
-    };
-    Result<Reply> now_reply = read(deadline <= clock_->Now());
-    if (!now_reply.ok() && now_reply.status().code() == Code::kUnavailable) {
-      waiters_.push_back(Waiter{deadline, [read, done](bool timed_out) -> std::function<void()> {
-                                  Result<Reply> r = read(timed_out);
-                                  if (!r.ok()) return {};
-                                  return [done, r] { done(r); };
-                                }});
+    if (job > 0 && st.HasJob(id) && (caller.admin || st.job(id).spec.tenant == caller.tenant)) {
+      const int32_t current = st.job(id).attempt;
+      if (attempt == 0) attempt = current;
+      now = attempt > current
+                ? Result<Reply>(InvalidArgument("attempt", "must be 1-" + std::to_string(current)))
+                : read(attempt, deadline <= clock_->Now());
+    }
+    if (!now.ok() && now.status().code() == Code::kUnavailable) {  // nothing yet: wait
+      waiters_.push_back(
+          Waiter{deadline, [read, attempt, done](bool timed_out) -> std::function<void()> {
+                   Result<Reply> r = read(attempt, timed_out);
+                   if (!r.ok()) return {};
+                   return [done, r] { done(r); };
+                 }});
       return;
     }
-    read = nullptr;
-    done(now_reply);
   }
+  done(now);  // outside the lock, like every other reply
 }
 
 }  // namespace rsv::server

@@ -120,6 +120,24 @@ HttpResponse Error(const Status& s) {
   return HttpResponse{HttpStatusOf(s.code()), "application/json", ErrorBody(s)};
 }
 
+HttpResponse ToHttp(const Result<Reply>& r) {
+  return r.ok() ? HttpResponse{r->status, "application/json", r->body} : Error(r.status());
+}
+
+// A non-negative integer query parameter in [lo, hi], or `def` when absent; errors name it.
+Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const std::string& k,
+                         int64_t lo, int64_t hi, int64_t def = 0) {
+  auto it = query.find(k);
+  if (it == query.end()) return def;
+  const std::string& v = it->second;
+  if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoll(v) < lo || std::stoll(v) > hi) {
+    return InvalidArgument(
+        k, "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi));
+  }
+  return std::stoll(v);
+}
+
 }  // namespace
 
 std::string RandomToken(const std::string& prefix) {
@@ -218,13 +236,7 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     return false;
   };
   auto execute = [&](const std::string& kind, const json& body) {
-    control_->Execute(kind, body.dump(), [reply](Result<Reply> r) {
-      if (!r.ok()) {
-        reply(Error(r.status()));
-      } else {
-        reply(HttpResponse{r->status, "application/json", r->body});
-      }
-    });
+    control_->Execute(kind, body.dump(), [reply](Result<Reply> r) { reply(ToHttp(r)); });
   };
   auto read = [&](const std::string& what) {
     Result<std::string> r = control_->Read(what, *caller, query);
@@ -329,12 +341,9 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "sync") {
     if (!admin_only()) return;
-    int64_t wait = query.count("wait") ? std::atoll(query["wait"].c_str()) : 0;
-    if (wait < 0 || wait > 60) return reply(Error(InvalidArgument("wait", "must be 0-60 seconds")));
-    control_->Sync(
-        parts[1], req.body, clock_->Now() + Duration::Seconds(wait), [reply](Result<Reply> r) {
-          reply(r.ok() ? HttpResponse{r->status, "application/json", r->body} : Error(r.status()));
-        });
+    RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
+    control_->Sync(parts[1], req.body, clock_->Now() + Duration::Seconds(wait),
+                   [reply](Result<Reply> r) { reply(ToHttp(r)); });
     return;
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" &&
@@ -452,27 +461,12 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (!id_of(parts[1], &id)) return;
     if (parts.size() == 2 && m == "GET") return read("job/" + parts[1]);
     if (parts.size() == 3 && parts[2] == "logs" && m == "GET") {
-      auto number = [&](const char* k, int64_t lo, int64_t hi, int64_t* out) {
-        if (!query.count(k)) return true;
-        const std::string& v = query[k];
-        if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos ||
-            std::stoll(v) < lo || std::stoll(v) > hi) {
-          reply(Error(InvalidArgument(k, "must be an integer between " + std::to_string(lo) +
-                                             " and " + std::to_string(hi))));
-          return false;
-        }
-        *out = std::stoll(v);
-        return true;
-      };
-      int64_t attempt = 0, offset = 0, wait = 0;
-      if (!number("attempt", 1, 1'000'000, &attempt) ||
-          !number("offset", 0, int64_t{1} << 50, &offset) || !number("wait", 0, 60, &wait))
-        return;
+      RSV_API_TRY(attempt, QueryInt(query, "attempt", 1, 1'000'000));
+      RSV_API_TRY(offset, QueryInt(query, "offset", 0, int64_t{1} << 50));
+      RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
       control_->Logs(*caller, id, static_cast<int32_t>(attempt), offset,
-                     clock_->Now() + Duration::Seconds(wait), [reply](Result<Reply> r) {
-                       reply(r.ok() ? HttpResponse{r->status, "application/json", r->body}
-                                    : Error(r.status()));
-                     });
+                     clock_->Now() + Duration::Seconds(wait),
+                     [reply](Result<Reply> r) { reply(ToHttp(r)); });
       return;
     }
     if (parts.size() == 3 && m == "POST" &&
@@ -493,9 +487,8 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   }
   if (first == "ledger" && parts.size() == 1 && m == "GET") return read("ledger");
   if (first == "events" && parts.size() == 1 && m == "GET") {
-    int64_t since = query.count("since") ? std::atoll(query["since"].c_str()) : 0;
-    int64_t wait = query.count("wait") ? std::atoll(query["wait"].c_str()) : 0;
-    if (wait < 0 || wait > 60) return reply(Error(InvalidArgument("wait", "must be 0-60 seconds")));
+    RSV_API_TRY(since, QueryInt(query, "since", 0, int64_t{1} << 50));
+    RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
     auto respond = [reply](std::string events, int64_t last) {
       reply(HttpResponse{200, "application/json",
                          "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
