@@ -64,6 +64,19 @@ struct Tenant {
   std::string name;
 };
 
+// GPUs of one node held by a job, as a bit mask over the node's GPU indices.
+struct NodeSlice {
+  NodeId node;
+  uint64_t gpu_mask = 0;
+  bool operator==(const NodeSlice&) const = default;
+};
+
+struct Placement {
+  std::vector<NodeSlice> slices;
+  bool operator==(const Placement&) const = default;
+  int32_t GpuCount() const;
+};
+
 struct Reservation {
   ReservationId id;
   TenantId tenant;
@@ -74,6 +87,10 @@ struct Reservation {
   bool lend = true;
   Money price_per_gpu_hour;  // fixed at confirmation
   Money charged;
+  // The GPUs the reservation holds over its window (docs/market.md, "What a reservation
+  // guarantees"): its owner's reserved-tier jobs run only here, and no other reservation
+  // overlapping the window holds any of them.
+  Placement binding;
   bool activated = false;  // ReservationActivated emitted
   bool ended = false;      // ReservationEnded emitted
 
@@ -122,19 +139,6 @@ struct JobSpec {
   std::string workdir;
   int64_t cpu_millis = 0;  // CPU limit in thousandths of a core, applied by the agent; 0: none
   int64_t memory_mib = 0;  // memory limit, applied by the agent; 0: none
-};
-
-// GPUs of one node held by a job, as a bit mask over the node's GPU indices.
-struct NodeSlice {
-  NodeId node;
-  uint64_t gpu_mask = 0;
-  bool operator==(const NodeSlice&) const = default;
-};
-
-struct Placement {
-  std::vector<NodeSlice> slices;
-  bool operator==(const Placement&) const = default;
-  int32_t GpuCount() const;
 };
 
 struct Job {

@@ -74,11 +74,12 @@ struct NodeVictim {
   uint64_t mask;  // its GPUs on this node
 };
 
-// Victims holding GPUs on a node that `base` does not already count as free.
-std::vector<NodeVictim> VictimsOnNode(const Node& node, uint64_t free, const CandidateIndex& idx) {
+// Victims holding GPUs on a node that `base` does not already count as free (within `allowed`).
+std::vector<NodeVictim> VictimsOnNode(const Node& node, uint64_t free, uint64_t allowed,
+                                      const CandidateIndex& idx) {
   std::vector<NodeVictim> out;
   for (int32_t g = 0; g < node.gpus; ++g) {
-    if ((free >> g) & 1) continue;
+    if (((free >> g) & 1) || !((allowed >> g) & 1)) continue;
     const Bid* b = idx.Find(node.gpu_job[g]);
     if (!b) continue;
     auto it = std::find_if(out.begin(), out.end(), [&](const NodeVictim& v) { return v.bid == b; });
@@ -156,7 +157,8 @@ std::optional<std::pair<SetCost, uint64_t>> BestOnNode(const std::vector<NodeVic
 
 std::optional<VictimChoice> FindVictimsMulti(const ClusterState& state, const FreeMap& base,
                                              const CandidateIndex& idx, int32_t gpus,
-                                             int32_t budget_needed, Timestamp now) {
+                                             int32_t budget_needed, Timestamp now,
+                                             const GpuDomain* domain) {
   const int32_t size = base.largest_node();
   const int32_t k = gpus / size;
   struct Clearable {
@@ -170,7 +172,7 @@ std::optional<VictimChoice> FindVictimsMulti(const ClusterState& state, const Fr
     if (!base.ready(id) || base.capacity(id) != size) continue;
     const Node& nd = state.node(id);
     uint64_t free = base.free_mask(id);
-    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, idx);
+    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, domain ? (*domain)[i] : ~uint64_t{0}, idx);
     uint64_t avail = free;
     std::vector<const Bid*> set;
     for (const NodeVictim& v : vs) {
@@ -226,12 +228,13 @@ std::optional<VictimChoice> FindVictimsMulti(const ClusterState& state, const Fr
 
 std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap& base,
                                         const std::vector<Bid>& candidates, int32_t gpus,
-                                        int32_t budget_needed, Timestamp now) {
+                                        int32_t budget_needed, Timestamp now,
+                                        const GpuDomain* domain) {
   std::string reason;
   if (!base.Feasible(gpus, &reason)) return std::nullopt;
   CandidateIndex idx(candidates);
   if (gpus > base.largest_node()) {
-    return FindVictimsMulti(state, base, idx, gpus, budget_needed, now);
+    return FindVictimsMulti(state, base, idx, gpus, budget_needed, now, domain);
   }
   std::optional<std::pair<SetCost, uint64_t>> best;
   NodeId best_node;
@@ -240,7 +243,7 @@ std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap
     if (!base.ready(id)) continue;
     uint64_t free = base.free_mask(id);
     const Node& nd = state.node(id);
-    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, idx);
+    std::vector<NodeVictim> vs = VictimsOnNode(nd, free, domain ? (*domain)[i] : ~uint64_t{0}, idx);
     if (vs.empty()) continue;
     int32_t reachable = std::popcount(free);
     for (const NodeVictim& v : vs) reachable += std::popcount(v.mask);

@@ -97,13 +97,17 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now)
 // sets that work, the one with the lowest highest limit, then fewest jobs, then least lost
 // work, then the lowest node, then the lowest ids. Returns the chosen victims
 // and where the gang would go, or nullopt when no set of candidates makes it placeable.
+// With a `domain`, the gang may use only the domain's GPUs (an owner reclaiming inside its
+// reservation): `base` must already be limited to it, and a victim's GPUs outside it do not
+// count towards the room it makes.
 struct VictimChoice {
   std::vector<JobId> victims;
   Placement placement;
 };
 std::optional<VictimChoice> FindVictims(const ClusterState& state, const FreeMap& base,
                                         const std::vector<Bid>& candidates, int32_t gpus,
-                                        int32_t budget_needed, Timestamp now);
+                                        int32_t budget_needed, Timestamp now,
+                                        const GpuDomain* domain = nullptr);
 
 // Reference victim search by enumerating every subset of candidates (tests, ≤ 12 candidates).
 std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, const FreeMap& base,

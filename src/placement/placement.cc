@@ -197,6 +197,50 @@ void FreeMap::Release(const Placement& p) {
   }
 }
 
+void FreeMap::SetFreeMask(NodeId node, uint64_t mask) {
+  int32_t i = Local(node);
+  Unindex(i);
+  mask &= AllBits(capacity_[i]);
+  if (ready_[i]) total_free_ += std::popcount(mask) - std::popcount(free_[i]);
+  free_[i] = mask;
+  Index(i);
+}
+
+FreeMap FreeMap::Restricted(const std::vector<uint64_t>& domain) const {
+  FreeMap out = *this;
+  for (int32_t i = 0; i < node_count(); ++i) {
+    if ((free_[i] & domain[i]) != free_[i]) out.SetFreeMask(ids_[i], free_[i] & domain[i]);
+  }
+  return out;
+}
+
+Placement Clip(const Placement& p, const FreeMap& map, const GpuDomain& domain) {
+  Placement out;
+  for (const NodeSlice& s : p.slices) {
+    uint64_t m = s.gpu_mask & domain[map.local_index(s.node)];
+    if (m) out.slices.push_back(NodeSlice{s.node, m});
+  }
+  return out;
+}
+
+std::optional<Placement> BindShape(FreeMap unbound, int32_t gpus) {
+  const int32_t size = unbound.largest_node();
+  if (gpus <= 0 || size == 0) return std::nullopt;
+  const int32_t whole = gpus / size * size;
+  const int32_t rest = gpus - whole;
+  Placement out;
+  for (int32_t part : {whole, rest}) {
+    if (part == 0) continue;
+    PlaceResult pr = unbound.Place(part);
+    if (pr.outcome != PlaceOutcome::kPlaced) return std::nullopt;
+    unbound.Occupy(pr.placement);
+    for (NodeSlice& s : pr.placement.slices) out.slices.push_back(s);
+  }
+  std::sort(out.slices.begin(), out.slices.end(),
+            [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+  return out;
+}
+
 void FreeMap::SetReady(NodeId node, bool ready) {
   int32_t i = Local(node);
   if (static_cast<bool>(ready_[i]) == ready) return;

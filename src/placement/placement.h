@@ -8,6 +8,7 @@
 #include <bit>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,11 @@ class FreeMap {
 
   void Occupy(const Placement& p);
   void Release(const Placement& p);
+  // Sets a node's free GPUs outright (used to build maps of other things than "free now": the
+  // GPUs a reservation may still bind, the GPUs a tenant's reserved jobs may use).
+  void SetFreeMask(NodeId node, uint64_t mask);
+  // The same map with each node's free GPUs limited to `domain` (indexed by local node).
+  FreeMap Restricted(const std::vector<uint64_t>& domain) const;
   // Node becomes ready / not ready (draining and down nodes offer nothing).
   void SetReady(NodeId node, bool ready);
 
@@ -75,6 +81,8 @@ class FreeMap {
   int32_t capacity(NodeId node) const { return capacity_[Local(node)]; }
   int32_t node_count() const { return static_cast<int32_t>(ids_.size()); }
   NodeId node_id(int32_t local) const { return ids_[local]; }
+  // Local index of a node of this pool (0 .. node_count()-1).
+  int32_t local_index(NodeId node) const { return Local(node); }
   int32_t largest_node() const { return largest_; }
 
  private:
@@ -114,6 +122,19 @@ class FreeMap {
   std::vector<int32_t> rack_whole_;
   std::vector<int32_t> zone_whole_;
 };
+
+// GPUs a gang may use, per local node index of a FreeMap (a tenant's reserved GPUs, say).
+using GpuDomain = std::vector<uint64_t>;
+
+// `p` limited to the GPUs of `domain` (slices left empty are dropped).
+Placement Clip(const Placement& p, const FreeMap& map, const GpuDomain& domain);
+
+// The shape a reservation of `gpus` holds so that every gang that fits `gpus` GPUs fits it:
+// gpus / N whole nodes of the pool's largest size N (one rack if possible, else one zone, as a
+// multi-node gang is placed) and the remaining gpus % N GPUs on one node (best fit, so
+// remainders share nodes and whole nodes stay whole). `unbound` holds the GPUs no other
+// reservation holds over the window (ready nodes only). Nullopt when the shape does not fit.
+std::optional<Placement> BindShape(FreeMap unbound, int32_t gpus);
 
 // Reference implementation: filter every node, score it with ScoreNode, pick the best; for
 // multi-node gangs the same topology rule as FreeMap, written as a plain search. Tests only.

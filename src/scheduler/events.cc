@@ -38,6 +38,8 @@ std::string_view EventTypeName(EventType t) {
       return "ReservationReturned";
     case EventType::kNodeStateChanged:
       return "NodeStateChanged";
+    case EventType::kReservationMoved:
+      return "ReservationMoved";
   }
   return "?";
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/ids.h"
@@ -29,6 +30,7 @@ enum class EventType {
   kReservationEnded,
   kReservationReturned,
   kNodeStateChanged,
+  kReservationMoved,  // part of a reservation's GPUs moved off a node that left service
 };
 std::string_view EventTypeName(EventType t);
 
@@ -45,6 +47,9 @@ struct Event {
   Timestamp deadline;  // NoticeSent
   int32_t attempt = 0;
   JobId beneficiary;   // NoticeSent: the job the GPUs are wanted for (none for "supply")
+  // JobStarted of a reserved-tier attempt: when it began to fit its reservation's free room
+  // (the owner's wait, DESIGN.md invariant 7, runs from here).
+  std::optional<Timestamp> fits_since;
   std::string detail;  // reason, state, or placement
 };
 

@@ -374,7 +374,7 @@ class Runner {
   }
 
   Result<EventType> EventTypeOf(const std::string& name) {
-    for (int t = 0; t <= static_cast<int>(EventType::kNodeStateChanged); ++t) {
+    for (int t = 0; t <= static_cast<int>(EventType::kReservationMoved); ++t) {
       if (EventTypeName(static_cast<EventType>(t)) == name) return static_cast<EventType>(t);
     }
     return InvalidArgument("event", "unknown event type '" + name + "'");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <limits>
 
 namespace rsv {
 namespace {
@@ -65,6 +66,7 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   at_fixpoint_ = false;
   n.state = to;
   rt(n.pool).free.SetReady(id, to == NodeState::kReady);
+  if (to != NodeState::kReady) MoveBindingsOff(id, now);
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
     for (JobId j : n.gpu_job) {
@@ -113,17 +115,77 @@ Result<Quote> Scheduler::QuoteReservation(const ReservationRequest& req, Timesta
   Quote q;
   q.reservable = std::max(0, state_.ReadyGpus(req.pool) - cfg.holdback_gpus);
   q.admission = rt(req.pool).calendar.Check(q.reservable, req.gpus, req.start, req.end);
+  // A count that fits is not enough: the reservation must hold a shape every gang of its size
+  // fits (docs/market.md, "What a reservation guarantees").
+  std::optional<Placement> binding;
+  if (q.admission.admitted) {
+    binding = BindShape(UnboundMap(req.pool, req.start, req.end, ReservationId()), req.gpus);
+  }
+  if (binding) {
+    q.binding = std::move(*binding);
+  } else {
+    q.admission.admitted = false;
+    q.admission.largest_fit =
+        LargestBinding(req.pool, req.start, req.end, std::min(req.gpus, q.admission.largest_fit));
+    q.admission.earliest_start =
+        EarliestBinding(req.pool, req.gpus, q.reservable, req.end - req.start, req.start);
+  }
   q.price_per_gpu_hour = ReservationPrice(cfg.reservation_base_price, cfg.reservation_surge,
                                           q.reservable, q.admission.peak_booked);
   q.total = CostOf(q.price_per_gpu_hour, req.gpus, req.end - req.start);
   return q;
 }
 
+FreeMap Scheduler::UnboundMap(PoolId pool, Timestamp start, Timestamp end,
+                              ReservationId skip) const {
+  FreeMap m(state_, pool);
+  for (NodeId id : state_.pool_nodes(pool)) m.SetFreeMask(id, ~uint64_t{0});
+  for (const Reservation& r : state_.reservations()) {
+    if (r.pool != pool || r.id == skip || !(r.start < end && start < r.end)) continue;
+    m.Occupy(r.binding);
+  }
+  return m;
+}
+
+int32_t Scheduler::LargestBinding(PoolId pool, Timestamp start, Timestamp end,
+                                  int32_t at_most) const {
+  // Monotone: if g GPUs bind, so do g - 1 (drop one GPU of the remainder, or split the last
+  // whole node into a remainder of N - 1), so bisect.
+  FreeMap unbound = UnboundMap(pool, start, end, ReservationId());
+  int32_t lo = 0, hi = at_most;
+  while (lo < hi) {
+    int32_t mid = lo + (hi - lo + 1) / 2;
+    if (BindShape(unbound, mid)) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return lo;
+}
+
+std::optional<Timestamp> Scheduler::EarliestBinding(PoolId pool, int32_t gpus, int32_t reservable,
+                                                    Duration length, Timestamp from) const {
+  // Bindings only free up where a reservation ends, so the answer is `from` or such an end.
+  std::set<Timestamp> candidates{from};
+  for (const Reservation& r : state_.reservations()) {
+    if (r.pool == pool && r.end > from) candidates.insert(r.end);
+  }
+  const Calendar& cal = rt(pool).calendar;
+  for (Timestamp t : candidates) {
+    if (!cal.Check(reservable, gpus, t, t + length).admitted) continue;
+    if (BindShape(UnboundMap(pool, t, t + length, ReservationId()), gpus)) return t;
+  }
+  return std::nullopt;
+}
+
 Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   RSV_ASSIGN_OR_RETURN(Quote q, QuoteReservation(req, now));
   if (!q.admission.admitted) {
-    std::string msg = std::to_string(req.gpus) + " GPUs do not fit over the window; at most " +
+    std::string msg = std::to_string(req.gpus) +
+                      " GPUs do not fit over the window (by count, or as a shape every gang of " +
+                      "that size fits: whole nodes plus the rest on one node); at most " +
                       std::to_string(q.admission.largest_fit) + " fit";
     if (q.admission.earliest_start) {
       msg += "; all " + std::to_string(req.gpus) +
@@ -143,6 +205,7 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
   r.lend = req.lend;
   r.price_per_gpu_hour = q.price_per_gpu_hour;
   r.charged = q.total;
+  r.binding = q.binding;
   ReservationId id = state_.AddReservation(r);
   rt(req.pool).calendar.Book(req.gpus, req.start, req.end);
   if (q.total > Money()) {
@@ -161,9 +224,38 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
   ev.reservation = id;
   ev.pool = req.pool;
   ev.price = q.price_per_gpu_hour;
-  ev.detail = std::to_string(req.gpus) + " GPUs";
+  ev.detail = std::to_string(req.gpus) + " GPUs on " + PlacementString(state_, q.binding);
   Emit(std::move(ev));
   return id;
+}
+
+void Scheduler::MoveBindingsOff(NodeId node, Timestamp now) {
+  const Node& n = state_.node(node);
+  for (Reservation& res : state_.mutable_reservations()) {
+    if (res.pool != n.pool || res.end <= now) continue;
+    auto it = std::find_if(res.binding.slices.begin(), res.binding.slices.end(),
+                           [&](const NodeSlice& sl) { return sl.node == node; });
+    if (it == res.binding.slices.end()) continue;
+    FreeMap unbound = UnboundMap(n.pool, std::max(now, res.start), res.end, res.id);
+    for (const NodeSlice& sl : res.binding.slices) unbound.Occupy(Placement{{sl}});
+    // A whole node is replaced by a whole node, a remainder by as many GPUs on one node.
+    PlaceResult pr = unbound.Place(std::popcount(it->gpu_mask));
+    if (pr.outcome != PlaceOutcome::kPlaced || pr.placement.slices.size() != 1) continue;
+    const NodeSlice to = pr.placement.slices.front();
+    Event e;
+    e.at = now;
+    e.type = EventType::kReservationMoved;
+    e.reservation = res.id;
+    e.pool = res.pool;
+    e.node = node;
+    e.detail = PlacementString(state_, Placement{{*it}}) + " -> " +
+               PlacementString(state_, Placement{{to}});
+    *it = to;
+    std::sort(res.binding.slices.begin(), res.binding.slices.end(),
+              [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+    at_fixpoint_ = false;
+    Emit(std::move(e));
+  }
 }
 
 Status Scheduler::ReturnReservation(ReservationId id, TenantId caller, Timestamp now) {
@@ -285,7 +377,7 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   if (j.state != JobState::kPending || !j.spec.dependencies.empty()) return false;
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
-  if (!r.claims.empty() || r.preempting > 0) return false;
+  if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
   std::string why;
   if (!r.free.Feasible(j.spec.gpus, &why)) return true;  // infeasible: no price effect
@@ -439,10 +531,13 @@ void Scheduler::Dequeue(Job& j) {
   if (j.spec.tier != Tier::kSpot) r.reserved_q.erase({j.submitted.micros(), j.id.value()});
   BookErase(j);
   if (!r.claims.empty()) r.claims.erase(j.id.value());
+  if (!r.owner_claims.empty()) r.owner_claims.erase(j.id.value());
+  if (!r.fits_since.empty()) r.fits_since.erase(j.id.value());
   if (!j.spec.dependencies.empty()) dep_waiting_.erase(j.id.value());
 }
 
-void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
+void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now,
+                     std::optional<Timestamp> fits_since) {
   PoolRuntime& r = rt(j.spec.pool);
   Dequeue(j);
   for (const NodeSlice& s : p.slices) {
@@ -470,6 +565,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   }
   Event e = JobEvent(EventType::kJobStarted, j, now);
   e.price = as == Tier::kSpot ? r.price : Money();
+  e.fits_since = fits_since;
   e.detail = std::string(TierName(as)) + " " + PlacementString(state_, j.placement);
   Emit(std::move(e));
 }
@@ -825,55 +921,63 @@ void Scheduler::StageReservations(Timestamp now) {
       }
     }
   }
-  // Ends are exact: reserved-tier work beyond what is still reserved continues as spot (at its
+  // The GPUs each tenant holds under its active reservations.
+  for (PoolRuntime& r : pools_) r.bound.clear();
+  for (const Reservation& res : state_.reservations()) {
+    if (!res.ActiveAt(now)) continue;
+    std::map<NodeId, uint64_t>& b = rt(res.pool).bound[res.tenant];
+    for (const NodeSlice& sl : res.binding.slices) b[sl.node] |= sl.gpu_mask;
+  }
+  // Ends are exact: a reserved-tier attempt outside what its tenant still holds (on ready nodes;
+  // work on a draining node may finish there), or beyond its count, continues as spot (at its
   // fallback limit) or stops, the most recently started first.
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    std::vector<TenantId> over;
-    for (const auto& [t, used] : r.reserved_used) {
-      auto a = r.active_reserved.find(t);
-      if (used > (a == r.active_reserved.end() ? 0 : a->second)) over.push_back(t);
-    }
-    for (TenantId t : over) {
-      std::vector<Job*> jobs;
-      for (uint32_t id : r.reserved_holders) {
-        Job& j = state_.job(JobId(id));
-        if (j.spec.tenant == t) jobs.push_back(&j);
-      }
-      std::sort(jobs.begin(), jobs.end(), [](const Job* a, const Job* b) {
-        return a->started != b->started ? a->started > b->started : a->id > b->id;
-      });
-      for (Job* j : jobs) {
-        auto a = r.active_reserved.find(t);
-        if (r.reserved_used[t] <= (a == r.active_reserved.end() ? 0 : a->second)) break;
-        std::optional<Money> fallback = j->spec.tier == Tier::kAuto
-                                            ? std::optional<Money>(j->spec.limit_price)
-                                            : j->spec.fallback_limit;
-        if (!fallback) {
-          Requeue(*j, EventType::kJobRequeued, "reservation ended", now);
-          continue;
+    std::vector<Job*> jobs;
+    for (uint32_t id : r.reserved_holders) jobs.push_back(&state_.job(JobId(id)));
+    std::sort(jobs.begin(), jobs.end(), [](const Job* a, const Job* b) {
+      return a->started != b->started ? a->started > b->started : a->id > b->id;
+    });
+    for (Job* j : jobs) {
+      auto b = r.bound.find(j->spec.tenant);
+      bool inside = true;
+      for (const NodeSlice& sl : j->placement.slices) {
+        if (state_.node(sl.node).state != NodeState::kReady) continue;
+        uint64_t held = 0;
+        if (b != r.bound.end()) {
+          auto m = b->second.find(sl.node);
+          if (m != b->second.end()) held = m->second;
         }
-        r.reserved_used[t] -= j->spec.gpus;
-        r.reserved_holders.erase(j->id.value());
-        j->running_as = Tier::kSpot;
-        j->limit = *fallback;
-        BookInsert(*j);
-        OpenSpot(*j, now);
-        r.spot_holders.Insert(j->id.value());
-        r.holder_limits.insert(j->limit.micros());
-        r.spot_held += j->spec.gpus;
-        Event e;
-        e.at = now;
-        e.type = EventType::kJobConverted;
-        e.job = j->id;
-        e.pool = pool.id;
-        e.attempt = j->attempt;
-        e.price = j->limit;
-        e.detail = "reservation ended; continues as spot";
-        Emit(std::move(e));
+        inside = inside && (sl.gpu_mask & ~held) == 0;
       }
+      auto a = r.active_reserved.find(j->spec.tenant);
+      int32_t active = a == r.active_reserved.end() ? 0 : a->second;
+      if (!inside || r.reserved_used[j->spec.tenant] > active) EndReservedAttempt(*j, now);
     }
   }
+}
+
+void Scheduler::EndReservedAttempt(Job& j, Timestamp now) {
+  PoolRuntime& r = rt(j.spec.pool);
+  std::optional<Money> fallback =
+      j.spec.tier == Tier::kAuto ? std::optional<Money>(j.spec.limit_price) : j.spec.fallback_limit;
+  if (!fallback) {
+    Requeue(j, EventType::kJobRequeued, "reservation ended", now);
+    return;
+  }
+  r.reserved_used[j.spec.tenant] -= j.spec.gpus;
+  r.reserved_holders.erase(j.id.value());
+  j.running_as = Tier::kSpot;
+  j.limit = *fallback;
+  BookInsert(j);
+  OpenSpot(j, now);
+  r.spot_holders.Insert(j.id.value());
+  r.holder_limits.insert(j.limit.micros());
+  r.spot_held += j.spec.gpus;
+  Event e = JobEvent(EventType::kJobConverted, j, now);
+  e.price = j.limit;
+  e.detail = "reservation ended; continues as spot";
+  Emit(std::move(e));
 }
 
 void Scheduler::StageDependencies(Timestamp now) {
@@ -912,6 +1016,136 @@ static std::vector<Bid> RunningBids(const ClusterState& s, const std::set<uint32
   return out;
 }
 
+GpuDomain Scheduler::OwnerDomain(PoolId pool, TenantId tenant) const {
+  const PoolRuntime& r = rt(pool);
+  GpuDomain d(r.free.node_count(), 0);
+  auto b = r.bound.find(tenant);
+  if (b == r.bound.end()) return d;
+  for (const auto& [node, mask] : b->second) {
+    if (r.free.ready(node)) d[r.free.local_index(node)] = mask;
+  }
+  return d;
+}
+
+FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain,
+                             uint32_t except) const {
+  const PoolRuntime& r = rt(pool);
+  GpuDomain room = domain;
+  for (int32_t i = 0; i < r.free.node_count(); ++i) {
+    if (!room[i]) continue;
+    const Node& n = state_.node(r.free.node_id(i));
+    for (int32_t g = 0; g < n.gpus; ++g) {
+      if (!n.gpu_job[g].valid()) continue;
+      const Job& h = state_.job(n.gpu_job[g]);
+      if (h.running_as == Tier::kReserved && h.spec.tenant == tenant) room[i] &= ~(uint64_t{1} << g);
+    }
+  }
+  for (const auto& [id, claim] : r.owner_claims) {
+    if (id == except || state_.job(JobId(id)).spec.tenant != tenant) continue;
+    for (const NodeSlice& sl : claim.slices) room[r.free.local_index(sl.node)] &= ~sl.gpu_mask;
+  }
+  FreeMap m = r.free;
+  for (int32_t i = 0; i < m.node_count(); ++i) m.SetFreeMask(m.node_id(i), room[i]);
+  return m;
+}
+
+GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) const {
+  const PoolRuntime& r = rt(pool);
+  GpuDomain spare(r.free.node_count(), 0);
+  const int32_t size = r.free.largest_node();
+  std::optional<Timestamp> until;
+  for (const Reservation& res : state_.reservations()) {
+    if (res.pool != pool || res.tenant != tenant || !res.ActiveAt(now)) continue;
+    for (const NodeSlice& sl : res.binding.slices) {
+      if (std::popcount(sl.gpu_mask) == size && (!until || res.end > *until)) until = res.end;
+    }
+  }
+  if (!until) return spare;
+  FreeMap unbound = UnboundMap(pool, now, *until, ReservationId());
+  for (int32_t i = 0; i < unbound.node_count(); ++i) {
+    NodeId id = unbound.node_id(i);
+    if (unbound.ready(id) && unbound.capacity(id) == size &&
+        std::popcount(unbound.free_mask(id)) == size) {
+      spare[i] = unbound.free_mask(id);
+    }
+  }
+  return spare;
+}
+
+bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
+                         Timestamp now, uint32_t job) {
+  PoolRuntime& r = rt(pool);
+  const int32_t size = r.free.largest_node();
+  std::map<NodeId, uint64_t>& bound = r.bound[tenant];
+  std::vector<NodeId> in;  // nodes of `p` the tenant does not hold
+  for (const NodeSlice& sl : p.slices) {
+    if (!bound.count(sl.node)) in.push_back(sl.node);
+  }
+  if (in.empty()) return true;
+  // Whole nodes it holds with nothing of its own on them, outside `p`: (reservation, slice).
+  std::vector<std::pair<Reservation*, size_t>> out;
+  for (Reservation& res : state_.mutable_reservations()) {
+    if (res.pool != pool || res.tenant != tenant || !res.ActiveAt(now)) continue;
+    for (size_t k = 0; k < res.binding.slices.size() && out.size() < in.size(); ++k) {
+      const NodeSlice& sl = res.binding.slices[k];
+      bool in_p = std::any_of(p.slices.begin(), p.slices.end(),
+                              [&](const NodeSlice& x) { return x.node == sl.node; });
+      if (std::popcount(sl.gpu_mask) == size && !in_p && room.ready(sl.node) &&
+          room.free_mask(sl.node) == sl.gpu_mask) {
+        out.emplace_back(&res, k);
+      }
+    }
+  }
+  if (out.size() < in.size()) return false;
+  for (size_t k = 0; k < in.size(); ++k) {
+    Reservation& res = *out[k].first;
+    NodeSlice& sl = res.binding.slices[out[k].second];
+    Event e;
+    e.at = now;
+    e.type = EventType::kReservationMoved;
+    e.reservation = res.id;
+    e.pool = pool;
+    e.node = sl.node;
+    e.detail = state_.node(sl.node).name + " -> " + state_.node(in[k]).name + " for job " +
+               JobId(job).ToString();
+    bound.erase(sl.node);
+    sl.node = in[k];
+    bound[in[k]] = sl.gpu_mask;
+    std::sort(res.binding.slices.begin(), res.binding.slices.end(),
+              [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+    Emit(std::move(e));
+  }
+  return true;
+}
+
+namespace {
+
+// One tenant's reservation as the reclaim stage sees it during a cycle.
+struct OwnerView {
+  GpuDomain domain;  // its bound GPUs on ready nodes
+  GpuDomain ext;     // the domain plus whole nodes it could swap in (Scheduler::SpareNodes)
+  FreeMap now;       // free now and unclaimed, within the domain
+  FreeMap soon;      // free once jobs under notice leave, unclaimed, within the domain
+  FreeMap room;      // the domain less its reserved-tier jobs' GPUs and its claims
+  FreeMap ext_now;   // `now` and `soon` over `ext`
+  FreeMap ext_soon;
+  bool has_spare = false;
+  int32_t smallest_misfit = std::numeric_limits<int32_t>::max();  // room has no such gang
+};
+
+bool AllFree(const FreeMap& m, const Placement& p) {
+  for (const NodeSlice& sl : p.slices) {
+    if (!m.ready(sl.node) || (m.free_mask(sl.node) & sl.gpu_mask) != sl.gpu_mask) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// The owner's guarantee (DESIGN.md invariant 7, docs/market.md): in submission order, each
+// pending reserved-tier job (and auto job with room) that fits its tenant's reserved room starts
+// on free GPUs there, or claims GPUs there that jobs under notice are freeing, or sends notice to
+// the spot jobs on them and claims them. A claim stays with its job until the job starts.
 void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
   supplies->clear();
   for (const Pool& pool : state_.pools()) {
@@ -921,52 +1155,158 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       const Job& j = state_.job(JobId(id));
       if (j.spec.pool == pool.id) soon.Release(j.placement);
     }
-    std::vector<Placement> claims;
+    // Claims from earlier cycles stand while their GPUs are still the tenant's and still free
+    // or being freed; a claim that lost them (a node left, the reservation ended) is dropped.
+    std::map<TenantId, GpuDomain> domains;
+    auto domain_of = [&](TenantId t) -> const GpuDomain& {
+      auto it = domains.find(t);
+      if (it == domains.end()) it = domains.emplace(t, OwnerDomain(pool.id, t)).first;
+      return it->second;
+    };
     std::map<TenantId, int32_t> claimed;
+    for (auto it = r.owner_claims.begin(); it != r.owner_claims.end();) {
+      const Job& j = state_.job(JobId(it->first));
+      const GpuDomain& d = domain_of(j.spec.tenant);
+      bool valid = AllFree(soon, it->second);
+      for (const NodeSlice& sl : it->second.slices) {
+        valid = valid && (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) == 0;
+      }
+      if (!valid) {  // the clock restarts, as for a job whose node failed (invariant 6)
+        r.fits_since.erase(it->first);
+        it = r.owner_claims.erase(it);
+        continue;
+      }
+      soon.Occupy(it->second);
+      claimed[j.spec.tenant] += j.spec.gpus;
+      ++it;
+    }
+    FreeMap unclaimed = r.free;
+    for (const auto& [id, claim] : r.owner_claims) unclaimed.Occupy(claim);
+
+    std::map<TenantId, OwnerView> views;
+    auto view_of = [&](TenantId t) -> OwnerView& {
+      auto it = views.find(t);
+      if (it != views.end()) return it->second;
+      const GpuDomain& d = domain_of(t);
+      GpuDomain spare = SpareNodes(pool.id, t, now);
+      OwnerView v;
+      v.domain = d;
+      v.ext = d;
+      for (size_t i = 0; i < spare.size(); ++i) {
+        v.ext[i] |= spare[i];
+        v.has_spare = v.has_spare || spare[i] != 0;
+      }
+      v.now = unclaimed.Restricted(d);
+      v.soon = soon.Restricted(d);
+      v.room = OwnerRoom(pool.id, t, d, 0);
+      if (v.has_spare) {
+        v.ext_now = unclaimed.Restricted(v.ext);
+        v.ext_soon = soon.Restricted(v.ext);
+      }
+      return views.emplace(t, std::move(v)).first->second;
+    };
+    std::vector<Bid> candidates;
+    bool candidates_stale = true;
+    auto victims_for = [&](const FreeMap& base, const GpuDomain& domain, int32_t gpus) {
+      // A reserved job is never blocked by spot work: any spot holder on its GPUs may go.
+      if (candidates_stale) {
+        std::set<uint32_t> holders;
+        for (uint32_t h : r.spot_holders.ids()) {
+          if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
+        }
+        candidates = RunningBids(state_, holders);
+        candidates_stale = false;
+      }
+      return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
+    };
+
     std::vector<uint32_t> queue;
     for (const auto& [t, id] : r.reserved_q) queue.push_back(id);
     r.reserved_side.clear();
     for (uint32_t id : queue) {
       Job& j = state_.job(JobId(id));
-      if (!HasRoom(j, claimed[j.spec.tenant])) continue;  // auto jobs stay in the spot book
+      const TenantId tenant = j.spec.tenant;
+      auto claim = r.owner_claims.find(id);
+      if (claim != r.owner_claims.end()) {
+        if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
+        if (!AllFree(r.free, claim->second)) continue;  // its GPUs are still being freed
+        Placement p = claim->second;
+        auto since = r.fits_since.find(id);
+        std::optional<Timestamp> from =
+            since == r.fits_since.end() ? std::nullopt : std::optional<Timestamp>(since->second);
+        Bind(j, std::move(p), Tier::kReserved, now, from);
+        continue;
+      }
+      OwnerView& v = view_of(tenant);
+      const int32_t gpus = j.spec.gpus;
+      const bool room = HasRoom(j, claimed[tenant]);
+      if (!room || gpus >= v.smallest_misfit ||
+          v.room.Place(gpus).outcome != PlaceOutcome::kPlaced) {
+        if (room) v.smallest_misfit = std::min(v.smallest_misfit, gpus);
+        r.fits_since.erase(id);
+        continue;  // auto jobs stay in the spot book
+      }
+      const Timestamp since = r.fits_since.emplace(id, now).first->second;
       // From here the job is served as reserved; an auto job must not also bid for spot.
-      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(j.id.value());
-      PlaceResult pr = r.free.Place(j.spec.gpus);
-      if (pr.outcome == PlaceOutcome::kPlaced) {
-        soon.Occupy(pr.placement);
-        Bind(j, std::move(pr.placement), Tier::kReserved, now);
-        continue;
+      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
+      // In order of preference: free GPUs it holds; free whole nodes it can swap in for idle
+      // ones it holds; GPUs it holds that jobs under notice are freeing; the cheapest spot jobs
+      // to stop, on its GPUs or on nodes it can swap in.
+      std::optional<Placement> target;
+      bool start_now = false, swapped = false;
+      if (PlaceResult pr = v.now.Place(gpus); pr.outcome == PlaceOutcome::kPlaced) {
+        target = std::move(pr.placement);
+        start_now = true;
+      } else if (PlaceResult ep = v.has_spare ? v.ext_now.Place(gpus) : PlaceResult();
+                 ep.outcome == PlaceOutcome::kPlaced &&
+                 SwapInto(pool.id, tenant, ep.placement, v.room, now, id)) {
+        target = std::move(ep.placement);
+        start_now = swapped = true;
+      } else if (PlaceResult later = v.soon.Place(gpus); later.outcome == PlaceOutcome::kPlaced) {
+        target = std::move(later.placement);
+      } else {
+        std::optional<VictimChoice> vc;
+        if (v.has_spare) {
+          vc = victims_for(v.ext_soon, v.ext, gpus);
+          if (vc && !SwapInto(pool.id, tenant, vc->placement, v.room, now, id)) vc.reset();
+          swapped = vc.has_value();
+        }
+        if (!vc) vc = victims_for(v.soon, v.domain, gpus);
+        if (!vc) continue;  // cannot happen while the room fits; the invariant check says so
+        for (JobId victim_id : vc->victims) {
+          Job& victim = state_.job(victim_id);
+          for (auto& [t, other] : views) {
+            other.soon.Release(Clip(victim.placement, r.free, other.domain));
+            if (other.has_spare) other.ext_soon.Release(Clip(victim.placement, r.free, other.ext));
+          }
+          soon.Release(victim.placement);
+          SendNotice(victim, "reclaim", now, j.id);
+        }
+        candidates_stale = true;
+        target = std::move(vc->placement);
       }
-      if (pr.outcome == PlaceOutcome::kInfeasible) continue;
-      PlaceResult later = soon.Place(j.spec.gpus);
-      if (later.outcome == PlaceOutcome::kPlaced) {
-        soon.Occupy(later.placement);
-        claims.push_back(std::move(later.placement));
-        claimed[j.spec.tenant] += j.spec.gpus;
-        continue;
+      soon.Occupy(*target);
+      unclaimed.Occupy(*target);
+      if (swapped) {
+        views.erase(tenant);  // its GPUs changed: seen afresh by its next job
+      } else {
+        for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
+        if (v.has_spare) {
+          v.ext_now.Occupy(*target);
+          v.ext_soon.Occupy(*target);
+        }
       }
-      // A reserved job is never blocked by spot work: any spot holder may be stopped.
-      std::set<uint32_t> holders;
-      for (uint32_t h : r.spot_holders.ids()) {
-        if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
+      if (start_now) {
+        Bind(j, std::move(*target), Tier::kReserved, now, since);
+      } else {
+        claimed[tenant] += gpus;
+        r.owner_claims.emplace(id, std::move(*target));
       }
-      std::vector<Bid> candidates = RunningBids(state_, holders);
-      std::optional<VictimChoice> vc = FindVictims(state_, soon, candidates, j.spec.gpus, 0, now);
-      if (!vc) continue;
-      for (JobId v : vc->victims) {
-        Job& victim = state_.job(v);
-        soon.Release(victim.placement);
-        SendNotice(victim, "reclaim", now, j.id);
-      }
-      soon.Occupy(vc->placement);
-      claims.push_back(std::move(vc->placement));
-      claimed[j.spec.tenant] += j.spec.gpus;
     }
     Supply s;
     s.state = &state_;
     s.pool = pool.id;
-    s.free = r.free;
-    for (const Placement& p : claims) s.free.Occupy(p);
+    s.free = std::move(unclaimed);
     s.soon = std::move(soon);
     r.budget_capacity = 0;
     for (NodeId id : state_.pool_nodes(pool.id)) {
@@ -1125,9 +1465,75 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
                     std::to_string(installed));
     }
   }
+  // 2 (shape) and 7. The owner's guarantee, once the cycle has decided.
+  if (cycle_done) {
+    for (const Pool& pool : state_.pools()) CheckOwnerGuarantee(pool.id, &out);
+  }
   // 5. The ledger sums to zero.
   if (ledger_.Sum() != Money()) out.push_back("ledger sums to " + ledger_.Sum().ToString());
   return out;
+}
+
+void Scheduler::CheckOwnerGuarantee(PoolId pool,
+                                    std::vector<std::string>* out) const {
+  const PoolRuntime& r = rt(pool);
+  const PoolConfig& cfg = state_.pool(pool).config;
+  auto name = [&](const Job& j) { return j.spec.name.empty() ? j.id.ToString() : j.spec.name; };
+  // Reserved-tier work runs only on GPUs its tenant holds (on ready nodes).
+  for (uint32_t id : r.reserved_holders) {
+    const Job& j = state_.job(JobId(id));
+    GpuDomain d = OwnerDomain(pool, j.spec.tenant);
+    for (const NodeSlice& sl : j.placement.slices) {
+      if (!r.free.ready(sl.node)) continue;
+      if (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) {
+        out->push_back("reserved job " + name(j) + " runs on " +
+                       state_.node(sl.node).name + " outside its tenant's reservation");
+      }
+    }
+  }
+  // Every pending job that fits its tenant's reserved room (less its other claims) holds a claim
+  // there whose GPUs are all free by its fit time plus the pool's notice.
+  std::map<TenantId, GpuDomain> domains;
+  for (const auto& [submitted, id] : r.reserved_q) {
+    const Job& j = state_.job(JobId(id));
+    auto dit = domains.find(j.spec.tenant);
+    if (dit == domains.end()) dit = domains.emplace(j.spec.tenant, OwnerDomain(pool, j.spec.tenant)).first;
+    auto claim = r.owner_claims.find(id);
+    auto since = r.fits_since.find(id);
+    if (claim == r.owner_claims.end()) {
+      int32_t claimed = 0;
+      for (const auto& [cid, c] : r.owner_claims) {
+        if (state_.job(JobId(cid)).spec.tenant == j.spec.tenant) claimed += state_.job(JobId(cid)).spec.gpus;
+      }
+      if (HasRoom(j, claimed) &&
+          OwnerRoom(pool, j.spec.tenant, dit->second, id).Place(j.spec.gpus).outcome ==
+              PlaceOutcome::kPlaced) {
+        out->push_back("owner's guarantee: job " + name(j) +
+                       " fits its reservation's free room but holds no claim");
+      }
+      continue;
+    }
+    if (since == r.fits_since.end()) {
+      out->push_back("owner's guarantee: job " + name(j) + " holds a claim with no fit time");
+      continue;
+    }
+    const Timestamp due = since->second + cfg.max_notice;
+    for (const NodeSlice& sl : claim->second.slices) {
+      const Node& n = state_.node(sl.node);
+      for (int32_t g = 0; g < n.gpus; ++g) {
+        if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;
+        const Job& h = state_.job(n.gpu_job[g]);
+        if (h.state != JobState::kPreempting || h.notice_deadline > due) {
+          out->push_back("owner's guarantee: job " + name(j) + " fits its reservation since t=" +
+                         Duration::Micros(since->second.micros()).ToString() + " but GPU " +
+                         n.name + "/" + std::to_string(g) + " is held by job " + name(h) +
+                         (h.state == JobState::kPreempting
+                              ? " until t=" + Duration::Micros(h.notice_deadline.micros()).ToString()
+                              : " with no notice"));
+        }
+      }
+    }
+  }
 }
 
 }  // namespace rsv

@@ -61,7 +61,8 @@ struct ReservationRequest {
 };
 
 struct Quote {
-  Admission admission;
+  Admission admission;  // by count and by shape (docs/market.md, "What a reservation guarantees")
+  Placement binding;    // the GPUs it would hold, when admitted
   int32_t reservable = 0;  // ready GPUs minus holdback
   Money price_per_gpu_hour;
   Money total;  // for the whole window
@@ -196,7 +197,14 @@ class Scheduler {
     std::map<TenantId, int32_t> active_reserved;        // refreshed each cycle
     std::map<TenantId, int32_t> active_lend;            // active reservations with lend=true
     std::set<uint32_t> reserved_holders;                // jobs holding GPUs as reserved tier
-    std::set<uint32_t> claims;                          // jobs waiting on GPUs being freed
+    std::set<uint32_t> claims;                          // spot jobs waiting on GPUs being freed
+    // Owners' side (docs/market.md, "What a reservation guarantees"): each tenant's bound GPUs
+    // under its active reservations (refreshed each cycle), the GPUs a pending reserved-tier
+    // job has claimed (kept until it starts: a claim never moves to another job), and when
+    // each pending reserved-tier job began to fit its reservation's free room.
+    std::map<TenantId, std::map<NodeId, uint64_t>> bound;
+    std::map<uint32_t, Placement> owner_claims;
+    std::map<uint32_t, Timestamp> fits_since;
     int32_t spot_held = 0;
     int32_t budget_capacity = 0;                 // ready GPUs at the last cycle
     int32_t installed = 0;                       // GPUs of all nodes, whatever their state
@@ -224,7 +232,8 @@ class Scheduler {
   void BookInsert(const Job& j);
   void BookErase(const Job& j);
 
-  void Bind(Job& j, Placement p, Tier as, Timestamp now);
+  void Bind(Job& j, Placement p, Tier as, Timestamp now,
+            std::optional<Timestamp> fits_since = std::nullopt);
   void Unbind(Job& j);
   // Ends an attempt that held GPUs: back to pending with attempt + 1.
   void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
@@ -234,7 +243,32 @@ class Scheduler {
   DepState Dependencies(const Job& j, std::string* why) const;
   // Whether the tenant's active reservation has room for the job beyond `claimed` GPUs.
   bool HasRoom(const Job& j, int32_t claimed) const;
-  void RefreshReservations(PoolId pool, Timestamp now);
+  // Reservation shape (docs/market.md): the GPUs of `pool`'s ready nodes that no reservation
+  // other than `skip` holds at any instant of [start, end).
+  FreeMap UnboundMap(PoolId pool, Timestamp start, Timestamp end, ReservationId skip) const;
+  // The most GPUs whose shape binds over the window (0 if none), and the earliest start >=
+  // `from` at which `gpus` fit by count and by shape for `length`.
+  int32_t LargestBinding(PoolId pool, Timestamp start, Timestamp end, int32_t at_most) const;
+  std::optional<Timestamp> EarliestBinding(PoolId pool, int32_t gpus, int32_t reservable,
+                                           Duration length, Timestamp from) const;
+  // A node left service: move the reservation GPUs bound on it to other ready nodes.
+  void MoveBindingsOff(NodeId node, Timestamp now);
+  // A reserved-tier attempt that no longer fits what its tenant has reserved: continues as
+  // spot at its fallback limit, or goes back to pending.
+  void EndReservedAttempt(Job& j, Timestamp now);
+  // The tenant's bound GPUs on ready nodes, by local node index of the pool's free map.
+  GpuDomain OwnerDomain(PoolId pool, TenantId tenant) const;
+  // The tenant's reserved room: its domain less the GPUs its reserved-tier jobs hold and the
+  // GPUs claimed for its jobs other than `except`.
+  FreeMap OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain, uint32_t except) const;
+  // Whole ready nodes no reservation holds from now until the end of the tenant's latest
+  // active reservation that holds whole nodes: nodes it may swap in for idle ones it holds.
+  GpuDomain SpareNodes(PoolId pool, TenantId tenant, Timestamp now) const;
+  // Moves the tenant's reservations onto the nodes of `p` it does not hold, each in exchange for
+  // a whole node it holds with nothing of its own on it (`room`) outside `p`. All or nothing.
+  bool SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
+                Timestamp now, uint32_t job);
+  void CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) const;
   int32_t ComputeBudget(PoolId pool) const;
   void SetPrice(PoolId pool, Money price, Timestamp now);
   void OpenSpot(Job& j, Timestamp now);
