@@ -108,7 +108,9 @@ std::vector<std::pair<std::string, std::string>> Rows(const PolicyResult& r) {
        Hours(r.queue_guaranteed_s.mean) + " / " + Hours(r.queue_guaranteed_s.p99)},
       {"queueing, other jobs: mean / p99 (h)",
        Hours(r.queue_spot_s.mean) + " / " + Hours(r.queue_spot_s.p99)},
-      {"owner wait max (s)", Fixed(r.owner_wait_max_s, 0)},
+      {"owner wait p50 / p99 / max (s), over the notice",
+       Fixed(r.owner_wait_s.p50, 0) + " / " + Fixed(r.owner_wait_s.p99, 0) + " / " +
+           Fixed(r.owner_wait_max_s, 0) + ", " + std::to_string(r.owner_waits_over_notice)},
       {"preemptions", std::to_string(r.preemptions)},
       {"lost GPU-hours", Fixed(r.lost_gpu_hours, 1)},
       {"jobs finished / unfinished",
@@ -226,7 +228,9 @@ std::string ResultJson(const RunInfo& run) {
          ",\n     \"jct_s\": " + StatJson(r.jct_s) +
          ",\n     \"queue_delay_guaranteed_s\": " + StatJson(r.queue_guaranteed_s) +
          ",\n     \"queue_delay_spot_s\": " + StatJson(r.queue_spot_s) +
-         ",\n     \"owner_wait_max_s\": " + Fixed(r.owner_wait_max_s) +
+         ",\n     \"owner_wait_s\": " + StatJson(r.owner_wait_s) +
+         ", \"owner_wait_max_s\": " + Fixed(r.owner_wait_max_s) +
+         ", \"owner_waits_over_notice\": " + std::to_string(r.owner_waits_over_notice) +
          ", \"preemptions\": " + std::to_string(r.preemptions) +
          ", \"lost_gpu_hours\": " + Fixed(r.lost_gpu_hours, 3) +
          ", \"work_gpu_hours\": " + Fixed(r.work_gpu_hours, 3) +

@@ -49,7 +49,6 @@ struct SimJob {
   int32_t attempt = 0;
   std::optional<Timestamp> first_start;
   std::optional<Timestamp> finished;
-  std::optional<Timestamp> reclaim_since;  // first reclaim notice sent for this job
   bool guaranteed_class = false;
   int32_t gpus = 0;  // held while running (the request rounded to whole nodes)
 };
@@ -90,12 +89,14 @@ class Recorder {
     j.overhead = overhead;
     j.attempt++;
     if (!j.first_start) j.first_start = t;
-    if (j.reclaim_since) {
-      out_->owner_wait_max_s =
-          std::max(out_->owner_wait_max_s, (t - *j.reclaim_since).micros() / kMicrosPerSecond);
-      j.reclaim_since.reset();
-    }
     Allocate(t, j.gpus);
+  }
+
+  // A reserved-tier attempt started at `t` after fitting its reservation since `since`.
+  void OwnerStarted(Timestamp since, Timestamp t) {
+    double wait = (t - since).micros() / kMicrosPerSecond;
+    owner_waits_.push_back(wait);
+    out_->owner_waits_over_notice += t - since > cfg_.notice;
   }
 
   // The attempt ended without finishing: keep checkpointed progress, lose the rest.
@@ -126,10 +127,6 @@ class Recorder {
     Allocate(t, -j.gpus);
   }
 
-  void ReclaimNotice(size_t i, Timestamp t) {
-    if (!jobs_[i].reclaim_since) jobs_[i].reclaim_since = t;
-  }
-
   void Price(Timestamp t, Money p) { out_->price.emplace_back(t.micros() / 1'000'000, p); }
 
   int64_t finished() const { return finished_; }
@@ -152,6 +149,8 @@ class Recorder {
     out_->jct_s = Summarize(jct);
     out_->queue_guaranteed_s = Summarize(qg);
     out_->queue_spot_s = Summarize(qs);
+    for (double w : owner_waits_) out_->owner_wait_max_s = std::max(out_->owner_wait_max_s, w);
+    out_->owner_wait_s = Summarize(std::move(owner_waits_));
     std::sort(jct.begin(), jct.end());
     out_->jct_sorted_s = std::move(jct);
     out_->lost_gpu_hours = lost_us_ / kMicrosPerHourD;
@@ -201,6 +200,7 @@ class Recorder {
   Timestamp last_;
   double area_ = 0;
   double lost_us_ = 0, used_us_ = 0, work_us_ = 0;
+  std::vector<double> owner_waits_;
   int64_t finished_ = 0;
   Timestamp horizon_;
   std::vector<std::pair<int64_t, int64_t>> steps_;  // (time us, allocated after)
@@ -267,6 +267,11 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
   for (const auto& [t, g] : cfg.reservations) {
     if (g <= 0) continue;
     ReservationRequest r{tenant[t], pool, g, Timestamp(), forever, policy != Policy::kStatic};
+    // Counts that fit the cluster may not all fit as shapes (whole nodes plus the rest on one
+    // node; docs/market.md): a quota that does not is cut to the largest that does.
+    RSV_ASSIGN_OR_RETURN(Quote q, s.QuoteReservation(r, Timestamp()));
+    if (!q.admission.admitted) r.gpus = q.admission.largest_fit;
+    if (r.gpus <= 0) continue;
     Result<ReservationId> id = s.Reserve(r, Timestamp());
     if (!id.ok()) {
       return InvalidArgument("reservations", "tenant " + t + ": " + id.status().message());
@@ -295,6 +300,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           SimJob& j = rec.job(i);
           Duration overhead = j.attempt > 0 ? cfg.restart_cost : Duration();
           rec.Started(i, t, overhead);
+          if (e.fits_since) rec.OwnerStarted(*e.fits_since, t);
           q.push(QueuedEvent{t + overhead + j.remaining, seq++, 0, i, j.attempt});
           break;
         }
@@ -304,11 +310,6 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           break;
         case EventType::kJobSucceeded:
           rec.Finished(i, t);
-          break;
-        case EventType::kNoticeSent:
-          if (e.beneficiary.valid() && e.detail == "reclaim") {
-            rec.ReclaimNotice(sim_of[e.beneficiary.value()], t);
-          }
           break;
         case EventType::kPriceChanged:
           rec.Price(t, e.price);

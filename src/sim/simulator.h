@@ -65,7 +65,11 @@ struct PolicyResult {
   Stat jct_s;               // completion − submission, seconds
   Stat queue_guaranteed_s;  // first start − submission, jobs that fit their tenant's reservation
   Stat queue_spot_s;        // the same for all other jobs
-  double owner_wait_max_s = 0;  // reclaim notice → the owner's job running
+  // The owner's wait (DESIGN.md invariant 7): from the moment a reserved-tier attempt fits its
+  // reservation's free room to its start, over every such start; must stay within the notice.
+  Stat owner_wait_s;
+  double owner_wait_max_s = 0;
+  int64_t owner_waits_over_notice = 0;
   int64_t preemptions = 0;
   double lost_gpu_hours = 0;
   double work_gpu_hours = 0;  // sum of duration × GPUs of finished jobs
