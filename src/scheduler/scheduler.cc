@@ -1129,6 +1129,7 @@ struct OwnerView {
   FreeMap room;      // the domain less its reserved-tier jobs' GPUs and its claims
   FreeMap ext_now;   // `now` and `soon` over `ext`
   FreeMap ext_soon;
+  bool spare_known = false;  // ext, ext_now and ext_soon are computed (lazily)
   bool has_spare = false;
   int32_t smallest_misfit = std::numeric_limits<int32_t>::max();  // room has no such gang
 };
@@ -1188,22 +1189,28 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       auto it = views.find(t);
       if (it != views.end()) return it->second;
       const GpuDomain& d = domain_of(t);
-      GpuDomain spare = SpareNodes(pool.id, t, now);
       OwnerView v;
       v.domain = d;
-      v.ext = d;
+      v.now = unclaimed.Restricted(d);
+      v.soon = soon.Restricted(d);
+      v.room = OwnerRoom(pool.id, t, d, 0);
+      return views.emplace(t, std::move(v)).first->second;
+    };
+    // Nodes to swap in are looked for only when the tenant's own GPUs are not free now.
+    auto with_spare = [&](TenantId t, OwnerView& v) {
+      if (v.spare_known) return v.has_spare;
+      v.spare_known = true;
+      GpuDomain spare = SpareNodes(pool.id, t, now);
+      v.ext = v.domain;
       for (size_t i = 0; i < spare.size(); ++i) {
         v.ext[i] |= spare[i];
         v.has_spare = v.has_spare || spare[i] != 0;
       }
-      v.now = unclaimed.Restricted(d);
-      v.soon = soon.Restricted(d);
-      v.room = OwnerRoom(pool.id, t, d, 0);
       if (v.has_spare) {
         v.ext_now = unclaimed.Restricted(v.ext);
         v.ext_soon = soon.Restricted(v.ext);
       }
-      return views.emplace(t, std::move(v)).first->second;
+      return v.has_spare;
     };
     std::vector<Bid> candidates;
     bool candidates_stale = true;
@@ -1220,10 +1227,10 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
     };
 
-    std::vector<uint32_t> queue;
-    for (const auto& [t, id] : r.reserved_q) queue.push_back(id);
     r.reserved_side.clear();
-    for (uint32_t id : queue) {
+    // Bind erases the job it binds from the queue, so the iterator moves on first.
+    for (auto qit = r.reserved_q.begin(); qit != r.reserved_q.end();) {
+      const uint32_t id = (qit++)->second;
       Job& j = state_.job(JobId(id));
       const TenantId tenant = j.spec.tenant;
       auto claim = r.owner_claims.find(id);
@@ -1234,17 +1241,20 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         auto since = r.fits_since.find(id);
         std::optional<Timestamp> from =
             since == r.fits_since.end() ? std::nullopt : std::optional<Timestamp>(since->second);
+        claimed[tenant] -= j.spec.gpus;  // held from now on, no longer claimed
         Bind(j, std::move(p), Tier::kReserved, now, from);
         continue;
       }
-      OwnerView& v = view_of(tenant);
       const int32_t gpus = j.spec.gpus;
-      const bool room = HasRoom(j, claimed[tenant]);
-      if (!room || gpus >= v.smallest_misfit ||
-          v.room.Place(gpus).outcome != PlaceOutcome::kPlaced) {
-        if (room) v.smallest_misfit = std::min(v.smallest_misfit, gpus);
-        r.fits_since.erase(id);
+      if (!HasRoom(j, claimed[tenant])) {
+        if (!r.fits_since.empty()) r.fits_since.erase(id);
         continue;  // auto jobs stay in the spot book
+      }
+      OwnerView& v = view_of(tenant);
+      if (gpus >= v.smallest_misfit || v.room.Place(gpus).outcome != PlaceOutcome::kPlaced) {
+        v.smallest_misfit = std::min(v.smallest_misfit, gpus);
+        if (!r.fits_since.empty()) r.fits_since.erase(id);
+        continue;
       }
       const Timestamp since = r.fits_since.emplace(id, now).first->second;
       // From here the job is served as reserved; an auto job must not also bid for spot.
@@ -1257,7 +1267,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       if (PlaceResult pr = v.now.Place(gpus); pr.outcome == PlaceOutcome::kPlaced) {
         target = std::move(pr.placement);
         start_now = true;
-      } else if (PlaceResult ep = v.has_spare ? v.ext_now.Place(gpus) : PlaceResult();
+      } else if (PlaceResult ep = with_spare(tenant, v) ? v.ext_now.Place(gpus) : PlaceResult();
                  ep.outcome == PlaceOutcome::kPlaced &&
                  SwapInto(pool.id, tenant, ep.placement, v.room, now, id)) {
         target = std::move(ep.placement);
@@ -1493,24 +1503,32 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool,
   }
   // Every pending job that fits its tenant's reserved room (less its other claims) holds a claim
   // there whose GPUs are all free by its fit time plus the pool's notice.
-  std::map<TenantId, GpuDomain> domains;
+  struct Owner {
+    int32_t claimed = 0;
+    std::optional<FreeMap> room;  // built on first need
+    int32_t smallest_misfit = std::numeric_limits<int32_t>::max();
+  };
+  std::map<TenantId, Owner> owners;
+  for (const auto& [cid, c] : r.owner_claims) {
+    const Job& cj = state_.job(JobId(cid));
+    owners[cj.spec.tenant].claimed += cj.spec.gpus;
+  }
   for (const auto& [submitted, id] : r.reserved_q) {
     const Job& j = state_.job(JobId(id));
-    auto dit = domains.find(j.spec.tenant);
-    if (dit == domains.end()) dit = domains.emplace(j.spec.tenant, OwnerDomain(pool, j.spec.tenant)).first;
     auto claim = r.owner_claims.find(id);
     auto since = r.fits_since.find(id);
     if (claim == r.owner_claims.end()) {
-      int32_t claimed = 0;
-      for (const auto& [cid, c] : r.owner_claims) {
-        if (state_.job(JobId(cid)).spec.tenant == j.spec.tenant) claimed += state_.job(JobId(cid)).spec.gpus;
+      Owner& o = owners[j.spec.tenant];
+      if (!HasRoom(j, o.claimed) || j.spec.gpus >= o.smallest_misfit) continue;
+      if (!o.room) {
+        o.room = OwnerRoom(pool, j.spec.tenant, OwnerDomain(pool, j.spec.tenant), 0);
       }
-      if (HasRoom(j, claimed) &&
-          OwnerRoom(pool, j.spec.tenant, dit->second, id).Place(j.spec.gpus).outcome ==
-              PlaceOutcome::kPlaced) {
-        out->push_back("owner's guarantee: job " + name(j) +
-                       " fits its reservation's free room but holds no claim");
+      if (o.room->Place(j.spec.gpus).outcome != PlaceOutcome::kPlaced) {
+        o.smallest_misfit = j.spec.gpus;
+        continue;
       }
+      out->push_back("owner's guarantee: job " + name(j) +
+                     " fits its reservation's free room but holds no claim");
       continue;
     }
     if (since == r.fits_since.end()) {
