@@ -349,6 +349,9 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply s, Timestamp now) {
   bool any_soon = s.soon.free_gpus() > s.free.free_gpus();
   for (const Bid& b : book) {
     if (b.running || b.preempting) continue;
+    if (s.not_bidding && b.job.value() < s.not_bidding->size() && (*s.not_bidding)[b.job.value()]) {
+      continue;
+    }
     std::string why;
     if (!s.free.Feasible(b.gpus, &why)) {
       r.infeasible.push_back(b.job);

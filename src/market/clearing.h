@@ -52,6 +52,9 @@ struct Supply {
   FreeMap free;        // GPUs free now that spot may take (claims of reserved jobs removed)
   FreeMap soon;        // `free` plus GPUs of jobs under notice not yet claimed
   int32_t budget = 0;  // GPUs spot may hold in total (ready − reserved use − unlent idle)
+  // By job id: pending bids that are not bids in this clearing (auto jobs their reservation
+  // serves this cycle). Null: every bid bids.
+  const std::vector<uint8_t>* not_bidding = nullptr;
   MarketParams params;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <limits>
+#include <queue>
 
 namespace rsv {
 namespace {
@@ -522,13 +523,16 @@ void Scheduler::BookErase(const Job& j) {
 
 void Scheduler::Enqueue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (j.spec.tier != Tier::kSpot) r.reserved_q.emplace(j.submitted.micros(), j.id.value());
+  if (j.spec.tier != Tier::kSpot) r.reserved_q[j.spec.tenant].emplace(j.submitted.micros(), j.id.value());
   if (j.spec.tier != Tier::kReserved) BookInsert(j);
 }
 
 void Scheduler::Dequeue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (j.spec.tier != Tier::kSpot) r.reserved_q.erase({j.submitted.micros(), j.id.value()});
+  if (j.spec.tier != Tier::kSpot) {
+    auto q = r.reserved_q.find(j.spec.tenant);
+    if (q != r.reserved_q.end()) q->second.erase({j.submitted.micros(), j.id.value()});
+  }
   BookErase(j);
   if (!r.claims.empty()) r.claims.erase(j.id.value());
   if (!r.owner_claims.empty()) r.owner_claims.erase(j.id.value());
@@ -1183,6 +1187,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     }
     FreeMap unclaimed = r.free;
     for (const auto& [id, claim] : r.owner_claims) unclaimed.Occupy(claim);
+    std::erase_if(r.fits_since, [&](const auto& f) { return !r.owner_claims.count(f.first); });
 
     std::map<TenantId, OwnerView> views;
     auto view_of = [&](TenantId t) -> OwnerView& {
@@ -1228,32 +1233,68 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     };
 
     r.reserved_side.clear();
-    // Bind erases the job it binds from the queue, so the iterator moves on first.
-    for (auto qit = r.reserved_q.begin(); qit != r.reserved_q.end();) {
-      const uint32_t id = (qit++)->second;
+    // Claims first: a claimed job starts once its GPUs are free, whatever else waits.
+    std::vector<uint32_t> claim_ids;
+    for (const auto& [id, claim] : r.owner_claims) claim_ids.push_back(id);
+    for (uint32_t id : claim_ids) {
+      Job& j = state_.job(JobId(id));
+      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
+      const Placement& claim = r.owner_claims.at(id);
+      if (!AllFree(r.free, claim)) continue;  // its GPUs are still being freed
+      Placement p = claim;
+      auto since = r.fits_since.find(id);
+      std::optional<Timestamp> from =
+          since == r.fits_since.end() ? std::nullopt : std::optional<Timestamp>(since->second);
+      claimed[j.spec.tenant] -= j.spec.gpus;  // held from now on, no longer claimed
+      Bind(j, std::move(p), Tier::kReserved, now, from);
+    }
+    // Then the other pending jobs of every tenant with room left, merged in submission order;
+    // a tenant's queue is left as soon as its reservation is full (no scan of what cannot run).
+    using Queue = std::set<std::pair<int64_t, uint32_t>>;
+    struct Cursor {
+      std::pair<int64_t, uint32_t> key;
+      Queue::iterator next;
+      const Queue* queue;
+      bool operator>(const Cursor& o) const { return key > o.key; }
+    };
+    std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> merge;
+    auto room_left = [&](TenantId t) {
+      auto get = [&](const std::map<TenantId, int32_t>& m) {
+        auto it = m.find(t);
+        return it == m.end() ? 0 : it->second;
+      };
+      return get(r.active_reserved) - get(r.reserved_used) - claimed[t] > 0;
+    };
+    for (auto& [t, q] : r.reserved_q) {
+      if (!q.empty() && room_left(t)) merge.push(Cursor{*q.begin(), std::next(q.begin()), &q});
+    }
+    while (!merge.empty()) {
+      Cursor c = merge.top();
+      merge.pop();
+      const uint32_t id = c.key.second;
       Job& j = state_.job(JobId(id));
       const TenantId tenant = j.spec.tenant;
-      auto claim = r.owner_claims.find(id);
-      if (claim != r.owner_claims.end()) {
-        if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
-        if (!AllFree(r.free, claim->second)) continue;  // its GPUs are still being freed
-        Placement p = claim->second;
-        auto since = r.fits_since.find(id);
-        std::optional<Timestamp> from =
-            since == r.fits_since.end() ? std::nullopt : std::optional<Timestamp>(since->second);
-        claimed[tenant] -= j.spec.gpus;  // held from now on, no longer claimed
-        Bind(j, std::move(p), Tier::kReserved, now, from);
+      // Bind erases this job from its queue; the cursor already points past it.
+      auto advance = [&] {
+        if (c.next != c.queue->end() && room_left(tenant)) {
+          merge.push(Cursor{*c.next, std::next(c.next), c.queue});
+        }
+      };
+      if (r.owner_claims.count(id)) {
+        advance();
         continue;
       }
       const int32_t gpus = j.spec.gpus;
       if (!HasRoom(j, claimed[tenant])) {
         if (!r.fits_since.empty()) r.fits_since.erase(id);
+        advance();
         continue;  // auto jobs stay in the spot book
       }
       OwnerView& v = view_of(tenant);
       if (gpus >= v.smallest_misfit || v.room.Place(gpus).outcome != PlaceOutcome::kPlaced) {
         v.smallest_misfit = std::min(v.smallest_misfit, gpus);
         if (!r.fits_since.empty()) r.fits_since.erase(id);
+        advance();
         continue;
       }
       const Timestamp since = r.fits_since.emplace(id, now).first->second;
@@ -1282,7 +1323,10 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           swapped = vc.has_value();
         }
         if (!vc) vc = victims_for(v.soon, v.domain, gpus);
-        if (!vc) continue;  // cannot happen while the room fits; the invariant check says so
+        if (!vc) {  // cannot happen while the room fits; the invariant check says so
+          advance();
+          continue;
+        }
         for (JobId victim_id : vc->victims) {
           Job& victim = state_.job(victim_id);
           for (auto& [t, other] : views) {
@@ -1312,6 +1356,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         claimed[tenant] += gpus;
         r.owner_claims.emplace(id, std::move(*target));
       }
+      advance();
     }
     Supply s;
     s.state = &state_;
@@ -1346,20 +1391,14 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       r.cache.stale = false;
     }
     Supply& supply = (*supplies)[pool.id.value() - 1];
-    if (r.reserved_side.empty()) {
-      results->push_back(Clear(r.cache.bids, std::move(supply), now));
-      continue;
+    if (!r.reserved_side.empty()) {
+      not_bidding_.assign(state_.jobs().size() + 1, 0);
+      for (uint32_t id : r.reserved_side) {
+        if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
+      }
+      supply.not_bidding = &not_bidding_;
     }
-    std::set<uint32_t> skip;
-    for (uint32_t id : r.reserved_side) {
-      if (state_.job(JobId(id)).state == JobState::kPending) skip.insert(id);
-    }
-    std::vector<Bid> bids;
-    bids.reserve(r.cache.bids.size());
-    for (const Bid& b : r.cache.bids) {
-      if (!skip.count(b.job.value())) bids.push_back(b);
-    }
-    results->push_back(Clear(bids, std::move(supply), now));
+    results->push_back(Clear(r.cache.bids, std::move(supply), now));
   }
 }
 
@@ -1513,30 +1552,37 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool,
     const Job& cj = state_.job(JobId(cid));
     owners[cj.spec.tenant].claimed += cj.spec.gpus;
   }
-  for (const auto& [submitted, id] : r.reserved_q) {
-    const Job& j = state_.job(JobId(id));
-    auto claim = r.owner_claims.find(id);
-    auto since = r.fits_since.find(id);
-    if (claim == r.owner_claims.end()) {
-      Owner& o = owners[j.spec.tenant];
+  auto count_of = [](const std::map<TenantId, int32_t>& m, TenantId t) {
+    auto it = m.find(t);
+    return it == m.end() ? 0 : it->second;
+  };
+  for (const auto& [tenant, queue] : r.reserved_q) {
+    Owner& o = owners[tenant];
+    if (count_of(r.active_reserved, tenant) - count_of(r.reserved_used, tenant) - o.claimed <= 0) {
+      continue;  // full by count: nothing of its can fit
+    }
+    for (const auto& [submitted, id] : queue) {
+      const Job& j = state_.job(JobId(id));
+      if (r.owner_claims.count(id)) continue;
       if (!HasRoom(j, o.claimed) || j.spec.gpus >= o.smallest_misfit) continue;
-      if (!o.room) {
-        o.room = OwnerRoom(pool, j.spec.tenant, OwnerDomain(pool, j.spec.tenant), 0);
-      }
+      if (!o.room) o.room = OwnerRoom(pool, tenant, OwnerDomain(pool, tenant), 0);
       if (o.room->Place(j.spec.gpus).outcome != PlaceOutcome::kPlaced) {
         o.smallest_misfit = j.spec.gpus;
         continue;
       }
       out->push_back("owner's guarantee: job " + name(j) +
                      " fits its reservation's free room but holds no claim");
-      continue;
     }
+  }
+  for (const auto& [id, claim] : r.owner_claims) {
+    const Job& j = state_.job(JobId(id));
+    auto since = r.fits_since.find(id);
     if (since == r.fits_since.end()) {
       out->push_back("owner's guarantee: job " + name(j) + " holds a claim with no fit time");
       continue;
     }
     const Timestamp due = since->second + cfg.max_notice;
-    for (const NodeSlice& sl : claim->second.slices) {
+    for (const NodeSlice& sl : claim.slices) {
       const Node& n = state_.node(sl.node);
       for (int32_t g = 0; g < n.gpus; ++g) {
         if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;

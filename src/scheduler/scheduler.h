@@ -191,7 +191,8 @@ class Scheduler {
     BidCache cache;                       // `book` flattened for the clearing, rebuilt when changed
     IdSet spot_holders;                   // jobs holding GPUs as spot tier
     std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
-    std::set<std::pair<int64_t, uint32_t>> reserved_q;  // pending reserved/auto by submission
+    // Pending reserved/auto jobs by tenant, each by submission (a tenant's empty queue stays).
+    std::map<TenantId, std::set<std::pair<int64_t, uint32_t>>> reserved_q;
     std::multiset<int64_t> holder_limits;               // limits of spot jobs holding GPUs
     std::map<TenantId, int32_t> reserved_used;          // GPUs held by reserved-tier jobs
     std::map<TenantId, int32_t> active_reserved;        // refreshed each cycle
@@ -312,6 +313,7 @@ class Scheduler {
   std::vector<SpotAccount> spot_;
   std::set<uint32_t> preempting_;   // jobs under notice (all pools)
   std::set<uint32_t> dep_waiting_;  // pending jobs whose dependencies have not resolved
+  std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
 };
 
 }  // namespace rsv
