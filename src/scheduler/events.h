@@ -46,7 +46,7 @@ struct Event {
   Money old_price;     // PriceChanged
   Timestamp deadline;  // NoticeSent
   int32_t attempt = 0;
-  JobId beneficiary;   // NoticeSent: the job the GPUs are wanted for (none for "supply")
+  JobId beneficiary;  // NoticeSent: the job the GPUs are wanted for (none for "supply")
   // JobStarted of a reserved-tier attempt: when it began to fit its reservation's free room
   // (the owner's wait, DESIGN.md invariant 7, runs from here).
   std::optional<Timestamp> fits_since;

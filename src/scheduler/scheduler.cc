@@ -523,7 +523,8 @@ void Scheduler::BookErase(const Job& j) {
 
 void Scheduler::Enqueue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (j.spec.tier != Tier::kSpot) r.reserved_q[j.spec.tenant].emplace(j.submitted.micros(), j.id.value());
+  if (j.spec.tier != Tier::kSpot)
+    r.reserved_q[j.spec.tenant].emplace(j.submitted.micros(), j.id.value());
   if (j.spec.tier != Tier::kReserved) BookInsert(j);
 }
 
@@ -889,7 +890,10 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   stage("preemption", [&] { StagePreemption(now, &results); });
   report.events = static_cast<int32_t>(next_seq_ - first_event);
   last_cycle_ = now;
-  at_fixpoint_ = true;
+  // A notice with no time to run (a zero notice) expires at the next cycle, even at this instant.
+  at_fixpoint_ = std::none_of(preempting_.begin(), preempting_.end(), [&](uint32_t id) {
+    return state_.job(JobId(id)).notice_deadline <= now;
+  });
   wakeup_after_cycle_ = NextWakeup(now);
   return report;
 }
@@ -1041,7 +1045,8 @@ FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& doma
     for (int32_t g = 0; g < n.gpus; ++g) {
       if (!n.gpu_job[g].valid()) continue;
       const Job& h = state_.job(n.gpu_job[g]);
-      if (h.running_as == Tier::kReserved && h.spec.tenant == tenant) room[i] &= ~(uint64_t{1} << g);
+      if (h.running_as == Tier::kReserved && h.spec.tenant == tenant)
+        room[i] &= ~(uint64_t{1} << g);
     }
   }
   for (const auto& [id, claim] : r.owner_claims) {
@@ -1061,7 +1066,10 @@ GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) con
   for (const Reservation& res : state_.reservations()) {
     if (res.pool != pool || res.tenant != tenant || !res.ActiveAt(now)) continue;
     for (const NodeSlice& sl : res.binding.slices) {
-      if (std::popcount(sl.gpu_mask) == size && (!until || res.end > *until)) until = res.end;
+      if (std::popcount(sl.gpu_mask) == size && state_.node(sl.node).gpus == size &&
+          (!until || res.end > *until)) {
+        until = res.end;
+      }
     }
   }
   if (!until) return spare;
@@ -1094,8 +1102,8 @@ bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const
       const NodeSlice& sl = res.binding.slices[k];
       bool in_p = std::any_of(p.slices.begin(), p.slices.end(),
                               [&](const NodeSlice& x) { return x.node == sl.node; });
-      if (std::popcount(sl.gpu_mask) == size && !in_p && room.ready(sl.node) &&
-          room.free_mask(sl.node) == sl.gpu_mask) {
+      if (std::popcount(sl.gpu_mask) == size && state_.node(sl.node).gpus == size && !in_p &&
+          room.ready(sl.node) && room.free_mask(sl.node) == sl.gpu_mask) {
         out.emplace_back(&res, k);
       }
     }
@@ -1114,6 +1122,7 @@ bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const
                JobId(job).ToString();
     bound.erase(sl.node);
     sl.node = in[k];
+    sl.gpu_mask = ~uint64_t{0} >> (64 - size);  // the whole node
     bound[in[k]] = sl.gpu_mask;
     std::sort(res.binding.slices.begin(), res.binding.slices.end(),
               [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
@@ -1335,14 +1344,20 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           }
           soon.Release(victim.placement);
           SendNotice(victim, "reclaim", now, j.id);
+          // A zero notice ends at once: the owner must not wait for the next cycle.
+          if (victim.notice_deadline <= now) {
+            Requeue(victim, EventType::kJobPreempted, "notice expired", now);
+          }
         }
         candidates_stale = true;
         target = std::move(vc->placement);
+        start_now = AllFree(r.free, *target);
       }
       soon.Occupy(*target);
       unclaimed.Occupy(*target);
       if (swapped) {
         views.erase(tenant);  // its GPUs changed: seen afresh by its next job
+        domains.erase(tenant);
       } else {
         for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
         if (v.has_spare) {
@@ -1523,8 +1538,7 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
   return out;
 }
 
-void Scheduler::CheckOwnerGuarantee(PoolId pool,
-                                    std::vector<std::string>* out) const {
+void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) const {
   const PoolRuntime& r = rt(pool);
   const PoolConfig& cfg = state_.pool(pool).config;
   auto name = [&](const Job& j) { return j.spec.name.empty() ? j.id.ToString() : j.spec.name; };
@@ -1535,8 +1549,8 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool,
     for (const NodeSlice& sl : j.placement.slices) {
       if (!r.free.ready(sl.node)) continue;
       if (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) {
-        out->push_back("reserved job " + name(j) + " runs on " +
-                       state_.node(sl.node).name + " outside its tenant's reservation");
+        out->push_back("reserved job " + name(j) + " runs on " + state_.node(sl.node).name +
+                       " outside its tenant's reservation");
       }
     }
   }
@@ -1588,12 +1602,13 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool,
         if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;
         const Job& h = state_.job(n.gpu_job[g]);
         if (h.state != JobState::kPreempting || h.notice_deadline > due) {
-          out->push_back("owner's guarantee: job " + name(j) + " fits its reservation since t=" +
-                         Duration::Micros(since->second.micros()).ToString() + " but GPU " +
-                         n.name + "/" + std::to_string(g) + " is held by job " + name(h) +
-                         (h.state == JobState::kPreempting
-                              ? " until t=" + Duration::Micros(h.notice_deadline.micros()).ToString()
-                              : " with no notice"));
+          out->push_back(
+              "owner's guarantee: job " + name(j) + " fits its reservation since t=" +
+              Duration::Micros(since->second.micros()).ToString() + " but GPU " + n.name + "/" +
+              std::to_string(g) + " is held by job " + name(h) +
+              (h.state == JobState::kPreempting
+                   ? " until t=" + Duration::Micros(h.notice_deadline.micros()).ToString()
+                   : " with no notice"));
         }
       }
     }

@@ -193,12 +193,12 @@ class Scheduler {
     std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
     // Pending reserved/auto jobs by tenant, each by submission (a tenant's empty queue stays).
     std::map<TenantId, std::set<std::pair<int64_t, uint32_t>>> reserved_q;
-    std::multiset<int64_t> holder_limits;               // limits of spot jobs holding GPUs
-    std::map<TenantId, int32_t> reserved_used;          // GPUs held by reserved-tier jobs
-    std::map<TenantId, int32_t> active_reserved;        // refreshed each cycle
-    std::map<TenantId, int32_t> active_lend;            // active reservations with lend=true
-    std::set<uint32_t> reserved_holders;                // jobs holding GPUs as reserved tier
-    std::set<uint32_t> claims;                          // spot jobs waiting on GPUs being freed
+    std::multiset<int64_t> holder_limits;         // limits of spot jobs holding GPUs
+    std::map<TenantId, int32_t> reserved_used;    // GPUs held by reserved-tier jobs
+    std::map<TenantId, int32_t> active_reserved;  // refreshed each cycle
+    std::map<TenantId, int32_t> active_lend;      // active reservations with lend=true
+    std::set<uint32_t> reserved_holders;          // jobs holding GPUs as reserved tier
+    std::set<uint32_t> claims;                    // spot jobs waiting on GPUs being freed
     // Owners' side (docs/market.md, "What a reservation guarantees"): each tenant's bound GPUs
     // under its active reservations (refreshed each cycle), the GPUs a pending reserved-tier
     // job has claimed (kept until it starts: a claim never moves to another job), and when
@@ -311,8 +311,8 @@ class Scheduler {
     bool open = false;
   };
   std::vector<SpotAccount> spot_;
-  std::set<uint32_t> preempting_;   // jobs under notice (all pools)
-  std::set<uint32_t> dep_waiting_;  // pending jobs whose dependencies have not resolved
+  std::set<uint32_t> preempting_;     // jobs under notice (all pools)
+  std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
 };
 
