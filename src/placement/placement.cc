@@ -214,6 +214,11 @@ FreeMap FreeMap::Restricted(const std::vector<uint64_t>& domain) const {
   return out;
 }
 
+void SortByNode(Placement& p) {
+  std::sort(p.slices.begin(), p.slices.end(),
+            [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+}
+
 Placement Clip(const Placement& p, const FreeMap& map, const GpuDomain& domain) {
   Placement out;
   for (const NodeSlice& s : p.slices) {
@@ -236,8 +241,7 @@ std::optional<Placement> BindShape(FreeMap unbound, int32_t gpus) {
     unbound.Occupy(pr.placement);
     for (NodeSlice& s : pr.placement.slices) out.slices.push_back(s);
   }
-  std::sort(out.slices.begin(), out.slices.end(),
-            [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+  SortByNode(out);
   return out;
 }
 

@@ -126,6 +126,9 @@ class FreeMap {
 // GPUs a gang may use, per local node index of a FreeMap (a tenant's reserved GPUs, say).
 using GpuDomain = std::vector<uint64_t>;
 
+// Sorts a placement's slices by node (the canonical order of a reservation's GPUs).
+void SortByNode(Placement& p);
+
 // `p` limited to the GPUs of `domain` (slices left empty are dropped).
 Placement Clip(const Placement& p, const FreeMap& map, const GpuDomain& domain);
 

@@ -252,8 +252,7 @@ void Scheduler::MoveBindingsOff(NodeId node, Timestamp now) {
     e.detail = PlacementString(state_, Placement{{*it}}) + " -> " +
                PlacementString(state_, Placement{{to}});
     *it = to;
-    std::sort(res.binding.slices.begin(), res.binding.slices.end(),
-              [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+    SortByNode(res.binding);
     at_fixpoint_ = false;
     Emit(std::move(e));
   }
@@ -541,9 +540,10 @@ void Scheduler::Dequeue(Job& j) {
   if (!j.spec.dependencies.empty()) dep_waiting_.erase(j.id.value());
 }
 
-void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now,
-                     std::optional<Timestamp> fits_since) {
+void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   PoolRuntime& r = rt(j.spec.pool);
+  std::optional<Timestamp> fits_since;  // the owner's wait ends here (Dequeue forgets it)
+  if (auto f = r.fits_since.find(j.id.value()); f != r.fits_since.end()) fits_since = f->second;
   Dequeue(j);
   for (const NodeSlice& s : p.slices) {
     Node& n = state_.node(s.node);
@@ -673,14 +673,32 @@ Scheduler::DepState Scheduler::Dependencies(const Job& j, std::string* why) cons
   return out;
 }
 
-bool Scheduler::HasRoom(const Job& j, int32_t claimed) const {
-  const PoolRuntime& r = rt(j.spec.pool);
-  auto get = [](const std::map<TenantId, int32_t>& m, TenantId t) {
-    auto it = m.find(t);
+int32_t Scheduler::RoomCount(PoolId pool, TenantId tenant, int32_t claimed) const {
+  const PoolRuntime& r = rt(pool);
+  auto get = [&](const std::map<TenantId, int32_t>& m) {
+    auto it = m.find(tenant);
     return it == m.end() ? 0 : it->second;
   };
-  return get(r.active_reserved, j.spec.tenant) - get(r.reserved_used, j.spec.tenant) - claimed >=
-         j.spec.gpus;
+  return get(r.active_reserved) - get(r.reserved_used) - claimed;
+}
+
+bool Scheduler::HasRoom(const Job& j, int32_t claimed) const {
+  return RoomCount(j.spec.pool, j.spec.tenant, claimed) >= j.spec.gpus;
+}
+
+bool Scheduler::OnOwnGpus(const Job& j) const {
+  const PoolRuntime& r = rt(j.spec.pool);
+  auto b = r.bound.find(j.spec.tenant);
+  for (const NodeSlice& sl : j.placement.slices) {
+    if (state_.node(sl.node).state != NodeState::kReady) continue;
+    uint64_t held = 0;
+    if (b != r.bound.end()) {
+      auto m = b->second.find(sl.node);
+      if (m != b->second.end()) held = m->second;
+    }
+    if (sl.gpu_mask & ~held) return false;
+  }
+  return true;
 }
 
 int32_t Scheduler::ReservedInUse(TenantId tenant, PoolId pool) const {
@@ -947,20 +965,7 @@ void Scheduler::StageReservations(Timestamp now) {
       return a->started != b->started ? a->started > b->started : a->id > b->id;
     });
     for (Job* j : jobs) {
-      auto b = r.bound.find(j->spec.tenant);
-      bool inside = true;
-      for (const NodeSlice& sl : j->placement.slices) {
-        if (state_.node(sl.node).state != NodeState::kReady) continue;
-        uint64_t held = 0;
-        if (b != r.bound.end()) {
-          auto m = b->second.find(sl.node);
-          if (m != b->second.end()) held = m->second;
-        }
-        inside = inside && (sl.gpu_mask & ~held) == 0;
-      }
-      auto a = r.active_reserved.find(j->spec.tenant);
-      int32_t active = a == r.active_reserved.end() ? 0 : a->second;
-      if (!inside || r.reserved_used[j->spec.tenant] > active) EndReservedAttempt(*j, now);
+      if (!OnOwnGpus(*j) || RoomCount(pool.id, j->spec.tenant, 0) < 0) EndReservedAttempt(*j, now);
     }
   }
 }
@@ -1124,8 +1129,7 @@ bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const
     sl.node = in[k];
     sl.gpu_mask = ~uint64_t{0} >> (64 - size);  // the whole node
     bound[in[k]] = sl.gpu_mask;
-    std::sort(res.binding.slices.begin(), res.binding.slices.end(),
-              [](const NodeSlice& a, const NodeSlice& b) { return a.node < b.node; });
+    SortByNode(res.binding);
     Emit(std::move(e));
   }
   return true;
@@ -1251,11 +1255,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       const Placement& claim = r.owner_claims.at(id);
       if (!AllFree(r.free, claim)) continue;  // its GPUs are still being freed
       Placement p = claim;
-      auto since = r.fits_since.find(id);
-      std::optional<Timestamp> from =
-          since == r.fits_since.end() ? std::nullopt : std::optional<Timestamp>(since->second);
       claimed[j.spec.tenant] -= j.spec.gpus;  // held from now on, no longer claimed
-      Bind(j, std::move(p), Tier::kReserved, now, from);
+      Bind(j, std::move(p), Tier::kReserved, now);
     }
     // Then the other pending jobs of every tenant with room left, merged in submission order;
     // a tenant's queue is left as soon as its reservation is full (no scan of what cannot run).
@@ -1267,13 +1268,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       bool operator>(const Cursor& o) const { return key > o.key; }
     };
     std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> merge;
-    auto room_left = [&](TenantId t) {
-      auto get = [&](const std::map<TenantId, int32_t>& m) {
-        auto it = m.find(t);
-        return it == m.end() ? 0 : it->second;
-      };
-      return get(r.active_reserved) - get(r.reserved_used) - claimed[t] > 0;
-    };
+    auto room_left = [&](TenantId t) { return RoomCount(pool.id, t, claimed[t]) > 0; };
     for (auto& [t, q] : r.reserved_q) {
       if (!q.empty() && room_left(t)) merge.push(Cursor{*q.begin(), std::next(q.begin()), &q});
     }
@@ -1306,7 +1301,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         advance();
         continue;
       }
-      const Timestamp since = r.fits_since.emplace(id, now).first->second;
+      r.fits_since.emplace(id, now);
       // From here the job is served as reserved; an auto job must not also bid for spot.
       if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
       // In order of preference: free GPUs it holds; free whole nodes it can swap in for idle
@@ -1366,7 +1361,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         }
       }
       if (start_now) {
-        Bind(j, std::move(*target), Tier::kReserved, now, since);
+        Bind(j, std::move(*target), Tier::kReserved, now);
       } else {
         claimed[tenant] += gpus;
         r.owner_claims.emplace(id, std::move(*target));
@@ -1407,13 +1402,14 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
     }
     Supply& supply = (*supplies)[pool.id.value() - 1];
     if (!r.reserved_side.empty()) {
-      not_bidding_.assign(state_.jobs().size() + 1, 0);
+      not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
       for (uint32_t id : r.reserved_side) {
         if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
       }
       supply.not_bidding = &not_bidding_;
     }
     results->push_back(Clear(r.cache.bids, std::move(supply), now));
+    for (uint32_t id : r.reserved_side) not_bidding_[id] = 0;
   }
 }
 
@@ -1545,13 +1541,8 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) 
   // Reserved-tier work runs only on GPUs its tenant holds (on ready nodes).
   for (uint32_t id : r.reserved_holders) {
     const Job& j = state_.job(JobId(id));
-    GpuDomain d = OwnerDomain(pool, j.spec.tenant);
-    for (const NodeSlice& sl : j.placement.slices) {
-      if (!r.free.ready(sl.node)) continue;
-      if (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) {
-        out->push_back("reserved job " + name(j) + " runs on " + state_.node(sl.node).name +
-                       " outside its tenant's reservation");
-      }
+    if (!OnOwnGpus(j)) {
+      out->push_back("reserved job " + name(j) + " runs outside its tenant's reservation");
     }
   }
   // Every pending job that fits its tenant's reserved room (less its other claims) holds a claim
@@ -1566,15 +1557,9 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) 
     const Job& cj = state_.job(JobId(cid));
     owners[cj.spec.tenant].claimed += cj.spec.gpus;
   }
-  auto count_of = [](const std::map<TenantId, int32_t>& m, TenantId t) {
-    auto it = m.find(t);
-    return it == m.end() ? 0 : it->second;
-  };
   for (const auto& [tenant, queue] : r.reserved_q) {
     Owner& o = owners[tenant];
-    if (count_of(r.active_reserved, tenant) - count_of(r.reserved_used, tenant) - o.claimed <= 0) {
-      continue;  // full by count: nothing of its can fit
-    }
+    if (RoomCount(pool, tenant, o.claimed) <= 0) continue;  // full by count: nothing fits
     for (const auto& [submitted, id] : queue) {
       const Job& j = state_.job(JobId(id));
       if (r.owner_claims.count(id)) continue;

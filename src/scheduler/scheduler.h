@@ -233,8 +233,7 @@ class Scheduler {
   void BookInsert(const Job& j);
   void BookErase(const Job& j);
 
-  void Bind(Job& j, Placement p, Tier as, Timestamp now,
-            std::optional<Timestamp> fits_since = std::nullopt);
+  void Bind(Job& j, Placement p, Tier as, Timestamp now);
   void Unbind(Job& j);
   // Ends an attempt that held GPUs: back to pending with attempt + 1.
   void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
@@ -244,6 +243,10 @@ class Scheduler {
   DepState Dependencies(const Job& j, std::string* why) const;
   // Whether the tenant's active reservation has room for the job beyond `claimed` GPUs.
   bool HasRoom(const Job& j, int32_t claimed) const;
+  // GPUs the tenant's active reservations in `pool` have left by count, beyond `claimed`.
+  int32_t RoomCount(PoolId pool, TenantId tenant, int32_t claimed) const;
+  // Whether a reserved-tier job's GPUs on ready nodes are all its tenant's bound GPUs.
+  bool OnOwnGpus(const Job& j) const;
   // Reservation shape (docs/market.md): the GPUs of `pool`'s ready nodes that no reservation
   // other than `skip` holds at any instant of [start, end).
   FreeMap UnboundMap(PoolId pool, Timestamp start, Timestamp end, ReservationId skip) const;
