@@ -67,7 +67,6 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   at_fixpoint_ = false;
   n.state = to;
   rt(n.pool).free.SetReady(id, to == NodeState::kReady);
-  if (to != NodeState::kReady) MoveBindingsOff(id, now);
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
     for (JobId j : n.gpu_job) {
@@ -230,31 +229,52 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
   return id;
 }
 
-void Scheduler::MoveBindingsOff(NodeId node, Timestamp now) {
-  const Node& n = state_.node(node);
+void Scheduler::MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp now,
+                          const std::string& why) {
+  NodeSlice& sl = res.binding.slices[k];
+  Event e;
+  e.at = now;
+  e.type = EventType::kReservationMoved;
+  e.reservation = res.id;
+  e.pool = res.pool;
+  e.node = sl.node;
+  e.detail = PlacementString(state_, Placement{{sl}}) + " -> " +
+             PlacementString(state_, Placement{{to}}) + " (" + why + ")";
+  if (res.ActiveAt(now)) {
+    std::map<NodeId, uint64_t>& bound = rt(res.pool).bound[res.tenant];
+    bound.erase(sl.node);
+    bound[to.node] |= to.gpu_mask;
+  }
+  sl = to;
+  at_fixpoint_ = false;
+  Emit(std::move(e));
+}
+
+void Scheduler::MoveIdleBindings(PoolId pool, Timestamp now) {
   for (Reservation& res : state_.mutable_reservations()) {
-    if (res.pool != n.pool || res.end <= now) continue;
-    auto it = std::find_if(res.binding.slices.begin(), res.binding.slices.end(),
-                           [&](const NodeSlice& sl) { return sl.node == node; });
-    if (it == res.binding.slices.end()) continue;
-    FreeMap unbound = UnboundMap(n.pool, std::max(now, res.start), res.end, res.id);
-    for (const NodeSlice& sl : res.binding.slices) unbound.Occupy(Placement{{sl}});
-    // A whole node is replaced by a whole node, a remainder by as many GPUs on one node.
-    PlaceResult pr = unbound.Place(std::popcount(it->gpu_mask));
-    if (pr.outcome != PlaceOutcome::kPlaced || pr.placement.slices.size() != 1) continue;
-    const NodeSlice to = pr.placement.slices.front();
-    Event e;
-    e.at = now;
-    e.type = EventType::kReservationMoved;
-    e.reservation = res.id;
-    e.pool = res.pool;
-    e.node = node;
-    e.detail = PlacementString(state_, Placement{{*it}}) + " -> " +
-               PlacementString(state_, Placement{{to}});
-    *it = to;
-    SortByNode(res.binding);
-    at_fixpoint_ = false;
-    Emit(std::move(e));
+    if (res.pool != pool || res.end <= now) continue;
+    bool moved = false;
+    for (size_t k = 0; k < res.binding.slices.size(); ++k) {
+      const NodeSlice sl = res.binding.slices[k];
+      const Node& n = state_.node(sl.node);
+      if (n.state == NodeState::kReady) continue;
+      // The owner's work still running on a draining node may finish there, on its GPUs.
+      bool in_use = false;
+      for (int32_t g = 0; g < n.gpus; ++g) {
+        if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;
+        const Job& h = state_.job(n.gpu_job[g]);
+        in_use = in_use || (h.running_as == Tier::kReserved && h.spec.tenant == res.tenant);
+      }
+      if (in_use) continue;
+      FreeMap unbound = UnboundMap(pool, std::max(now, res.start), res.end, res.id);
+      unbound.Occupy(res.binding);
+      // A whole node is replaced by a whole node, a remainder by as many GPUs on one node.
+      PlaceResult pr = unbound.Place(std::popcount(sl.gpu_mask));
+      if (pr.outcome != PlaceOutcome::kPlaced || pr.placement.slices.size() != 1) continue;
+      MoveSlice(res, k, pr.placement.slices.front(), now, "node " + n.name + " out of service");
+      moved = true;
+    }
+    if (moved) SortByNode(res.binding);
   }
 }
 
@@ -378,6 +398,7 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
   if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
+  if (!r.unlent.empty()) return false;  // spot must stay off their GPUs (StageReclaim)
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
   std::string why;
   if (!r.free.Feasible(j.spec.gpus, &why)) return true;  // infeasible: no price effect
@@ -686,10 +707,10 @@ bool Scheduler::HasRoom(const Job& j, int32_t claimed) const {
   return RoomCount(j.spec.pool, j.spec.tenant, claimed) >= j.spec.gpus;
 }
 
-bool Scheduler::OnOwnGpus(const Job& j) const {
-  const PoolRuntime& r = rt(j.spec.pool);
-  auto b = r.bound.find(j.spec.tenant);
-  for (const NodeSlice& sl : j.placement.slices) {
+bool Scheduler::OnOwnGpus(PoolId pool, TenantId tenant, const Placement& p) const {
+  const PoolRuntime& r = rt(pool);
+  auto b = r.bound.find(tenant);
+  for (const NodeSlice& sl : p.slices) {
     if (state_.node(sl.node).state != NodeState::kReady) continue;
     uint64_t held = 0;
     if (b != r.bound.end()) {
@@ -948,12 +969,17 @@ void Scheduler::StageReservations(Timestamp now) {
     }
   }
   // The GPUs each tenant holds under its active reservations.
-  for (PoolRuntime& r : pools_) r.bound.clear();
+  for (PoolRuntime& r : pools_) {
+    r.bound.clear();
+    r.unlent.clear();
+  }
   for (const Reservation& res : state_.reservations()) {
     if (!res.ActiveAt(now)) continue;
+    if (!res.lend) rt(res.pool).unlent.push_back(res.id);
     std::map<NodeId, uint64_t>& b = rt(res.pool).bound[res.tenant];
     for (const NodeSlice& sl : res.binding.slices) b[sl.node] |= sl.gpu_mask;
   }
+  for (const Pool& pool : state_.pools()) MoveIdleBindings(pool.id, now);
   // Ends are exact: a reserved-tier attempt outside what its tenant still holds (on ready nodes;
   // work on a draining node may finish there), or beyond its count, continues as spot (at its
   // fallback limit) or stops, the most recently started first.
@@ -965,7 +991,9 @@ void Scheduler::StageReservations(Timestamp now) {
       return a->started != b->started ? a->started > b->started : a->id > b->id;
     });
     for (Job* j : jobs) {
-      if (!OnOwnGpus(*j) || RoomCount(pool.id, j->spec.tenant, 0) < 0) EndReservedAttempt(*j, now);
+      if (!OnOwnGpus(pool.id, j->spec.tenant, j->placement) ||
+          RoomCount(pool.id, j->spec.tenant, 0) < 0)
+        EndReservedAttempt(*j, now);
     }
   }
 }
@@ -1040,8 +1068,7 @@ GpuDomain Scheduler::OwnerDomain(PoolId pool, TenantId tenant) const {
   return d;
 }
 
-FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain,
-                             uint32_t except) const {
+FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain) const {
   const PoolRuntime& r = rt(pool);
   GpuDomain room = domain;
   for (int32_t i = 0; i < r.free.node_count(); ++i) {
@@ -1055,7 +1082,7 @@ FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& doma
     }
   }
   for (const auto& [id, claim] : r.owner_claims) {
-    if (id == except || state_.job(JobId(id)).spec.tenant != tenant) continue;
+    if (state_.job(JobId(id)).spec.tenant != tenant) continue;
     for (const NodeSlice& sl : claim.slices) room[r.free.local_index(sl.node)] &= ~sl.gpu_mask;
   }
   FreeMap m = r.free;
@@ -1089,16 +1116,16 @@ GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) con
   return spare;
 }
 
-bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
-                         Timestamp now, uint32_t job) {
+int32_t Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
+                            Timestamp now, uint32_t job) {
   PoolRuntime& r = rt(pool);
   const int32_t size = r.free.largest_node();
-  std::map<NodeId, uint64_t>& bound = r.bound[tenant];
+  const std::map<NodeId, uint64_t>& bound = r.bound[tenant];
   std::vector<NodeId> in;  // nodes of `p` the tenant does not hold
   for (const NodeSlice& sl : p.slices) {
     if (!bound.count(sl.node)) in.push_back(sl.node);
   }
-  if (in.empty()) return true;
+  if (in.empty()) return 0;
   // Whole nodes it holds with nothing of its own on them, outside `p`: (reservation, slice).
   std::vector<std::pair<Reservation*, size_t>> out;
   for (Reservation& res : state_.mutable_reservations()) {
@@ -1113,29 +1140,31 @@ bool Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, const
       }
     }
   }
-  if (out.size() < in.size()) return false;
+  if (out.size() < in.size()) return -1;
+  // Slice indices stay valid until every move is made; then each reservation is sorted once.
   for (size_t k = 0; k < in.size(); ++k) {
-    Reservation& res = *out[k].first;
-    NodeSlice& sl = res.binding.slices[out[k].second];
-    Event e;
-    e.at = now;
-    e.type = EventType::kReservationMoved;
-    e.reservation = res.id;
-    e.pool = pool;
-    e.node = sl.node;
-    e.detail = state_.node(sl.node).name + " -> " + state_.node(in[k]).name + " for job " +
-               JobId(job).ToString();
-    bound.erase(sl.node);
-    sl.node = in[k];
-    sl.gpu_mask = ~uint64_t{0} >> (64 - size);  // the whole node
-    bound[in[k]] = sl.gpu_mask;
-    SortByNode(res.binding);
-    Emit(std::move(e));
+    MoveSlice(*out[k].first, out[k].second, NodeSlice{in[k], ~uint64_t{0} >> (64 - size)}, now,
+              "swapped in for job " + JobId(job).ToString());
   }
-  return true;
+  for (auto& [res, k] : out) SortByNode(res->binding);
+  return static_cast<int32_t>(in.size());
 }
 
 namespace {
+
+// Whether a gang fits a tenant's room. Within one cycle a room only shrinks, and when a size
+// the pool can place does not fit, no larger size does (a node without k free GPUs is not
+// whole either), so the smallest such size is remembered. Sizes the pool can never place
+// (Place says infeasible) say nothing about others.
+struct FitMemo {
+  int32_t smallest_misfit = std::numeric_limits<int32_t>::max();
+  bool Fits(const FreeMap& room, int32_t gpus) {
+    if (gpus >= smallest_misfit) return false;
+    PlaceOutcome o = room.Place(gpus).outcome;
+    if (o == PlaceOutcome::kWait) smallest_misfit = gpus;
+    return o == PlaceOutcome::kPlaced;
+  }
+};
 
 // One tenant's reservation as the reclaim stage sees it during a cycle.
 struct OwnerView {
@@ -1148,7 +1177,7 @@ struct OwnerView {
   FreeMap ext_soon;
   bool spare_known = false;  // ext, ext_now and ext_soon are computed (lazily)
   bool has_spare = false;
-  int32_t smallest_misfit = std::numeric_limits<int32_t>::max();  // room has no such gang
+  FitMemo fit;
 };
 
 bool AllFree(const FreeMap& m, const Placement& p) {
@@ -1200,7 +1229,6 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     }
     FreeMap unclaimed = r.free;
     for (const auto& [id, claim] : r.owner_claims) unclaimed.Occupy(claim);
-    std::erase_if(r.fits_since, [&](const auto& f) { return !r.owner_claims.count(f.first); });
 
     std::map<TenantId, OwnerView> views;
     auto view_of = [&](TenantId t) -> OwnerView& {
@@ -1211,7 +1239,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       v.domain = d;
       v.now = unclaimed.Restricted(d);
       v.soon = soon.Restricted(d);
-      v.room = OwnerRoom(pool.id, t, d, 0);
+      v.room = OwnerRoom(pool.id, t, d);
       return views.emplace(t, std::move(v)).first->second;
     };
     // Nodes to swap in are looked for only when the tenant's own GPUs are not free now.
@@ -1232,6 +1260,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     };
     std::vector<Bid> candidates;
     bool candidates_stale = true;
+    std::set<uint32_t> fit_unclaimed;  // fit but found nothing to claim (never, by design)
     auto victims_for = [&](const FreeMap& base, const GpuDomain& domain, int32_t gpus) {
       // A reserved job is never blocked by spot work: any spot holder on its GPUs may go.
       if (candidates_stale) {
@@ -1295,8 +1324,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         continue;  // auto jobs stay in the spot book
       }
       OwnerView& v = view_of(tenant);
-      if (gpus >= v.smallest_misfit || v.room.Place(gpus).outcome != PlaceOutcome::kPlaced) {
-        v.smallest_misfit = std::min(v.smallest_misfit, gpus);
+      if (!v.fit.Fits(v.room, gpus)) {
         if (!r.fits_since.empty()) r.fits_since.erase(id);
         advance();
         continue;
@@ -1314,20 +1342,22 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         start_now = true;
       } else if (PlaceResult ep = with_spare(tenant, v) ? v.ext_now.Place(gpus) : PlaceResult();
                  ep.outcome == PlaceOutcome::kPlaced &&
-                 SwapInto(pool.id, tenant, ep.placement, v.room, now, id)) {
+                 (swapped = SwapInto(pool.id, tenant, ep.placement, v.room, now, id) > 0)) {
         target = std::move(ep.placement);
-        start_now = swapped = true;
+        start_now = true;
       } else if (PlaceResult later = v.soon.Place(gpus); later.outcome == PlaceOutcome::kPlaced) {
         target = std::move(later.placement);
       } else {
         std::optional<VictimChoice> vc;
         if (v.has_spare) {
           vc = victims_for(v.ext_soon, v.ext, gpus);
-          if (vc && !SwapInto(pool.id, tenant, vc->placement, v.room, now, id)) vc.reset();
-          swapped = vc.has_value();
+          int32_t swaps = vc ? SwapInto(pool.id, tenant, vc->placement, v.room, now, id) : -1;
+          if (swaps < 0) vc.reset();
+          swapped = swaps > 0;
         }
         if (!vc) vc = victims_for(v.soon, v.domain, gpus);
         if (!vc) {  // cannot happen while the room fits; the invariant check says so
+          fit_unclaimed.insert(id);
           advance();
           continue;
         }
@@ -1351,8 +1381,11 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       soon.Occupy(*target);
       unclaimed.Occupy(*target);
       if (swapped) {
-        views.erase(tenant);  // its GPUs changed: seen afresh by its next job
+        // Its GPUs changed: seen afresh by its next job. The nodes it took are spare for no
+        // one now, so every other owner looks for spare nodes afresh too.
+        views.erase(tenant);
         domains.erase(tenant);
+        for (auto& [t, other] : views) other.spare_known = other.has_spare = false;
       } else {
         for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
         if (v.has_spare) {
@@ -1368,11 +1401,21 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       }
       advance();
     }
+    // A fit time outlives the cycle with a claim, or when the job fit but could claim nothing
+    // (its wait keeps counting, and the invariant check reports it).
+    std::erase_if(r.fits_since, [&](const auto& f) {
+      return !r.owner_claims.count(f.first) && !fit_unclaimed.count(f.first);
+    });
     Supply s;
     s.state = &state_;
     s.pool = pool.id;
     s.free = std::move(unclaimed);
     s.soon = std::move(soon);
+    // GPUs of reservations that do not lend are not spot's, idle or not.
+    for (ReservationId id : r.unlent) {
+      s.free.Occupy(state_.reservation(id).binding);
+      s.soon.Occupy(state_.reservation(id).binding);
+    }
     r.budget_capacity = 0;
     for (NodeId id : state_.pool_nodes(pool.id)) {
       if (state_.node(id).state == NodeState::kReady) r.budget_capacity += state_.node(id).gpus;
@@ -1527,22 +1570,45 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
   }
   // 2 (shape) and 7. The owner's guarantee, once the cycle has decided.
   if (cycle_done) {
-    for (const Pool& pool : state_.pools()) CheckOwnerGuarantee(pool.id, &out);
+    for (const Pool& pool : state_.pools()) CheckOwnerGuarantee(pool.id, now, &out);
   }
   // 5. The ledger sums to zero.
   if (ledger_.Sum() != Money()) out.push_back("ledger sums to " + ledger_.Sum().ToString());
   return out;
 }
 
-void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) const {
+void Scheduler::CheckOwnerGuarantee(PoolId pool, Timestamp now,
+                                    std::vector<std::string>* out) const {
   const PoolRuntime& r = rt(pool);
   const PoolConfig& cfg = state_.pool(pool).config;
   auto name = [&](const Job& j) { return j.spec.name.empty() ? j.id.ToString() : j.spec.name; };
   // Reserved-tier work runs only on GPUs its tenant holds (on ready nodes).
   for (uint32_t id : r.reserved_holders) {
     const Job& j = state_.job(JobId(id));
-    if (!OnOwnGpus(j)) {
+    if (!OnOwnGpus(pool, j.spec.tenant, j.placement)) {
       out->push_back("reserved job " + name(j) + " runs outside its tenant's reservation");
+    }
+  }
+  // Active reservations hold disjoint GPUs, and claims lie on their tenant's GPUs, disjoint.
+  auto overlap = [&](std::map<NodeId, uint64_t>& seen, const Placement& p) {
+    bool clash = false;
+    for (const NodeSlice& sl : p.slices) {
+      clash = clash || (seen[sl.node] & sl.gpu_mask);
+      seen[sl.node] |= sl.gpu_mask;
+    }
+    return clash;
+  };
+  std::map<NodeId, uint64_t> reserved, claimed_gpus;
+  for (const Reservation& res : state_.reservations()) {
+    if (res.pool == pool && res.ActiveAt(now) && overlap(reserved, res.binding)) {
+      out->push_back("reservation " + res.id.ToString() + " holds GPUs another one holds");
+    }
+  }
+  for (const auto& [id, claim] : r.owner_claims) {
+    const Job& j = state_.job(JobId(id));
+    if (overlap(claimed_gpus, claim) || !OnOwnGpus(pool, j.spec.tenant, claim)) {
+      out->push_back("owner's guarantee: job " + name(j) +
+                     "'s claim overlaps another claim or lies outside its reservation");
     }
   }
   // Every pending job that fits its tenant's reserved room (less its other claims) holds a claim
@@ -1550,7 +1616,7 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) 
   struct Owner {
     int32_t claimed = 0;
     std::optional<FreeMap> room;  // built on first need
-    int32_t smallest_misfit = std::numeric_limits<int32_t>::max();
+    FitMemo fit;
   };
   std::map<TenantId, Owner> owners;
   for (const auto& [cid, c] : r.owner_claims) {
@@ -1563,12 +1629,9 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) 
     for (const auto& [submitted, id] : queue) {
       const Job& j = state_.job(JobId(id));
       if (r.owner_claims.count(id)) continue;
-      if (!HasRoom(j, o.claimed) || j.spec.gpus >= o.smallest_misfit) continue;
-      if (!o.room) o.room = OwnerRoom(pool, tenant, OwnerDomain(pool, tenant), 0);
-      if (o.room->Place(j.spec.gpus).outcome != PlaceOutcome::kPlaced) {
-        o.smallest_misfit = j.spec.gpus;
-        continue;
-      }
+      if (!HasRoom(j, o.claimed)) continue;
+      if (!o.room) o.room = OwnerRoom(pool, tenant, OwnerDomain(pool, tenant));
+      if (!o.fit.Fits(*o.room, j.spec.gpus)) continue;
       out->push_back("owner's guarantee: job " + name(j) +
                      " fits its reservation's free room but holds no claim");
     }

@@ -133,7 +133,8 @@ class Scheduler {
   int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
   int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
   // All invariants of DESIGN.md against the current state; returns the violations found.
-  // `cycle_done`: the price has been re-cleared (invariant 3 holds only then).
+  // `cycle_done`: a cycle has just decided at `now` (invariant 3, the price, and 7, the owner's
+  // guarantee, hold only then: a submission or exit since the last cycle is not decided yet).
   std::vector<std::string> CheckInvariants(Timestamp now, bool cycle_done = true) const;
 
  private:
@@ -206,6 +207,7 @@ class Scheduler {
     std::map<TenantId, std::map<NodeId, uint64_t>> bound;
     std::map<uint32_t, Placement> owner_claims;
     std::map<uint32_t, Timestamp> fits_since;
+    std::vector<ReservationId> unlent;  // active reservations with lend=false (spot stays off)
     int32_t spot_held = 0;
     int32_t budget_capacity = 0;                 // ready GPUs at the last cycle
     int32_t installed = 0;                       // GPUs of all nodes, whatever their state
@@ -245,8 +247,8 @@ class Scheduler {
   bool HasRoom(const Job& j, int32_t claimed) const;
   // GPUs the tenant's active reservations in `pool` have left by count, beyond `claimed`.
   int32_t RoomCount(PoolId pool, TenantId tenant, int32_t claimed) const;
-  // Whether a reserved-tier job's GPUs on ready nodes are all its tenant's bound GPUs.
-  bool OnOwnGpus(const Job& j) const;
+  // Whether the GPUs of `p` on ready nodes are all bound to the tenant's active reservations.
+  bool OnOwnGpus(PoolId pool, TenantId tenant, const Placement& p) const;
   // Reservation shape (docs/market.md): the GPUs of `pool`'s ready nodes that no reservation
   // other than `skip` holds at any instant of [start, end).
   FreeMap UnboundMap(PoolId pool, Timestamp start, Timestamp end, ReservationId skip) const;
@@ -255,24 +257,28 @@ class Scheduler {
   int32_t LargestBinding(PoolId pool, Timestamp start, Timestamp end, int32_t at_most) const;
   std::optional<Timestamp> EarliestBinding(PoolId pool, int32_t gpus, int32_t reservable,
                                            Duration length, Timestamp from) const;
-  // A node left service: move the reservation GPUs bound on it to other ready nodes.
-  void MoveBindingsOff(NodeId node, Timestamp now);
+  // Reservation GPUs bound on nodes out of service, with nothing of their owner's running there,
+  // move to GPUs of ready nodes no other reservation holds over the rest of the window.
+  void MoveIdleBindings(PoolId pool, Timestamp now);
+  // Moves slice `k` of a reservation to `to` (the caller keeps the slices sorted).
+  void MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp now, const std::string& why);
   // A reserved-tier attempt that no longer fits what its tenant has reserved: continues as
   // spot at its fallback limit, or goes back to pending.
   void EndReservedAttempt(Job& j, Timestamp now);
   // The tenant's bound GPUs on ready nodes, by local node index of the pool's free map.
   GpuDomain OwnerDomain(PoolId pool, TenantId tenant) const;
   // The tenant's reserved room: its domain less the GPUs its reserved-tier jobs hold and the
-  // GPUs claimed for its jobs other than `except`.
-  FreeMap OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain, uint32_t except) const;
+  // GPUs claimed for its jobs.
+  FreeMap OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain) const;
   // Whole ready nodes no reservation holds from now until the end of the tenant's latest
   // active reservation that holds whole nodes: nodes it may swap in for idle ones it holds.
   GpuDomain SpareNodes(PoolId pool, TenantId tenant, Timestamp now) const;
   // Moves the tenant's reservations onto the nodes of `p` it does not hold, each in exchange for
   // a whole node it holds with nothing of its own on it (`room`) outside `p`. All or nothing.
-  bool SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
-                Timestamp now, uint32_t job);
-  void CheckOwnerGuarantee(PoolId pool, std::vector<std::string>* out) const;
+  // Returns how many nodes were swapped in (0: `p` is all its own), or -1 when it cannot.
+  int32_t SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
+                   Timestamp now, uint32_t job);
+  void CheckOwnerGuarantee(PoolId pool, Timestamp now, std::vector<std::string>* out) const;
   int32_t ComputeBudget(PoolId pool) const;
   void SetPrice(PoolId pool, Money price, Timestamp now);
   void OpenSpot(Job& j, Timestamp now);
