@@ -57,6 +57,10 @@ TEST_F(ServerTest, TenantsNeverSeeOrTouchEachOther) {
   int64_t id = json::parse(job.body)["id"];
   auto res = s.Post("/v1/reservations", b, R"({"pool":"h100","gpus":2,"duration":"1h"})");
   ASSERT_EQ(res.status, 201) << res.body;
+  // It holds two GPUs of one node (docs/market.md): the binding says which.
+  json binding = json::parse(res.body)["binding"];
+  ASSERT_EQ(binding.size(), 1u) << res.body;
+  EXPECT_EQ(binding[0]["gpus"].size(), 2u) << res.body;
   int64_t rid = json::parse(res.body)["id"];
   const std::string jp = "/v1/jobs/" + std::to_string(id);
   const std::string rp = "/v1/reservations/" + std::to_string(rid);

@@ -60,14 +60,20 @@ Action AddReservations(CLI::App& app) {
     return Print(*f, Call(*f, "GET", "/v1/reservations"), [](const std::string& b) {
       std::vector<std::vector<std::string>> rows;
       for (const json& r : json::parse(b)) {
+        std::string nodes;  // node:GPUs it holds there
+        for (const json& sl : r.value("binding", json::array())) {
+          nodes += (nodes.empty() ? "" : ",") + sl["node"].get<std::string>() + ":" +
+                   std::to_string(sl["gpus"].size());
+        }
         rows.push_back({std::to_string(r["id"].get<int64_t>()), r["tenant"], r["pool"],
                         std::to_string(r["gpus"].get<int>()),
                         std::to_string(r["start_us"].get<int64_t>() / 1000000),
                         std::to_string(r["end_us"].get<int64_t>() / 1000000),
-                        r["lend"].get<bool>() ? "yes" : "no", r["price_per_gpu_hour"],
-                        r["charged"]});
+                        r["lend"].get<bool>() ? "yes" : "no", r["price_per_gpu_hour"], r["charged"],
+                        nodes});
       }
-      PrintTable({"ID", "TENANT", "POOL", "GPUS", "START(s)", "END(s)", "LEND", "PRICE", "CHARGED"},
+      PrintTable({"ID", "TENANT", "POOL", "GPUS", "START(s)", "END(s)", "LEND", "PRICE", "CHARGED",
+                  "NODES"},
                  rows);
     });
   };

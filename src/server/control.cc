@@ -64,6 +64,19 @@ json JobJson(const ClusterState& s, const Job& j) {
   return out;
 }
 
+// The GPUs a reservation holds (docs/market.md, "What a reservation guarantees").
+json BindingJson(const ClusterState& s, const Placement& p) {
+  json out = json::array();
+  for (const NodeSlice& sl : p.slices) {
+    json gpus = json::array();
+    for (int g = 0; g < 64; ++g) {
+      if ((sl.gpu_mask >> g) & 1) gpus.push_back(g);
+    }
+    out.push_back({{"node", s.node(sl.node).name}, {"gpus", gpus}});
+  }
+  return out;
+}
+
 json ReservationJson(const ClusterState& s, const Reservation& r) {
   return {{"id", r.id.value()},
           {"tenant", s.tenant(r.tenant).name},
@@ -73,7 +86,8 @@ json ReservationJson(const ClusterState& s, const Reservation& r) {
           {"end_us", r.end.micros()},
           {"lend", r.lend},
           {"price_per_gpu_hour", MoneyStr(r.price_per_gpu_hour)},
-          {"charged", MoneyStr(r.charged)}};
+          {"charged", MoneyStr(r.charged)},
+          {"binding", BindingJson(s, r.binding)}};
 }
 
 json EventJson(const ClusterState& s, const Event& e) {
@@ -435,6 +449,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
                   {"reservable", q.reservable},
                   {"price_per_gpu_hour", MoneyStr(q.price_per_gpu_hour)},
                   {"total", MoneyStr(q.total)}};
+      if (q.admission.admitted) out["binding"] = BindingJson(st, q.binding);
       if (q.admission.earliest_start)
         out["earliest_start_us"] = q.admission.earliest_start->micros();
       return Reply{200, out.dump()};
