@@ -47,26 +47,26 @@ struct SetCost {
   }
 };
 
-// Candidates indexed by job id for O(1) "may this GPU's holder be stopped?".
+// Candidates by job id for "may this GPU's holder be stopped?": a sorted index, so building it
+// costs the candidates, not the highest job id ever submitted.
 class CandidateIndex {
  public:
   explicit CandidateIndex(const std::vector<Bid>& candidates) : candidates_(candidates) {
-    uint32_t max_id = 0;
-    for (const Bid& b : candidates) max_id = std::max(max_id, b.job.value());
-    index_.assign(max_id + 1, -1);
+    index_.reserve(candidates.size());
     for (size_t i = 0; i < candidates.size(); ++i) {
-      index_[candidates[i].job.value()] = static_cast<int32_t>(i);
+      index_.emplace_back(candidates[i].job.value(), static_cast<int32_t>(i));
     }
+    std::sort(index_.begin(), index_.end());
   }
   const Bid* Find(JobId job) const {
-    if (!job.valid() || job.value() >= index_.size()) return nullptr;
-    int32_t i = index_[job.value()];
-    return i < 0 ? nullptr : &candidates_[i];
+    if (!job.valid()) return nullptr;
+    auto it = std::lower_bound(index_.begin(), index_.end(), std::make_pair(job.value(), -1));
+    return it != index_.end() && it->first == job.value() ? &candidates_[it->second] : nullptr;
   }
 
  private:
   const std::vector<Bid>& candidates_;
-  std::vector<int32_t> index_;
+  std::vector<std::pair<uint32_t, int32_t>> index_;  // (job id, position), by id
 };
 
 struct NodeVictim {
@@ -302,14 +302,41 @@ std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, con
   return out;
 }
 
-ClearingResult Clear(const std::vector<Bid>& book, Supply s, Timestamp now) {
+namespace {
+
+class VectorPending : public PendingBids {
+ public:
+  explicit VectorPending(const std::vector<Bid>& book) : book_(book) {}
+  const Bid* Next() override {
+    while (i_ < book_.size() && (book_[i_].running || book_[i_].preempting)) ++i_;
+    return i_ < book_.size() ? &book_[i_++] : nullptr;
+  }
+
+ private:
+  const std::vector<Bid>& book_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now) {
+  std::vector<Bid> holders;
+  for (const Bid& b : book) {
+    if (b.running || b.preempting) holders.push_back(b);
+  }
+  VectorPending pending(book);
+  return Clear(holders, pending, std::move(supply), now);
+}
+
+ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supply s,
+                     Timestamp now) {
   ClearingResult r;
   const MarketParams& p = s.params;
   int32_t committed = 0;  // GPUs of running jobs kept plus bids started or holding a claim
   int32_t held = 0;       // GPUs physically held by spot jobs now (plus those started)
   std::optional<Money> lowest_holder;
   std::vector<const Bid*> running;  // kept running jobs, in rank order
-  for (const Bid& b : book) {
+  for (const Bid& b : holders) {
     if (b.running || b.preempting) {
       held += b.gpus;
       lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
@@ -347,12 +374,30 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply s, Timestamp now) {
   int32_t soon_fail = INT32_MAX;
   int32_t preempt_fail = INT32_MAX;  // later bids have lower limits: fewer candidates
   bool any_soon = s.soon.free_gpus() > s.free.free_gpus();
-  for (const Bid& b : book) {
-    if (b.running || b.preempting) continue;
-    if (s.not_bidding && b.job.value() < s.not_bidding->size() && (*s.not_bidding)[b.job.value()]) {
-      continue;
+  // Whether no bid of at least one GPU at `limit` or less can start, claim or preempt any more
+  // (every bound below only tightens as the loop goes on).
+  auto exhausted = [&](Money limit) {
+    bool room = committed < s.budget;
+    bool start = room && held < s.budget && s.free.free_gpus() > 0 && free_fail > 1;
+    bool claim = room && any_soon && s.soon.free_gpus() > 0 && soon_fail > 1;
+    std::optional<Money> low = lowest_candidate();
+    bool preempt = low && Outbids(limit, *low, p.min_increment) && preempt_fail > 1;
+    return !start && !claim && !preempt;
+  };
+  std::string why;
+  while (const Bid* next = pending.Next()) {
+    const Bid& b = *next;
+    if (exhausted(b.limit)) {
+      // The rest are left out; the first that could run at all sets the price.
+      r.rest_left_out = true;
+      for (const Bid* q = next; q && !r.highest_unplaced; q = pending.Next()) {
+        if (q->limit >= p.reserve_price && s.free.Feasible(q->gpus, &why)) {
+          r.highest_unplaced = q->limit;
+        }
+      }
+      break;
     }
-    std::string why;
+    ++r.examined;
     if (!s.free.Feasible(b.gpus, &why)) {
       r.infeasible.push_back(b.job);
       continue;

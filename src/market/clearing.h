@@ -52,9 +52,6 @@ struct Supply {
   FreeMap free;        // GPUs free now that spot may take (claims of reserved jobs removed)
   FreeMap soon;        // `free` plus GPUs of jobs under notice not yet claimed
   int32_t budget = 0;  // GPUs spot may hold in total (ready − reserved use − unlent idle)
-  // By job id: pending bids that are not bids in this clearing (auto jobs their reservation
-  // serves this cycle). Null: every bid bids.
-  const std::vector<uint8_t>* not_bidding = nullptr;
   MarketParams params;
 };
 
@@ -77,6 +74,19 @@ struct ClearingResult {
   std::vector<Notice> notices;
   std::vector<JobId> unplaced;    // no room (sets the price)
   std::vector<JobId> infeasible;  // can never fit this pool as it is (no price effect)
+  // Pending bids examined (listed above). When `rest_left_out`, the pending bids after them
+  // were not examined: once no later bid can start, claim or preempt, every one of them is left
+  // out, and only the first that could run at all is read (it may set the price).
+  int32_t examined = 0;
+  bool rest_left_out = false;
+};
+
+// Pending bids (not holding GPUs) in rank order, pulled one at a time, so a long queue is read
+// only as far as a bid can still start, claim or preempt.
+class PendingBids {
+ public:
+  virtual ~PendingBids() = default;
+  virtual const Bid* Next() = 0;  // nullptr after the last; valid until the next call
 };
 
 // Whether a bid at `bid` may preempt a running job at `running`: it must exceed it, by at least
@@ -90,7 +100,11 @@ inline bool Outbids(Money bid, Money running, Money min_increment) {
 Money ClearingPrice(Money reserve, std::optional<Money> highest_unplaced,
                     std::optional<Money> lowest_holder);
 
-// The book must be in rank order (SortByRank). Deterministic: same inputs, same result.
+// `holders`: the bids holding GPUs (running or under notice), in rank order (SortByRank);
+// `pending`: the other bids, in rank order. Deterministic: same inputs, same result.
+ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supply supply,
+                     Timestamp now);
+// The same over one book holding both, in rank order.
 ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now);
 
 // Victim search for one gang. `candidates` are the running jobs that may be stopped (limit

@@ -229,6 +229,16 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
   return id;
 }
 
+void Scheduler::KeepSpotOff(const PoolRuntime& r, FreeMap* m) const {
+  for (ReservationId id : r.unlent) m->Occupy(state_.reservation(id).binding);
+}
+
+FreeMap Scheduler::SpotFree(const PoolRuntime& r) const {
+  FreeMap m = r.free;
+  KeepSpotOff(r, &m);
+  return m;
+}
+
 void Scheduler::MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp now,
                           const std::string& why) {
   NodeSlice& sl = res.binding.slices[k];
@@ -398,7 +408,6 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
   if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
-  if (!r.unlent.empty()) return false;  // spot must stay off their GPUs (StageReclaim)
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
   std::string why;
   if (!r.free.Feasible(j.spec.gpus, &why)) return true;  // infeasible: no price effect
@@ -406,7 +415,7 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   std::optional<Money> lowest;
   if (!r.holder_limits.empty()) lowest = Money::Micros(*r.holder_limits.begin());
   if (r.spot_held + j.spec.gpus <= r.budget) {
-    PlaceResult pr = r.free.Place(j.spec.gpus);
+    PlaceResult pr = r.unlent.empty() ? r.free.Place(j.spec.gpus) : SpotFree(r).Place(j.spec.gpus);
     if (pr.outcome == PlaceOutcome::kPlaced) {
       Bind(j, std::move(pr.placement), Tier::kSpot, now);
       SetPrice(j.spec.pool,
@@ -508,7 +517,6 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   j.last_checkpoint = now;
-  rt(j.spec.pool).cache.stale = true;  // victim order reads it
   return Status::Ok();
 }
 
@@ -533,18 +541,19 @@ Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
 void Scheduler::BookInsert(const Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   r.book.insert(KeyOf(j));
-  r.cache.stale = true;
 }
 
 void Scheduler::BookErase(const Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (r.book.erase(KeyOf(j))) r.cache.stale = true;
+  r.book.erase(KeyOf(j));
 }
 
 void Scheduler::Enqueue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (j.spec.tier != Tier::kSpot)
+  if (j.spec.tier != Tier::kSpot) {
     r.reserved_q[j.spec.tenant].emplace(j.submitted.micros(), j.id.value());
+    r.reserved_sizes[j.spec.tenant].insert(j.spec.gpus);
+  }
   if (j.spec.tier != Tier::kReserved) BookInsert(j);
 }
 
@@ -552,7 +561,10 @@ void Scheduler::Dequeue(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   if (j.spec.tier != Tier::kSpot) {
     auto q = r.reserved_q.find(j.spec.tenant);
-    if (q != r.reserved_q.end()) q->second.erase({j.submitted.micros(), j.id.value()});
+    if (q != r.reserved_q.end() && q->second.erase({j.submitted.micros(), j.id.value()})) {
+      std::multiset<int32_t>& sizes = r.reserved_sizes[j.spec.tenant];
+      sizes.erase(sizes.find(j.spec.gpus));
+    }
   }
   BookErase(j);
   if (!r.claims.empty()) r.claims.erase(j.id.value());
@@ -1297,7 +1309,11 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       bool operator>(const Cursor& o) const { return key > o.key; }
     };
     std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> merge;
-    auto room_left = [&](TenantId t) { return RoomCount(pool.id, t, claimed[t]) > 0; };
+    // Room for its smallest queued job: a tenant whose room is smaller is not scanned.
+    auto room_left = [&](TenantId t) {
+      const std::multiset<int32_t>& sizes = r.reserved_sizes[t];
+      return !sizes.empty() && RoomCount(pool.id, t, claimed[t]) >= *sizes.begin();
+    };
     for (auto& [t, q] : r.reserved_q) {
       if (!q.empty() && room_left(t)) merge.push(Cursor{*q.begin(), std::next(q.begin()), &q});
     }
@@ -1411,11 +1427,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     s.pool = pool.id;
     s.free = std::move(unclaimed);
     s.soon = std::move(soon);
-    // GPUs of reservations that do not lend are not spot's, idle or not.
-    for (ReservationId id : r.unlent) {
-      s.free.Occupy(state_.reservation(id).binding);
-      s.soon.Occupy(state_.reservation(id).binding);
-    }
+    KeepSpotOff(r, &s.free);
+    KeepSpotOff(r, &s.soon);
     r.budget_capacity = 0;
     for (NodeId id : state_.pool_nodes(pool.id)) {
       if (state_.node(id).state == NodeState::kReady) r.budget_capacity += state_.node(id).gpus;
@@ -1427,31 +1440,55 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
   }
 }
 
+namespace {
+
+Bid BidOf(const Job& j) {
+  return Bid{j.id,         j.limit,           j.submitted,
+             j.spec.gpus,  IsActive(j.state), j.state == JobState::kPreempting,
+             &j.placement, j.started,         j.last_checkpoint};
+}
+
+}  // namespace
+
+// A pool's pending bids straight from its book, in rank order; auto jobs their reservation
+// serves this cycle do not bid.
+class Scheduler::BookPending : public PendingBids {
+ public:
+  BookPending(const Scheduler& s, const PoolRuntime& r) : s_(s), r_(r), it_(r.book.begin()) {}
+  const Bid* Next() override {
+    for (; it_ != r_.book.end(); ++it_) {
+      if (it_->not_holding == 0) continue;  // a holder: Clear has it among the holders
+      const uint32_t id = it_->job;
+      if (id < s_.not_bidding_.size() && s_.not_bidding_[id]) continue;
+      ++it_;
+      bid_ = BidOf(s_.state_.job(JobId(id)));
+      return &bid_;
+    }
+    return nullptr;
+  }
+
+ private:
+  const Scheduler& s_;
+  const PoolRuntime& r_;
+  std::set<RankKey>::const_iterator it_;
+  Bid bid_;
+};
+
 void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
                               std::vector<ClearingResult>* results) {
   results->clear();
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    if (r.cache.stale) {
-      r.cache.bids.clear();
-      r.cache.bids.reserve(r.book.size());
-      for (const RankKey& k : r.book) {
-        const Job& j = state_.job(JobId(k.job));
-        r.cache.bids.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, IsActive(j.state),
-                                   j.state == JobState::kPreempting, &j.placement, j.started,
-                                   j.last_checkpoint});
-      }
-      r.cache.stale = false;
+    std::vector<Bid> holders;
+    holders.reserve(r.spot_holders.ids().size());
+    for (uint32_t id : r.spot_holders.ids()) holders.push_back(BidOf(state_.job(JobId(id))));
+    SortByRank(holders);
+    not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
+    for (uint32_t id : r.reserved_side) {
+      if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
     }
-    Supply& supply = (*supplies)[pool.id.value() - 1];
-    if (!r.reserved_side.empty()) {
-      not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
-      for (uint32_t id : r.reserved_side) {
-        if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
-      }
-      supply.not_bidding = &not_bidding_;
-    }
-    results->push_back(Clear(r.cache.bids, std::move(supply), now));
+    BookPending pending(*this, r);
+    results->push_back(Clear(holders, pending, std::move((*supplies)[pool.id.value() - 1]), now));
     for (uint32_t id : r.reserved_side) not_bidding_[id] = 0;
   }
 }
@@ -1625,7 +1662,11 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, Timestamp now,
   }
   for (const auto& [tenant, queue] : r.reserved_q) {
     Owner& o = owners[tenant];
-    if (RoomCount(pool, tenant, o.claimed) <= 0) continue;  // full by count: nothing fits
+    auto sizes = r.reserved_sizes.find(tenant);
+    if (sizes == r.reserved_sizes.end() || sizes->second.empty() ||
+        RoomCount(pool, tenant, o.claimed) < *sizes->second.begin()) {
+      continue;  // no room by count for any of its jobs
+    }
     for (const auto& [submitted, id] : queue) {
       const Job& j = state_.job(JobId(id));
       if (r.owner_claims.count(id)) continue;

@@ -169,37 +169,23 @@ class Scheduler {
     std::vector<uint32_t> ids_;
     std::vector<int32_t> pos_;
   };
-  // Bids point into this scheduler's jobs, so a copy of the scheduler rebuilds its own.
-  struct BidCache {
-    std::vector<Bid> bids;
-    bool stale = true;
-    BidCache() = default;
-    BidCache(const BidCache&) {}
-    BidCache& operator=(const BidCache&) {
-      bids.clear();
-      stale = true;
-      return *this;
-    }
-    BidCache(BidCache&&) = default;
-    BidCache& operator=(BidCache&&) = default;
-  };
   struct PoolRuntime {
     FreeMap free;
     Calendar calendar;
     Money price;
     std::optional<Money> highest_unplaced;
-    std::set<RankKey> book;               // spot bids and spot holders
-    BidCache cache;                       // `book` flattened for the clearing, rebuilt when changed
+    std::set<RankKey> book;               // spot bids and spot holders, in rank order
     IdSet spot_holders;                   // jobs holding GPUs as spot tier
     std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
     // Pending reserved/auto jobs by tenant, each by submission (a tenant's empty queue stays).
     std::map<TenantId, std::set<std::pair<int64_t, uint32_t>>> reserved_q;
-    std::multiset<int64_t> holder_limits;         // limits of spot jobs holding GPUs
-    std::map<TenantId, int32_t> reserved_used;    // GPUs held by reserved-tier jobs
-    std::map<TenantId, int32_t> active_reserved;  // refreshed each cycle
-    std::map<TenantId, int32_t> active_lend;      // active reservations with lend=true
-    std::set<uint32_t> reserved_holders;          // jobs holding GPUs as reserved tier
-    std::set<uint32_t> claims;                    // spot jobs waiting on GPUs being freed
+    std::map<TenantId, std::multiset<int32_t>> reserved_sizes;  // GPUs of each queued job
+    std::multiset<int64_t> holder_limits;                       // limits of spot jobs holding GPUs
+    std::map<TenantId, int32_t> reserved_used;                  // GPUs held by reserved-tier jobs
+    std::map<TenantId, int32_t> active_reserved;                // refreshed each cycle
+    std::map<TenantId, int32_t> active_lend;  // active reservations with lend=true
+    std::set<uint32_t> reserved_holders;      // jobs holding GPUs as reserved tier
+    std::set<uint32_t> claims;                // spot jobs waiting on GPUs being freed
     // Owners' side (docs/market.md, "What a reservation guarantees"): each tenant's bound GPUs
     // under its active reservations (refreshed each cycle), the GPUs a pending reserved-tier
     // job has claimed (kept until it starts: a claim never moves to another job), and when
@@ -231,7 +217,7 @@ class Scheduler {
   // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
   void Enqueue(Job& j);
   void Dequeue(Job& j);
-  // Every change to a pool's spot book goes through these (they keep the bid cache honest).
+  // Every change to a pool's spot book goes through these.
   void BookInsert(const Job& j);
   void BookErase(const Job& j);
 
@@ -260,6 +246,9 @@ class Scheduler {
   // Reservation GPUs bound on nodes out of service, with nothing of their owner's running there,
   // move to GPUs of ready nodes no other reservation holds over the rest of the window.
   void MoveIdleBindings(PoolId pool, Timestamp now);
+  // GPUs of active reservations that do not lend are not spot's, idle or not: taken out of `m`.
+  void KeepSpotOff(const PoolRuntime& r, FreeMap* m) const;
+  FreeMap SpotFree(const PoolRuntime& r) const;  // r.free less those GPUs
   // Moves slice `k` of a reservation to `to` (the caller keeps the slices sorted).
   void MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp now, const std::string& why);
   // A reserved-tier attempt that no longer fits what its tenant has reserved: continues as
@@ -323,6 +312,7 @@ class Scheduler {
   std::set<uint32_t> preempting_;     // jobs under notice (all pools)
   std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
+  class BookPending;
 };
 
 }  // namespace rsv
