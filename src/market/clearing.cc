@@ -337,22 +337,22 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   std::optional<Money> lowest_holder;
   std::vector<const Bid*> running;  // kept running jobs, in rank order
   for (const Bid& b : holders) {
-    if (b.running || b.preempting) {
-      held += b.gpus;
-      lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
-    }
+    held += b.gpus;
+    lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
     if (b.running) {
       committed += b.gpus;
       running.push_back(&b);
     }
   }
   std::vector<uint8_t> noticed(running.size(), 0);
+  const GpuDomain* domain = s.domain.empty() ? nullptr : &s.domain;
+  auto release = [&](const Placement& p) { s.soon.Release(domain ? Clip(p, s.soon, *domain) : p); };
   // Supply shrank below what runs (an owner stopped lending): the lowest-ranked go first.
   for (size_t i = running.size(); i-- > 0 && committed > s.budget;) {
     noticed[i] = 1;
     committed -= running[i]->gpus;
     r.notices.push_back(Notice{running[i]->job, JobId(), "supply"});
-    s.soon.Release(*running[i]->placement);
+    release(*running[i]->placement);
   }
 
   // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first.
@@ -374,8 +374,8 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   int32_t soon_fail = INT32_MAX;
   int32_t preempt_fail = INT32_MAX;  // later bids have lower limits: fewer candidates
   bool any_soon = s.soon.free_gpus() > s.free.free_gpus();
-  // Whether no bid of at least one GPU at `limit` or less can start, claim or preempt any more
-  // (every bound below only tightens as the loop goes on).
+  // Whether no bid of at least one GPU at `limit` or less can start, claim or preempt any more.
+  // Once true it stays true: only a preemption loosens the bounds, and none can follow.
   auto exhausted = [&](Money limit) {
     bool room = committed < s.budget;
     bool start = room && held < s.budget && s.free.free_gpus() > 0 && free_fail > 1;
@@ -390,8 +390,9 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     if (exhausted(b.limit)) {
       // The rest are left out; the first that could run at all sets the price.
       r.rest_left_out = true;
-      for (const Bid* q = next; q && !r.highest_unplaced; q = pending.Next()) {
-        if (q->limit >= p.reserve_price && s.free.Feasible(q->gpus, &why)) {
+      for (const Bid* q = next; q && !r.highest_unplaced && q->limit >= p.reserve_price;
+           q = pending.Next()) {
+        if (s.free.Feasible(q->gpus, &why)) {
           r.highest_unplaced = q->limit;
         }
       }
@@ -443,14 +444,14 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       }
       int32_t budget_needed = std::max(0, committed + b.gpus - s.budget);
       std::optional<VictimChoice> vc =
-          FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now);
+          FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now, domain);
       if (vc) {
         for (JobId v : vc->victims) {
           for (size_t i = 0; i < running.size(); ++i) {
             if (running[i]->job == v && !noticed[i]) {
               noticed[i] = 1;
               committed -= running[i]->gpus;
-              s.soon.Release(*running[i]->placement);
+              release(*running[i]->placement);
             }
           }
           r.notices.push_back(Notice{v, b.job, "outbid"});

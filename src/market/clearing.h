@@ -52,6 +52,10 @@ struct Supply {
   FreeMap free;        // GPUs free now that spot may take (claims of reserved jobs removed)
   FreeMap soon;        // `free` plus GPUs of jobs under notice not yet claimed
   int32_t budget = 0;  // GPUs spot may hold in total (ready − reserved use − unlent idle)
+  // GPUs spot may use at all, by local node index of `free` (empty: all). GPUs outside it (a
+  // reservation that does not lend) are neither taken nor freed for a bid, even when a victim
+  // holding them stops.
+  GpuDomain domain;
   MarketParams params;
 };
 

@@ -8,6 +8,13 @@
 namespace rsv {
 namespace {
 
+// A spot job as the clearing sees it.
+Bid BidOf(const Job& j) {
+  return Bid{j.id,         j.limit,           j.submitted,
+             j.spec.gpus,  IsActive(j.state), j.state == JobState::kPreempting,
+             &j.placement, j.started,         j.last_checkpoint};
+}
+
 std::string PlacementString(const ClusterState& s, const Placement& p) {
   std::string out;
   for (const NodeSlice& sl : p.slices) {
@@ -252,11 +259,11 @@ void Scheduler::MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp no
              PlacementString(state_, Placement{{to}}) + " (" + why + ")";
   if (res.ActiveAt(now)) {
     std::map<NodeId, uint64_t>& bound = rt(res.pool).bound[res.tenant];
-    bound.erase(sl.node);
+    // Only this slice's GPUs: another of its reservations may hold the rest of the node.
+    if ((bound[sl.node] &= ~sl.gpu_mask) == 0) bound.erase(sl.node);
     bound[to.node] |= to.gpu_mask;
   }
   sl = to;
-  at_fixpoint_ = false;
   Emit(std::move(e));
 }
 
@@ -269,13 +276,7 @@ void Scheduler::MoveIdleBindings(PoolId pool, Timestamp now) {
       const Node& n = state_.node(sl.node);
       if (n.state == NodeState::kReady) continue;
       // The owner's work still running on a draining node may finish there, on its GPUs.
-      bool in_use = false;
-      for (int32_t g = 0; g < n.gpus; ++g) {
-        if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;
-        const Job& h = state_.job(n.gpu_job[g]);
-        in_use = in_use || (h.running_as == Tier::kReserved && h.spec.tenant == res.tenant);
-      }
-      if (in_use) continue;
+      if (!OwnerIdleOn(pool, res.tenant, sl.node)) continue;
       FreeMap unbound = UnboundMap(pool, std::max(now, res.start), res.end, res.id);
       unbound.Occupy(res.binding);
       // A whole node is replaced by a whole node, a remainder by as many GPUs on one node.
@@ -1059,15 +1060,6 @@ void Scheduler::StageNotices(Timestamp now) {
 }
 
 // Spot holders of a pool that may still be stopped (not already under notice), as bids.
-static std::vector<Bid> RunningBids(const ClusterState& s, const std::set<uint32_t>& ids) {
-  std::vector<Bid> out;
-  for (uint32_t id : ids) {
-    const Job& j = s.job(JobId(id));
-    out.push_back(Bid{j.id, j.limit, j.submitted, j.spec.gpus, true, false, &j.placement, j.started,
-                      j.last_checkpoint});
-  }
-  return out;
-}
 
 GpuDomain Scheduler::OwnerDomain(PoolId pool, TenantId tenant) const {
   const PoolRuntime& r = rt(pool);
@@ -1102,7 +1094,37 @@ FreeMap Scheduler::OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& doma
   return m;
 }
 
-GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) const {
+std::optional<std::pair<Reservation*, size_t>> Scheduler::WholeSliceOn(PoolId pool, NodeId node,
+                                                                       Timestamp now) {
+  const int32_t size = rt(pool).free.largest_node();
+  if (state_.node(node).gpus != size) return std::nullopt;
+  for (Reservation& res : state_.mutable_reservations()) {
+    if (res.pool != pool || !res.ActiveAt(now)) continue;
+    for (size_t k = 0; k < res.binding.slices.size(); ++k) {
+      const NodeSlice& sl = res.binding.slices[k];
+      if (sl.node == node && std::popcount(sl.gpu_mask) == size) return std::make_pair(&res, k);
+    }
+  }
+  return std::nullopt;
+}
+
+bool Scheduler::OwnerIdleOn(PoolId pool, TenantId tenant, NodeId node) const {
+  const Node& n = state_.node(node);
+  for (JobId h : n.gpu_job) {
+    if (!h.valid()) continue;
+    const Job& j = state_.job(h);
+    if (j.running_as == Tier::kReserved && j.spec.tenant == tenant) return false;
+  }
+  for (const auto& [id, claim] : rt(pool).owner_claims) {
+    if (state_.job(JobId(id)).spec.tenant != tenant) continue;
+    for (const NodeSlice& sl : claim.slices) {
+      if (sl.node == node) return false;
+    }
+  }
+  return true;
+}
+
+GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) {
   const PoolRuntime& r = rt(pool);
   GpuDomain spare(r.free.node_count(), 0);
   const int32_t size = r.free.largest_node();
@@ -1118,12 +1140,26 @@ GpuDomain Scheduler::SpareNodes(PoolId pool, TenantId tenant, Timestamp now) con
   }
   if (!until) return spare;
   FreeMap unbound = UnboundMap(pool, now, *until, ReservationId());
+  std::map<ReservationId, FreeMap> unbound_but;  // unbound apart from one reservation
   for (int32_t i = 0; i < unbound.node_count(); ++i) {
     NodeId id = unbound.node_id(i);
-    if (unbound.ready(id) && unbound.capacity(id) == size &&
-        std::popcount(unbound.free_mask(id)) == size) {
+    if (!unbound.ready(id) || unbound.capacity(id) != size) continue;
+    if (std::popcount(unbound.free_mask(id)) == size) {
       spare[i] = unbound.free_mask(id);
+      continue;
     }
+    // Another owner's idle whole node, if nothing else holds it until `until` (it takes one of
+    // this tenant's idle nodes in exchange; SwapInto checks that side).
+    auto other = WholeSliceOn(pool, id, now);
+    if (!other || other->first->tenant == tenant || !other->first->lend ||
+        !OwnerIdleOn(pool, other->first->tenant, id)) {
+      continue;
+    }
+    ReservationId rid = other->first->id;
+    auto m = unbound_but.find(rid);
+    if (m == unbound_but.end())
+      m = unbound_but.emplace(rid, UnboundMap(pool, now, *until, rid)).first;
+    if (std::popcount(m->second.free_mask(id)) == size) spare[i] = m->second.free_mask(id);
   }
   return spare;
 }
@@ -1142,7 +1178,7 @@ int32_t Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, co
   std::vector<std::pair<Reservation*, size_t>> out;
   for (Reservation& res : state_.mutable_reservations()) {
     if (res.pool != pool || res.tenant != tenant || !res.ActiveAt(now)) continue;
-    for (size_t k = 0; k < res.binding.slices.size() && out.size() < in.size(); ++k) {
+    for (size_t k = 0; k < res.binding.slices.size(); ++k) {
       const NodeSlice& sl = res.binding.slices[k];
       bool in_p = std::any_of(p.slices.begin(), p.slices.end(),
                               [&](const NodeSlice& x) { return x.node == sl.node; });
@@ -1152,14 +1188,49 @@ int32_t Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, co
       }
     }
   }
-  if (out.size() < in.size()) return -1;
-  // Slice indices stay valid until every move is made; then each reservation is sorted once.
-  for (size_t k = 0; k < in.size(); ++k) {
-    MoveSlice(*out[k].first, out[k].second, NodeSlice{in[k], ~uint64_t{0} >> (64 - size)}, now,
-              "swapped in for job " + JobId(job).ToString());
+  // Pair each node taken with a node given: an unbound node takes any of them; another owner's
+  // idle node takes one that nothing else holds until that owner's reservation ends.
+  struct Swap {
+    std::pair<Reservation*, size_t> mine;
+    NodeId to;
+    std::optional<std::pair<Reservation*, size_t>> theirs;
+  };
+  std::vector<Swap> plan;
+  std::vector<uint8_t> used(out.size(), 0);
+  for (NodeId z : in) {
+    auto theirs = WholeSliceOn(pool, z, now);
+    std::optional<FreeMap> free_for_them;
+    bool paired = false;
+    for (size_t k = 0; k < out.size() && !paired; ++k) {
+      if (used[k]) continue;
+      if (theirs) {
+        NodeId w = out[k].first->binding.slices[out[k].second].node;
+        if (!free_for_them) {
+          free_for_them = UnboundMap(pool, now, theirs->first->end, out[k].first->id);
+        }
+        if (std::popcount(free_for_them->free_mask(w)) != size) continue;
+      }
+      used[k] = 1;
+      plan.push_back(Swap{out[k], z, theirs});
+      paired = true;
+    }
+    if (!paired) return -1;
   }
-  for (auto& [res, k] : out) SortByNode(res->binding);
-  return static_cast<int32_t>(in.size());
+  // Slice indices stay valid until every move is made; then each reservation is sorted once.
+  const uint64_t whole = ~uint64_t{0} >> (64 - size);
+  const std::string why = "swapped for job " + JobId(job).ToString();
+  for (const Swap& sw : plan) {
+    NodeId given = sw.mine.first->binding.slices[sw.mine.second].node;
+    MoveSlice(*sw.mine.first, sw.mine.second, NodeSlice{sw.to, whole}, now, why);
+    if (sw.theirs) {
+      MoveSlice(*sw.theirs->first, sw.theirs->second, NodeSlice{given, whole}, now, why);
+    }
+  }
+  for (const Swap& sw : plan) {
+    SortByNode(sw.mine.first->binding);
+    if (sw.theirs) SortByNode(sw.theirs->first->binding);
+  }
+  return static_cast<int32_t>(plan.size());
 }
 
 namespace {
@@ -1280,7 +1351,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
         for (uint32_t h : r.spot_holders.ids()) {
           if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
         }
-        candidates = RunningBids(state_, holders);
+        candidates.clear();
+        for (uint32_t h : holders) candidates.push_back(BidOf(state_.job(JobId(h))));
         candidates_stale = false;
       }
       return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
@@ -1399,9 +1471,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       if (swapped) {
         // Its GPUs changed: seen afresh by its next job. The nodes it took are spare for no
         // one now, so every other owner looks for spare nodes afresh too.
-        views.erase(tenant);
-        domains.erase(tenant);
-        for (auto& [t, other] : views) other.spare_known = other.has_spare = false;
+        views.clear();
+        domains.clear();
       } else {
         for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
         if (v.has_spare) {
@@ -1429,6 +1500,14 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     s.soon = std::move(soon);
     KeepSpotOff(r, &s.free);
     KeepSpotOff(r, &s.soon);
+    if (!r.unlent.empty()) {  // nor does a victim's stop free them for a bid
+      s.domain.assign(r.free.node_count(), ~uint64_t{0});
+      for (ReservationId id : r.unlent) {
+        for (const NodeSlice& sl : state_.reservation(id).binding.slices) {
+          s.domain[r.free.local_index(sl.node)] &= ~sl.gpu_mask;
+        }
+      }
+    }
     r.budget_capacity = 0;
     for (NodeId id : state_.pool_nodes(pool.id)) {
       if (state_.node(id).state == NodeState::kReady) r.budget_capacity += state_.node(id).gpus;
@@ -1439,16 +1518,6 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
     supplies->push_back(std::move(s));
   }
 }
-
-namespace {
-
-Bid BidOf(const Job& j) {
-  return Bid{j.id,         j.limit,           j.submitted,
-             j.spec.gpus,  IsActive(j.state), j.state == JobState::kPreempting,
-             &j.placement, j.started,         j.last_checkpoint};
-}
-
-}  // namespace
 
 // A pool's pending bids straight from its book, in rank order; auto jobs their reservation
 // serves this cycle do not bid.

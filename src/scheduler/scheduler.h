@@ -259,14 +259,21 @@ class Scheduler {
   // The tenant's reserved room: its domain less the GPUs its reserved-tier jobs hold and the
   // GPUs claimed for its jobs.
   FreeMap OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain) const;
-  // Whole ready nodes no reservation holds from now until the end of the tenant's latest
-  // active reservation that holds whole nodes: nodes it may swap in for idle ones it holds.
-  GpuDomain SpareNodes(PoolId pool, TenantId tenant, Timestamp now) const;
+  // Whole ready nodes the tenant may swap in for idle whole nodes it holds, from now until the
+  // end of its latest active reservation that holds whole nodes: nodes no reservation holds,
+  // and idle whole nodes of other owners' lending reservations that nothing else holds.
+  GpuDomain SpareNodes(PoolId pool, TenantId tenant, Timestamp now);
   // Moves the tenant's reservations onto the nodes of `p` it does not hold, each in exchange for
-  // a whole node it holds with nothing of its own on it (`room`) outside `p`. All or nothing.
-  // Returns how many nodes were swapped in (0: `p` is all its own), or -1 when it cannot.
+  // a whole node it holds with nothing of its own on them (`room`) outside `p`; another owner's
+  // node is exchanged only for one nothing else holds until that owner's reservation ends.
+  // All or nothing. Returns how many nodes were swapped in (0: `p` is all its own), or -1.
   int32_t SwapInto(PoolId pool, TenantId tenant, const Placement& p, const FreeMap& room,
                    Timestamp now, uint32_t job);
+  // The active reservation holding `node` whole, and the slice's index.
+  std::optional<std::pair<Reservation*, size_t>> WholeSliceOn(PoolId pool, NodeId node,
+                                                              Timestamp now);
+  // Whether the tenant has no reserved-tier work and no claim on `node`.
+  bool OwnerIdleOn(PoolId pool, TenantId tenant, NodeId node) const;
   void CheckOwnerGuarantee(PoolId pool, Timestamp now, std::vector<std::string>* out) const;
   int32_t ComputeBudget(PoolId pool) const;
   void SetPrice(PoolId pool, Money price, Timestamp now);

@@ -20,15 +20,21 @@ Result<Money> MoneyOf(const json& j, const std::string& field) {
   return m;
 }
 
-json JobJson(const ClusterState& s, const Job& j) {
-  json placement = json::array();
-  for (const NodeSlice& sl : j.placement.slices) {
+// GPUs by node: a job's placement, or the GPUs a reservation holds (docs/market.md).
+json PlacementJson(const ClusterState& s, const Placement& p) {
+  json out = json::array();
+  for (const NodeSlice& sl : p.slices) {
     json gpus = json::array();
     for (int g = 0; g < 64; ++g) {
       if ((sl.gpu_mask >> g) & 1) gpus.push_back(g);
     }
-    placement.push_back({{"node", s.node(sl.node).name}, {"gpus", gpus}});
+    out.push_back({{"node", s.node(sl.node).name}, {"gpus", gpus}});
   }
+  return out;
+}
+
+json JobJson(const ClusterState& s, const Job& j) {
+  json placement = PlacementJson(s, j.placement);
   json deps = json::array();
   for (const Dependency& d : j.spec.dependencies) {
     deps.push_back({{"kind", d.kind == DependencyKind::kAfterOk ? "afterok" : "afterany"},
@@ -64,19 +70,6 @@ json JobJson(const ClusterState& s, const Job& j) {
   return out;
 }
 
-// The GPUs a reservation holds (docs/market.md, "What a reservation guarantees").
-json BindingJson(const ClusterState& s, const Placement& p) {
-  json out = json::array();
-  for (const NodeSlice& sl : p.slices) {
-    json gpus = json::array();
-    for (int g = 0; g < 64; ++g) {
-      if ((sl.gpu_mask >> g) & 1) gpus.push_back(g);
-    }
-    out.push_back({{"node", s.node(sl.node).name}, {"gpus", gpus}});
-  }
-  return out;
-}
-
 json ReservationJson(const ClusterState& s, const Reservation& r) {
   return {{"id", r.id.value()},
           {"tenant", s.tenant(r.tenant).name},
@@ -87,7 +80,7 @@ json ReservationJson(const ClusterState& s, const Reservation& r) {
           {"lend", r.lend},
           {"price_per_gpu_hour", MoneyStr(r.price_per_gpu_hour)},
           {"charged", MoneyStr(r.charged)},
-          {"binding", BindingJson(s, r.binding)}};
+          {"binding", PlacementJson(s, r.binding)}};
 }
 
 json EventJson(const ClusterState& s, const Event& e) {
@@ -449,7 +442,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
                   {"reservable", q.reservable},
                   {"price_per_gpu_hour", MoneyStr(q.price_per_gpu_hour)},
                   {"total", MoneyStr(q.total)}};
-      if (q.admission.admitted) out["binding"] = BindingJson(st, q.binding);
+      if (q.admission.admitted) out["binding"] = PlacementJson(st, q.binding);
       if (q.admission.earliest_start)
         out["earliest_start_us"] = q.admission.earliest_start->micros();
       return Reply{200, out.dump()};
