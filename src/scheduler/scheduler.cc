@@ -1280,219 +1280,227 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
   supplies->clear();
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    FreeMap soon = r.free;
-    for (uint32_t id : preempting_) {
-      const Job& j = state_.job(JobId(id));
-      if (j.spec.pool == pool.id) soon.Release(j.placement);
-    }
-    // Claims from earlier cycles stand while their GPUs are still the tenant's and still free
-    // or being freed; a claim that lost them (a node left, the reservation ended) is dropped.
-    std::map<TenantId, GpuDomain> domains;
-    auto domain_of = [&](TenantId t) -> const GpuDomain& {
-      auto it = domains.find(t);
-      if (it == domains.end()) it = domains.emplace(t, OwnerDomain(pool.id, t)).first;
-      return it->second;
-    };
-    std::map<TenantId, int32_t> claimed;
-    for (auto it = r.owner_claims.begin(); it != r.owner_claims.end();) {
-      const Job& j = state_.job(JobId(it->first));
-      const GpuDomain& d = domain_of(j.spec.tenant);
-      bool valid = AllFree(soon, it->second);
-      for (const NodeSlice& sl : it->second.slices) {
-        valid = valid && (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) == 0;
+    FreeMap soon, unclaimed;
+    // A victim whose zero notice ends at once may be an owner's own auto job, pending again and
+    // fitting its reservation: the owners' pass runs again until no victim ended at once.
+    for (bool again = true; again;) {
+      again = false;
+      soon = r.free;
+      for (uint32_t id : preempting_) {
+        const Job& j = state_.job(JobId(id));
+        if (j.spec.pool == pool.id) soon.Release(j.placement);
       }
-      if (!valid) {  // the clock restarts, as for a job whose node failed (invariant 6)
-        r.fits_since.erase(it->first);
-        it = r.owner_claims.erase(it);
-        continue;
-      }
-      soon.Occupy(it->second);
-      claimed[j.spec.tenant] += j.spec.gpus;
-      ++it;
-    }
-    FreeMap unclaimed = r.free;
-    for (const auto& [id, claim] : r.owner_claims) unclaimed.Occupy(claim);
-
-    std::map<TenantId, OwnerView> views;
-    auto view_of = [&](TenantId t) -> OwnerView& {
-      auto it = views.find(t);
-      if (it != views.end()) return it->second;
-      const GpuDomain& d = domain_of(t);
-      OwnerView v;
-      v.domain = d;
-      v.now = unclaimed.Restricted(d);
-      v.soon = soon.Restricted(d);
-      v.room = OwnerRoom(pool.id, t, d);
-      return views.emplace(t, std::move(v)).first->second;
-    };
-    // Nodes to swap in are looked for only when the tenant's own GPUs are not free now.
-    auto with_spare = [&](TenantId t, OwnerView& v) {
-      if (v.spare_known) return v.has_spare;
-      v.spare_known = true;
-      GpuDomain spare = SpareNodes(pool.id, t, now);
-      v.ext = v.domain;
-      for (size_t i = 0; i < spare.size(); ++i) {
-        v.ext[i] |= spare[i];
-        v.has_spare = v.has_spare || spare[i] != 0;
-      }
-      if (v.has_spare) {
-        v.ext_now = unclaimed.Restricted(v.ext);
-        v.ext_soon = soon.Restricted(v.ext);
-      }
-      return v.has_spare;
-    };
-    std::vector<Bid> candidates;
-    bool candidates_stale = true;
-    std::set<uint32_t> fit_unclaimed;  // fit but found nothing to claim (never, by design)
-    auto victims_for = [&](const FreeMap& base, const GpuDomain& domain, int32_t gpus) {
-      // A reserved job is never blocked by spot work: any spot holder on its GPUs may go.
-      if (candidates_stale) {
-        std::set<uint32_t> holders;
-        for (uint32_t h : r.spot_holders.ids()) {
-          if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
-        }
-        candidates.clear();
-        for (uint32_t h : holders) candidates.push_back(BidOf(state_.job(JobId(h))));
-        candidates_stale = false;
-      }
-      return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
-    };
-
-    r.reserved_side.clear();
-    // Claims first: a claimed job starts once its GPUs are free, whatever else waits.
-    std::vector<uint32_t> claim_ids;
-    for (const auto& [id, claim] : r.owner_claims) claim_ids.push_back(id);
-    for (uint32_t id : claim_ids) {
-      Job& j = state_.job(JobId(id));
-      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
-      const Placement& claim = r.owner_claims.at(id);
-      if (!AllFree(r.free, claim)) continue;  // its GPUs are still being freed
-      Placement p = claim;
-      claimed[j.spec.tenant] -= j.spec.gpus;  // held from now on, no longer claimed
-      Bind(j, std::move(p), Tier::kReserved, now);
-    }
-    // Then the other pending jobs of every tenant with room left, merged in submission order;
-    // a tenant's queue is left as soon as its reservation is full (no scan of what cannot run).
-    using Queue = std::set<std::pair<int64_t, uint32_t>>;
-    struct Cursor {
-      std::pair<int64_t, uint32_t> key;
-      Queue::iterator next;
-      const Queue* queue;
-      bool operator>(const Cursor& o) const { return key > o.key; }
-    };
-    std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> merge;
-    // Room for its smallest queued job: a tenant whose room is smaller is not scanned.
-    auto room_left = [&](TenantId t) {
-      const std::multiset<int32_t>& sizes = r.reserved_sizes[t];
-      return !sizes.empty() && RoomCount(pool.id, t, claimed[t]) >= *sizes.begin();
-    };
-    for (auto& [t, q] : r.reserved_q) {
-      if (!q.empty() && room_left(t)) merge.push(Cursor{*q.begin(), std::next(q.begin()), &q});
-    }
-    while (!merge.empty()) {
-      Cursor c = merge.top();
-      merge.pop();
-      const uint32_t id = c.key.second;
-      Job& j = state_.job(JobId(id));
-      const TenantId tenant = j.spec.tenant;
-      // Bind erases this job from its queue; the cursor already points past it.
-      auto advance = [&] {
-        if (c.next != c.queue->end() && room_left(tenant)) {
-          merge.push(Cursor{*c.next, std::next(c.next), c.queue});
-        }
+      // Claims from earlier cycles stand while their GPUs are still the tenant's and still free
+      // or being freed; a claim that lost them (a node left, the reservation ended) is dropped.
+      std::map<TenantId, GpuDomain> domains;
+      auto domain_of = [&](TenantId t) -> const GpuDomain& {
+        auto it = domains.find(t);
+        if (it == domains.end()) it = domains.emplace(t, OwnerDomain(pool.id, t)).first;
+        return it->second;
       };
-      if (r.owner_claims.count(id)) {
-        advance();
-        continue;
-      }
-      const int32_t gpus = j.spec.gpus;
-      if (!HasRoom(j, claimed[tenant])) {
-        if (!r.fits_since.empty()) r.fits_since.erase(id);
-        advance();
-        continue;  // auto jobs stay in the spot book
-      }
-      OwnerView& v = view_of(tenant);
-      if (!v.fit.Fits(v.room, gpus)) {
-        if (!r.fits_since.empty()) r.fits_since.erase(id);
-        advance();
-        continue;
-      }
-      r.fits_since.emplace(id, now);
-      // From here the job is served as reserved; an auto job must not also bid for spot.
-      if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
-      // In order of preference: free GPUs it holds; free whole nodes it can swap in for idle
-      // ones it holds; GPUs it holds that jobs under notice are freeing; the cheapest spot jobs
-      // to stop, on its GPUs or on nodes it can swap in.
-      std::optional<Placement> target;
-      bool start_now = false, swapped = false;
-      if (PlaceResult pr = v.now.Place(gpus); pr.outcome == PlaceOutcome::kPlaced) {
-        target = std::move(pr.placement);
-        start_now = true;
-      } else if (PlaceResult ep = with_spare(tenant, v) ? v.ext_now.Place(gpus) : PlaceResult();
-                 ep.outcome == PlaceOutcome::kPlaced &&
-                 (swapped = SwapInto(pool.id, tenant, ep.placement, v.room, now, id) > 0)) {
-        target = std::move(ep.placement);
-        start_now = true;
-      } else if (PlaceResult later = v.soon.Place(gpus); later.outcome == PlaceOutcome::kPlaced) {
-        target = std::move(later.placement);
-      } else {
-        std::optional<VictimChoice> vc;
-        if (v.has_spare) {
-          vc = victims_for(v.ext_soon, v.ext, gpus);
-          int32_t swaps = vc ? SwapInto(pool.id, tenant, vc->placement, v.room, now, id) : -1;
-          if (swaps < 0) vc.reset();
-          swapped = swaps > 0;
+      std::map<TenantId, int32_t> claimed;
+      for (auto it = r.owner_claims.begin(); it != r.owner_claims.end();) {
+        const Job& j = state_.job(JobId(it->first));
+        const GpuDomain& d = domain_of(j.spec.tenant);
+        bool valid = AllFree(soon, it->second);
+        for (const NodeSlice& sl : it->second.slices) {
+          valid = valid && (sl.gpu_mask & ~d[r.free.local_index(sl.node)]) == 0;
         }
-        if (!vc) vc = victims_for(v.soon, v.domain, gpus);
-        if (!vc) {  // cannot happen while the room fits; the invariant check says so
-          fit_unclaimed.insert(id);
+        if (!valid) {  // the clock restarts, as for a job whose node failed (invariant 6)
+          r.fits_since.erase(it->first);
+          it = r.owner_claims.erase(it);
+          continue;
+        }
+        soon.Occupy(it->second);
+        claimed[j.spec.tenant] += j.spec.gpus;
+        ++it;
+      }
+      unclaimed = r.free;
+      for (const auto& [id, claim] : r.owner_claims) unclaimed.Occupy(claim);
+
+      std::map<TenantId, OwnerView> views;
+      auto view_of = [&](TenantId t) -> OwnerView& {
+        auto it = views.find(t);
+        if (it != views.end()) return it->second;
+        const GpuDomain& d = domain_of(t);
+        OwnerView v;
+        v.domain = d;
+        v.now = unclaimed.Restricted(d);
+        v.soon = soon.Restricted(d);
+        v.room = OwnerRoom(pool.id, t, d);
+        return views.emplace(t, std::move(v)).first->second;
+      };
+      // Nodes to swap in are looked for only when the tenant's own GPUs are not free now.
+      auto with_spare = [&](TenantId t, OwnerView& v) {
+        if (v.spare_known) return v.has_spare;
+        v.spare_known = true;
+        GpuDomain spare = SpareNodes(pool.id, t, now);
+        v.ext = v.domain;
+        for (size_t i = 0; i < spare.size(); ++i) {
+          v.ext[i] |= spare[i];
+          v.has_spare = v.has_spare || spare[i] != 0;
+        }
+        if (v.has_spare) {
+          v.ext_now = unclaimed.Restricted(v.ext);
+          v.ext_soon = soon.Restricted(v.ext);
+        }
+        return v.has_spare;
+      };
+      std::vector<Bid> candidates;
+      bool candidates_stale = true;
+      std::set<uint32_t> fit_unclaimed;  // fit but found nothing to claim (never, by design)
+      auto victims_for = [&](const FreeMap& base, const GpuDomain& domain, int32_t gpus) {
+        // A reserved job is never blocked by spot work: any spot holder on its GPUs may go.
+        if (candidates_stale) {
+          std::set<uint32_t> holders;
+          for (uint32_t h : r.spot_holders.ids()) {
+            if (IsActive(state_.job(JobId(h)).state)) holders.insert(h);
+          }
+          candidates.clear();
+          for (uint32_t h : holders) candidates.push_back(BidOf(state_.job(JobId(h))));
+          candidates_stale = false;
+        }
+        return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
+      };
+
+      r.reserved_side.clear();
+      // Claims first: a claimed job starts once its GPUs are free, whatever else waits.
+      std::vector<uint32_t> claim_ids;
+      for (const auto& [id, claim] : r.owner_claims) claim_ids.push_back(id);
+      for (uint32_t id : claim_ids) {
+        Job& j = state_.job(JobId(id));
+        if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
+        const Placement& claim = r.owner_claims.at(id);
+        if (!AllFree(r.free, claim)) continue;  // its GPUs are still being freed
+        Placement p = claim;
+        claimed[j.spec.tenant] -= j.spec.gpus;  // held from now on, no longer claimed
+        Bind(j, std::move(p), Tier::kReserved, now);
+      }
+      // Then the other pending jobs of every tenant with room left, merged in submission order;
+      // a tenant's queue is left as soon as its reservation is full (no scan of what cannot run).
+      using Queue = std::set<std::pair<int64_t, uint32_t>>;
+      struct Cursor {
+        std::pair<int64_t, uint32_t> key;
+        Queue::iterator next;
+        const Queue* queue;
+        bool operator>(const Cursor& o) const { return key > o.key; }
+      };
+      std::priority_queue<Cursor, std::vector<Cursor>, std::greater<>> merge;
+      // Room for its smallest queued job: a tenant whose room is smaller is not scanned.
+      auto room_left = [&](TenantId t) {
+        const std::multiset<int32_t>& sizes = r.reserved_sizes[t];
+        return !sizes.empty() && RoomCount(pool.id, t, claimed[t]) >= *sizes.begin();
+      };
+      for (auto& [t, q] : r.reserved_q) {
+        if (!q.empty() && room_left(t)) merge.push(Cursor{*q.begin(), std::next(q.begin()), &q});
+      }
+      while (!merge.empty()) {
+        Cursor c = merge.top();
+        merge.pop();
+        const uint32_t id = c.key.second;
+        Job& j = state_.job(JobId(id));
+        const TenantId tenant = j.spec.tenant;
+        // Bind erases this job from its queue; the cursor already points past it.
+        auto advance = [&] {
+          if (c.next != c.queue->end() && room_left(tenant)) {
+            merge.push(Cursor{*c.next, std::next(c.next), c.queue});
+          }
+        };
+        if (r.owner_claims.count(id)) {
           advance();
           continue;
         }
-        for (JobId victim_id : vc->victims) {
-          Job& victim = state_.job(victim_id);
-          for (auto& [t, other] : views) {
-            other.soon.Release(Clip(victim.placement, r.free, other.domain));
-            if (other.has_spare) other.ext_soon.Release(Clip(victim.placement, r.free, other.ext));
+        const int32_t gpus = j.spec.gpus;
+        if (!HasRoom(j, claimed[tenant])) {
+          if (!r.fits_since.empty()) r.fits_since.erase(id);
+          advance();
+          continue;  // auto jobs stay in the spot book
+        }
+        OwnerView& v = view_of(tenant);
+        if (!v.fit.Fits(v.room, gpus)) {
+          if (!r.fits_since.empty()) r.fits_since.erase(id);
+          advance();
+          continue;
+        }
+        r.fits_since.emplace(id, now);
+        // From here the job is served as reserved; an auto job must not also bid for spot.
+        if (j.spec.tier == Tier::kAuto) r.reserved_side.push_back(id);
+        // In order of preference: free GPUs it holds; free whole nodes it can swap in for idle
+        // ones it holds; GPUs it holds that jobs under notice are freeing; the cheapest spot jobs
+        // to stop, on its GPUs or on nodes it can swap in.
+        std::optional<Placement> target;
+        bool start_now = false, swapped = false;
+        if (PlaceResult pr = v.now.Place(gpus); pr.outcome == PlaceOutcome::kPlaced) {
+          target = std::move(pr.placement);
+          start_now = true;
+        } else if (PlaceResult ep = with_spare(tenant, v) ? v.ext_now.Place(gpus) : PlaceResult();
+                   ep.outcome == PlaceOutcome::kPlaced &&
+                   (swapped = SwapInto(pool.id, tenant, ep.placement, v.room, now, id) > 0)) {
+          target = std::move(ep.placement);
+          start_now = true;
+        } else if (PlaceResult later = v.soon.Place(gpus); later.outcome == PlaceOutcome::kPlaced) {
+          target = std::move(later.placement);
+        } else {
+          std::optional<VictimChoice> vc;
+          if (v.has_spare) {
+            vc = victims_for(v.ext_soon, v.ext, gpus);
+            int32_t swaps = vc ? SwapInto(pool.id, tenant, vc->placement, v.room, now, id) : -1;
+            if (swaps < 0) vc.reset();
+            swapped = swaps > 0;
           }
-          soon.Release(victim.placement);
-          SendNotice(victim, "reclaim", now, j.id);
-          // A zero notice ends at once: the owner must not wait for the next cycle.
-          if (victim.notice_deadline <= now) {
-            Requeue(victim, EventType::kJobPreempted, "notice expired", now);
+          if (!vc) vc = victims_for(v.soon, v.domain, gpus);
+          if (!vc) {  // cannot happen while the room fits; the invariant check says so
+            fit_unclaimed.insert(id);
+            advance();
+            continue;
+          }
+          for (JobId victim_id : vc->victims) {
+            Job& victim = state_.job(victim_id);
+            for (auto& [t, other] : views) {
+              other.soon.Release(Clip(victim.placement, r.free, other.domain));
+              if (other.has_spare)
+                other.ext_soon.Release(Clip(victim.placement, r.free, other.ext));
+            }
+            soon.Release(victim.placement);
+            SendNotice(victim, "reclaim", now, j.id);
+            // A zero notice ends at once: the owner must not wait for the next cycle.
+            if (victim.notice_deadline <= now) {
+              Requeue(victim, EventType::kJobPreempted, "notice expired", now);
+              again = true;
+            }
+          }
+          candidates_stale = true;
+          target = std::move(vc->placement);
+          start_now = AllFree(r.free, *target);
+        }
+        soon.Occupy(*target);
+        unclaimed.Occupy(*target);
+        if (swapped) {
+          // Its GPUs changed: seen afresh by its next job. The nodes it took are spare for no
+          // one now, so every other owner looks for spare nodes afresh too.
+          views.clear();
+          domains.clear();
+        } else {
+          for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
+          if (v.has_spare) {
+            v.ext_now.Occupy(*target);
+            v.ext_soon.Occupy(*target);
           }
         }
-        candidates_stale = true;
-        target = std::move(vc->placement);
-        start_now = AllFree(r.free, *target);
-      }
-      soon.Occupy(*target);
-      unclaimed.Occupy(*target);
-      if (swapped) {
-        // Its GPUs changed: seen afresh by its next job. The nodes it took are spare for no
-        // one now, so every other owner looks for spare nodes afresh too.
-        views.clear();
-        domains.clear();
-      } else {
-        for (FreeMap* m : {&v.now, &v.soon, &v.room}) m->Occupy(*target);
-        if (v.has_spare) {
-          v.ext_now.Occupy(*target);
-          v.ext_soon.Occupy(*target);
+        if (start_now) {
+          Bind(j, std::move(*target), Tier::kReserved, now);
+        } else {
+          claimed[tenant] += gpus;
+          r.owner_claims.emplace(id, std::move(*target));
         }
+        advance();
       }
-      if (start_now) {
-        Bind(j, std::move(*target), Tier::kReserved, now);
-      } else {
-        claimed[tenant] += gpus;
-        r.owner_claims.emplace(id, std::move(*target));
-      }
-      advance();
+      // A fit time outlives the cycle with a claim, or when the job fit but could claim nothing
+      // (its wait keeps counting, and the invariant check reports it).
+      std::erase_if(r.fits_since, [&](const auto& f) {
+        return !r.owner_claims.count(f.first) && !fit_unclaimed.count(f.first);
+      });
     }
-    // A fit time outlives the cycle with a claim, or when the job fit but could claim nothing
-    // (its wait keeps counting, and the invariant check reports it).
-    std::erase_if(r.fits_since, [&](const auto& f) {
-      return !r.owner_claims.count(f.first) && !fit_unclaimed.count(f.first);
-    });
     Supply s;
     s.state = &state_;
     s.pool = pool.id;
