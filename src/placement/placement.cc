@@ -6,49 +6,53 @@
 
 namespace rsv {
 
-void DenseSet::Resize(int32_t n) {
+void DenseSets::Resize(int32_t sets, int32_t n) {
   n_ = n;
-  words_.assign((n + 63) / 64 + 1, 0);
-  summary_.assign(words_.size() / 64 + 1, 0);
-  size_ = 0;
+  words_ = (n + 63) / 64 + 1;
+  summary_words_ = words_ / 64 + 1;
+  stride_ = 1 + words_ + summary_words_;
+  buf_.assign(static_cast<size_t>(sets) * stride_, 0);
 }
 
-void DenseSet::Insert(int32_t i) {
+void DenseSets::Insert(int32_t set, int32_t i) {
+  uint64_t* words = Words(set);
   uint64_t bit = uint64_t{1} << (i & 63);
-  uint64_t& w = words_[i >> 6];
+  uint64_t& w = words[i >> 6];
   if (w & bit) return;
   w |= bit;
-  summary_[i >> 12] |= uint64_t{1} << ((i >> 6) & 63);
-  ++size_;
+  words[words_ + (i >> 12)] |= uint64_t{1} << ((i >> 6) & 63);
+  ++buf_[set * stride_];
 }
 
-void DenseSet::Erase(int32_t i) {
+void DenseSets::Erase(int32_t set, int32_t i) {
+  uint64_t* words = Words(set);
   uint64_t bit = uint64_t{1} << (i & 63);
-  uint64_t& w = words_[i >> 6];
+  uint64_t& w = words[i >> 6];
   if (!(w & bit)) return;
   w &= ~bit;
-  if (w == 0) summary_[i >> 12] &= ~(uint64_t{1} << ((i >> 6) & 63));
-  --size_;
+  if (w == 0) words[words_ + (i >> 12)] &= ~(uint64_t{1} << ((i >> 6) & 63));
+  --buf_[set * stride_];
 }
 
-int32_t DenseSet::NextFrom(int32_t i) const {
-  if (i >= n_ || size_ == 0) return -1;
+int32_t DenseSets::NextFrom(int32_t set, int32_t i) const {
+  if (i >= n_ || size(set) == 0) return -1;
+  const uint64_t* words = Words(set);
+  const uint64_t* summary = words + words_;
   int32_t wi = i >> 6;
-  uint64_t w = words_[wi] & (~uint64_t{0} << (i & 63));
+  uint64_t w = words[wi] & (~uint64_t{0} << (i & 63));
   if (w) return (wi << 6) + std::countr_zero(w);
   // Find the next non-empty word through the summary.
   int32_t next_word = wi + 1;
   int32_t si = next_word >> 6;
-  if (si >= static_cast<int32_t>(summary_.size())) return -1;
-  uint64_t s =
-      summary_[si] & ((next_word & 63) ? (~uint64_t{0} << (next_word & 63)) : ~uint64_t{0});
+  if (si >= summary_words_) return -1;
+  uint64_t s = summary[si] & ((next_word & 63) ? (~uint64_t{0} << (next_word & 63)) : ~uint64_t{0});
   while (true) {
     if (s) {
       int32_t word = (si << 6) + std::countr_zero(s);
-      return (word << 6) + std::countr_zero(words_[word]);
+      return (word << 6) + std::countr_zero(words[word]);
     }
-    if (++si >= static_cast<int32_t>(summary_.size())) return -1;
-    s = summary_[si];
+    if (++si >= summary_words_) return -1;
+    s = summary[si];
   }
 }
 
@@ -81,49 +85,50 @@ uint64_t LowestBits(uint64_t mask, int32_t gpus) {
 static uint64_t AllBits(int32_t n) { return n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1; }
 
 FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
-  const std::vector<NodeId>& ids = state.pool_nodes(pool);
-  ids_ = ids;
-  if (!ids_.empty()) {
-    first_id_ = ids_.front().value();
-    local_of_.assign(ids_.back().value() - first_id_ + 1, -1);
+  auto layout = std::make_shared<Layout>();
+  layout->ids = state.pool_nodes(pool);
+  const std::vector<NodeId>& ids = layout->ids;
+  if (!ids.empty()) {
+    layout->first_id = ids.front().value();
+    layout->local_of.assign(ids.back().value() - layout->first_id + 1, -1);
   }
-  int32_t n = static_cast<int32_t>(ids_.size());
+  int32_t n = static_cast<int32_t>(ids.size());
   free_.assign(n, 0);
-  capacity_.assign(n, 0);
-  rack_.assign(n, 0);
-  zone_.assign(n, 0);
+  layout->capacity.assign(n, 0);
+  layout->rack.assign(n, 0);
+  layout->zone.assign(n, 0);
   ready_.assign(n, 0);
   int32_t max_capacity = 0;
-  for (NodeId id : ids_) max_capacity = std::max(max_capacity, state.node(id).gpus);
+  for (NodeId id : ids) max_capacity = std::max(max_capacity, state.node(id).gpus);
   buckets_ = max_capacity + 1;
-  partial_.resize(buckets_);
-  whole_.resize(buckets_);
-  auto topology = std::make_shared<Topology>();
-  topology->rack_nodes.resize(state.rack_count());
-  topology->zone_racks.resize(state.zone_count());
+  partial_.Resize(buckets_, n);
+  whole_.Resize(buckets_, n);
+  layout->rack_nodes.resize(state.rack_count());
+  layout->zone_racks.resize(state.zone_count());
   rack_whole_.assign(state.rack_count(), 0);
   zone_whole_.assign(state.zone_count(), 0);
-  for (DenseSet& s : partial_) s.Resize(n);
-  for (DenseSet& s : whole_) s.Resize(n);
   for (int32_t i = 0; i < n; ++i) {
-    const Node& nd = state.node(ids_[i]);
-    local_of_[ids_[i].value() - first_id_] = i;
-    capacity_[i] = nd.gpus;
-    rack_[i] = nd.rack;
-    zone_[i] = nd.zone;
+    const Node& nd = state.node(ids[i]);
+    layout->local_of[ids[i].value() - layout->first_id] = i;
+    layout->capacity[i] = nd.gpus;
+    layout->rack[i] = nd.rack;
+    layout->zone[i] = nd.zone;
+    layout->rack_nodes[nd.rack].push_back(i);
+    std::vector<int32_t>& racks = layout->zone_racks[nd.zone];
+    if (std::find(racks.begin(), racks.end(), nd.rack) == racks.end()) racks.push_back(nd.rack);
+  }
+  layout_ = std::move(layout);
+  for (int32_t i = 0; i < n; ++i) {
+    const Node& nd = state.node(ids[i]);
     uint64_t mask = 0;
     for (int32_t g = 0; g < nd.gpus; ++g) {
       if (!nd.gpu_job[g].valid()) mask |= uint64_t{1} << g;
     }
     free_[i] = mask;
     ready_[i] = nd.state == NodeState::kReady;
-    topology->rack_nodes[nd.rack].push_back(i);
-    std::vector<int32_t>& racks = topology->zone_racks[nd.zone];
-    if (std::find(racks.begin(), racks.end(), nd.rack) == racks.end()) racks.push_back(nd.rack);
     if (ready_[i]) total_free_ += std::popcount(mask);
     Index(i);
   }
-  topology_ = std::move(topology);
   RecountLargest();
 }
 
@@ -132,18 +137,18 @@ void FreeMap::RecountLargest() {
   largest_ready_nodes_ = 0;
   for (int32_t k = 0; k < node_count(); ++k) {
     if (!ready_[k]) continue;
-    if (capacity_[k] > largest_) {
-      largest_ = capacity_[k];
+    if (Capacity(k) > largest_) {
+      largest_ = Capacity(k);
       largest_ready_nodes_ = 0;
     }
-    largest_ready_nodes_ += capacity_[k] == largest_;
+    largest_ready_nodes_ += Capacity(k) == largest_;
   }
   std::fill(rack_whole_.begin(), rack_whole_.end(), 0);
   std::fill(zone_whole_.begin(), zone_whole_.end(), 0);
   for (int32_t k = 0; k < node_count(); ++k) {
     if (CountsAsWhole(k)) {
-      rack_whole_[rack_[k]]++;
-      zone_whole_[zone_[k]]++;
+      rack_whole_[layout_->rack[k]]++;
+      zone_whole_[layout_->zone[k]]++;
     }
   }
 }
@@ -151,28 +156,28 @@ void FreeMap::RecountLargest() {
 void FreeMap::Unindex(int32_t i) {
   if (!ready_[i]) return;
   if (CountsAsWhole(i) && !rack_whole_.empty()) {
-    rack_whole_[rack_[i]]--;
-    zone_whole_[zone_[i]]--;
+    rack_whole_[layout_->rack[i]]--;
+    zone_whole_[layout_->zone[i]]--;
   }
   int32_t f = std::popcount(free_[i]);
-  if (f == capacity_[i]) {
-    whole_[f].Erase(i);
+  if (f == Capacity(i)) {
+    whole_.Erase(f, i);
   } else if (f > 0) {
-    partial_[f].Erase(i);
+    partial_.Erase(f, i);
   }
 }
 
 void FreeMap::Index(int32_t i) {
   if (!ready_[i]) return;
   if (CountsAsWhole(i) && !rack_whole_.empty()) {
-    rack_whole_[rack_[i]]++;
-    zone_whole_[zone_[i]]++;
+    rack_whole_[layout_->rack[i]]++;
+    zone_whole_[layout_->zone[i]]++;
   }
   int32_t f = std::popcount(free_[i]);
-  if (f == capacity_[i]) {
-    whole_[f].Insert(i);
+  if (f == Capacity(i)) {
+    whole_.Insert(f, i);
   } else if (f > 0) {
-    partial_[f].Insert(i);
+    partial_.Insert(f, i);
   }
 }
 
@@ -190,7 +195,7 @@ void FreeMap::Release(const Placement& p) {
   for (const NodeSlice& s : p.slices) {
     int32_t i = Local(s.node);
     Unindex(i);
-    uint64_t add = s.gpu_mask & ~free_[i] & AllBits(capacity_[i]);
+    uint64_t add = s.gpu_mask & ~free_[i] & AllBits(Capacity(i));
     free_[i] |= add;
     if (ready_[i]) total_free_ += std::popcount(add);
     Index(i);
@@ -200,7 +205,7 @@ void FreeMap::Release(const Placement& p) {
 void FreeMap::SetFreeMask(NodeId node, uint64_t mask) {
   int32_t i = Local(node);
   Unindex(i);
-  mask &= AllBits(capacity_[i]);
+  mask &= AllBits(Capacity(i));
   if (ready_[i]) total_free_ += std::popcount(mask) - std::popcount(free_[i]);
   free_[i] = mask;
   Index(i);
@@ -209,7 +214,7 @@ void FreeMap::SetFreeMask(NodeId node, uint64_t mask) {
 FreeMap FreeMap::Restricted(const std::vector<uint64_t>& domain) const {
   FreeMap out = *this;
   for (int32_t i = 0; i < node_count(); ++i) {
-    if ((free_[i] & domain[i]) != free_[i]) out.SetFreeMask(ids_[i], free_[i] & domain[i]);
+    if ((free_[i] & domain[i]) != free_[i]) out.SetFreeMask(layout_->ids[i], free_[i] & domain[i]);
   }
   return out;
 }
@@ -298,15 +303,15 @@ PlaceResult FreeMap::PlaceSingle(int32_t gpus) const {
   // Highest ScoreNode: a node in use with the fewest GPUs left over, then an untouched node
   // of the smallest size that fits; the lowest local index within a bucket is the lowest id.
   int32_t pick = -1;
-  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = partial_[c].First();
-  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = whole_[c].First();
+  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = partial_.First(c);
+  for (int32_t c = gpus; c < buckets_ && pick < 0; ++c) pick = whole_.First(c);
   if (pick < 0) {
     r.outcome = PlaceOutcome::kWait;
     r.reason = "no node has " + std::to_string(gpus) + " free GPUs";
     return r;
   }
   r.outcome = PlaceOutcome::kPlaced;
-  r.placement.slices.push_back(NodeSlice{ids_[pick], LowestBits(free_[pick], gpus)});
+  r.placement.slices.push_back(NodeSlice{layout_->ids[pick], LowestBits(free_[pick], gpus)});
   return r;
 }
 
@@ -314,17 +319,17 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
   PlaceResult r;
   const int32_t size = largest_;
   const int32_t k = gpus / size;
-  const DenseSet& whole = whole_[size];
-  if (whole.size() < k) {
+  const int32_t whole = whole_.size(size);
+  if (whole < k) {
     r.outcome = PlaceOutcome::kWait;
-    r.reason = "needs " + std::to_string(k) + " whole free nodes, " + std::to_string(whole.size()) +
-               " are free";
+    r.reason =
+        "needs " + std::to_string(k) + " whole free nodes, " + std::to_string(whole) + " are free";
     return r;
   }
   // Take up to `want` whole free nodes of a rack, lowest ids first.
   std::vector<int32_t> chosen;
   auto take_from_rack = [&](int32_t rack, int32_t want) {
-    for (int32_t i : topology_->rack_nodes[rack]) {
+    for (int32_t i : layout_->rack_nodes[rack]) {
       if (want == 0) break;
       if (CountsAsWhole(i)) {
         chosen.push_back(i);
@@ -358,7 +363,7 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
     int32_t zone = best_fit(zone_whole_, nullptr);
     std::vector<std::pair<int32_t, int32_t>> racks;  // (-count, rack)
     if (zone >= 0) {
-      for (int32_t rk : topology_->zone_racks[zone]) racks.emplace_back(-rack_whole_[rk], rk);
+      for (int32_t rk : layout_->zone_racks[zone]) racks.emplace_back(-rack_whole_[rk], rk);
     } else {
       for (int32_t rk = 0; rk < static_cast<int32_t>(rack_whole_.size()); ++rk) {
         racks.emplace_back(-rack_whole_[rk], rk);
@@ -373,7 +378,7 @@ PlaceResult FreeMap::PlaceMulti(int32_t gpus) const {
   }
   std::sort(chosen.begin(), chosen.end());
   r.outcome = PlaceOutcome::kPlaced;
-  for (int32_t i : chosen) r.placement.slices.push_back(NodeSlice{ids_[i], free_[i]});
+  for (int32_t i : chosen) r.placement.slices.push_back(NodeSlice{layout_->ids[i], free_[i]});
   return r;
 }
 

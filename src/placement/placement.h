@@ -16,24 +16,28 @@
 
 namespace rsv {
 
-// A set of small dense integers with ordered iteration, in two levels of 64-bit words so the
-// first member is found in a few word reads even among 100,000 nodes.
-class DenseSet {
+// A family of sets of small dense integers 0..n-1 with ordered iteration. Each set is two levels
+// of 64-bit words, so its first member is found in a few word reads even among 100,000 nodes;
+// all sets share one buffer, so copying the family is one allocation.
+class DenseSets {
  public:
-  void Resize(int32_t n);
-  void Insert(int32_t i);
-  void Erase(int32_t i);
-  bool Contains(int32_t i) const { return (words_[i >> 6] >> (i & 63)) & 1; }
-  int32_t First() const { return NextFrom(0); }
-  int32_t NextFrom(int32_t i) const;  // smallest member >= i, or -1
-  int32_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
+  void Resize(int32_t sets, int32_t n);
+  void Insert(int32_t set, int32_t i);
+  void Erase(int32_t set, int32_t i);
+  bool Contains(int32_t set, int32_t i) const { return (Words(set)[i >> 6] >> (i & 63)) & 1; }
+  int32_t First(int32_t set) const { return NextFrom(set, 0); }
+  int32_t NextFrom(int32_t set, int32_t i) const;  // smallest member >= i, or -1
+  int32_t size(int32_t set) const { return static_cast<int32_t>(buf_[set * stride_]); }
 
  private:
-  std::vector<uint64_t> words_;
-  std::vector<uint64_t> summary_;
-  int32_t size_ = 0;
+  // Per set: its size, then `words_` member words, then `summary_words_` summary words.
+  const uint64_t* Words(int32_t set) const { return buf_.data() + set * stride_ + 1; }
+  uint64_t* Words(int32_t set) { return buf_.data() + set * stride_ + 1; }
+  std::vector<uint64_t> buf_;
   int32_t n_ = 0;
+  int32_t words_ = 0;
+  int32_t summary_words_ = 0;
+  int32_t stride_ = 0;
 };
 
 enum class PlaceOutcome { kPlaced, kWait, kInfeasible };
@@ -78,47 +82,48 @@ class FreeMap {
   int32_t free_gpus() const { return total_free_; }
   uint64_t free_mask(NodeId node) const { return free_[Local(node)]; }
   bool ready(NodeId node) const { return ready_[Local(node)]; }
-  int32_t capacity(NodeId node) const { return capacity_[Local(node)]; }
-  int32_t node_count() const { return static_cast<int32_t>(ids_.size()); }
-  NodeId node_id(int32_t local) const { return ids_[local]; }
+  int32_t capacity(NodeId node) const { return Capacity(Local(node)); }
+  int32_t node_count() const { return static_cast<int32_t>(free_.size()); }
+  NodeId node_id(int32_t local) const { return layout_->ids[local]; }
   // Local index of a node of this pool (0 .. node_count()-1).
   int32_t local_index(NodeId node) const { return Local(node); }
   int32_t largest_node() const { return largest_; }
 
  private:
-  int32_t Local(NodeId node) const { return local_of_[node.value() - first_id_]; }
+  int32_t Local(NodeId node) const { return layout_->local_of[node.value() - layout_->first_id]; }
   void Unindex(int32_t i);
   void Index(int32_t i);
   PlaceResult PlaceSingle(int32_t gpus) const;
   PlaceResult PlaceMulti(int32_t gpus) const;
-
-  std::vector<NodeId> ids_;  // local index -> node id, ascending
-  std::vector<int32_t> local_of_;
-  uint32_t first_id_ = 1;
-  std::vector<uint64_t> free_;
-  std::vector<int32_t> capacity_;
-  std::vector<int32_t> rack_;
-  std::vector<int32_t> zone_;
-  std::vector<uint8_t> ready_;
-  std::vector<DenseSet> partial_;  // by free count: ready nodes partly in use
-  std::vector<DenseSet> whole_;    // by capacity: ready nodes entirely free
-  int32_t total_free_ = 0;
   void RecountLargest();
   bool CountsAsWhole(int32_t i) const {
-    return ready_[i] && capacity_[i] == largest_ && std::popcount(free_[i]) == capacity_[i];
+    return ready_[i] && Capacity(i) == largest_ && std::popcount(free_[i]) == Capacity(i);
   }
+  int32_t Capacity(int32_t i) const { return layout_->capacity[i]; }
 
-  int32_t largest_ = 0;
-  int32_t largest_ready_nodes_ = 0;  // ready nodes of the largest size
-  // Topology for multi-node gangs: nodes of each rack (ascending) and racks of each zone, fixed
-  // when the map is built and shared by its copies; and how many whole free nodes of the largest
-  // size each rack and zone has right now.
-  struct Topology {
+  // What does not change once the map is built: the nodes, their sizes and topology (nodes of
+  // each rack, ascending, and racks of each zone, for multi-node gangs). Shared by copies, so a
+  // copy allocates only for the state below.
+  struct Layout {
+    std::vector<NodeId> ids;  // local index -> node id, ascending
+    std::vector<int32_t> local_of;
+    uint32_t first_id = 1;
+    std::vector<int32_t> capacity;
+    std::vector<int32_t> rack;
+    std::vector<int32_t> zone;
     std::vector<std::vector<int32_t>> rack_nodes;
     std::vector<std::vector<int32_t>> zone_racks;
   };
-  std::shared_ptr<const Topology> topology_;
-  int32_t buckets_ = 0;  // free-count buckets: 0 .. largest capacity in the pool
+  std::shared_ptr<const Layout> layout_;
+  std::vector<uint64_t> free_;
+  std::vector<uint8_t> ready_;
+  DenseSets partial_;  // set f: ready nodes partly in use with f GPUs free
+  DenseSets whole_;    // set c: ready nodes of capacity c entirely free
+  int32_t total_free_ = 0;
+  int32_t largest_ = 0;
+  int32_t largest_ready_nodes_ = 0;  // ready nodes of the largest size
+  int32_t buckets_ = 0;              // free-count buckets: 0 .. largest capacity in the pool
+  // How many whole free nodes of the largest size each rack and zone has right now.
   std::vector<int32_t> rack_whole_;
   std::vector<int32_t> zone_whole_;
 };

@@ -144,18 +144,25 @@ TEST(FreeMap, MatchesBruteForceScoringOnRandomPools) {
   EXPECT_GT(placed, 3000);  // the oracle compared real placements, not only refusals
 }
 
-TEST(DenseSet, FindsMembersAcrossSummaryWords) {
-  DenseSet s;
-  s.Resize(100000);
-  EXPECT_EQ(s.First(), -1);
-  for (int32_t v : {99999, 4096, 70000, 5}) s.Insert(v);
-  EXPECT_EQ(s.First(), 5);
-  EXPECT_EQ(s.NextFrom(6), 4096);
-  EXPECT_EQ(s.NextFrom(4097), 70000);
-  EXPECT_EQ(s.NextFrom(70001), 99999);
-  s.Erase(4096);
-  EXPECT_EQ(s.NextFrom(6), 70000);
-  EXPECT_EQ(s.size(), 3);
+TEST(DenseSets, FindsMembersAcrossSummaryWordsAndKeepsSetsApart) {
+  DenseSets s;
+  s.Resize(3, 100000);
+  EXPECT_EQ(s.First(1), -1);
+  for (int32_t v : {99999, 4096, 70000, 5}) s.Insert(1, v);
+  s.Insert(0, 7);
+  s.Insert(2, 99998);
+  EXPECT_EQ(s.First(1), 5);
+  EXPECT_EQ(s.NextFrom(1, 6), 4096);
+  EXPECT_EQ(s.NextFrom(1, 4097), 70000);
+  EXPECT_EQ(s.NextFrom(1, 70001), 99999);
+  s.Erase(1, 4096);
+  EXPECT_EQ(s.NextFrom(1, 6), 70000);
+  EXPECT_EQ(s.size(1), 3);
+  EXPECT_EQ(s.First(0), 7);
+  EXPECT_EQ(s.NextFrom(0, 8), -1);
+  EXPECT_EQ(s.First(2), 99998);
+  EXPECT_TRUE(s.Contains(1, 70000));
+  EXPECT_FALSE(s.Contains(0, 70000));
 }
 
 }  // namespace

@@ -258,10 +258,11 @@ void Scheduler::MoveSlice(Reservation& res, size_t k, NodeSlice to, Timestamp no
   e.detail = PlacementString(state_, Placement{{sl}}) + " -> " +
              PlacementString(state_, Placement{{to}}) + " (" + why + ")";
   if (res.ActiveAt(now)) {
-    std::map<NodeId, uint64_t>& bound = rt(res.pool).bound[res.tenant];
+    PoolRuntime& r = rt(res.pool);
+    GpuDomain& bound = BoundOf(r, res.tenant);
     // Only this slice's GPUs: another of its reservations may hold the rest of the node.
-    if ((bound[sl.node] &= ~sl.gpu_mask) == 0) bound.erase(sl.node);
-    bound[to.node] |= to.gpu_mask;
+    bound[r.free.local_index(sl.node)] &= ~sl.gpu_mask;
+    bound[r.free.local_index(to.node)] |= to.gpu_mask;
   }
   sl = to;
   Emit(std::move(e));
@@ -725,11 +726,7 @@ bool Scheduler::OnOwnGpus(PoolId pool, TenantId tenant, const Placement& p) cons
   auto b = r.bound.find(tenant);
   for (const NodeSlice& sl : p.slices) {
     if (state_.node(sl.node).state != NodeState::kReady) continue;
-    uint64_t held = 0;
-    if (b != r.bound.end()) {
-      auto m = b->second.find(sl.node);
-      if (m != b->second.end()) held = m->second;
-    }
+    uint64_t held = b == r.bound.end() ? 0 : b->second[r.free.local_index(sl.node)];
     if (sl.gpu_mask & ~held) return false;
   }
   return true;
@@ -983,14 +980,16 @@ void Scheduler::StageReservations(Timestamp now) {
   }
   // The GPUs each tenant holds under its active reservations.
   for (PoolRuntime& r : pools_) {
-    r.bound.clear();
+    // Kept allocated across cycles (a tenant with nothing active holds all zeros).
+    for (auto& [t, d] : r.bound) d.assign(r.free.node_count(), 0);
     r.unlent.clear();
   }
   for (const Reservation& res : state_.reservations()) {
     if (!res.ActiveAt(now)) continue;
-    if (!res.lend) rt(res.pool).unlent.push_back(res.id);
-    std::map<NodeId, uint64_t>& b = rt(res.pool).bound[res.tenant];
-    for (const NodeSlice& sl : res.binding.slices) b[sl.node] |= sl.gpu_mask;
+    PoolRuntime& r = rt(res.pool);
+    if (!res.lend) r.unlent.push_back(res.id);
+    GpuDomain& b = BoundOf(r, res.tenant);
+    for (const NodeSlice& sl : res.binding.slices) b[r.free.local_index(sl.node)] |= sl.gpu_mask;
   }
   for (const Pool& pool : state_.pools()) MoveIdleBindings(pool.id, now);
   // Ends are exact: a reserved-tier attempt outside what its tenant still holds (on ready nodes;
@@ -1061,13 +1060,19 @@ void Scheduler::StageNotices(Timestamp now) {
 
 // Spot holders of a pool that may still be stopped (not already under notice), as bids.
 
+GpuDomain& Scheduler::BoundOf(PoolRuntime& r, TenantId tenant) {
+  GpuDomain& d = r.bound[tenant];
+  if (static_cast<int32_t>(d.size()) != r.free.node_count()) d.assign(r.free.node_count(), 0);
+  return d;
+}
+
 GpuDomain Scheduler::OwnerDomain(PoolId pool, TenantId tenant) const {
   const PoolRuntime& r = rt(pool);
   GpuDomain d(r.free.node_count(), 0);
   auto b = r.bound.find(tenant);
   if (b == r.bound.end()) return d;
-  for (const auto& [node, mask] : b->second) {
-    if (r.free.ready(node)) d[r.free.local_index(node)] = mask;
+  for (int32_t i = 0; i < r.free.node_count(); ++i) {
+    if (r.free.ready(r.free.node_id(i))) d[i] = b->second[i];
   }
   return d;
 }
@@ -1168,10 +1173,10 @@ int32_t Scheduler::SwapInto(PoolId pool, TenantId tenant, const Placement& p, co
                             Timestamp now, uint32_t job) {
   PoolRuntime& r = rt(pool);
   const int32_t size = r.free.largest_node();
-  const std::map<NodeId, uint64_t>& bound = r.bound[tenant];
+  const GpuDomain& bound = BoundOf(r, tenant);
   std::vector<NodeId> in;  // nodes of `p` the tenant does not hold
   for (const NodeSlice& sl : p.slices) {
-    if (!bound.count(sl.node)) in.push_back(sl.node);
+    if (!bound[r.free.local_index(sl.node)]) in.push_back(sl.node);
   }
   if (in.empty()) return 0;
   // Whole nodes it holds with nothing of its own on them, outside `p`: (reservation, slice).
@@ -1704,15 +1709,16 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, Timestamp now,
     }
   }
   // Active reservations hold disjoint GPUs, and claims lie on their tenant's GPUs, disjoint.
-  auto overlap = [&](std::map<NodeId, uint64_t>& seen, const Placement& p) {
+  auto overlap = [&](std::vector<uint64_t>& seen, const Placement& p) {  // by node id
     bool clash = false;
     for (const NodeSlice& sl : p.slices) {
-      clash = clash || (seen[sl.node] & sl.gpu_mask);
-      seen[sl.node] |= sl.gpu_mask;
+      uint64_t& s = seen[sl.node.value() - 1];
+      clash = clash || (s & sl.gpu_mask);
+      s |= sl.gpu_mask;
     }
     return clash;
   };
-  std::map<NodeId, uint64_t> reserved, claimed_gpus;
+  std::vector<uint64_t> reserved(state_.nodes().size()), claimed_gpus(state_.nodes().size());
   for (const Reservation& res : state_.reservations()) {
     if (res.pool == pool && res.ActiveAt(now) && overlap(reserved, res.binding)) {
       out->push_back("reservation " + res.id.ToString() + " holds GPUs another one holds");

@@ -190,7 +190,7 @@ class Scheduler {
     // under its active reservations (refreshed each cycle), the GPUs a pending reserved-tier
     // job has claimed (kept until it starts: a claim never moves to another job), and when
     // each pending reserved-tier job began to fit its reservation's free room.
-    std::map<TenantId, std::map<NodeId, uint64_t>> bound;
+    std::map<TenantId, GpuDomain> bound;  // by local node index of `free`
     std::map<uint32_t, Placement> owner_claims;
     std::map<uint32_t, Timestamp> fits_since;
     std::vector<ReservationId> unlent;  // active reservations with lend=false (spot stays off)
@@ -256,6 +256,8 @@ class Scheduler {
   void EndReservedAttempt(Job& j, Timestamp now);
   // The tenant's bound GPUs on ready nodes, by local node index of the pool's free map.
   GpuDomain OwnerDomain(PoolId pool, TenantId tenant) const;
+  // A tenant's entry in `r.bound`, sized to the pool's nodes.
+  static GpuDomain& BoundOf(PoolRuntime& r, TenantId tenant);
   // The tenant's reserved room: its domain less the GPUs its reserved-tier jobs hold and the
   // GPUs claimed for its jobs.
   FreeMap OwnerRoom(PoolId pool, TenantId tenant, const GpuDomain& domain) const;
