@@ -45,6 +45,15 @@ class AgentProcess {
   ~AgentProcess() { Kill(); }
 
   bool Start() {
+    // Its own node's token, in a file only its owner reads (never the admin token).
+    const std::string token_file = state_dir_ + ".token";
+    auto minted =
+        rsv::testing::Http(port_, "POST", "/v1/tokens", kAdmin, json{{"node", node_}}.dump());
+    if (minted.status != 201) return false;
+    {
+      std::ofstream(token_file) << json::parse(minted.body)["token"].get<std::string>() << "\n";
+      std::filesystem::permissions(token_file, std::filesystem::perms(0600));
+    }
     int err[2];
     if (::pipe(err) != 0) return false;
     pid_ = ::fork();
@@ -56,8 +65,8 @@ class AgentProcess {
                                        "agent",
                                        "--server",
                                        "http://127.0.0.1:" + std::to_string(port_),
-                                       "--token",
-                                       kAdmin,
+                                       "--token-file",
+                                       token_file,
                                        "--pool",
                                        "h100",
                                        "--node-id",
@@ -244,7 +253,7 @@ TEST_F(AgentE2E, OwnerReclaimsLentGpusAndThePreemptedJobResumes) {
   const std::string config = Config("3s", "20s");
   const std::string script = dir + "/counter.sh";
   std::ofstream(script) << kCounter;
-  std::filesystem::permissions(script, std::filesystem::perms::owner_all);
+  std::filesystem::permissions(script, std::filesystem::perms(0755));  // jobs run as their tenant
 
   ServerProcess s(dir + "/r.db", config, kAdmin);
   ASSERT_TRUE(s.Start());
@@ -539,8 +548,8 @@ TEST_F(AgentE2E, UpRunsAServerAndALabelledLocalAgentAndCtrlCStopsBoth) {
 TEST_F(AgentE2E, AnAgentTheServerRefusesExitsSayingWhy) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());
-  auto run = [&](const std::string& args) {
-    std::string cmd = std::string(RESERVOIR_BIN) +
+  auto run = [&](const std::string& args, const std::string& env) {
+    std::string cmd = env + std::string(RESERVOIR_BIN) +
                       " agent --server http://127.0.0.1:" + std::to_string(s.port()) +
                       " --fake-gpus 8 --state-dir " + dir + "/refused " + args + " 2> " + dir +
                       "/agent.err";
@@ -549,15 +558,35 @@ TEST_F(AgentE2E, AnAgentTheServerRefusesExitsSayingWhy) {
     std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, err);
   };
-  auto [code, err] = run("--token " + std::string(kAdmin) + " --pool nope --node-id n1");
+  const std::string env = "RESERVOIR_TOKEN=" + std::string(kAdmin) + " ";
+  auto [code, err] = run("--pool nope --node-id n1", env);
   EXPECT_EQ(code, 1);
   EXPECT_NE(err.find("unknown pool 'nope'"), std::string::npos) << err;
-  std::tie(code, err) = run("--token wrong --pool h100 --node-id n1");
+  std::tie(code, err) = run("--pool h100 --node-id n1", "RESERVOIR_TOKEN=wrong ");
   EXPECT_EQ(code, 1);
   EXPECT_NE(err.find("unknown token"), std::string::npos) << err;
-  std::tie(code, err) = run("--token " + std::string(kAdmin) + " --pool h100 --node-id a/b");
+  std::tie(code, err) = run("--pool h100 --node-id a/b", env);
   EXPECT_EQ(code, 2);
   EXPECT_NE(err.find("--node-id"), std::string::npos) << err;
+  // A token on the command line is refused: every process on the host could read it.
+  std::tie(code, err) = run("--token " + std::string(kAdmin) + " --pool h100 --node-id n1", "");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(err.find("--token-file"), std::string::npos) << err;
+  // So is a token file others can read.
+  const std::string file = dir + "/token";
+  std::ofstream(file) << kAdmin << "\n";
+  std::filesystem::permissions(file, std::filesystem::perms(0644));
+  std::tie(code, err) = run("--token-file " + file + " --pool h100 --node-id n1", "");
+  EXPECT_EQ(code, 2);
+  EXPECT_NE(err.find("chmod 600"), std::string::npos) << err;
+  // A node's token registers that node only.
+  auto minted = s.Post("/v1/tokens", kAdmin, R"({"node":"n1"})");
+  ASSERT_EQ(minted.status, 201) << minted.body;
+  std::ofstream(file, std::ios::trunc) << json::parse(minted.body)["token"].get<std::string>();
+  std::filesystem::permissions(file, std::filesystem::perms(0600));
+  std::tie(code, err) = run("--token-file " + file + " --pool h100 --node-id n2", "");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(err.find("may only register and sync node n1"), std::string::npos) << err;
   // Nothing was registered.
   EXPECT_EQ(json::parse(s.Get("/v1/nodes", kAdmin).body).size(), 0u);
 }
@@ -596,6 +625,7 @@ TEST_F(AgentE2E, JobsOfADeadAgentStopThemselvesBeforeTheyCanRunTwice) {
   // The job holds the write end of a FIFO: reading it returns end-of-file when the job is gone.
   const std::string fifo = dir + "/alive";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ::chmod(fifo.c_str(), 0666);  // the job runs as its tenant's user
   int64_t job = SpotJob(s, {{"max_restarts", 0}, {"command", "exec sleep 600 > " + fifo}});
   Events events(&s);
   ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());

@@ -22,10 +22,8 @@ struct HttpResult {
   std::string body;
 };
 
-// One request on a fresh connection (Connection: close).
-inline HttpResult Http(int port, const std::string& method, const std::string& path,
-                       const std::string& token = "", const std::string& body = "") {
-  HttpResult r;
+// A connected socket to 127.0.0.1:port, or -1.
+inline int Connect(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -33,8 +31,17 @@ inline HttpResult Http(int port, const std::string& method, const std::string& p
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     ::close(fd);
-    return r;
+    return -1;
   }
+  return fd;
+}
+
+// One request on a fresh connection (Connection: close).
+inline HttpResult Http(int port, const std::string& method, const std::string& path,
+                       const std::string& token = "", const std::string& body = "") {
+  HttpResult r;
+  int fd = Connect(port);
+  if (fd < 0) return r;
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
   if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
   req += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
@@ -57,12 +64,44 @@ inline HttpResult Http(int port, const std::string& method, const std::string& p
   return r;
 }
 
+// Sends `raw` bytes on a fresh connection, closes the sending side and returns everything the
+// server sent back until it closed.
+inline std::string RawExchange(int port, const std::string& raw) {
+  int fd = Connect(port);
+  if (fd < 0) return "";
+  size_t sent = 0;
+  while (sent < raw.size()) {
+    ssize_t n = ::send(fd, raw.data() + sent, raw.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  ::shutdown(fd, SHUT_WR);
+  std::string resp;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return resp;
+}
+
+// A connection that is opened and then left idle (closed when the object goes).
+struct IdleConnection {
+  explicit IdleConnection(int port) : fd(Connect(port)), connected(fd >= 0) {}
+  ~IdleConnection() {
+    if (fd >= 0) ::close(fd);
+  }
+  IdleConnection(const IdleConnection&) = delete;
+  IdleConnection& operator=(const IdleConnection&) = delete;
+  int fd;
+  bool connected = false;
+};
+
 class ServerProcess {
  public:
   // `listen`: HOST:PORT; port 0 picks a free one (see port()).
   ServerProcess(const std::string& db, const std::string& config, const std::string& admin_token,
-                const std::string& listen = "127.0.0.1:0")
-      : db_(db), config_(config), admin_(admin_token), listen_(listen) {}
+                const std::string& listen = "127.0.0.1:0", std::vector<std::string> extra = {})
+      : db_(db), config_(config), admin_(admin_token), listen_(listen), extra_(std::move(extra)) {}
   ~ServerProcess() { Kill(SIGKILL); }
 
   // Starts the server and returns once it listens (false if it exited instead).
@@ -77,6 +116,7 @@ class ServerProcess {
       ::setenv("RESERVOIR_ADMIN_TOKEN", admin_.c_str(), 1);
       std::vector<std::string> args = {RESERVOIR_BIN, "server", "--listen", listen_,
                                        "--db",        db_,      "--config", config_};
+      args.insert(args.end(), extra_.begin(), extra_.end());
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -108,15 +148,20 @@ class ServerProcess {
 
   int port() const { return port_; }
   HttpResult Get(const std::string& path, const std::string& token) const {
-    return Http(port_, "GET", path, token);
+    return rsv::testing::Http(port_, "GET", path, token);
   }
   HttpResult Post(const std::string& path, const std::string& token,
                   const std::string& body) const {
-    return Http(port_, "POST", path, token, body);
+    return rsv::testing::Http(port_, "POST", path, token, body);
+  }
+  HttpResult Http(const std::string& method, const std::string& path,
+                  const std::string& token) const {
+    return rsv::testing::Http(port_, method, path, token);
   }
 
  private:
   std::string db_, config_, admin_, listen_;
+  std::vector<std::string> extra_;
   pid_t pid_ = -1;
   int port_ = 0;
   FILE* stdout_ = nullptr;

@@ -272,5 +272,116 @@ TEST_F(ServerTest, MetricsPassPromtool) {
   EXPECT_EQ(std::system(("promtool check metrics < " + file).c_str()), 0) << m.body;
 }
 
+// Every request gets exactly one reply, however malformed; requests pipelined after an
+// unsupported method are still served.
+TEST_F(ServerTest, MalformedRequestsGetOneClearReplyEach) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  auto status_of = [](const std::string& resp) {
+    return resp.rfind("HTTP/1.1 ", 0) == 0 ? std::atoi(resp.c_str() + 9) : 0;
+  };
+  const std::string auth = "Authorization: Bearer " + std::string(kAdmin) + "\r\n";
+  for (const char* m : {"PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}) {
+    for (const char* path : {"/v1/jobs", "/v1/reservations", "/v1/nodes"}) {
+      std::string resp = rsv::testing::RawExchange(
+          s.port(), std::string(m) + " " + path + " HTTP/1.1\r\nHost: x\r\n" + auth +
+                        "\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+      EXPECT_EQ(status_of(resp), 405) << m << " " << path << ": " << resp;
+      EXPECT_NE(resp.find("Allow: GET, POST"), std::string::npos) << resp;
+      EXPECT_NE(resp.find("HTTP/1.1 200"), std::string::npos) << "pipelined request lost: " << resp;
+    }
+  }
+  EXPECT_EQ(status_of(rsv::testing::RawExchange(
+                s.port(), "GET /v1/jobs?" + std::string(10'000, 'a') + " HTTP/1.1\r\n\r\n")),
+            414);
+  EXPECT_EQ(
+      status_of(rsv::testing::RawExchange(
+          s.port(), "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(20'000, 'a') + "\r\n\r\n")),
+      431);
+  std::string many = "GET /healthz HTTP/1.1\r\n";
+  for (int i = 0; i < 2000; ++i) many += "X-" + std::to_string(i) + ": y\r\n";
+  EXPECT_EQ(status_of(rsv::testing::RawExchange(s.port(), many + "\r\n")), 431);
+  EXPECT_EQ(status_of(rsv::testing::RawExchange(s.port(), "GARBAGE\r\n\r\n")), 400);
+  EXPECT_EQ(status_of(rsv::testing::RawExchange(s.port(), std::string("\x01\x02\r\n\r\n"))), 400);
+  // Node names cannot walk paths.
+  auto dots = s.Post("/v1/nodes/../register", kAdmin, R"({"pool":"h100","gpus":8})");
+  EXPECT_EQ(dots.status, 400) << dots.body;
+  EXPECT_EQ(s.Get("/healthz", "").status, 200);
+}
+
+TEST_F(ServerTest, UnknownPathsDoNotGrowTheMetrics) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  for (int i = 0; i < 50; ++i) s.Get("/warm" + std::to_string(i), "");
+  const size_t before = s.Get("/metrics", "").body.size();
+  for (int i = 0; i < 3000; ++i) s.Get("/nope/" + std::to_string(i), "");
+  const std::string after = s.Get("/metrics", "").body;
+  EXPECT_LT(after.size(), before + 2048)
+      << "metrics grew from " << before << " to " << after.size() << " bytes";
+  EXPECT_NE(after.find("route=\"unmatched\""), std::string::npos);
+  EXPECT_EQ(after.find("/nope/"), std::string::npos);
+}
+
+// Idle connections beyond the cap cannot lock others out: the longest-idle one makes room.
+TEST_F(ServerTest, IdleConnectionsCannotLockOthersOut) {
+  ServerProcess s(db, config, kAdmin, "127.0.0.1:0", {"--max-connections", "32"});
+  ASSERT_TRUE(s.Start());
+  std::vector<std::unique_ptr<rsv::testing::IdleConnection>> idle;
+  for (int i = 0; i < 300; ++i) {
+    idle.push_back(std::make_unique<rsv::testing::IdleConnection>(s.port()));
+    ASSERT_TRUE(idle.back()->connected);
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(s.Get("/healthz", "").status, 200) << i;
+  EXPECT_EQ(s.Get("/v1/jobs", kAdmin).status, 200);
+}
+
+TEST_F(ServerTest, TokensAreRevokedAndTenantsDeleted) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string a = Token(s, "a");
+  ASSERT_EQ(s.Get("/v1/jobs", a).status, 200);
+  // Listed by id (never the token), revoked by id or by the token itself.
+  json tokens = json::parse(s.Get("/v1/tokens", kAdmin).body);
+  std::string a_id;
+  for (const json& t : tokens) {
+    if (t.value("tenant", "") == "a") a_id = t["id"];
+    EXPECT_EQ(t.dump().find(a), std::string::npos);
+  }
+  ASSERT_EQ(a_id.size(), 12u);
+  EXPECT_EQ(s.Get("/v1/tokens", a).status, 403);
+  auto revoked = s.Post("/v1/tokens/revoke", kAdmin, json{{"id", a_id}}.dump());
+  EXPECT_EQ(revoked.status, 200) << revoked.body;
+  EXPECT_EQ(s.Get("/v1/jobs", a).status, 401);
+  EXPECT_EQ(s.Post("/v1/tokens/revoke", kAdmin, json{{"id", a_id}}.dump()).status, 404);
+  EXPECT_EQ(s.Post("/v1/tokens/revoke", kAdmin, json{{"token", kAdmin}}.dump()).status, 409)
+      << "the last admin token stays";
+  EXPECT_EQ(s.Post("/v1/tokens/revoke", kAdmin, R"({"id":"zz"})").status, 400);
+  // A tenant with work is not deleted; once its work is done it is, with its tokens.
+  auto a2 = s.Post("/v1/tokens", kAdmin, R"({"tenant":"a"})");
+  std::string a_token = json::parse(a2.body)["token"];
+  auto job =
+      s.Post("/v1/jobs", a_token, R"({"pool":"h100","gpus":1,"limit_price":"2","command":"true"})");
+  ASSERT_EQ(job.status, 201) << job.body;
+  auto refused = s.Http("DELETE", "/v1/tenants/a", kAdmin);
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_NE(refused.body.find("cancel its jobs first"), std::string::npos) << refused.body;
+  EXPECT_EQ(s.Post("/v1/jobs/" + std::to_string(json::parse(job.body)["id"].get<int>()) + "/cancel",
+                   a_token, "{}")
+                .status,
+            200);
+  EXPECT_EQ(s.Http("DELETE", "/v1/tenants/a", a_token).status, 403);
+  auto deleted = s.Http("DELETE", "/v1/tenants/a", kAdmin);
+  EXPECT_EQ(deleted.status, 200) << deleted.body;
+  EXPECT_EQ(s.Get("/v1/jobs", a_token).status, 401);
+  EXPECT_EQ(s.Get("/v1/tenants", kAdmin).body, "[]");
+  EXPECT_EQ(s.Http("DELETE", "/v1/tenants/a", kAdmin).status, 400);
+  // The name is free again, and all of this survives a restart.
+  EXPECT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"a"})").status, 201);
+  s.Kill(SIGKILL);
+  ASSERT_TRUE(s.Start());
+  EXPECT_EQ(s.Get("/v1/jobs", a_token).status, 401);
+  EXPECT_EQ(json::parse(s.Get("/v1/tenants", kAdmin).body).size(), 1u);
+}
+
 }  // namespace
 }  // namespace rsv

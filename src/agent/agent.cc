@@ -3,10 +3,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -356,6 +358,16 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.cpu_millis = e.value("cpu_millis", int64_t{0});
     spec.memory_mib = e.value("memory_mib", int64_t{0});
     spec.cgroup_parent = cgroup_parent_;
+    spec.pass_env = config_.pass_env;
+    if (config_.users.switch_users) {
+      auto mapped = config_.users.map.find(e.value("tenant", ""));
+      if (mapped != config_.users.map.end()) {
+        spec.uid = mapped->second.first;
+        spec.gid = mapped->second.second;
+      } else {
+        spec.uid = spec.gid = config_.users.uid_base + e.value("tenant_id", int64_t{0});
+      }
+    }
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
     spec.fence_after_us = FenceAfter().micros();
     launched_.insert(key);
@@ -376,11 +388,24 @@ void Agent::Reconcile(const std::string& desired_json) {
 }
 
 int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
+  // What the agent writes (agent.json, the heartbeat, logs) is its own; jobs pass through its
+  // directories (0711) to their checkpoint directories and notice files only.
+  ::umask(077);
   std::error_code ec;
   std::filesystem::create_directories(config_.state_dir, ec);
-  if (ec) {
-    Log("cannot create the state directory " + config_.state_dir + ": " + ec.message());
+  if (ec || ::chmod(config_.state_dir.c_str(), 0711) != 0) {
+    Log("cannot create the state directory " + config_.state_dir + ": " +
+        (ec ? ec.message() : std::string(std::strerror(errno))));
     return 1;
+  }
+  if (config_.users.switch_users) {
+    Log("jobs run as their tenant's user (mapped, else uid " +
+        std::to_string(config_.users.uid_base) + " + tenant id), never as the agent");
+  } else {
+    Log("WARNING: the agent is not root, so jobs run as its own user (uid " +
+        std::to_string(::getuid()) +
+        "): they can read its state directory and each other's checkpoints; run the agent as "
+        "root for isolation (docs/agent.md)");
   }
   Result<std::string> cg = DetectCgroups();
   if (cg.ok()) {

@@ -23,16 +23,24 @@
 
 namespace rsv::agent {
 
+// Whose user a job runs as (docs/agent.md, "What a job can reach").
+struct JobUsers {
+  bool switch_users = false;                               // the agent is root: jobs never are
+  std::map<std::string, std::pair<int64_t, int64_t>> map;  // tenant -> uid, gid
+  int64_t uid_base = 2'000'000;  // unmapped tenants: uid = gid = uid_base + tenant id
+};
+
 struct AgentConfig {
   std::string server;  // http://host:port
-  std::string token;   // an admin token
+  std::string token;   // the node's token (or an admin token)
   std::string pool;
   std::string node;      // node id; default: the host name
   std::string topology;  // "zone/rack"
   std::string state_dir;
   int32_t wait_s = 5;
-  std::string checkpoint_root;  // shared storage for checkpoints; empty: under state_dir  //
-                                // long-poll length when there is nothing to report
+  std::string checkpoint_root;  // shared storage for checkpoints; empty: under state_dir
+  JobUsers users;
+  std::vector<std::string> pass_env;  // more names jobs get from the agent's environment
 };
 
 class Agent {

@@ -1,6 +1,7 @@
 #include "agent/executor.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -37,7 +38,11 @@ std::string ReadFile(const std::string& path) {
   return s;
 }
 
-void IgnoreSignal(int) {}
+volatile sig_atomic_t g_term = 0;  // the supervisor was sent a notice (SIGTERM)
+volatile sig_atomic_t g_kill = 0;  // the supervisor was told to kill the job (SIGUSR1)
+void OnTerm(int) { g_term = 1; }
+void OnKill(int) { g_kill = 1; }
+void OnAlarm(int) {}
 
 // When `heartbeat` was last touched (0: never, or no such file).
 int64_t TouchedMicros(const std::string& heartbeat) {
@@ -46,24 +51,68 @@ int64_t TouchedMicros(const std::string& heartbeat) {
   return int64_t{sb.st_mtim.tv_sec} * 1'000'000 + sb.st_mtim.tv_nsec / 1000;
 }
 
-// The attempt's first process (its group leader, the pid the agent watches). It runs the
-// command with /bin/sh -c and stays until every process of the job has exited: a SIGTERM to
-// the group reaches the job (which may checkpoint and exit cleanly) but not the supervisor, and
-// as a subreaper it outlives a shell that dies at once while the job's real work carries on.
-// Ends with the status of the job's last process (re-raising its signal). With a heartbeat
-// file, it fences: once the agent has not touched the file for `fence_after_us` (the agent is
-// gone, or cut off from the server), the whole attempt is killed, since the server requeues it.
-[[noreturn]] void Supervise(std::string& cmd, char** envp, const std::string& heartbeat,
-                            int64_t fence_after_us) {
+// Kills every process below this one until none is left, then reaps them all. A process forked
+// between a scan and the kills is orphaned to us (a subreaper) and found by the next scan.
+void KillTree() {
+  while (true) {
+    std::vector<pid_t> tree = Descendants(::getpid());
+    if (tree.empty()) break;
+    for (pid_t p : tree) ::kill(p, SIGKILL);
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    timespec pause{0, 2'000'000};
+    ::nanosleep(&pause, nullptr);
+  }
+  while (::waitpid(-1, nullptr, 0) > 0 || errno == EINTR) {
+  }
+}
+
+struct JobUser {
+  int64_t uid = -1;
+  int64_t gid = -1;
+};
+
+// The attempt's first process (the pid the agent watches, leader of the attempt's process
+// group). It runs the command with /bin/sh -c, as the job's user, and stays until
+// every process of the job has exited: as a subreaper, everything the job starts stays below it
+// whatever session or group it moves to. A SIGTERM (the notice) is passed to every process of
+// the job; SIGUSR1 kills them all, then this process. Ends with the status of the job's last
+// process (re-raising its signal). With a heartbeat file, it fences: once the agent has not
+// touched the file for `fence_after_us` (the agent is gone, or cut off from the server), the
+// whole attempt is killed, since the server requeues it.
+[[noreturn]] void Supervise(std::string& cmd, char** envp, const std::string& workdir, JobUser user,
+                            const std::string& heartbeat, int64_t fence_after_us) {
   struct sigaction sa {};
-  sa.sa_handler = IgnoreSignal;  // a handler, not SIG_IGN: exec gives the job the default back
   sigemptyset(&sa.sa_mask);
+  sa.sa_handler = OnTerm;  // handlers, not SIG_IGN: exec gives the job the defaults back
   ::sigaction(SIGTERM, &sa, nullptr);
-  ::sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART: it interrupts waitpid to check
+  sa.sa_handler = OnKill;
+  ::sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = OnAlarm;
+  ::sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART: signals interrupt waitpid
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   ::prctl(PR_SET_NAME, "rsv-supervisor");  // not to be taken for the agent in `ps`
   pid_t job = ::fork();
   if (job == 0) {
+    ::umask(077);
+    if (user.gid >= 0) {
+      gid_t g = static_cast<gid_t>(user.gid);
+      if (::setgroups(1, &g) != 0 || ::setgid(g) != 0) {
+        ::dprintf(2, "reservoir: cannot switch to group %lld: %s\n",
+                  static_cast<long long>(user.gid), std::strerror(errno));
+        ::_exit(126);
+      }
+    }
+    if (user.uid >= 0 && ::setuid(static_cast<uid_t>(user.uid)) != 0) {
+      ::dprintf(2, "reservoir: cannot switch to user %lld: %s\n", static_cast<long long>(user.uid),
+                std::strerror(errno));
+      ::_exit(126);
+    }
+    ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);  // no setuid programs to climb back with
+    if (::chdir(workdir.c_str()) != 0) {
+      ::dprintf(2, "reservoir: cannot chdir to %s: %s\n", workdir.c_str(), std::strerror(errno));
+      ::_exit(126);
+    }
     char sh[] = "/bin/sh", c[] = "-c";
     char* argv[] = {sh, c, cmd.data(), nullptr};
     ::execve("/bin/sh", argv, envp);
@@ -74,14 +123,24 @@ int64_t TouchedMicros(const std::string& heartbeat) {
   SystemClock clock;
   int last = 0;
   while (true) {
-    if (fencing) ::alarm(1);
+    ::alarm(1);  // a signal just before waitpid blocks is seen within a second
     int status = 0;
     pid_t p = ::waitpid(-1, &status, 0);
     if (p > 0) {
       last = status;
     } else if (errno != EINTR) {
       break;  // no children left
-    } else if (fencing) {
+    }
+    if (g_kill) {
+      KillTree();
+      ::signal(SIGKILL, SIG_DFL);
+      ::raise(SIGKILL);
+    }
+    if (g_term) {
+      g_term = 0;
+      for (pid_t d : Descendants(::getpid())) ::kill(d, SIGTERM);
+    }
+    if (fencing) {
       // A missing file counts as stale: the agent's state is gone, nobody tracks this attempt.
       int64_t touched = TouchedMicros(heartbeat);
       if (clock.Now().micros() - touched > fence_after_us) {
@@ -89,7 +148,8 @@ int64_t TouchedMicros(const std::string& heartbeat) {
                   touched == 0
                       ? "ever (its state directory is gone)"
                       : (std::to_string((clock.Now().micros() - touched) / 1000) + " ms").c_str());
-        ::kill(0, SIGKILL);  // the group, this process included
+        KillTree();
+        ::raise(SIGKILL);
       }
     }
   }
@@ -99,6 +159,19 @@ int64_t TouchedMicros(const std::string& heartbeat) {
     ::raise(WTERMSIG(last));
   }
   ::_exit(WIFEXITED(last) ? WEXITSTATUS(last) : 1);
+}
+
+// Makes `dir` (and its parents) exist with `mode`, owned by `user` when one is given.
+bool MakeDir(const std::string& dir, mode_t mode, JobUser user = {}) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return false;
+  if (::chmod(dir.c_str(), mode) != 0) return false;
+  if (user.uid >= 0 && ::chown(dir.c_str(), static_cast<uid_t>(user.uid),
+                               static_cast<gid_t>(user.gid >= 0 ? user.gid : user.uid)) != 0) {
+    return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -139,6 +212,35 @@ Result<std::string> DetectCgroups() {
                               "Delegate=yes)");
   }
   return base;
+}
+
+std::vector<pid_t> Descendants(pid_t root) {
+  std::multimap<pid_t, pid_t> children;  // parent -> child
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadFile("/proc/" + name + "/stat");
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 >= stat.size()) continue;
+    // After "pid (comm) ": the state, then the parent's pid.
+    char state = stat[close + 2];
+    pid_t ppid = static_cast<pid_t>(std::atoll(stat.c_str() + close + 4));
+    if (state == 'Z' || state == 'X') continue;
+    children.emplace(ppid, static_cast<pid_t>(std::atoll(name.c_str())));
+  }
+  std::vector<pid_t> out;
+  std::vector<pid_t> frontier = {root};
+  while (!frontier.empty()) {
+    pid_t p = frontier.back();
+    frontier.pop_back();
+    auto [a, b] = children.equal_range(p);
+    for (auto it = a; it != b; ++it) {
+      out.push_back(it->second);
+      frontier.push_back(it->second);
+    }
+  }
+  return out;
 }
 
 int64_t Executor::StartTicks(pid_t pid) {
@@ -185,9 +287,14 @@ std::string Executor::NoticePath(const std::string& state_dir, uint32_t job) {
 
 Executor::~Executor() {
   for (auto& [job, c] : running_) {
-    ::kill(-c.pid, SIGKILL);
+    KillAttempt(c);
     if (!c.adopted) ::waitpid(c.pid, nullptr, 0);
   }
+}
+
+void Executor::KillAttempt(const Child& c) {
+  if (!c.cgroup.empty()) WriteFile(c.cgroup + "/cgroup.kill", "1");
+  ::kill(c.pid, SIGUSR1);  // the supervisor kills the job's whole tree, then itself
 }
 
 Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
@@ -198,19 +305,35 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   const std::string ckpt = spec.checkpoint_root.empty()
                                ? dir + "/checkpoint"
                                : spec.checkpoint_root + "/" + std::to_string(spec.job);
+  const JobUser user{spec.uid, spec.gid};
+  // Jobs may pass through the agent's directories (0711: no listing) to reach their own; what is
+  // theirs (checkpoints, a home) is owned by the job's user and closed to everyone else.
+  const std::string home = dir + "/home";
+  if (!MakeDir(spec.state_dir, 0711) || !MakeDir(spec.state_dir + "/jobs", 0711) ||
+      !MakeDir(dir, 0711) ||
+      (!spec.checkpoint_root.empty() && !MakeDir(spec.checkpoint_root, 0711)) ||
+      !MakeDir(ckpt, 0700, user) || !MakeDir(home, 0700, user)) {
+    return Status(Code::kUnavailable,
+                  "cannot prepare " + ckpt + " for the job: " + std::strerror(errno));
+  }
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  std::filesystem::create_directories(ckpt, ec);
-  if (ec) return Status(Code::kUnavailable, "cannot create " + ckpt + ": " + ec.message());
   std::filesystem::remove(NoticePath(spec.state_dir, spec.job), ec);  // a fresh attempt
   const std::string log = LogPath(spec.state_dir, spec.job, spec.attempt);
-  int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0)
     return Status(Code::kUnavailable, "cannot open " + log + ": " + std::strerror(errno));
   std::string gpus;
   for (int32_t g : spec.gpus) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+  // The job's environment: allow-listed names from ours (never tokens or anything else the
+  // agent was given), then the job's own, then ours to it.
   std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) env.emplace_back(*e);
+  auto pass = [&](const std::string& name) {
+    const char* v = std::getenv(name.c_str());
+    if (v) env.push_back(name + "=" + v);
+  };
+  for (const char* name : kPassedEnv) pass(name);
+  for (const std::string& name : spec.pass_env) pass(name);
+  env.push_back("HOME=" + home);
   for (const std::string& e : spec.env) env.push_back(e);
   env.push_back("CUDA_VISIBLE_DEVICES=" + gpus);
   env.push_back("NVIDIA_VISIBLE_DEVICES=" + (gpus.empty() ? std::string("none") : gpus));
@@ -223,26 +346,27 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   envp.push_back(nullptr);
   std::string cmd = spec.command;
   std::string workdir = spec.workdir.empty() ? ckpt : spec.workdir;
-  // Limits: a cgroup of its own, made and filled in before the fork; the child joins it.
-  std::string cgroup, note = "none requested";
-  if (spec.cpu_millis > 0 || spec.memory_mib > 0) {
-    note = "not applied: no cgroup v2 delegation on this host";
-    if (!spec.cgroup_parent.empty()) {
-      cgroup = spec.cgroup_parent + "/job-" + std::to_string(spec.job) + "-" +
-               std::to_string(spec.attempt);
-      std::filesystem::create_directories(cgroup, ec);
-      bool ok = !ec;
-      if (ok && spec.cpu_millis > 0)
-        ok = WriteFile(cgroup + "/cpu.max", std::to_string(spec.cpu_millis * 100) + " 100000");
-      if (ok && spec.memory_mib > 0)
-        ok = WriteFile(cgroup + "/memory.max", std::to_string(spec.memory_mib << 20));
-      if (ok) {
-        note = "applied in " + cgroup;
-      } else {
-        note = "not applied: cannot configure " + cgroup;
-        std::filesystem::remove(cgroup, ec);
-        cgroup.clear();
-      }
+  // A cgroup of its own where the host delegates them (its limits, and cgroup.kill), made and
+  // filled in before the fork; the child joins it.
+  std::string cgroup;
+  const bool wants_limits = spec.cpu_millis > 0 || spec.memory_mib > 0;
+  std::string note =
+      wants_limits ? "not applied: no cgroup v2 delegation on this host" : "none requested";
+  if (!spec.cgroup_parent.empty()) {
+    cgroup = spec.cgroup_parent + "/job-" + std::to_string(spec.job) + "-" +
+             std::to_string(spec.attempt);
+    std::filesystem::create_directories(cgroup, ec);
+    bool ok = !ec;
+    if (ok && spec.cpu_millis > 0)
+      ok = WriteFile(cgroup + "/cpu.max", std::to_string(spec.cpu_millis * 100) + " 100000");
+    if (ok && spec.memory_mib > 0)
+      ok = WriteFile(cgroup + "/memory.max", std::to_string(spec.memory_mib << 20));
+    if (ok) {
+      if (wants_limits) note = "applied in " + cgroup;
+    } else {
+      note = "not applied: cannot configure " + cgroup;
+      std::filesystem::remove(cgroup, ec);
+      cgroup.clear();
     }
   }
   if (limits) *limits = note;
@@ -266,11 +390,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     ::dup2(log_fd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
-    if (::chdir(workdir.c_str()) != 0) {
-      ::dprintf(2, "reservoir: cannot chdir to %s: %s\n", workdir.c_str(), std::strerror(errno));
-      ::_exit(126);
-    }
-    Supervise(cmd, envp.data(), spec.heartbeat_file, spec.fence_after_us);
+    Supervise(cmd, envp.data(), workdir, user, spec.heartbeat_file, spec.fence_after_us);
   }
   ::setpgid(pid, pid);  // also here: no race with an early Notify
   ::close(log_fd);
@@ -295,15 +415,16 @@ Status Executor::Notify(uint32_t job, int64_t deadline_us, const std::string& re
         << price << "\"}\n";
     if (!out) return Status(Code::kUnavailable, "cannot write " + path);
   }
+  ::chmod((path + ".tmp").c_str(), 0644);        // the job's user reads it
   std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
-  ::kill(-it->second.pid, SIGTERM);
+  ::kill(it->second.pid, SIGTERM);  // the supervisor passes it to every process of the job
   return Status::Ok();
 }
 
 Status Executor::Kill(uint32_t job) {
   auto it = running_.find(job);
   if (it == running_.end()) return NotFound("job " + std::to_string(job) + " is not running here");
-  ::kill(-it->second.pid, SIGKILL);
+  KillAttempt(it->second);
   return Status::Ok();
 }
 
@@ -312,9 +433,12 @@ std::vector<ExitStatus> Executor::Reap(bool block) {
   auto finish = [&](std::map<uint32_t, Child>::iterator it, ExitStatus e) {
     e.job = it->first;
     e.attempt = it->second.attempt;
-    // Whatever the job left behind in its group goes with it.
-    ::kill(-it->second.pid, SIGKILL);
-    if (!it->second.cgroup.empty()) ::rmdir(it->second.cgroup.c_str());
+    // The supervisor leaves nothing behind; an attempt's cgroup may still hold what escaped a
+    // supervisor that was itself killed.
+    if (!it->second.cgroup.empty()) {
+      WriteFile(it->second.cgroup + "/cgroup.kill", "1");
+      ::rmdir(it->second.cgroup.c_str());
+    }
     running_.erase(it);
     out.push_back(e);
   };

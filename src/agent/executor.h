@@ -1,11 +1,16 @@
-// agent/executor: runs job attempts as real child processes. Each attempt gets its own process
-// group (so a notice or a kill reaches everything it started), its GPUs in CUDA_VISIBLE_DEVICES
-// and NVIDIA_VISIBLE_DEVICES, RESERVOIR_JOB_ID, RESERVOIR_ATTEMPT, RESERVOIR_CHECKPOINT_DIR
-// (kept across attempts) and RESERVOIR_NOTICE_FILE, and writes stdout and stderr to a log file
-// per attempt. Notice = the notice file (JSON) written atomically, then SIGTERM to the group;
-// Kill = SIGKILL to the group. With a cgroup v2 parent (DetectCgroups), each attempt runs in
-// its own cgroup with the job's CPU and memory limits. Attempts started by an earlier agent
-// process are adopted: watched by pid (and start time) since they are no longer our children.
+// agent/executor: runs job attempts as real child processes (docs/agent.md, "What a job can
+// reach"). Each attempt is a supervisor process (a subreaper, so nothing the job starts can
+// leave its process tree, setsid'd or double-forked processes included) running the job's
+// command as the job's user, with an environment built from an allow-list (never the agent's
+// own: no tokens), its GPUs in CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES,
+// RESERVOIR_JOB_ID, RESERVOIR_ATTEMPT, RESERVOIR_CHECKPOINT_DIR (kept across attempts, owned by
+// the job's user, mode 0700) and RESERVOIR_NOTICE_FILE, and stdout and stderr in a log file per
+// attempt. Notice = the notice file (JSON) written atomically, then SIGTERM to the supervisor,
+// which passes it to every process of the job; Kill = SIGUSR1 to the supervisor, which kills
+// every process of the job and exits (and cgroup.kill where the attempt has a cgroup). With a
+// cgroup v2 parent (DetectCgroups), each attempt runs in its own cgroup with the job's CPU and
+// memory limits. Attempts started by an earlier agent process are adopted: watched by pid (and
+// start time) since they are no longer our children.
 #pragma once
 
 #include <sys/types.h>
@@ -23,10 +28,15 @@ struct LaunchSpec {
   uint32_t job = 0;
   int32_t attempt = 1;
   std::string command;           // run with /bin/sh -c
-  std::vector<std::string> env;  // NAME=value, added to the agent's environment
-  std::string workdir;           // empty: the job's checkpoint directory
-  std::vector<int32_t> gpus;     // GPU indices on this host
-  std::string state_dir;         // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
+  std::vector<std::string> env;  // NAME=value, the job's own (after the allow-listed ones)
+  // Names taken from the agent's environment (PATH, LANG, ... see kPassedEnv, plus these).
+  std::vector<std::string> pass_env;
+  // The job's user and group; -1: the agent's own (no switch, as when the agent is not root).
+  int64_t uid = -1;
+  int64_t gid = -1;
+  std::string workdir;        // empty: the job's checkpoint directory
+  std::vector<int32_t> gpus;  // GPU indices on this host
+  std::string state_dir;      // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
   // RESERVOIR_CHECKPOINT_DIR is <checkpoint_root>/<job> (empty root: <state_dir>/jobs/<id>/
   // checkpoint). Point every agent at shared storage for attempts to resume on any node.
   std::string checkpoint_root;
@@ -42,6 +52,15 @@ struct LaunchSpec {
 // Where per-attempt cgroups can be made on this host: a directory, or an error saying why not
 // (no cgroup v2, controllers not delegated, no permission). Called once by the agent.
 Result<std::string> DetectCgroups();
+
+// Variables a job gets from the agent's environment when present; nothing else of it passes.
+inline constexpr const char* kPassedEnv[] = {
+    "PATH", "LANG", "LANGUAGE",        "LC_ALL",    "LC_CTYPE",
+    "TZ",   "TERM", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES"};
+
+// Every process in the tree below `pid` (not `pid` itself), found through /proc; zombies left
+// out. Used by supervisors to stop what a job started, whatever session it moved to.
+std::vector<pid_t> Descendants(pid_t pid);
 
 struct ExitStatus {
   uint32_t job = 0;
@@ -88,6 +107,7 @@ class Executor {
     bool adopted = false;
     std::string cgroup;  // removed once the attempt is reaped
   };
+  void KillAttempt(const Child& c);
   std::map<uint32_t, Child> running_;
 };
 

@@ -3,7 +3,10 @@
 #include "agent/executor.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -122,6 +125,97 @@ TEST_F(ExecutorTest, CheckpointDirSurvivesAttempts) {
   EXPECT_EQ(ex.Start(Spec(3, "true", 3)).ok(), true);
   EXPECT_EQ(ex.Start(Spec(3, "true", 4)).status().code(), Code::kFailedPrecondition);
   ex.Reap(true);
+}
+
+// Blocks (reaping nothing) until `path` exists; fails if the job ended first.
+::testing::AssertionResult WaitForFile(Executor& ex, const std::string& path) {
+  while (!std::filesystem::exists(path)) {
+    if (!ex.Reap(false).empty()) return ::testing::AssertionFailure() << "the job ended first";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+bool Alive(pid_t pid) { return ::kill(pid, 0) == 0 || errno != ESRCH; }
+
+TEST_F(ExecutorTest, TheAgentsEnvironmentNeverReachesTheJob) {
+  ::setenv("RESERVOIR_TOKEN", "rsv_secret_in_the_agents_env", 1);
+  ::setenv("AWS_SECRET_ACCESS_KEY", "also-secret", 1);
+  Executor ex;
+  LaunchSpec s = Spec(4, "env");
+  s.pass_env = {"PASSED_ON_PURPOSE"};
+  ::setenv("PASSED_ON_PURPOSE", "by-the-operator", 1);
+  ASSERT_TRUE(ex.Start(s).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  ::unsetenv("RESERVOIR_TOKEN");
+  ::unsetenv("AWS_SECRET_ACCESS_KEY");
+  ::unsetenv("PASSED_ON_PURPOSE");
+  std::string log = Slurp(Executor::LogPath(dir, 4, 1));
+  EXPECT_EQ(log.find("secret"), std::string::npos) << log;
+  EXPECT_NE(log.find("PASSED_ON_PURPOSE=by-the-operator"), std::string::npos) << log;
+  EXPECT_NE(log.find("PATH="), std::string::npos) << log;
+  EXPECT_NE(log.find("EXTRA=yes"), std::string::npos) << log;
+  EXPECT_NE(log.find("HOME=" + dir + "/jobs/4/home"), std::string::npos) << log;
+}
+
+// A process that leaves the job's session and group (setsid) still gets the notice and still
+// ends with the job.
+TEST_F(ExecutorTest, NoticeAndKillReachProcessesThatLeftTheGroup) {
+  Executor ex;
+  const std::string ckpt = dir + "/jobs/5/checkpoint";
+  ASSERT_TRUE(ex.Start(Spec(5,
+                            "setsid sh -c 'trap \"echo got > $RESERVOIR_CHECKPOINT_DIR/term\" "
+                            "TERM; echo $$ > $RESERVOIR_CHECKPOINT_DIR/escaped; "
+                            "while :; do sleep 0.05; done' & "
+                            "trap '' TERM; while :; do sleep 0.05; done"))
+                  .ok());
+  ASSERT_TRUE(WaitForFile(ex, ckpt + "/escaped"));
+  const pid_t escaped = std::stoi(Slurp(ckpt + "/escaped"));
+  EXPECT_NE(::getsid(escaped), ::getsid(ex.Attempts()[0].pid)) << "it left the session";
+  ASSERT_TRUE(ex.Notify(5, 1, "reclaim", "1").ok());
+  ASSERT_TRUE(WaitForFile(ex, ckpt + "/term"));  // the notice reached it
+  ASSERT_TRUE(ex.Kill(5).ok());
+  std::vector<ExitStatus> done = ex.Reap(true);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_TRUE(done[0].signaled);
+  EXPECT_FALSE(Alive(escaped)) << "pid " << escaped << " outlived its job";
+}
+
+// Jobs of two tenants on one host: each runs as its own user and reaches neither the other's
+// checkpoints nor the agent's files. Needs root (to switch users), as the agent does.
+TEST_F(ExecutorTest, TenantsJobsRunAsTheirUsersAndReachOnlyTheirOwnFiles) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  Executor ex;
+  const std::string root = dir + "/ckpt";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/agent.json") << "{\"secret\": true}\n";
+  std::filesystem::permissions(dir + "/agent.json", std::filesystem::perms(0600));
+  LaunchSpec a = Spec(10, "id -u; echo mine > $RESERVOIR_CHECKPOINT_DIR/model.pt");
+  a.checkpoint_root = root;
+  a.uid = a.gid = 2'000'101;
+  ASSERT_TRUE(ex.Start(a).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  LaunchSpec b = Spec(11,
+                      "id -u; cat $RESERVOIR_CHECKPOINT_DIR/../10/model.pt && echo READ-OTHER; "
+                      "echo evil > $RESERVOIR_CHECKPOINT_DIR/../10/model.pt && echo WROTE-OTHER; "
+                      "ls $RESERVOIR_CHECKPOINT_DIR/.. && echo LISTED; "
+                      "cat " +
+                          dir +
+                          "/agent.json && echo READ-AGENT; "
+                          "ls " +
+                          dir +
+                          " && echo LISTED-AGENT; "
+                          "echo ok > $RESERVOIR_CHECKPOINT_DIR/own && echo WROTE-OWN");
+  b.checkpoint_root = root;
+  b.uid = b.gid = 2'000'102;
+  ASSERT_TRUE(ex.Start(b).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  EXPECT_NE(Slurp(Executor::LogPath(dir, 10, 1)).find("2000101"), std::string::npos);
+  std::string log = Slurp(Executor::LogPath(dir, 11, 1));
+  EXPECT_NE(log.find("2000102"), std::string::npos) << log;
+  for (const char* breach : {"READ-OTHER", "WROTE-OTHER", "LISTED\n", "READ-AGENT", "LISTED-AGENT"})
+    EXPECT_EQ(log.find(breach), std::string::npos) << breach << " in:\n" << log;
+  EXPECT_NE(log.find("WROTE-OWN"), std::string::npos) << log;
+  EXPECT_EQ(Slurp(root + "/10/model.pt"), "mine\n");
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "common/clock.h"
+#include "common/http_client.h"
 #include "core/model.h"
 #include "server/api.h"
 
@@ -47,19 +48,119 @@ std::string HostName() {
 }
 
 struct AgentFlags {
-  std::string server, token, pool, node, topology, state_dir, nvml = "libnvidia-ml.so.1";
+  std::string server, token, token_file, pool, node, topology, state_dir,
+      nvml = "libnvidia-ml.so.1";
   std::string fault_file, checkpoint_root;
+  std::vector<std::string> run_as, pass_env;
+  int64_t uid_base = 2'000'000;
   int fake_gpus = 0;
   int wait = 5;
   bool stop_jobs = false;
 };
 
+// The token in `path` (its first line). The file must not be readable by anyone but its owner.
+Result<std::string> ReadTokenFile(const std::string& path) {
+  struct stat sb {};
+  if (::stat(path.c_str(), &sb) != 0) {
+    return InvalidArgument("--token-file", "cannot read " + path + ": " + std::strerror(errno));
+  }
+  if (sb.st_mode & 077) {
+    return InvalidArgument("--token-file", path + " is readable by others: chmod 600 " + path);
+  }
+  std::ifstream in(path);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return InvalidArgument("--token-file", path + " holds no token");
+  return token;
+}
+
+// Whether uids [lo, hi] are all mapped in this process's user namespace.
+bool UidsMapped(int64_t lo, int64_t hi) {
+  std::ifstream in("/proc/self/uid_map");
+  int64_t inside = 0, outside = 0, count = 0;
+  while (in >> inside >> outside >> count) {
+    if (lo >= inside && hi < inside + count) return true;
+  }
+  return false;
+}
+
+// `--run-as TENANT=UID:GID` entries, or an error naming the bad one.
+Result<std::map<std::string, std::pair<int64_t, int64_t>>> ParseRunAs(
+    const std::vector<std::string>& entries) {
+  std::map<std::string, std::pair<int64_t, int64_t>> out;
+  for (const std::string& e : entries) {
+    size_t eq = e.find('='), colon = e.find(':', eq == std::string::npos ? 0 : eq);
+    auto number = [](const std::string& s) -> int64_t {
+      if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string::npos)
+        return -1;
+      int64_t v = std::stoll(s);
+      return v > 0 && v < 4'294'967'295 ? v : -1;  // never root, never (uid_t)-1
+    };
+    if (eq == std::string::npos || eq == 0 || colon == std::string::npos) {
+      return InvalidArgument("--run-as", "'" + e + "' is not TENANT=UID:GID");
+    }
+    int64_t uid = number(e.substr(eq + 1, colon - eq - 1)), gid = number(e.substr(colon + 1));
+    if (uid < 0 || gid < 0) {
+      return InvalidArgument("--run-as", "'" + e + "': UID and GID must be numbers above 0");
+    }
+    out[e.substr(0, eq)] = {uid, gid};
+  }
+  return out;
+}
+
 int RunAgent(AgentFlags f) {
   if (f.server.empty() && std::getenv("RESERVOIR_URL")) f.server = std::getenv("RESERVOIR_URL");
   if (f.server.empty()) f.server = "http://127.0.0.1:8080";
-  if (f.token.empty() && std::getenv("RESERVOIR_TOKEN")) f.token = std::getenv("RESERVOIR_TOKEN");
+  if (!f.token.empty()) {
+    std::cerr << "reservoir agent: --token would show the token to every process on this host "
+                 "(/proc/*/cmdline); use --token-file FILE (mode 600) or $RESERVOIR_TOKEN\n";
+    return 2;
+  }
+  if (!f.token_file.empty()) {
+    Result<std::string> t = ReadTokenFile(f.token_file);
+    if (!t.ok()) {
+      std::cerr << "reservoir agent: " << t.status().field() << ": " << t.status().message()
+                << "\n";
+      return 2;
+    }
+    f.token = *t;
+  } else if (std::getenv("RESERVOIR_TOKEN")) {
+    f.token = std::getenv("RESERVOIR_TOKEN");
+  }
   if (f.token.empty()) {
-    std::cerr << "reservoir agent: --token (or $RESERVOIR_TOKEN) is required: an admin token\n";
+    std::cerr << "reservoir agent: --token-file (or $RESERVOIR_TOKEN) is required: the node's "
+                 "token (reservoir token --node NAME)\n";
+    return 2;
+  }
+  auto run_as = ParseRunAs(f.run_as);
+  if (!run_as.ok()) {
+    std::cerr << "reservoir agent: " << run_as.status().field() << ": " << run_as.status().message()
+              << "\n";
+    return 2;
+  }
+  for (const std::string& name : f.pass_env) {
+    if (name.empty() || name.rfind("RESERVOIR_", 0) == 0 || name.find('=') != std::string::npos) {
+      std::cerr << "reservoir agent: --pass-env: '" << name
+                << "' cannot be passed to jobs (RESERVOIR_* names never are)\n";
+      return 2;
+    }
+  }
+  if (f.uid_base < 1000 || f.uid_base > 4'000'000'000) {
+    std::cerr << "reservoir agent: --job-uid-base must be 1000-4000000000\n";
+    return 2;
+  }
+  agent::JobUsers users;
+  users.map = std::move(*run_as);
+  users.uid_base = f.uid_base;
+  users.switch_users = ::geteuid() == 0;
+  if (!users.switch_users && !users.map.empty()) {
+    std::cerr << "reservoir agent: --run-as needs the agent to run as root\n";
+    return 2;
+  }
+  if (users.switch_users && !UidsMapped(users.uid_base, users.uid_base + 65535)) {
+    std::cerr << "reservoir agent: uids " << users.uid_base << "+ are not mapped in this user "
+              << "namespace (see /proc/self/uid_map): set --job-uid-base to a mapped range\n";
     return 2;
   }
   if (f.node.empty()) f.node = HostName();
@@ -98,8 +199,8 @@ int RunAgent(AgentFlags f) {
     probe = std::move(*nvml);
   }
   SystemClock clock;
-  agent::AgentConfig config{f.server,   f.token,     f.pool, f.node,
-                            f.topology, f.state_dir, f.wait, f.checkpoint_root};
+  agent::AgentConfig config{f.server, f.token,           f.pool, f.node,    f.topology, f.state_dir,
+                            f.wait,   f.checkpoint_root, users,  f.pass_env};
   agent::Agent a(config, std::move(probe), &clock);
   g_wake_fd = a.wake_fd();
   struct sigaction sa {};
@@ -156,8 +257,12 @@ void Stop(pid_t pid) {
 }
 
 int RunUp(const UpFlags& f) {
+  // The database, logs and tokens are this user's alone; jobs pass through --dir (0711) to the
+  // agent's state directory and their own checkpoints only.
+  ::umask(077);
   std::error_code ec;
   std::filesystem::create_directories(f.dir, ec);
+  if (!ec) std::filesystem::permissions(f.dir, std::filesystem::perms(0711), ec);
   if (ec) {
     std::cerr << "reservoir up: cannot create " << f.dir << ": " << ec.message() << "\n";
     return 1;
@@ -232,10 +337,37 @@ int RunUp(const UpFlags& f) {
     if (!c.is_discarded() && c.contains("pools") && c["pools"].is_array() && !c["pools"].empty())
       pool = c["pools"][0].value("name", pool);
   }
+  // The agent gets a token for its node only (not the admin token), in a file only this user
+  // reads; the one from the previous run is revoked.
+  const std::string node = HostName();
+  const std::string token_file = dir + "/agent-token";
+  {
+    std::ifstream old(token_file);
+    std::string previous;
+    if (std::getline(old, previous) && !previous.empty()) {
+      (void)HttpCall(url, "POST", "/v1/tokens/revoke", token, json{{"token", previous}}.dump());
+    }
+  }
+  HttpReply minted = HttpCall(url, "POST", "/v1/tokens", token, json{{"node", node}}.dump());
+  json minted_body = json::parse(minted.body, nullptr, false);
+  std::string node_token =
+      minted.status == 201 && !minted_body.is_discarded() ? minted_body.value("token", "") : "";
+  int token_fd = ::open((token_file + ".tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (node_token.empty() || token_fd < 0 ||
+      ::write(token_fd, (node_token + "\n").data(), node_token.size() + 1) < 0 ||
+      ::rename((token_file + ".tmp").c_str(), token_file.c_str()) != 0) {
+    std::cerr << "reservoir up: cannot make the agent's token (" << minted.status << " "
+              << minted.body << minted.error << ")\n";
+    if (token_fd >= 0) ::close(token_fd);
+    Stop(server);
+    copy.join();
+    return 1;
+  }
+  ::close(token_fd);
   std::vector<std::string> agent_args = {
-      "reservoir", "agent",    "--server",           url,
-      "--pool",    pool,       "--state-dir",        dir + "/agent",
-      "--node-id", HostName(), "--stop-jobs-on-exit"};
+      "reservoir",    "agent",       "--server",           url,         "--pool",
+      pool,           "--state-dir", dir + "/agent",       "--node-id", node,
+      "--token-file", token_file,    "--stop-jobs-on-exit"};
   if (fake > 0) {
     agent_args.push_back("--fake-gpus");
     agent_args.push_back(std::to_string(fake));
@@ -243,7 +375,7 @@ int RunUp(const UpFlags& f) {
   // The agent's log passes through here: "up" is up once the agent has registered its node.
   int err[2];
   if (::pipe2(err, O_CLOEXEC) != 0) return 1;
-  pid_t agent = Spawn(agent_args, "", -1, err[1], {"RESERVOIR_TOKEN=" + token});
+  pid_t agent = Spawn(agent_args, "", -1, err[1], {});
   ::close(err[1]);
   FILE* agent_err = ::fdopen(err[0], "r");
   FILE* agent_log = std::fopen((dir + "/agent.log").c_str(), "a");
@@ -312,7 +444,15 @@ Action AddAgent(CLI::App& app) {
   auto f = std::make_shared<AgentFlags>();
   CLI::App* s = app.add_subcommand("agent", "Run the agent of one GPU host");
   s->add_option("--server", f->server, "Server URL (default $RESERVOIR_URL)");
-  s->add_option("--token", f->token, "Admin token (default $RESERVOIR_TOKEN)");
+  s->add_option("--token", f->token, "Refused: a token on the command line is visible to all");
+  s->add_option("--token-file", f->token_file,
+                "File (mode 600) holding the node's token (default: $RESERVOIR_TOKEN)");
+  s->add_option("--run-as", f->run_as,
+                "TENANT=UID:GID: run this tenant's jobs as this user (repeatable; root only)");
+  s->add_option("--job-uid-base", f->uid_base,
+                "Tenants not in --run-as run as uid = gid = this + tenant id (default 2000000)");
+  s->add_option("--pass-env", f->pass_env,
+                "Also pass this variable of the agent's environment to jobs (repeatable)");
   s->add_option("--pool", f->pool, "Pool this node's GPUs belong to")->required();
   s->add_option("--node-id", f->node, "Node id (default: the host name)");
   s->add_option("--topology", f->topology, "Topology path of the node's parents: zone/rack");

@@ -1,5 +1,6 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -29,9 +30,11 @@ struct ServerFlags {
   std::string port_file;
   std::string log_dir;
   int threads = 2;
+  server::HttpLimits limits;
 };
 
 int RunServer(const ServerFlags& f) {
+  ::umask(077);  // the database and jobs' output are readable by this user only
   server::ServerConfig config;
   if (!f.config.empty()) {
     std::ifstream in(f.config);
@@ -52,6 +55,14 @@ int RunServer(const ServerFlags& f) {
     config = *server::ParseServerConfig("{}");
   }
   config.log_dir = f.log_dir.empty() ? f.db + ".logs" : f.log_dir;
+  if (f.limits.max_connections < 16 || f.limits.max_connections > 1'000'000) {
+    std::cerr << "reservoir server: --max-connections must be 16-1000000\n";
+    return 2;
+  }
+  if (f.limits.request_timeout_s < 1 || f.limits.request_timeout_s > 3600) {
+    std::cerr << "reservoir server: --request-timeout must be 1-3600 seconds\n";
+    return 2;
+  }
   if (f.threads < 1 || f.threads > 64) {
     std::cerr << "reservoir server: --threads must be 1-64\n";
     return 2;
@@ -102,7 +113,7 @@ int RunServer(const ServerFlags& f) {
                         method, path, status, ns / 1e6);
                   });
   server::HttpServer http;
-  Result<int> port = http.Listen(f.listen, &api);
+  Result<int> port = http.Listen(f.listen, &api, f.limits);
   if (!port.ok()) {
     std::cerr << "reservoir server: " << port.status().ToString() << "\n";
     return 1;
@@ -137,6 +148,11 @@ Action AddServer(CLI::App& app) {
   s->add_option("--config", f->config,
                 "Config file (JSON: pools, nodes, tick, heartbeat_timeout, start_timeout)");
   s->add_option("--threads", f->threads, "HTTP threads");
+  s->add_option("--max-connections", f->limits.max_connections,
+                "Open connections at most (beyond it the longest-idle one is closed; default "
+                "4096, kept below the open-file limit)");
+  s->add_option("--request-timeout", f->limits.request_timeout_s,
+                "Seconds a client has to send each whole request (idle connections close then)");
   s->add_option("--log-dir", f->log_dir,
                 "Where job output shipped by agents is kept (default DB.logs)");
   s->add_option("--port-file", f->port_file, "Write the bound port to this file");

@@ -7,6 +7,7 @@
 #include "common/rng.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "common/text.h"
 #include "common/units.h"
 
 namespace rsv {
@@ -143,6 +144,21 @@ TEST(Ids, AreDistinctTypesAndOrdered) {
   EXPECT_LT(a, b);
   EXPECT_FALSE(JobId().valid());
   static_assert(!std::is_convertible_v<JobId, NodeId>);
+}
+
+}  // namespace
+}  // namespace rsv
+
+namespace rsv {
+namespace {
+
+TEST(Printable, EscapesControlCharactersAndCuts) {
+  EXPECT_EQ(Printable("plain name-1"), "plain name-1");
+  EXPECT_EQ(Printable(std::string("a\x1b[31mred\n", 10)), "a\\x1b[31mred\\x0a");
+  EXPECT_EQ(Printable(std::string("x\0y", 3)), "x\\x00y");
+  EXPECT_EQ(Printable("back\\slash"), "back\\\\slash");
+  EXPECT_EQ(Printable("abcdef", 3), "abc...");
+  EXPECT_EQ(Printable("h\xc3\xa9"), "h\xc3\xa9");  // UTF-8 stays as it is
 }
 
 }  // namespace

@@ -1,12 +1,14 @@
 #include "core/model.h"
 
 #include <bit>
+#include <cctype>
 
 namespace rsv {
 namespace {
 
 bool ValidName(std::string_view s) {
   if (s.empty() || s.size() > 128) return false;
+  if (!std::isalnum(static_cast<unsigned char>(s[0]))) return false;  // no ".", "..", "-x"
   for (char c : s) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_' || c == '.';
@@ -15,7 +17,8 @@ bool ValidName(std::string_view s) {
   return true;
 }
 
-const char kNameRule[] = "must be 1-128 characters of letters, digits, '-', '_' or '.'";
+const char kNameRule[] =
+    "must be 1-128 characters of letters, digits, '-', '_' or '.', starting with a letter or digit";
 
 }  // namespace
 
@@ -147,6 +150,12 @@ Result<TenantId> ClusterState::AddTenant(std::string name) {
   tenant_by_name_[name] = id;
   tenants_.push_back(Tenant{id, std::move(name)});
   return id;
+}
+
+void ClusterState::DeleteTenant(TenantId id) {
+  Tenant& t = tenants_[id.value() - 1];
+  tenant_by_name_.erase(t.name);
+  t.deleted = true;
 }
 
 std::optional<PoolId> ClusterState::FindPool(std::string_view name) const {

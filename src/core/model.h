@@ -62,6 +62,7 @@ struct Node {
 struct Tenant {
   TenantId id;
   std::string name;
+  bool deleted = false;  // its name is free again; its history (jobs, ledger) stays
 };
 
 // GPUs of one node held by a job, as a bit mask over the node's GPU indices.
@@ -166,6 +167,7 @@ class ClusterState {
   // topology: "zone/rack" path of the node's parents (may be empty or one level).
   Result<NodeId> AddNode(std::string name, PoolId pool, int32_t gpus, std::string topology);
   Result<TenantId> AddTenant(std::string name);
+  void DeleteTenant(TenantId id);
 
   Pool& pool(PoolId id) { return pools_[id.value() - 1]; }
   const Pool& pool(PoolId id) const { return pools_[id.value() - 1]; }

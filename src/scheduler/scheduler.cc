@@ -65,6 +65,26 @@ Result<TenantId> Scheduler::AddTenant(std::string name) {
   return state_.AddTenant(std::move(name));
 }
 
+Status Scheduler::DeleteTenant(TenantId id, Timestamp now) {
+  if (!state_.HasTenant(id) || state_.tenant(id).deleted) return NotFound("no such tenant");
+  for (const Job& j : state_.jobs()) {
+    if (j.spec.tenant == id && !IsTerminal(j.state)) {
+      return FailedPrecondition("tenant '" + state_.tenant(id).name + "' has job " +
+                                j.id.ToString() + " " + std::string(JobStateName(j.state)) +
+                                ": cancel its jobs first");
+    }
+  }
+  for (const Reservation& r : state_.reservations()) {
+    if (r.tenant == id && r.end > now) {
+      return FailedPrecondition(
+          "tenant '" + state_.tenant(id).name + "' holds reservation " + r.id.ToString() +
+          " until t=" + Duration::Micros(r.end.micros()).ToString() + ": return it first");
+    }
+  }
+  state_.DeleteTenant(id);
+  return Status::Ok();
+}
+
 Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasNode(id)) return NotFound("no such node");

@@ -76,6 +76,9 @@ class Scheduler {
   Result<PoolId> AddPool(PoolConfig config);
   Result<NodeId> AddNode(std::string name, PoolId pool, int32_t gpus, std::string topology);
   Result<TenantId> AddTenant(std::string name);
+  // Deletes a tenant with no unfinished job and no reservation that has not ended (refused,
+  // naming one, otherwise). Its history stays; its name may be used again.
+  Status DeleteTenant(TenantId id, Timestamp now);
   // ready <-> draining <-> down. Down requeues the node's jobs at once (no notice possible).
   Status SetNodeState(NodeId node, NodeState state, Timestamp now);
   // An agent runs this node from now on: later starts on it are two-phase (ConfirmStart).

@@ -198,6 +198,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
               {"state", JobStateName(j.state)},
               {"name", j.spec.name},
               {"tenant", st.tenant(j.spec.tenant).name},
+              {"tenant_id", j.spec.tenant.value()},
               {"gpus", gpus},
               {"command", j.spec.command},
               {"env", j.spec.env},

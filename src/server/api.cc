@@ -1,11 +1,13 @@
 #include "server/api.h"
 
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "common/sha256.h"
+#include "common/text.h"
 
 namespace rsv::server {
 namespace {
@@ -116,6 +118,79 @@ std::vector<std::string> Split(const std::string& path) {
   return out;
 }
 
+// Every resource, its path template ("{id}": digits, "{name}": any segment) and the methods
+// it answers. A path that matches no template is a 404; a method it does not answer, a 405 with
+// `Allow`. Metrics are labelled by template, so unknown paths cannot grow them.
+struct Route {
+  const char* path;
+  const char* methods;  // as in the Allow header
+};
+constexpr Route kRoutes[] = {
+    {"/healthz", "GET"},
+    {"/metrics", "GET"},
+    {"/v1/tenants", "GET, POST"},
+    {"/v1/tenants/{name}", "DELETE"},
+    {"/v1/tokens", "GET, POST"},
+    {"/v1/tokens/revoke", "POST"},
+    {"/v1/pools", "GET"},
+    {"/v1/nodes", "GET, POST"},
+    {"/v1/nodes/{name}/register", "POST"},
+    {"/v1/nodes/{name}/sync", "POST"},
+    {"/v1/nodes/{name}/drain", "POST"},
+    {"/v1/nodes/{name}/undrain", "POST"},
+    {"/v1/reservations", "GET, POST"},
+    {"/v1/reservations/{id}", "GET"},
+    {"/v1/reservations/{id}/return", "POST"},
+    {"/v1/jobs", "GET, POST"},
+    {"/v1/jobs/{id}", "GET"},
+    {"/v1/jobs/{id}/logs", "GET"},
+    {"/v1/jobs/{id}/cancel", "POST"},
+    {"/v1/jobs/{id}/release", "POST"},
+    {"/v1/jobs/{id}/exit", "POST"},
+    {"/v1/market", "GET"},
+    {"/v1/market/history", "GET"},
+    {"/v1/ledger", "GET"},
+    {"/v1/events", "GET"},
+};
+
+constexpr char kNodeNameRule[] =
+    "must be 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit";
+bool ValidNodeName(const std::string& s) {
+  return !s.empty() && s.size() <= 64 && std::isalnum(static_cast<unsigned char>(s[0])) &&
+         s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
+             std::string::npos;
+}
+
+const Route* MatchRoute(const std::vector<std::string>& parts) {
+  for (const Route& r : kRoutes) {
+    std::vector<std::string> want = Split(r.path);
+    if (want.size() != parts.size()) continue;
+    bool ok = true;
+    for (size_t i = 0; i < want.size() && ok; ++i) {
+      if (want[i] == "{id}") {
+        ok = !parts[i].empty() && parts[i].size() <= 9 &&
+             parts[i].find_first_not_of("0123456789") == std::string::npos;
+      } else if (want[i] != "{name}") {
+        ok = want[i] == parts[i];
+      }
+    }
+    if (ok) return &r;
+  }
+  return nullptr;
+}
+
+bool Allows(const Route& r, const std::string& method) {
+  std::string_view m(r.methods);
+  size_t pos = 0;
+  while (pos < m.size()) {
+    size_t comma = m.find(", ", pos);
+    if (comma == std::string_view::npos) comma = m.size();
+    if (m.substr(pos, comma - pos) == method) return true;
+    pos = comma + 2;
+  }
+  return false;
+}
+
 HttpResponse Error(const Status& s) {
   return HttpResponse{HttpStatusOf(s.code()), "application/json", ErrorBody(s)};
 }
@@ -189,14 +264,29 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   // Every request gets an id, a duration in the metrics and one structured log line.
   const int64_t id = next_request_id_.fetch_add(1) + 1;
   const int64_t t0 = ticker_ ? ticker_->Nanos() : 0;
-  auto reply = [this, id, t0, method = req.method, target = req.target,
+  std::string path = req.target.substr(0, req.target.find('?'));
+  const Route* route = MatchRoute(Split(path));
+  auto reply = [this, id, t0, method = req.method, route_label = route ? route->path : "unmatched",
                 done = std::move(done)](HttpResponse r) {
     int64_t ns = ticker_ ? ticker_->Nanos() - t0 : 0;
-    Observe(method, target, r.status, ns);
-    if (log_) log_(id, method, target.substr(0, target.find('?')), r.status, ns);
+    Observe(method, route_label, r.status, ns);
+    if (log_) log_(id, method, route_label, r.status, ns);
     done(std::move(r));
   };
-  std::string path = req.target.substr(0, req.target.find('?'));
+  if (!route) {
+    reply(Error(NotFound("no such resource: " + Printable(path, 200))));
+    return;
+  }
+  if (!Allows(*route, req.method)) {
+    HttpResponse r = Error(Status(Code::kInvalidArgument,
+                                  Printable(req.method, 20) + " is not allowed on " + route->path +
+                                      " (allowed: " + route->methods + ")",
+                                  "method"));
+    r.status = 405;
+    r.allow = route->methods;
+    reply(std::move(r));
+    return;
+  }
   std::map<std::string, std::string> query =
       req.target.find('?') == std::string::npos
           ? std::map<std::string, std::string>()
@@ -230,6 +320,16 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     return;
   }
   parts.erase(parts.begin());
+  // A node-scoped token (an agent's) registers and syncs its own node, and nothing else.
+  if (!caller->node.empty()) {
+    bool own = parts.size() == 3 && parts[0] == "nodes" && parts[1] == caller->node &&
+               (parts[2] == "register" || parts[2] == "sync");
+    if (!own) {
+      reply(Error(Status(Code::kPermissionDenied,
+                         "a node token may only register and sync node " + caller->node)));
+      return;
+    }
+  }
   auto admin_only = [&]() -> bool {
     if (caller->admin) return true;
     reply(Error(Status(Code::kPermissionDenied, "this needs an admin token")));
@@ -278,28 +378,57 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (fail_on(body.NoUnknownFields())) return;
     return execute("tenant", json{{"name", name}});
   }
+  if (first == "tenants" && parts.size() == 2) {  // DELETE
+    if (!admin_only()) return;
+    return execute("delete_tenant", json{{"name", parts[1]}});
+  }
+  if (first == "tokens" && parts.size() == 1 && m == "GET") {
+    if (!admin_only()) return;
+    return read("tokens");
+  }
+  if (first == "tokens" && parts.size() == 2) {  // POST /v1/tokens/revoke
+    if (!admin_only()) return;
+    RSV_API_TRY(token, body.String("token", false));
+    RSV_API_TRY(token_id, body.String("id", false));
+    if (fail_on(body.NoUnknownFields())) return;
+    if (token.empty() == token_id.empty())
+      return reply(Error(InvalidArgument("token", "give either token or id (not both)")));
+    if (!token_id.empty() && (token_id.size() != 12 ||
+                              token_id.find_first_not_of("0123456789abcdef") != std::string::npos))
+      return reply(
+          Error(InvalidArgument("id", "must be the 12 hex digits `reservoir token --list` shows")));
+    return execute("revoke",
+                   token.empty() ? json{{"id", token_id}} : json{{"hash", Sha256Hex(token)}});
+  }
   if (first == "tokens" && parts.size() == 1 && m == "POST") {
     if (!admin_only()) return;
     RSV_API_TRY(tenant, body.String("tenant", false));
     RSV_API_TRY(admin, body.Bool("admin", false));
+    RSV_API_TRY(node, body.String("node", false));
     if (fail_on(body.NoUnknownFields())) return;
-    if (!admin && tenant.empty()) {
-      reply(Error(InvalidArgument("tenant", "is required (or admin: true)")));
+    if (int(admin) + int(!tenant.empty()) + int(!node.empty()) != 1) {
+      reply(Error(InvalidArgument("tenant", "give exactly one of tenant, node or admin: true")));
       return;
     }
-    if (!admin && !control_->FindTenant(tenant)) {
+    if (!tenant.empty() && !control_->FindTenant(tenant)) {
       reply(Error(InvalidArgument("tenant", "unknown tenant '" + tenant + "'")));
       return;
     }
-    std::string token = RandomToken();
-    control_->Execute("token",
-                      json{{"tenant", tenant}, {"admin", admin}, {"hash", Sha256Hex(token)}}.dump(),
-                      [reply, token](Result<Reply> r) {
-                        if (!r.ok()) return reply(Error(r.status()));
-                        json out = json::parse(r->body);
-                        out["token"] = token;  // shown once; only its hash is stored
-                        reply(HttpResponse{201, "application/json", out.dump()});
-                      });
+    if (!node.empty() && !ValidNodeName(node)) {
+      reply(Error(InvalidArgument("node", kNodeNameRule)));
+      return;
+    }
+    std::string token = RandomToken(node.empty() ? "rsv_" : "rsv_node_");
+    control_->Execute(
+        "token",
+        json{{"tenant", tenant}, {"admin", admin}, {"node", node}, {"hash", Sha256Hex(token)}}
+            .dump(),
+        [reply, token](Result<Reply> r) {
+          if (!r.ok()) return reply(Error(r.status()));
+          json out = json::parse(r->body);
+          out["token"] = token;  // shown once; only its hash is stored
+          reply(HttpResponse{201, "application/json", out.dump()});
+        });
     return;
   }
   if (first == "pools" && parts.size() == 1 && m == "GET") return read("pools");
@@ -315,12 +444,8 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
                    json{{"name", name}, {"pool", pool}, {"gpus", gpus}, {"topology", topology}});
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "register") {
-    if (!admin_only()) return;
-    if (parts[1].size() > 64 ||
-        parts[1].find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                   "0123456789._-") != std::string::npos) {
-      return reply(Error(InvalidArgument("node", "must be 1-64 of A-Z a-z 0-9 . _ -")));
-    }
+    if (caller->node.empty() && !admin_only()) return;
+    if (!ValidNodeName(parts[1])) return reply(Error(InvalidArgument("node", kNodeNameRule)));
     RSV_API_TRY(pool, body.String("pool", true));
     RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
     RSV_API_TRY(topology, body.String("topology", false));
@@ -340,7 +465,7 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
                         {"inventory", inventory.is_null() ? json::array() : inventory}});
   }
   if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "sync") {
-    if (!admin_only()) return;
+    if (caller->node.empty() && !admin_only()) return;
     RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
     control_->Sync(parts[1], req.body, clock_->Now() + Duration::Seconds(wait),
                    [reply](Result<Reply> r) { reply(ToHttp(r)); });
@@ -505,17 +630,8 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   reply(Error(NotFound("no such resource: " + req.method + " " + path)));
 }
 
-void Api::Observe(const std::string& method, const std::string& target, int status, int64_t ns) {
-  // Route class: /v1/jobs/17/cancel → /v1/jobs/{id}/cancel, so label sets stay bounded.
-  std::string path = target.substr(0, target.find('?'));
-  std::string route;
-  for (const std::string& part : Split(path)) {
-    bool number = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
-    route += "/" + (number ? std::string("{id}") : part);
-  }
-  if (route.empty()) route = "/";
-  if (route.size() > 64 || route.find_first_of("\"\\") != std::string::npos) route = "other";
-  std::string m = method == "GET" || method == "POST" ? method : "other";
+void Api::Observe(const std::string& method, const std::string& route, int status, int64_t ns) {
+  std::string m = method == "GET" || method == "POST" || method == "DELETE" ? method : "other";
   std::lock_guard<std::mutex> lock(metrics_mu_);
   Histogram& h = request_ns_[m + " " + route + " " + std::to_string(status / 100) + "xx"];
   if (h.buckets.empty()) h.buckets.assign(kBuckets, 0);

@@ -23,9 +23,13 @@ struct HttpRequest {
 };
 
 struct HttpResponse {
+  HttpResponse() = default;
+  HttpResponse(int s, std::string type, std::string b)
+      : status(s), content_type(std::move(type)), body(std::move(b)) {}
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::string allow;  // the Allow header of a 405
 };
 
 // A new API token: `prefix` and 48 hex digits from /dev/urandom. Only its hash is stored.
@@ -49,7 +53,7 @@ class Api {
   static constexpr size_t kMaxBodyBytes = 1 << 20;
 
  private:
-  void Observe(const std::string& method, const std::string& target, int status, int64_t ns);
+  void Observe(const std::string& method, const std::string& route, int status, int64_t ns);
   std::string ApiMetrics();
 
   static constexpr int kBuckets = 8;  // upper bounds 0.1 ms x 4^k

@@ -33,6 +33,15 @@ json PlacementJson(const ClusterState& s, const Placement& p) {
   return out;
 }
 
+// A token as listed: its id (the first 12 hex digits of its hash; the token itself is never
+// stored) and what it may do.
+json TokenJson(const std::string& hash, const Caller& c) {
+  json t = {{"id", hash.substr(0, 12)}, {"admin", c.admin}};
+  if (!c.tenant_name.empty()) t["tenant"] = c.tenant_name;
+  if (!c.node.empty()) t["node"] = c.node;
+  return t;
+}
+
 json JobJson(const ClusterState& s, const Job& j) {
   json placement = PlacementJson(s, j.placement);
   json deps = json::array();
@@ -381,12 +390,50 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
   if (c.kind == "token") {
     Caller caller;
     caller.admin = b.value("admin", false);
-    if (!caller.admin) {
+    caller.node = b.value("node", "");
+    if (!caller.admin && caller.node.empty()) {
       RSV_ASSIGN_OR_RETURN(caller.tenant, tenant_of(b.value("tenant", "")));
       caller.tenant_name = st.tenant(caller.tenant).name;
     }
-    tokens_[b.value("hash", "")] = caller;
-    return Reply{201, json{{"tenant", caller.tenant_name}, {"admin", caller.admin}}.dump()};
+    const std::string hash = b.value("hash", "");
+    tokens_[hash] = caller;
+    return Reply{201, TokenJson(hash, caller).dump()};
+  }
+  if (c.kind == "revoke") {
+    // By the token's hash, or by its id (the hash's first 12 hex digits).
+    std::string hash = b.value("hash", "");
+    if (hash.empty()) {
+      const std::string id = b.value("id", "");
+      for (const auto& [h, t] : tokens_) {
+        if (!id.empty() && h.rfind(id, 0) == 0) hash = h;
+      }
+    }
+    auto it = tokens_.find(hash);
+    if (it == tokens_.end()) return NotFound("no such token");
+    if (it->second.admin && std::count_if(tokens_.begin(), tokens_.end(),
+                                          [](const auto& t) { return t.second.admin; }) == 1) {
+      return FailedPrecondition("that is the last admin token: create another admin token first");
+    }
+    json out = TokenJson(it->first, it->second);
+    tokens_.erase(it);
+    out["revoked"] = true;
+    return Reply{200, out.dump()};
+  }
+  if (c.kind == "delete_tenant") {
+    RSV_ASSIGN_OR_RETURN(TenantId id, tenant_of(b.value("name", "")));
+    RSV_RETURN_IF_ERROR(sched_.DeleteTenant(id, now));
+    int32_t revoked = 0;
+    for (auto it = tokens_.begin(); it != tokens_.end();) {
+      if (!it->second.admin && it->second.tenant == id) {
+        it = tokens_.erase(it);
+        ++revoked;
+      } else {
+        ++it;
+      }
+    }
+    return Reply{
+        200,
+        json{{"name", st.tenant(id).name}, {"deleted", true}, {"tokens_revoked", revoked}}.dump()};
   }
   if (c.kind == "node") {
     RSV_ASSIGN_OR_RETURN(PoolId p, pool_of(b.value("pool", "")));
@@ -511,8 +558,14 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
   if (what == "tenants") {
     json out = json::array();
     for (const Tenant& t : st.tenants()) {
-      if (visible(t.id)) out.push_back({{"id", t.id.value()}, {"name", t.name}});
+      if (visible(t.id) && !t.deleted) out.push_back({{"id", t.id.value()}, {"name", t.name}});
     }
+    return out.dump();
+  }
+  if (what == "tokens") {
+    if (!caller.admin) return Status(Code::kPermissionDenied, "this needs an admin token");
+    json out = json::array();
+    for (const auto& [hash, c] : tokens_) out.push_back(TokenJson(hash, c));
     return out.dump();
   }
   if (what == "pools") {

@@ -25,6 +25,8 @@ struct Caller {
   bool admin = false;
   TenantId tenant;
   std::string tenant_name;
+  // A node-scoped token (what an agent holds): it may register and sync this node, nothing else.
+  std::string node;
 };
 
 struct ServerConfig {

@@ -1,7 +1,12 @@
 #include "server/http.h"
 
+#include <sys/resource.h>
+
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast.hpp>
+#include <list>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -13,45 +18,129 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
+class Session;
+
+// What every session of one server shares: its limits, and the sessions now waiting for a
+// request, oldest first (the ones evicted when the connection cap is reached).
+struct Shared {
+  Api* api = nullptr;
+  HttpLimits limits;
+  std::atomic<int> open{0};
+  std::mutex mu;
+  std::list<std::weak_ptr<Session>> waiting;
+};
+
+HttpResponse ErrorResponse(int status, const std::string& field, const std::string& message) {
+  return HttpResponse{status, "application/json", ErrorBody(InvalidArgument(field, message))};
+}
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, Api* api) : stream_(std::move(socket)), api_(api) {}
+  Session(tcp::socket socket, std::shared_ptr<Shared> shared)
+      : stream_(std::move(socket)), shared_(std::move(shared)) {
+    shared_->open.fetch_add(1);
+  }
+  ~Session() {
+    Unlist();
+    shared_->open.fetch_sub(1);
+  }
   void Start() { Read(); }
+  // Closes the session that has waited longest for a request (from any thread).
+  static void EvictOldestWaiting(Shared& shared) {
+    std::shared_ptr<Session> victim;
+    {
+      std::lock_guard<std::mutex> lock(shared.mu);
+      for (auto it = shared.waiting.begin(); it != shared.waiting.end(); ++it) {
+        victim = it->lock();  // null: being destroyed, it unlists itself
+        if (victim) {
+          shared.waiting.erase(it);
+          victim->is_listed_ = false;
+          break;
+        }
+      }
+    }
+    if (!victim) return;
+    asio::post(victim->stream_.get_executor(), [victim] {
+      beast::error_code ignored;
+      victim->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      victim->stream_.socket().close(ignored);
+    });
+  }
 
  private:
+  void List() {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    shared_->waiting.push_back(weak_from_this());
+    listed_ = std::prev(shared_->waiting.end());
+    is_listed_ = true;
+  }
+  void Unlist() {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (is_listed_) shared_->waiting.erase(listed_);
+    is_listed_ = false;
+  }
+
   void Read() {
     parser_.emplace();
     parser_->body_limit(Api::kMaxBodyBytes);
-    stream_.expires_after(std::chrono::seconds(300));
+    parser_->header_limit(HttpLimits::kMaxHeaderBytes);
+    // The whole request (line, headers, body) must arrive within the timeout.
+    stream_.expires_after(std::chrono::seconds(shared_->limits.request_timeout_s));
+    List();
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout) {
+    Unlist();
+    stream_.expires_never();  // a long-poll may take a minute to answer
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == http::error::partial_message) {
       beast::error_code ignored;
       stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
       return;
     }
+    keep_alive_ = false;  // after a malformed request the stream cannot be trusted
     if (ec == http::error::body_limit) {
-      HttpResponse r{400, "application/json",
-                     ErrorBody(InvalidArgument("body", "is larger than 1 MiB"))};
-      keep_alive_ = false;
-      Write(std::move(r), 11);
-      return;
+      return Write(ErrorResponse(400, "body", "is larger than 1 MiB"), 11);
     }
-    if (ec) return;
+    if (ec == http::error::header_limit) {
+      // The request line alone was too long (414), or the headers were (431).
+      auto data = buffer_.cdata();
+      std::string_view seen(static_cast<const char*>(data.data()), data.size());
+      size_t eol = seen.find("\r\n");
+      if (eol == std::string_view::npos || eol > HttpLimits::kMaxTargetBytes) {
+        return Write(ErrorResponse(414, "target", "the request line is too long"), 11);
+      }
+      return Write(ErrorResponse(431, "headers", "the request headers are too large"), 11);
+    }
+    if (ec) {
+      return Write(ErrorResponse(400, "request", "is not valid HTTP/1.1: " + ec.message()), 11);
+    }
     http::request<http::string_body> req = parser_->release();
     keep_alive_ = req.keep_alive();
     unsigned version = req.version();
+    if (req.target().size() > HttpLimits::kMaxTargetBytes) {
+      keep_alive_ = false;
+      return Write(ErrorResponse(414, "target", "is longer than 8 KiB"), version);
+    }
+    size_t fields = 0;
+    for (const auto& f : req) {
+      if (++fields > HttpLimits::kMaxFields || f.value().size() > HttpLimits::kMaxFieldBytes) {
+        keep_alive_ = false;
+        return Write(ErrorResponse(431, "headers", "more than 100 fields or a field over 8 KiB"),
+                     version);
+      }
+    }
     HttpRequest r;
     r.method = std::string(req.method_string());
     r.target = std::string(req.target());
     r.authorization = std::string(req[http::field::authorization]);
     r.body = std::move(req.body());
     auto self = shared_from_this();
-    api_->Handle(r, [self, version](HttpResponse resp) {
+    shared_->api->Handle(r, [self, version](HttpResponse resp) {
       // The reply may come from another thread (after a durable commit): hop back.
       asio::post(self->stream_.get_executor(), [self, version, resp = std::move(resp)]() mutable {
         self->Write(std::move(resp), version);
@@ -64,26 +153,42 @@ class Session : public std::enable_shared_from_this<Session> {
         static_cast<http::status>(r.status), version);
     res->set(http::field::server, "reservoir");
     res->set(http::field::content_type, r.content_type);
+    if (!r.allow.empty()) res->set(http::field::allow, r.allow);
     res->keep_alive(keep_alive_);
     res->body() = std::move(r.body);
     res->prepare_payload();
+    stream_.expires_after(std::chrono::seconds(shared_->limits.request_timeout_s));
     http::async_write(stream_, *res,
                       [self = shared_from_this(), res](beast::error_code ec, size_t) {
                         if (ec) return;
-                        if (!self->keep_alive_) {
-                          beast::error_code ignored;
-                          self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-                          return;
-                        }
+                        if (!self->keep_alive_) return self->Linger();
                         self->Read();
                       });
+  }
+
+  // Closes after a last reply: stop sending, then read and drop what the client still sends
+  // (briefly), so that closing does not reset the connection before it has read the reply.
+  void Linger() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.expires_after(std::chrono::seconds(2));
+    drain_.resize(16 << 10);
+    stream_.async_read_some(asio::buffer(drain_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->drained_ += n;
+                              if (!ec && self->drained_ < (1 << 20)) self->Linger();
+                            });
   }
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
-  Api* api_;
+  std::shared_ptr<Shared> shared_;
+  std::list<std::weak_ptr<Session>>::iterator listed_;  // both under shared_->mu
+  bool is_listed_ = false;
   bool keep_alive_ = true;
+  std::vector<char> drain_;
+  size_t drained_ = 0;
 };
 
 }  // namespace
@@ -91,13 +196,27 @@ class Session : public std::enable_shared_from_this<Session> {
 struct HttpServer::Impl {
   asio::io_context io;
   std::optional<tcp::acceptor> acceptor;
-  Api* api = nullptr;
+  std::shared_ptr<Shared> shared = std::make_shared<Shared>();
   std::vector<std::unique_ptr<asio::steady_timer>> timers;
+  std::optional<asio::steady_timer> backoff;
 
   void Accept() {
     acceptor->async_accept(asio::make_strand(io), [this](beast::error_code ec, tcp::socket s) {
-      if (!ec) std::make_shared<Session>(std::move(s), api)->Start();
-      if (acceptor->is_open()) Accept();
+      if (!acceptor->is_open()) return;
+      if (ec) {
+        // Out of file descriptors, say: wait a little instead of spinning on the error.
+        backoff.emplace(io);
+        backoff->expires_after(std::chrono::milliseconds(50));
+        backoff->async_wait([this](beast::error_code e) {
+          if (!e && acceptor->is_open()) Accept();
+        });
+        return;
+      }
+      if (shared->open.load() >= shared->limits.max_connections) {
+        Session::EvictOldestWaiting(*shared);
+      }
+      std::make_shared<Session>(std::move(s), shared)->Start();
+      Accept();
     });
   }
 };
@@ -105,7 +224,9 @@ struct HttpServer::Impl {
 HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
 HttpServer::~HttpServer() = default;
 
-Result<int> HttpServer::Listen(const std::string& address, Api* api) {
+int HttpServer::connections() const { return impl_->shared->open.load(); }
+
+Result<int> HttpServer::Listen(const std::string& address, Api* api, HttpLimits limits) {
   size_t colon = address.rfind(':');
   if (colon == std::string::npos) return InvalidArgument("listen", "must be HOST:PORT");
   std::string host = address.substr(0, colon);
@@ -114,8 +235,23 @@ Result<int> HttpServer::Listen(const std::string& address, Api* api) {
   beast::error_code ec;
   asio::ip::address ip = asio::ip::make_address(host, ec);
   if (ec) return InvalidArgument("listen", "'" + host + "' is not an IP address");
+  // Each connection is a file descriptor: use what the hard limit allows, and keep the cap
+  // below it (with room for the database, logs and agents' log files).
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    if (nofile.rlim_cur < nofile.rlim_max) {
+      nofile.rlim_cur = nofile.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &nofile);
+      ::getrlimit(RLIMIT_NOFILE, &nofile);
+    }
+    if (nofile.rlim_cur != RLIM_INFINITY) {
+      int room = static_cast<int>(std::min<rlim_t>(nofile.rlim_cur, 1 << 30)) - 128;
+      limits.max_connections = std::max(16, std::min(limits.max_connections, room));
+    }
+  }
   tcp::endpoint ep(ip, static_cast<unsigned short>(port));
-  impl_->api = api;
+  impl_->shared->api = api;
+  impl_->shared->limits = limits;
   impl_->acceptor.emplace(impl_->io);
   impl_->acceptor->open(ep.protocol(), ec);
   if (!ec) impl_->acceptor->set_option(asio::socket_base::reuse_address(true), ec);
@@ -155,6 +291,7 @@ void HttpServer::Stop() {
   asio::post(impl_->io, [this] {
     beast::error_code ec;
     if (impl_->acceptor) impl_->acceptor->close(ec);
+    if (impl_->backoff) impl_->backoff->cancel();
     for (auto& t : impl_->timers) t->cancel();
     impl_->io.stop();
   });

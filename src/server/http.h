@@ -11,12 +11,27 @@
 
 namespace rsv::server {
 
+// What one client may hold. A connection must deliver each request whole within
+// `request_timeout_s` (slow or idle clients are cut off); beyond `max_connections`, a new
+// connection evicts the one that has waited longest for its next request, so idle sockets cannot
+// lock others out. Limits on a request's line and headers answer 414 and 431.
+struct HttpLimits {
+  int max_connections = 4096;
+  int request_timeout_s = 30;
+  static constexpr size_t kMaxTargetBytes = 8 << 10;
+  static constexpr size_t kMaxFieldBytes = 8 << 10;
+  static constexpr size_t kMaxFields = 100;
+  static constexpr size_t kMaxHeaderBytes = 64 << 10;  // request line and headers together
+};
+
 class HttpServer {
  public:
   HttpServer();
   ~HttpServer();
   // Binds "host:port" (port 0 picks a free one); returns the bound port.
-  Result<int> Listen(const std::string& address, Api* api);
+  Result<int> Listen(const std::string& address, Api* api, HttpLimits limits = {});
+  // Connections open now (for tests and metrics).
+  int connections() const;
   // Serves on `threads` threads until Stop(); returns when they have finished.
   void Run(int threads);
   void Stop();
