@@ -467,6 +467,33 @@ TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   EXPECT_EQ(all, std::string(300000, 'x'));
 }
 
+// A job that writes far more than the cap fills neither the server's disk nor the agent's.
+TEST_F(AgentE2E, OutputPastTheCapIsDropped) {
+  const std::string config = dir + "/capped.json";
+  std::ofstream(config) << R"({"max_output_mib": 1, "pools": [{"name": "h100"}]})";
+  ServerProcess s(dir + "/r.db", config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt", {"--max-output-mib", "1"});
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  Events events(&s);
+  int64_t id =
+      SpotJob(s, {{"gpus", 1}, {"command", "head -c 20000000 /dev/zero | tr '\\0' x; echo end"}});
+  ASSERT_FALSE(events.Job("JobSucceeded", id).is_null());
+  std::string all;
+  for (int chunk = 0; chunk < 100; ++chunk) {
+    json part = json::parse(
+        s.Get("/v1/jobs/" + std::to_string(id) + "/logs?offset=" + std::to_string(all.size()),
+              kAdmin)
+            .body);
+    all += part["data"].get<std::string>();
+    if (part["complete"] || part["data"].get<std::string>().empty()) break;
+  }
+  EXPECT_EQ(all.substr(0, 1 << 20), std::string(1 << 20, 'x'));
+  EXPECT_EQ(all.substr(1 << 20), "\n[reservoir: output past 1 MiB dropped]\n");
+  EXPECT_LE(std::filesystem::file_size(dir + "/n1/jobs/" + std::to_string(id) + "/attempt-1.log"),
+            uintmax_t{2} << 20);
+}
+
 TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
   const std::string db = dir + "/r.db", config = Config("5s", "20s");
   auto s = std::make_unique<ServerProcess>(db, config, kAdmin);

@@ -383,5 +383,33 @@ TEST_F(ServerTest, TokensAreRevokedAndTenantsDeleted) {
   EXPECT_EQ(json::parse(s.Get("/v1/tenants", kAdmin).body).size(), 1u);
 }
 
+TEST_F(ServerTest, ReservationsStayWithinTheConfiguredLimits) {
+  std::ofstream(config) << R"({"pools": [{"name": "h100", "reservation_base_price": "2"}],
+      "nodes": [{"name": "n", "pool": "h100", "gpus": 8, "count": 2}],
+      "reservation_limits": {"default": {"max_duration": "30d"},
+                             "small": {"max_gpus": 4, "max_total": "100"}}})";
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string big = Token(s, "big"), small = Token(s, "small");
+  auto forever =
+      s.Post("/v1/reservations", big, R"({"pool":"h100","gpus":8,"duration":"100000000h"})");
+  EXPECT_EQ(forever.status, 400) << forever.body;
+  EXPECT_NE(forever.body.find("longer than a tenant's limit of"), std::string::npos);
+  EXPECT_EQ(s.Post("/v1/reservations", big, R"({"pool":"h100","gpus":8,"duration":"29d"})").status,
+            201);
+  auto wide = s.Post("/v1/reservations", small, R"({"pool":"h100","gpus":8,"duration":"1h"})");
+  EXPECT_EQ(wide.status, 400) << wide.body;
+  EXPECT_NE(wide.body.find("small's limit of 4 GPUs"), std::string::npos) << wide.body;
+  auto dear = s.Post("/v1/reservations", small, R"({"pool":"h100","gpus":4,"duration":"100h"})");
+  EXPECT_EQ(dear.status, 400) << dear.body;
+  EXPECT_NE(dear.body.find("would cost"), std::string::npos) << dear.body;
+  EXPECT_EQ(s.Post("/v1/reservations", small, R"({"pool":"h100","gpus":4,"duration":"1h"})").status,
+            201);
+  EXPECT_EQ(json::parse(s.Get("/v1/reservations", kAdmin).body).size(), 2u);
+  std::ofstream(config) << R"({"reservation_limits": {"x": {"max_gpu": 1}}})";
+  ServerProcess bad(dir + "/other.db", config, kAdmin);
+  EXPECT_FALSE(bad.Start()) << "an unknown limit is refused at start";
+}
+
 }  // namespace
 }  // namespace rsv

@@ -224,13 +224,30 @@ bool Agent::Sync(bool urgent) {
       output_pending.insert(k);
       continue;
     }
-    std::string data =
-        ReadFrom(Executor::LogPath(config_.state_dir, k.first, k.second), shipped_[k]);
-    if (data.empty()) continue;
+    const std::string path = Executor::LogPath(config_.state_dir, k.first, k.second);
+    // Output past the cap is dropped here too, so a job cannot fill the host's disk.
+    struct stat sb {};
+    if (::stat(path.c_str(), &sb) == 0 && sb.st_size > config_.max_output_bytes) {
+      if (::truncate(path.c_str(), config_.max_output_bytes) == 0 && capped_.insert(k).second) {
+        Log("job " + std::to_string(k.first) + " attempt " + std::to_string(k.second) +
+            ": output past " + std::to_string(config_.max_output_bytes >> 20) + " MiB dropped");
+      }
+    }
+    std::string data = ReadFrom(path, shipped_[k]);
+    if (shipped_[k] + static_cast<int64_t>(data.size()) > config_.max_output_bytes) {
+      data.resize(
+          static_cast<size_t>(std::max<int64_t>(0, config_.max_output_bytes - shipped_[k])));
+    }
+    // A capped attempt says so once its kept output is all shipped (the server adds a marker).
+    const bool dropped =
+        capped_.count(k) && !marked_.count(k) &&
+        shipped_[k] + static_cast<int64_t>(data.size()) >= config_.max_output_bytes;
+    if (data.empty() && !dropped) continue;
     budget -= static_cast<int64_t>(data.size());
     if (static_cast<int64_t>(data.size()) == kLogChunk) output_pending.insert(k);
     logs.push_back(
         {{"job", k.first}, {"attempt", k.second}, {"offset", shipped_[k]}, {"data", data}});
+    if (dropped) logs.back()["dropped"] = true;
   }
   // An exit is reported once its output is all shipped, so the server's copy is complete.
   std::vector<Report> sent;
@@ -289,12 +306,15 @@ bool Agent::Sync(bool urgent) {
     if (s.status != "start_failed" || !exec_.Running(s.job)) {
       forgot = forgot || launched_.erase({s.job, s.attempt}) > 0;
       shipped_.erase({s.job, s.attempt});
+      capped_.erase({s.job, s.attempt});
+      marked_.erase({s.job, s.attempt});
     }
   }
   if (d.contains("logs")) {
     for (const json& a : d["logs"]) {
       Key k{a.value("job", 0u), a.value("attempt", 0)};
       if (launched_.count(k)) shipped_[k] = a.value("size", int64_t{0});
+      if (a.value("dropped", false)) marked_.insert(k);
     }
   }
   if (forgot) SaveState();

@@ -40,7 +40,8 @@ struct AgentConfig {
   int32_t wait_s = 5;
   std::string checkpoint_root;  // shared storage for checkpoints; empty: under state_dir
   JobUsers users;
-  std::vector<std::string> pass_env;  // more names jobs get from the agent's environment
+  std::vector<std::string> pass_env;             // more names jobs get from the agent's environment
+  int64_t max_output_bytes = int64_t{64} << 20;  // kept per attempt (the server caps it too)
 };
 
 class Agent {
@@ -86,6 +87,8 @@ class Agent {
   std::string known_;                    // the desired-set version last applied
   std::vector<Report> reports_;          // not yet acknowledged by the server
   std::set<Key> launched_;               // attempts started here (and in agent.json) until acked
+  std::set<Key> capped_;                 // attempts whose output reached the cap
+  std::set<Key> marked_;                 // ... and the server was told so
   std::map<Key, int64_t> shipped_;       // output bytes acknowledged by the server
   std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
   std::set<Key> notified_;

@@ -53,6 +53,7 @@ struct AgentFlags {
   std::string fault_file, checkpoint_root;
   std::vector<std::string> run_as, pass_env;
   int64_t uid_base = 2'000'000;
+  int64_t max_output_mib = 64;
   int fake_gpus = 0;
   int wait = 5;
   bool stop_jobs = false;
@@ -146,6 +147,10 @@ int RunAgent(AgentFlags f) {
       return 2;
     }
   }
+  if (f.max_output_mib < 1 || f.max_output_mib > (int64_t{1} << 20)) {
+    std::cerr << "reservoir agent: --max-output-mib must be 1-1048576\n";
+    return 2;
+  }
   if (f.uid_base < 1000 || f.uid_base > 4'000'000'000) {
     std::cerr << "reservoir agent: --job-uid-base must be 1000-4000000000\n";
     return 2;
@@ -199,8 +204,17 @@ int RunAgent(AgentFlags f) {
     probe = std::move(*nvml);
   }
   SystemClock clock;
-  agent::AgentConfig config{f.server, f.token,           f.pool, f.node,    f.topology, f.state_dir,
-                            f.wait,   f.checkpoint_root, users,  f.pass_env};
+  agent::AgentConfig config{f.server,
+                            f.token,
+                            f.pool,
+                            f.node,
+                            f.topology,
+                            f.state_dir,
+                            f.wait,
+                            f.checkpoint_root,
+                            users,
+                            f.pass_env,
+                            f.max_output_mib << 20};
   agent::Agent a(config, std::move(probe), &clock);
   g_wake_fd = a.wake_fd();
   struct sigaction sa {};
@@ -451,6 +465,8 @@ Action AddAgent(CLI::App& app) {
                 "TENANT=UID:GID: run this tenant's jobs as this user (repeatable; root only)");
   s->add_option("--job-uid-base", f->uid_base,
                 "Tenants not in --run-as run as uid = gid = this + tenant id (default 2000000)");
+  s->add_option("--max-output-mib", f->max_output_mib,
+                "Output kept per attempt; the rest is dropped (default 64)");
   s->add_option("--pass-env", f->pass_env,
                 "Also pass this variable of the agent's environment to jobs (repeatable)");
   s->add_option("--pool", f->pool, "Pool this node's GPUs belong to")->required();

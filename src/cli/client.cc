@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/http_client.h"
+#include "common/text.h"
 
 namespace rsv::cli {
 
@@ -44,10 +45,11 @@ int Print(const ClientFlags& f, const CallResult& r,
     nlohmann::json e = nlohmann::json::parse(r.body, nullptr, false);
     if (!e.is_discarded() && e.contains("error")) {
       std::cerr << "error (" << r.status << " " << e["error"].value("code", "") << "): ";
-      if (e["error"].contains("field")) std::cerr << e["error"]["field"].get<std::string>() << ": ";
-      std::cerr << e["error"].value("message", "") << "\n";
+      if (e["error"].contains("field"))
+        std::cerr << Printable(e["error"]["field"].get<std::string>()) << ": ";
+      std::cerr << Printable(e["error"].value("message", "")) << "\n";
     } else {
-      std::cerr << "error (" << r.status << "): " << r.body << "\n";
+      std::cerr << "error (" << r.status << "): " << Printable(r.body, 2000) << "\n";
     }
     return 1;
   }
@@ -61,9 +63,17 @@ int Print(const ClientFlags& f, const CallResult& r,
 
 void PrintTable(const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows) {
+  // Names and commands come from users: control characters are shown escaped, never sent to
+  // the terminal.
+  std::vector<std::vector<std::string>> safe;
+  for (const auto& row : rows) {
+    safe.emplace_back();
+    for (const std::string& cell : row) safe.back().push_back(Printable(cell));
+  }
+  const auto& printable = safe;
   std::vector<size_t> w(header.size());
   for (size_t c = 0; c < header.size(); ++c) w[c] = header[c].size();
-  for (const auto& row : rows) {
+  for (const auto& row : printable) {
     for (size_t c = 0; c < row.size() && c < w.size(); ++c) w[c] = std::max(w[c], row[c].size());
   }
   auto line = [&](const std::vector<std::string>& row) {
@@ -75,7 +85,7 @@ void PrintTable(const std::vector<std::string>& header,
     std::cout << out << "\n";
   };
   line(header);
-  for (const auto& row : rows) line(row);
+  for (const auto& row : printable) line(row);
 }
 
 }  // namespace rsv::cli

@@ -9,6 +9,7 @@
 #include "cli/client.h"
 #include "cli/commands.h"
 #include "cli/slurm.h"
+#include "common/text.h"
 
 namespace rsv::cli {
 namespace {
@@ -25,7 +26,7 @@ std::string Nodes(const json& j) {
 
 void PrintJob(const json& j) {
   for (const auto& [k, v] : j.items()) {
-    std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    std::cout << k << ": " << Printable(v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include "cli/client.h"
 #include "cli/commands.h"
+#include "common/text.h"
 
 namespace rsv::cli {
 
@@ -105,17 +106,31 @@ Action AddNodes(CLI::App& app) {
 Action AddTenants(CLI::App& app) {
   struct Flags {
     ClientFlags c;
-    std::string create;
+    std::string create, remove;
   };
   auto f = std::make_shared<Flags>();
-  CLI::App* s = app.add_subcommand("tenants", "List tenants; --create NAME (admin)");
+  CLI::App* s = app.add_subcommand("tenants", "List tenants; --create NAME, --delete NAME (admin)");
   AddClientFlags(s, &f->c);
   s->add_option("--create", f->create, "Create a tenant");
+  s->add_option("--delete", f->remove,
+                "Delete a tenant with no unfinished job or reservation (its tokens are revoked)");
   return [f] {
+    if (!f->create.empty() && !f->remove.empty()) {
+      std::cerr << "usage: reservoir tenants [--create NAME | --delete NAME]\n";
+      return 2;
+    }
+    if (!f->remove.empty()) {
+      return Print(f->c, Call(f->c, "DELETE", "/v1/tenants/" + f->remove),
+                   [](const std::string& b) {
+                     json r = json::parse(b);
+                     std::cout << "tenant " << Printable(r["name"].get<std::string>())
+                               << " deleted (" << r["tokens_revoked"] << " tokens revoked)\n";
+                   });
+    }
     if (!f->create.empty()) {
       return Print(f->c, Call(f->c, "POST", "/v1/tenants", json{{"name", f->create}}.dump()),
                    [](const std::string& b) {
-                     std::cout << "tenant " << json::parse(b)["name"].get<std::string>()
+                     std::cout << "tenant " << Printable(json::parse(b)["name"].get<std::string>())
                                << " created\n";
                    });
     }
@@ -131,20 +146,52 @@ Action AddTenants(CLI::App& app) {
 Action AddToken(CLI::App& app) {
   struct Flags {
     ClientFlags c;
-    std::string tenant;
-    bool admin = false;
+    std::string tenant, node, revoke;
+    bool admin = false, list = false;
   };
   auto f = std::make_shared<Flags>();
-  CLI::App* s = app.add_subcommand("token", "Create an API token for a tenant (admin)");
+  CLI::App* s = app.add_subcommand(
+      "token", "Create an API token (tenant, node or admin), list or revoke tokens (admin)");
   AddClientFlags(s, &f->c);
   s->add_option("--tenant", f->tenant, "Tenant the token acts for");
+  s->add_option("--node", f->node,
+                "A node's token for its agent: registers and syncs that node, nothing else");
   s->add_flag("--admin", f->admin, "An admin token instead");
+  s->add_flag("--list", f->list, "List tokens (their ids and what they may do; never the token)");
+  s->add_option("--revoke", f->revoke, "Revoke a token: its id (from --list) or the token itself");
   return [f] {
-    if (f->tenant.empty() && !f->admin) {
-      std::cerr << "usage: reservoir token --tenant NAME | --admin\n";
+    int modes = int(!f->tenant.empty()) + int(!f->node.empty()) + int(f->admin) + int(f->list) +
+                int(!f->revoke.empty());
+    if (modes != 1) {
+      std::cerr << "usage: reservoir token --tenant NAME | --node NAME | --admin | --list | "
+                   "--revoke ID|TOKEN\n";
       return 2;
     }
-    json body = f->admin ? json{{"admin", true}} : json{{"tenant", f->tenant}};
+    if (f->list) {
+      return Print(f->c, Call(f->c, "GET", "/v1/tokens"), [](const std::string& b) {
+        std::vector<std::vector<std::string>> rows;
+        for (const json& t : json::parse(b)) {
+          std::string scope = t.value("admin", false) ? "admin"
+                              : t.contains("node")    ? "node " + t["node"].get<std::string>()
+                                                      : "tenant " + t.value("tenant", "");
+          rows.push_back({t["id"], scope});
+        }
+        PrintTable({"ID", "SCOPE"}, rows);
+      });
+    }
+    if (!f->revoke.empty()) {
+      // An id is 12 hex digits; anything else is taken to be the token itself.
+      bool id = f->revoke.size() == 12 &&
+                f->revoke.find_first_not_of("0123456789abcdef") == std::string::npos;
+      json body = id ? json{{"id", f->revoke}} : json{{"token", f->revoke}};
+      return Print(
+          f->c, Call(f->c, "POST", "/v1/tokens/revoke", body.dump()), [](const std::string& b) {
+            std::cout << "token " << json::parse(b)["id"].get<std::string>() << " revoked\n";
+          });
+    }
+    json body = f->admin           ? json{{"admin", true}}
+                : !f->node.empty() ? json{{"node", f->node}}
+                                   : json{{"tenant", f->tenant}};
     return Print(f->c, Call(f->c, "POST", "/v1/tokens", body.dump()), [](const std::string& b) {
       std::cout << json::parse(b)["token"].get<std::string>() << "\n";
     });

@@ -253,9 +253,11 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       uint32_t job = l["job"].get<uint32_t>();
       int32_t attempt = l["attempt"].get<int32_t>();
       if (!st.HasJob(JobId(job)) || attempt < 1 || attempt > st.job(JobId(job)).attempt) continue;
-      int64_t size =
-          AppendLog(job, attempt, l["offset"].get<int64_t>(), l["data"].get<std::string>());
+      const bool dropped = l.value("dropped", false);
+      int64_t size = AppendLog(job, attempt, l["offset"].get<int64_t>(),
+                               l["data"].get<std::string>(), dropped);
       acks.push_back({{"job", job}, {"attempt", attempt}, {"size", size}});
+      if (dropped) acks.back()["dropped"] = true;
     }
     bool reported = !acks.empty();
     for (const json& e : r.value("jobs", json::array())) {
@@ -324,7 +326,7 @@ std::string ControlPlane::LogPathOf(uint32_t job, int32_t attempt) const {
 }
 
 int64_t ControlPlane::AppendLog(uint32_t job, int32_t attempt, int64_t offset,
-                                const std::string& data) {
+                                const std::string& data, bool dropped) {
   if (config_.log_dir.empty()) return offset + static_cast<int64_t>(data.size());
   const std::string path = LogPathOf(job, attempt);
   std::error_code ec;
@@ -333,12 +335,24 @@ int64_t ControlPlane::AppendLog(uint32_t job, int32_t attempt, int64_t offset,
   int64_t size = ::stat(path.c_str(), &sb) == 0 ? sb.st_size : 0;
   // Idempotent: bytes already here are skipped; a gap (offset past the end) is refused and the
   // agent resends from `size`.
-  if (offset > size || offset + static_cast<int64_t>(data.size()) <= size) return size;
+  const int64_t end = offset + static_cast<int64_t>(data.size());
+  // Past the cap, output is acknowledged and dropped; a marker line says so, once: when this
+  // server drops some, or when the agent says it dropped the rest (at the cap).
+  const int64_t cap = config_.max_output_bytes;
+  const std::string marker =
+      "\n[reservoir: output past " + std::to_string(cap >> 20) + " MiB dropped]\n";
+  if (offset > size || end <= size) {
+    if (!dropped || size != cap) return size;
+    std::ofstream(path, std::ios::binary | std::ios::app) << marker;
+    return end;
+  }
+  if (size >= cap) return end;
+  int64_t keep = std::min(end, cap) - size;
   std::ofstream out(path, std::ios::binary | std::ios::app);
-  out.write(data.data() + (size - offset), static_cast<std::streamsize>(data.size()) -
-                                               static_cast<std::streamsize>(size - offset));
+  out.write(data.data() + (size - offset), static_cast<std::streamsize>(keep));
+  if (end > cap || (dropped && end == cap)) out << marker;
   out.flush();
-  return out ? offset + static_cast<int64_t>(data.size()) : size;
+  return out ? end : size;
 }
 
 void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset,

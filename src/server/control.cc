@@ -118,8 +118,42 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
   if (j.is_discarded() || !j.is_object()) return InvalidArgument("config", "is not a JSON object");
   for (const auto& [k, v] : j.items()) {
     if (k != "pools" && k != "nodes" && k != "tick" && k != "heartbeat_timeout" &&
-        k != "start_timeout") {
+        k != "start_timeout" && k != "max_output_mib" && k != "reservation_limits") {
       return InvalidArgument(k, "unknown config field");
+    }
+  }
+  if (j.contains("max_output_mib")) {
+    const json& v = j["max_output_mib"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > (int64_t{1} << 20))
+      return InvalidArgument("max_output_mib", "must be an integer from 1 to 1048576");
+    cfg.max_output_bytes = v.get<int64_t>() << 20;
+  }
+  if (j.contains("reservation_limits")) {
+    const json& all = j["reservation_limits"];
+    if (!all.is_object())
+      return InvalidArgument("reservation_limits", "must be an object of tenant -> limits");
+    for (const auto& [tenant, l] : all.items()) {
+      const std::string at = "reservation_limits." + tenant;
+      if (!l.is_object()) return InvalidArgument(at, "must be an object");
+      ServerConfig::ReservationLimits lim = cfg.reservation_limits["default"];
+      for (const auto& [k, v] : l.items()) {
+        if (k == "max_gpus") {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1'000'000)
+            return InvalidArgument(at + ".max_gpus", "must be an integer from 0 to 1000000");
+          lim.max_gpus = v.get<int32_t>();
+        } else if (k == "max_duration") {
+          Result<Duration> d = v.is_string() ? Duration::Parse(v.get<std::string>())
+                                             : Result<Duration>(InvalidArgument(k, "x"));
+          if (!d.ok() || *d < Duration())
+            return InvalidArgument(at + ".max_duration", "must be a duration like \"30d\"");
+          lim.max_duration = *d;
+        } else if (k == "max_total") {
+          RSV_ASSIGN_OR_RETURN(lim.max_total, MoneyOf(v, at + ".max_total"));
+        } else {
+          return InvalidArgument(at + "." + k, "unknown limit (max_gpus, max_duration, max_total)");
+        }
+      }
+      cfg.reservation_limits[tenant] = lim;
     }
   }
   for (const char* k : {"heartbeat_timeout", "start_timeout"}) {
@@ -358,7 +392,7 @@ void ControlPlane::Tick() {
   });
 }
 
-Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
+Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
   json b = json::parse(c.body, nullptr, false);
   if (b.is_discarded()) return Internal("command body is not JSON");
   const ClusterState& st = sched_.state();
@@ -494,6 +528,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
         out["earliest_start_us"] = q.admission.earliest_start->micros();
       return Reply{200, out.dump()};
     }
+    if (!replay) RSV_RETURN_IF_ERROR(WithinLimits(r, now));
     Result<ReservationId> id = sched_.Reserve(r, now);
     if (!id.ok()) return id.status();
     return Reply{201, ReservationJson(st, st.reservation(*id)).dump()};
@@ -544,6 +579,32 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool /*replay*/) {
     return Reply{200, JobJson(st, st.job(id)).dump()};
   }
   return Internal("unknown command kind '" + c.kind + "'");
+}
+
+Status ControlPlane::WithinLimits(const ReservationRequest& r, Timestamp now) {
+  const std::string& tenant = sched_.state().tenant(r.tenant).name;
+  auto it = config_.reservation_limits.find(tenant);
+  if (it == config_.reservation_limits.end()) it = config_.reservation_limits.find("default");
+  if (it == config_.reservation_limits.end()) return Status::Ok();
+  const ServerConfig::ReservationLimits& lim = it->second;
+  const std::string whose = it->first == "default" ? "a tenant's" : tenant + "'s";
+  if (lim.max_gpus > 0 && r.gpus > lim.max_gpus) {
+    return InvalidArgument("gpus", "is above " + whose + " limit of " +
+                                       std::to_string(lim.max_gpus) + " GPUs per reservation");
+  }
+  if (lim.max_duration > Duration() && r.end - r.start > lim.max_duration) {
+    return InvalidArgument("end_us", "the reservation is longer than " + whose + " limit of " +
+                                         lim.max_duration.ToString());
+  }
+  if (lim.max_total > Money()) {
+    RSV_ASSIGN_OR_RETURN(Quote q, sched_.QuoteReservation(r, now));
+    if (q.total > lim.max_total) {
+      return InvalidArgument("gpus", "the reservation would cost " + q.total.ToString() +
+                                         ", above " + whose + " limit of " +
+                                         lim.max_total.ToString());
+    }
+  }
+  return Status::Ok();
 }
 
 Result<std::string> ControlPlane::Read(const std::string& what, const Caller& caller,

@@ -42,9 +42,20 @@ struct ServerConfig {
   // A start the agent has not confirmed after this long is rolled back and requeued.
   Duration start_timeout = Duration::Seconds(30);
   std::string log_dir;  // job output shipped by agents (set by `reservoir server`); empty: none
+  // Output kept per attempt; what a job writes beyond it is dropped (with a marker line).
+  int64_t max_output_bytes = int64_t{64} << 20;
+  // What one reservation may be, for every tenant ("default") or one tenant by name; checked
+  // when it is booked (never on replay). Zero: no limit.
+  struct ReservationLimits {
+    int32_t max_gpus = 0;
+    Duration max_duration = Duration::Hours(24 * 366);
+    Money max_total;  // its price for the whole window
+  };
+  std::map<std::string, ReservationLimits> reservation_limits = {{"default", {}}};
 };
 // JSON config: {"pools": [...], "nodes": [...], "tick": "1s", "heartbeat_timeout": "10s",
-// "start_timeout": "30s"}; errors name the field.
+// "start_timeout": "30s", "max_output_mib": 64, "reservation_limits": {"default": {"max_gpus":
+// 64, "max_duration": "30d", "max_total": "100000"}, "TENANT": {...}}}; errors name the field.
 Result<ServerConfig> ParseServerConfig(const std::string& json_text);
 
 // A reply body (JSON) and HTTP status; errors are rendered by the API layer.
@@ -100,6 +111,8 @@ class ControlPlane {
 
  private:
   Result<Reply> Apply(const Command& c, bool replay);
+  // The configured limits on one reservation (ServerConfig::reservation_limits).
+  Status WithinLimits(const ReservationRequest& r, Timestamp now);
   void DrainEvents();
   std::string EventsLocked(int64_t since, const Caller& caller, int64_t* last, bool* any) const;
   // Waiters whose answer is ready or whose time ran out; the caller runs them after unlocking.
@@ -133,7 +146,10 @@ class ControlPlane {
   // Heartbeat and start timeouts, at each tick.
   void CheckAgentsLocked(Timestamp now, std::vector<Command>* log);
   std::string LogPathOf(uint32_t job, int32_t attempt) const;
-  int64_t AppendLog(uint32_t job, int32_t attempt, int64_t offset, const std::string& data);
+  // Appends an attempt's output at `offset` (idempotent); returns the size the agent should
+  // continue from. `dropped`: the agent dropped what followed (its output cap).
+  int64_t AppendLog(uint32_t job, int32_t attempt, int64_t offset, const std::string& data,
+                    bool dropped);
 
   ServerConfig config_;
   std::unique_ptr<Store> store_;
