@@ -494,6 +494,56 @@ TEST_F(AgentE2E, OutputPastTheCapIsDropped) {
             uintmax_t{2} << 20);
 }
 
+// A Slurm batch script submitted unchanged runs as the script it is: every line, with its
+// interpreter; its directives set the pool, the GPUs and a wall-clock limit the agent enforces.
+TEST_F(AgentE2E, SlurmBatchScriptsRunAsScripts) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"b"})").status, 201);
+  Events events(&s);
+  const std::string script = dir + "/train.sbatch";
+  std::ofstream(script)
+      << "#!/bin/bash\n"
+         "#SBATCH --job-name=batch-test\n"
+         "#SBATCH --partition=h100 --gres=gpu:2\n"
+         "#SBATCH --time=0:03\n"
+         "set -e\n"
+         "if [[ -n \"$CUDA_VISIBLE_DEVICES\" ]]; then echo \"gpus $CUDA_VISIBLE_DEVICES\"; fi\n"
+         "for i in 1 2 3; do\n"
+         "  echo \"step $i\"\n"
+         "done\n"
+         "echo 'quotes \"and\" $dollars stay'\n"
+         "sleep 600\n";
+  std::filesystem::permissions(script, std::filesystem::perms(0644));
+  const std::string cmd = "RESERVOIR_URL=http://127.0.0.1:" + std::to_string(s.port()) +
+                          " RESERVOIR_TOKEN=" + kAdmin + " " + RESERVOIR_BIN +
+                          " submit --tenant b --limit 2 --json " + script + " > " + dir +
+                          "/submitted.json 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream in(dir + "/submitted.json");
+  json job = json::parse(in, nullptr, false);
+  ASSERT_FALSE(job.is_discarded());
+  EXPECT_EQ(job["name"], "batch-test");
+  EXPECT_EQ(job["pool"], "h100");
+  EXPECT_EQ(job["gpus"], 2);
+  EXPECT_EQ(job["time_limit_s"], 3);
+  const int64_t id = job["id"];
+  json failed = events.Job("JobFailed", id);
+  ASSERT_FALSE(failed.is_null());
+  EXPECT_EQ(failed["detail"], "failed (exit 124)");
+  std::string log;
+  for (int i = 0; i < 5 && log.find("time limit") == std::string::npos; ++i) {
+    log = json::parse(s.Get("/v1/jobs/" + std::to_string(id) + "/logs?wait=2", kAdmin).body)
+              .value("data", "");
+  }
+  EXPECT_NE(log.find("gpus "), std::string::npos) << log;
+  EXPECT_NE(log.find("step 1\nstep 2\nstep 3\n"), std::string::npos) << log;
+  EXPECT_NE(log.find("quotes \"and\" $dollars stay"), std::string::npos) << log;
+  EXPECT_NE(log.find("the time limit of 3s is reached"), std::string::npos) << log;
+}
+
 TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
   const std::string db = dir + "/r.db", config = Config("5s", "20s");
   auto s = std::make_unique<ServerProcess>(db, config, kAdmin);

@@ -377,6 +377,7 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.checkpoint_root = config_.checkpoint_root;
     spec.cpu_millis = e.value("cpu_millis", int64_t{0});
     spec.memory_mib = e.value("memory_mib", int64_t{0});
+    spec.time_limit_s = e.value("time_limit_s", int64_t{0});
     spec.cgroup_parent = cgroup_parent_;
     spec.pass_env = config_.pass_env;
     if (config_.users.switch_users) {

@@ -81,7 +81,8 @@ struct JobUser {
 // touched the file for `fence_after_us` (the agent is gone, or cut off from the server), the
 // whole attempt is killed, since the server requeues it.
 [[noreturn]] void Supervise(std::string& cmd, char** envp, const std::string& workdir, JobUser user,
-                            const std::string& heartbeat, int64_t fence_after_us) {
+                            const std::string& heartbeat, int64_t fence_after_us,
+                            int64_t time_limit_s) {
   struct sigaction sa {};
   sigemptyset(&sa.sa_mask);
   sa.sa_handler = OnTerm;  // handlers, not SIG_IGN: exec gives the job the defaults back
@@ -121,6 +122,7 @@ struct JobUser {
   if (job < 0) ::_exit(126);
   const bool fencing = !heartbeat.empty() && fence_after_us > 0;
   SystemClock clock;
+  const int64_t started_us = clock.Now().micros();
   int last = 0;
   while (true) {
     ::alarm(1);  // a signal just before waitpid blocks is seen within a second
@@ -135,6 +137,12 @@ struct JobUser {
       KillTree();
       ::signal(SIGKILL, SIG_DFL);
       ::raise(SIGKILL);
+    }
+    if (time_limit_s > 0 && clock.Now().micros() - started_us >= time_limit_s * 1'000'000) {
+      ::dprintf(2, "reservoir: the time limit of %llds is reached: stopping\n",
+                static_cast<long long>(time_limit_s));
+      KillTree();
+      ::_exit(124);
     }
     if (g_term) {
       g_term = 0;
@@ -390,7 +398,8 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     ::dup2(log_fd, 2);
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
-    Supervise(cmd, envp.data(), workdir, user, spec.heartbeat_file, spec.fence_after_us);
+    Supervise(cmd, envp.data(), workdir, user, spec.heartbeat_file, spec.fence_after_us,
+              spec.time_limit_s);
   }
   ::setpgid(pid, pid);  // also here: no race with an early Notify
   ::close(log_fd);

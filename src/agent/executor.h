@@ -42,6 +42,8 @@ struct LaunchSpec {
   std::string checkpoint_root;
   int64_t cpu_millis = 0;  // limits; 0: none
   int64_t memory_mib = 0;
+  // Wall-clock limit: the supervisor kills the attempt then and exits 124 (as timeout(1)).
+  int64_t time_limit_s = 0;
   std::string cgroup_parent;  // a cgroup v2 directory with cpu and memory delegated; empty: none
   // Fencing: the attempt kills itself once `heartbeat_file` (touched by the agent after every
   // successful sync) is older than `fence_after_us`, or gone. Empty: no fencing.

@@ -35,15 +35,16 @@ void PrintJob(const json& j) {
 Action AddSubmit(CLI::App& app) {
   struct Flags {
     ClientFlags c;
-    std::string pool = "gpu", tier = "spot", limit, fallback, notice, name, tenant, workdir;
+    std::string pool, tier = "spot", limit, fallback, notice, name, tenant, workdir;
     std::vector<std::string> after, env, command;
     int gpus = 0, max_restarts = 0;
     int64_t cpu_millis = 0, memory_mib = 0;
+    std::string time_limit;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* s = app.add_subcommand("submit", "Submit a job (a command, or a Slurm batch script)");
   AddClientFlags(s, &f->c);
-  s->add_option("--pool", f->pool, "Pool");
+  s->add_option("--pool", f->pool, "Pool (default: the script's --partition, else gpu)");
   s->add_option("--gpus", f->gpus, "GPUs (a gang: all or nothing)");
   s->add_option("--tier", f->tier, "reserved | spot | auto");
   s->add_option("--limit", f->limit, "Limit price per GPU-hour (spot, auto)");
@@ -56,16 +57,21 @@ Action AddSubmit(CLI::App& app) {
   s->add_option("--workdir", f->workdir, "Working directory on the node");
   s->add_option("--cpu-millis", f->cpu_millis, "CPU limit in thousandths of a core (cgroup v2)");
   s->add_option("--memory-mib", f->memory_mib, "Memory limit in MiB (cgroup v2)");
+  s->add_option("--time-limit", f->time_limit,
+                "Wall-clock limit of each attempt (e.g. 2h); the agent stops it then (exit 124)");
   s->add_option("--tenant", f->tenant, "Admin only: the tenant to submit for");
   s->add_option("command", f->command, "Command, or the path of a Slurm batch script")->required();
   return [f] {
-    json body = {{"pool", f->pool}, {"tier", f->tier}};
+    json body = {{"tier", f->tier}};
     std::string cmd;
     for (const std::string& w : f->command) cmd += (cmd.empty() ? "" : " ") + w;
     int gpus = f->gpus;
     std::string name = f->name;
     std::vector<std::string> after = f->after;
     int restarts = f->max_restarts;
+    std::string pool = f->pool, time_limit = f->time_limit;
+    int64_t cpu_millis = f->cpu_millis, memory_mib = f->memory_mib;
+    std::vector<std::string> env = f->env;
     if (f->command.size() == 1) {
       std::ifstream in(f->command[0]);
       std::stringstream text;
@@ -81,22 +87,27 @@ Action AddSubmit(CLI::App& app) {
           std::cerr << "warning: " << f->command[0]
                     << ": unsupported #SBATCH directive ignored: " << u << "\n";
         }
-        if (!sb->time.empty()) {
-          std::cerr << "note: --time=" << sb->time
-                    << " is recorded by Slurm only; Reservoir does not enforce run-time limits\n";
-        }
+        // Flags given on the command line win over the script's directives, as with sbatch.
         if (gpus == 0) gpus = sb->gpus;
         if (name.empty()) name = sb->name;
+        if (pool.empty()) pool = sb->partition;
+        if (time_limit.empty() && sb->time_limit_s > 0)
+          time_limit = std::to_string(sb->time_limit_s) + "s";
+        if (cpu_millis == 0) cpu_millis = sb->cpu_millis;
+        if (memory_mib == 0) memory_mib = sb->memory_mib;
         for (const auto& [kind, id] : sb->dependencies)
           after.push_back(kind + ":" + std::to_string(id));
         if (sb->requeue && restarts == 0) restarts = -1;
-        cmd = "bash -c " + json(text.str()).dump();
+        // The script travels verbatim in the job's environment and runs with its interpreter.
+        env.push_back("RESERVOIR_BATCH_SCRIPT=" + text.str());
+        cmd = "exec " + sb->interpreter + " -c \"$RESERVOIR_BATCH_SCRIPT\" reservoir-batch";
       }
     }
     if (gpus <= 0) {
       std::cerr << "error: --gpus: give a GPU count (or #SBATCH --gpus / --gres=gpu:N)\n";
       return 2;
     }
+    body["pool"] = pool.empty() ? "gpu" : pool;
     body["gpus"] = gpus;
     body["command"] = cmd;
     body["max_restarts"] = restarts;
@@ -105,10 +116,11 @@ Action AddSubmit(CLI::App& app) {
     if (!f->fallback.empty()) body["fallback_limit"] = f->fallback;
     if (!f->notice.empty()) body["notice"] = f->notice;
     if (!f->workdir.empty()) body["workdir"] = f->workdir;
-    if (f->cpu_millis != 0) body["cpu_millis"] = f->cpu_millis;
-    if (f->memory_mib != 0) body["memory_mib"] = f->memory_mib;
+    if (cpu_millis != 0) body["cpu_millis"] = cpu_millis;
+    if (memory_mib != 0) body["memory_mib"] = memory_mib;
+    if (!time_limit.empty()) body["time_limit"] = time_limit;
     if (!f->tenant.empty()) body["tenant"] = f->tenant;
-    if (!f->env.empty()) body["env"] = f->env;
+    if (!env.empty()) body["env"] = env;
     json deps = json::array();
     for (const std::string& a : after) {
       size_t colon = a.find(':');

@@ -138,8 +138,9 @@ struct JobSpec {
   std::string command;
   std::vector<std::string> env;
   std::string workdir;
-  int64_t cpu_millis = 0;  // CPU limit in thousandths of a core, applied by the agent; 0: none
-  int64_t memory_mib = 0;  // memory limit, applied by the agent; 0: none
+  int64_t cpu_millis = 0;    // CPU limit in thousandths of a core, applied by the agent; 0: none
+  int64_t memory_mib = 0;    // memory limit, applied by the agent; 0: none
+  int64_t time_limit_s = 0;  // wall-clock limit of each attempt, enforced by the agent; 0: none
 };
 
 struct Job {

@@ -205,6 +205,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
               {"workdir", j.spec.workdir}};
     if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
     if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
+    if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
     if (j.state == JobState::kPreempting) {
       e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
                      {"reason", j.preempt_reason},

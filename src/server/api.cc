@@ -528,6 +528,9 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     RSV_API_TRY(limit, body.MoneyField("limit_price", false));
     RSV_API_TRY(fallback, body.MoneyField("fallback_limit", false));
     RSV_API_TRY(notice, body.DurationField("notice"));
+    RSV_API_TRY(time_limit, body.DurationField("time_limit"));
+    if (time_limit && (time_limit->micros() < 1'000'000 || time_limit->seconds() > 3650 * 86400))
+      return reply(Error(InvalidArgument("time_limit", "must be from 1s to 3650d")));
     RSV_API_TRY(restarts, body.Int("max_restarts", false, 0, -1, 1000));
     RSV_API_TRY(command, body.String("command", false, 65536));
     RSV_API_TRY(workdir, body.String("workdir", false, 4096));
@@ -576,6 +579,7 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (limit) cmd["limit_micros"] = limit->micros();
     if (fallback) cmd["fallback_micros"] = fallback->micros();
     if (notice) cmd["notice_s"] = notice->seconds();
+    if (time_limit) cmd["time_limit_s"] = time_limit->seconds();
     if (!env.is_null()) cmd["env"] = env;
     if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
     if (memory_mib > 0) cmd["memory_mib"] = memory_mib;

@@ -67,6 +67,7 @@ json JobJson(const ClusterState& s, const Job& j) {
               {"command", j.spec.command}};
   if (j.spec.cpu_millis > 0) out["cpu_millis"] = j.spec.cpu_millis;
   if (j.spec.memory_mib > 0) out["memory_mib"] = j.spec.memory_mib;
+  if (j.spec.time_limit_s > 0) out["time_limit_s"] = j.spec.time_limit_s;
   if (HoldsGpus(j.state)) out["started_us"] = j.started.micros();
   if (j.state == JobState::kPreempting) {
     out["notice_deadline_us"] = j.notice_deadline.micros();
@@ -551,6 +552,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
       spec.fallback_limit = Money::Micros(b["fallback_micros"].get<int64_t>());
     }
     spec.notice = Duration::Seconds(b.value("notice_s", int64_t{30}));
+    spec.time_limit_s = b.value("time_limit_s", int64_t{0});
     spec.max_restarts = b.value("max_restarts", 0);
     spec.command = b.value("command", "");
     spec.workdir = b.value("workdir", "");
