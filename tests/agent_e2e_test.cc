@@ -4,6 +4,8 @@
 // event timestamps.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -556,8 +558,34 @@ TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
     Events events(s.get());
     ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
   }
-  // The server dies and comes back on the same address with the same database.
+  // The server dies and stays down for a whole heartbeat timeout (longer than the agent's
+  // fencing window, 3.75 s: a dead server cannot declare the node down, and a restarted one
+  // gives it a fresh timeout), then comes back on the same address with the same database.
   s->Kill(SIGKILL);
+  // The agent's own clock says how long it has been: it writes its time into the heartbeat
+  // file at every contact (refused connections included). Wait, without sleeping, until that
+  // covers 5 s of the server being gone.
+  {
+    const std::string heartbeat = dir + "/n1/heartbeat";
+    auto stamp = [&] {
+      std::ifstream in(heartbeat);
+      int64_t us = 0;
+      in >> us;
+      return us;
+    };
+    const int64_t from = stamp();
+    int watch = ::inotify_init1(IN_CLOEXEC);
+    ASSERT_GE(watch, 0);
+    ASSERT_GE(::inotify_add_watch(watch, (dir + "/n1").c_str(), IN_CLOSE_WRITE), 0);
+    while (stamp() < from + 5'000'000) {
+      pollfd p{watch, POLLIN, 0};
+      ASSERT_EQ(::poll(&p, 1, 60'000), 1) << "the agent stopped touching its heartbeat\n"
+                                          << n1.log();
+      char events[4096];
+      ASSERT_GT(::read(watch, events, sizeof events), 0);
+    }
+    ::close(watch);
+  }
   s = std::make_unique<ServerProcess>(db, config, kAdmin, "127.0.0.1:" + std::to_string(port));
   ASSERT_TRUE(s->Start());
   ASSERT_TRUE(n1.WaitForLog("server reachable again")) << n1.log();
@@ -570,6 +598,7 @@ TEST_F(AgentE2E, AgentsRideOutAServerRestart) {
   EXPECT_EQ(first["attempt"], 1);
   for (const json& e : events.all()) EXPECT_NE(e["type"], "JobRequeued") << e.dump();
   EXPECT_EQ(n1.log().find("stopping job"), std::string::npos) << n1.log();
+  EXPECT_EQ(n1.log().find("no contact"), std::string::npos) << n1.log();
 }
 
 TEST_F(AgentE2E, UpRunsAServerAndALabelledLocalAgentAndCtrlCStopsBoth) {
@@ -681,9 +710,20 @@ TEST_F(AgentE2E, AnAgentCutOffFromTheServerStopsItsJobsBeforeTheyCanRunTwice) {
     Events events(s.get());
     ASSERT_FALSE(events.Job("JobRunning", std::stoll(job), 1).is_null());
   }
-  // The server vanishes: before its heartbeat timeout could pass, the agent stops the job.
+  // A partition: the server's address accepts connections but nothing answers (unlike a dead
+  // server, which refuses them). Before the heartbeat timeout could pass, the agent stops the job.
   s->Kill(SIGKILL);
+  int hole = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(hole, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(hole, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(hole, 128), 0);
   ASSERT_TRUE(n1.WaitForLog("job " + job + " attempt 1: stopped: no contact")) << n1.log();
+  ::close(hole);
   // Back again: the attempt is reported lost (no restart spent) and the job runs again.
   s = std::make_unique<ServerProcess>(db, config, kAdmin, "127.0.0.1:" + std::to_string(port));
   ASSERT_TRUE(s->Start());

@@ -286,11 +286,20 @@ bool Agent::Sync(bool urgent) {
     std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
     if (why != last_error_) Log("sync failed (will retry): " + why);
     last_error_ = why;
+    if (r.refused) {
+      // Nothing listens at the server's address: it is not running, so it cannot declare this
+      // node down, and a restarted server gives every agent a fresh heartbeat timeout. Jobs
+      // keep running through a restart.
+      last_heard_ = clock_->Now();
+      Touch();
+    }
     return false;
   }
   if (!last_error_.empty()) Log("server reachable again");
   last_error_.clear();
-  last_heard_ = began;  // the server counts our heartbeat from when the request arrived
+  // The server counts our heartbeat from when it answered (a second of slack for the network),
+  // and at least from when the request arrived.
+  last_heard_ = std::max(began, clock_->Now() - Duration::Seconds(1));
   Touch();
   json d = json::parse(r.body, nullptr, false);
   if (d.is_discarded()) return false;

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 
 namespace rsv {
@@ -50,15 +51,18 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
     return r;
   }
   int fd = -1;
+  bool all_refused = true;
   for (addrinfo* a = res; a; a = a->ai_next) {
     fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
     if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
+    all_refused = all_refused && fd >= 0 && errno == ECONNREFUSED;
     if (fd >= 0) ::close(fd);
     fd = -1;
   }
   freeaddrinfo(res);
   if (fd < 0) {
     r.error = "cannot connect to " + url;
+    r.refused = all_refused;
     return r;
   }
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + hostport +

@@ -12,6 +12,7 @@ struct HttpReply {
   std::string body;
   std::string error;
   bool interrupted = false;
+  bool refused = false;  // nothing listens at the address (ECONNREFUSED)
 };
 
 // `url` is "http://host[:port]"; `path` includes any query. timeout_ms < 0: no limit.

@@ -305,6 +305,9 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
                    std::string v;
                    std::string body = DesiredLocked(nid, &v);
                    if (v == known && !timed_out) return {};
+                   // Answering is hearing from it: the agent counts its contact from the reply.
+                   auto link = agents_.find(nid.value());
+                   if (link != agents_.end()) link->second.last_seen = clock_->Now();
                    return [done, body = std::move(body)] { done(Reply{200, body}); };
                  }});
       return;
