@@ -411,5 +411,37 @@ TEST_F(ServerTest, ReservationsStayWithinTheConfiguredLimits) {
   EXPECT_FALSE(bad.Start()) << "an unknown limit is refused at start";
 }
 
+// Money accrues with time: a restart after kill -9 rebuilds the very ledger the live server had
+// (the same entries, numbers and amounts), not one accrued over different intervals.
+TEST_F(ServerTest, ReplayRebuildsTheLiveLedgerExactly) {
+  std::ofstream(config) << R"({"tick": "50ms", "pools": [{"name": "h100", "reserve_price": "1.37",
+      "reservation_base_price": "2"}],
+      "nodes": [{"name": "n", "pool": "h100", "gpus": 8, "count": 2}]})";
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string owner = Token(s, "owner"), spot = Token(s, "spot");
+  ASSERT_EQ(s.Post("/v1/reservations", owner, R"({"pool":"h100","gpus":8,"duration":"1h"})").status,
+            201);
+  auto job = s.Post("/v1/jobs", spot, R"({"pool":"h100","gpus":16,"limit_price":"3.1"})");
+  ASSERT_EQ(job.status, 201) << job.body;
+  // Let charges and lending credits accrue over many ticks.
+  auto entries = [&](const std::string& who) {
+    return json::parse(s.Get("/v1/ledger", who).body)["entries"].size();
+  };
+  while (entries(spot) < 20) {
+  }
+  ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(json::parse(job.body)["id"].get<int>()) + "/cancel",
+                   spot, "{}")
+                .status,
+            200);
+  std::map<std::string, std::string> live;
+  for (const auto& [name, token] : {std::pair{"owner", owner}, {"spot", spot}, {"admin", kAdmin}})
+    live[name] = s.Get("/v1/ledger", token).body;
+  s.Kill(SIGKILL);
+  ASSERT_TRUE(s.Start());
+  for (const auto& [name, token] : {std::pair{"owner", owner}, {"spot", spot}, {"admin", kAdmin}})
+    EXPECT_EQ(s.Get("/v1/ledger", token).body, live[name]) << name;
+}
+
 }  // namespace
 }  // namespace rsv

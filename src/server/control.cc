@@ -370,6 +370,7 @@ void ControlPlane::Tick() {
     c.at = clock_->Now();
     CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
+    const size_t entries_before = sched_.ledger().entries().size();
     CycleReport r = sched_.RunCycle(c.at);
     int64_t ns = ticker_.Nanos() - t0;
     ++cycles_;
@@ -377,14 +378,17 @@ void ControlPlane::Tick() {
     for (size_t b = 0; b < cycle_ns_buckets_.size(); ++b) {
       if (ns <= (int64_t{1000} << (2 * b))) ++cycle_ns_buckets_[b];
     }
-    decisions = r.events;
+    // A cycle that moved money (spot charges, lending credits accrue with time) is logged like
+    // one that decided something: replay then accrues over exactly the same intervals, so the
+    // ledger it rebuilds is the live one, entry for entry.
+    decisions = r.events + static_cast<int32_t>(sched_.ledger().entries().size() - entries_before);
     DrainEvents();
     if (agent_log.empty()) ready = TakeReadyWaiters(c.at);
   }
   for (auto& fn : ready) fn();
   // Timeouts decided here are logged before the cycle that may have acted on them.
   if (!agent_log.empty()) CommitAll(std::move(agent_log), [this] { RunReadyWaiters(); });
-  if (decisions == 0) return;  // decided nothing: nothing to log
+  if (decisions == 0) return;  // decided nothing and moved no money: nothing to log
   committer_->Submit(std::move(c), [](Status s, int64_t) {
     if (!s.ok()) {
       std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
