@@ -443,5 +443,29 @@ TEST_F(ServerTest, ReplayRebuildsTheLiveLedgerExactly) {
     EXPECT_EQ(s.Get("/v1/ledger", token).body, live[name]) << name;
 }
 
+// A node's token writes output only for attempts that ran on that node.
+TEST_F(ServerTest, ANodeCannotWriteAnotherJobsOutput) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string t = Token(s, "t");
+  auto job = s.Post("/v1/jobs", t, R"({"pool":"h100","gpus":8,"limit_price":"2"})");
+  ASSERT_EQ(job.status, 201) << job.body;
+  const int id = json::parse(job.body)["id"];
+  auto minted = s.Post("/v1/tokens", kAdmin, R"({"node":"intruder"})");
+  const std::string node = json::parse(minted.body)["token"];
+  auto registered = s.Post("/v1/nodes/intruder/register", node, R"({"pool":"h100","gpus":8})");
+  ASSERT_TRUE(registered.status == 200 || registered.status == 201) << registered.body;
+  json report = {{"known", ""},
+                 {"jobs", json::array()},
+                 {"logs", {{{"job", id}, {"attempt", 1}, {"offset", 0}, {"data", "forged\n"}}}}};
+  auto sync = s.Post("/v1/nodes/intruder/sync", node, report.dump());
+  ASSERT_EQ(sync.status, 200) << sync.body;
+  // Acknowledged (so an agent would not resend it forever), and dropped.
+  EXPECT_EQ(json::parse(sync.body)["logs"][0]["size"], 7);
+  auto logs = s.Get("/v1/jobs/" + std::to_string(id) + "/logs", t);
+  EXPECT_EQ(logs.body.find("forged"), std::string::npos) << logs.body;
+  EXPECT_EQ(s.Get("/v1/jobs", node).status, 403);
+}
+
 }  // namespace
 }  // namespace rsv

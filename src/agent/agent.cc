@@ -83,6 +83,14 @@ void Agent::Log(const std::string& line) {
                Dump(json(line)).c_str());
 }
 
+bool Agent::ServerIsLocal() const {
+  std::string host = config_.server;
+  if (host.rfind("http://", 0) == 0) host = host.substr(7);
+  if (host.rfind("[::1]", 0) == 0) return true;
+  host = host.substr(0, host.find_first_of(":/"));
+  return host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
 Duration Agent::FenceAfter() const {
   // Well inside the server's heartbeat timeout, so attempts are gone before it requeues them.
   return Duration::Micros(heartbeat_s_ * 750'000);
@@ -286,10 +294,11 @@ bool Agent::Sync(bool urgent) {
     std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
     if (why != last_error_) Log("sync failed (will retry): " + why);
     last_error_ = why;
-    if (r.refused) {
-      // Nothing listens at the server's address: it is not running, so it cannot declare this
-      // node down, and a restarted server gives every agent a fresh heartbeat timeout. Jobs
-      // keep running through a restart.
+    if (r.refused && ServerIsLocal()) {
+      // Nothing listens at the server's address on this very host: the server is not running,
+      // so it cannot declare this node down, and a restarted server gives every agent a fresh
+      // heartbeat timeout. Jobs keep running through a restart. (A remote refusal proves
+      // nothing: a firewall may reject us while the server runs; that fences as a partition.)
       last_heard_ = clock_->Now();
       Touch();
     }

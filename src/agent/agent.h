@@ -71,6 +71,8 @@ class Agent {
   void CollectExits();
   // How long out of touch with the server before the attempts stop themselves.
   Duration FenceAfter() const;
+  // Whether the server's URL names this host's loopback (a refusal there proves it is down).
+  bool ServerIsLocal() const;
   void SaveState();
   void LoadState();
   void Log(const std::string& line);

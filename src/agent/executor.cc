@@ -53,9 +53,12 @@ int64_t TouchedMicros(const std::string& heartbeat) {
 
 // Kills every process below this one until none is left, then reaps them all. A process forked
 // between a scan and the kills is orphaned to us (a subreaper) and found by the next scan.
+// Zombies are included: a process whose main thread exited shows as a zombie while its other
+// threads run, and a SIGKILL to it ends them. Bounded (a process stuck in the kernel cannot be
+// killed at all): after 10 s it gives up, reaping what it can.
 void KillTree() {
-  while (true) {
-    std::vector<pid_t> tree = Descendants(::getpid());
+  for (int round = 0; round < 5000; ++round) {
+    std::vector<pid_t> tree = Descendants(::getpid(), /*with_zombies=*/true);
     if (tree.empty()) break;
     for (pid_t p : tree) ::kill(p, SIGKILL);
     while (::waitpid(-1, nullptr, WNOHANG) > 0) {
@@ -63,7 +66,7 @@ void KillTree() {
     timespec pause{0, 2'000'000};
     ::nanosleep(&pause, nullptr);
   }
-  while (::waitpid(-1, nullptr, 0) > 0 || errno == EINTR) {
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
   }
 }
 
@@ -222,7 +225,7 @@ Result<std::string> DetectCgroups() {
   return base;
 }
 
-std::vector<pid_t> Descendants(pid_t root) {
+std::vector<pid_t> Descendants(pid_t root, bool with_zombies) {
   std::multimap<pid_t, pid_t> children;  // parent -> child
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
@@ -234,7 +237,7 @@ std::vector<pid_t> Descendants(pid_t root) {
     // After "pid (comm) ": the state, then the parent's pid.
     char state = stat[close + 2];
     pid_t ppid = static_cast<pid_t>(std::atoll(stat.c_str() + close + 4));
-    if (state == 'Z' || state == 'X') continue;
+    if (state == 'X' || (state == 'Z' && !with_zombies)) continue;
     children.emplace(ppid, static_cast<pid_t>(std::atoll(name.c_str())));
   }
   std::vector<pid_t> out;
@@ -385,7 +388,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     return Status(Code::kUnavailable, std::string("fork failed: ") + std::strerror(errno));
   }
   if (pid == 0) {
-    ::setpgid(0, 0);
+    ::setsid();     // its own session and group: no controlling terminal to type into
     sigset_t none;  // the job starts with no signal blocked, whatever its agent had
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -401,7 +404,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     Supervise(cmd, envp.data(), workdir, user, spec.heartbeat_file, spec.fence_after_us,
               spec.time_limit_s);
   }
-  ::setpgid(pid, pid);  // also here: no race with an early Notify
+  ::setpgid(pid, pid);  // already its own (setsid); harmless, and no race with an early Notify
   ::close(log_fd);
   Child child;
   child.pid = pid;
@@ -409,6 +412,8 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   child.state_dir = spec.state_dir;
   child.start_ticks = StartTicks(pid);
   child.cgroup = cgroup;
+  child.uid = spec.uid;
+  child.gid = spec.gid;
   running_[spec.job] = child;
   return pid;
 }
@@ -424,7 +429,12 @@ Status Executor::Notify(uint32_t job, int64_t deadline_us, const std::string& re
         << price << "\"}\n";
     if (!out) return Status(Code::kUnavailable, "cannot write " + path);
   }
-  ::chmod((path + ".tmp").c_str(), 0644);        // the job's user reads it
+  // The job's user reads it; nobody else (its deadline, reason and price are its business).
+  ::chmod((path + ".tmp").c_str(), 0600);
+  if (it->second.uid >= 0) {
+    (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(it->second.uid),
+                   static_cast<gid_t>(it->second.gid >= 0 ? it->second.gid : it->second.uid));
+  }
   std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
   ::kill(it->second.pid, SIGTERM);  // the supervisor passes it to every process of the job
   return Status::Ok();

@@ -62,7 +62,7 @@ inline constexpr const char* kPassedEnv[] = {
 
 // Every process in the tree below `pid` (not `pid` itself), found through /proc; zombies left
 // out. Used by supervisors to stop what a job started, whatever session it moved to.
-std::vector<pid_t> Descendants(pid_t pid);
+std::vector<pid_t> Descendants(pid_t pid, bool with_zombies = false);
 
 struct ExitStatus {
   uint32_t job = 0;
@@ -108,6 +108,8 @@ class Executor {
     int64_t start_ticks = 0;
     bool adopted = false;
     std::string cgroup;  // removed once the attempt is reaped
+    int64_t uid = -1;    // the job's user (its notice file is its own)
+    int64_t gid = -1;
   };
   void KillAttempt(const Child& c);
   std::map<uint32_t, Child> running_;

@@ -218,5 +218,27 @@ TEST_F(ExecutorTest, TenantsJobsRunAsTheirUsersAndReachOnlyTheirOwnFiles) {
   EXPECT_EQ(Slurp(root + "/10/model.pt"), "mine\n");
 }
 
+// A process whose main thread has exited shows as a zombie while its other threads run: the
+// kill must still reach it (and the supervisor must not wait for it forever).
+TEST_F(ExecutorTest, KillReachesAProcessWhoseMainThreadExited) {
+  Executor ex;
+  const std::string ckpt = dir + "/jobs/6/checkpoint";
+  ASSERT_TRUE(
+      ex.Start(Spec(6,
+                    "python3 -c 'import ctypes, os, threading, time\n"
+                    "threading.Thread(target=lambda: time.sleep(1000)).start()\n"
+                    "open(os.environ[\"RESERVOIR_CHECKPOINT_DIR\"] + \"/pid\", \"w\").write("
+                    "str(os.getpid()))\n"
+                    "ctypes.CDLL(None).pthread_exit(None)' & wait"))
+          .ok());
+  ASSERT_TRUE(WaitForFile(ex, ckpt + "/pid"));
+  std::string pid_text;
+  while ((pid_text = Slurp(ckpt + "/pid")).empty()) ASSERT_TRUE(ex.Reap(false).empty());
+  const pid_t threads_left = std::stoi(pid_text);
+  ASSERT_TRUE(ex.Kill(6).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  EXPECT_FALSE(Alive(threads_left)) << "pid " << threads_left << " outlived its job";
+}
+
 }  // namespace
 }  // namespace rsv::agent

@@ -254,6 +254,22 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       uint32_t job = l["job"].get<uint32_t>();
       int32_t attempt = l["attempt"].get<int32_t>();
       if (!st.HasJob(JobId(job)) || attempt < 1 || attempt > st.job(JobId(job)).attempt) continue;
+      // Only output of attempts this node ran: one the job holds here now (remembered), or one
+      // remembered from before. Anything else is acknowledged and dropped, so a node cannot
+      // write into another job's output (and its agent does not resend it forever).
+      const Job& lj = st.job(JobId(job));
+      const bool here_now = lj.attempt == attempt && HoldsGpus(lj.state) &&
+                            std::any_of(lj.placement.slices.begin(), lj.placement.slices.end(),
+                                        [&](const NodeSlice& s) { return s.node == *id; });
+      if (here_now) ran_on_[{job, attempt}] = id->value();
+      auto ran = ran_on_.find({job, attempt});
+      if (ran == ran_on_.end() || ran->second != id->value()) {
+        acks.push_back({{"job", job},
+                        {"attempt", attempt},
+                        {"size", l["offset"].get<int64_t>() +
+                                     static_cast<int64_t>(l["data"].get<std::string>().size())}});
+        continue;
+      }
       const bool dropped = l.value("dropped", false);
       int64_t size = AppendLog(job, attempt, l["offset"].get<int64_t>(),
                                l["data"].get<std::string>(), dropped);
@@ -266,6 +282,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       int32_t attempt = e["attempt"].get<int32_t>();
       if (!st.HasJob(jid)) continue;
       const Job& j = st.job(jid);
+      // An attempt's end is reported once all its output is shipped: forget where it ran.
+      if (e.value("status", "") != "running") ran_on_.erase({jid.value(), attempt});
       bool here = false;
       for (const NodeSlice& s : j.placement.slices) here = here || s.node == *id;
       // Reports about attempts this node no longer holds are stale: the desired set in the

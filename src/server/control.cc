@@ -443,9 +443,15 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     std::string hash = b.value("hash", "");
     if (hash.empty()) {
       const std::string id = b.value("id", "");
+      int matches = 0;
       for (const auto& [h, t] : tokens_) {
-        if (!id.empty() && h.rfind(id, 0) == 0) hash = h;
+        if (!id.empty() && h.rfind(id, 0) == 0) {
+          hash = h;
+          ++matches;
+        }
       }
+      if (matches > 1)
+        return FailedPrecondition("id " + id + " names several tokens: give the token");
     }
     auto it = tokens_.find(hash);
     if (it == tokens_.end()) return NotFound("no such token");

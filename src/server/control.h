@@ -136,6 +136,8 @@ class ControlPlane {
     std::string health;     // empty when healthy
   };
   std::map<uint32_t, AgentLink> agents_;  // by node id
+  // Which node ran each attempt whose output it ships (job, attempt) -> node id.
+  std::map<std::pair<uint32_t, int32_t>, uint32_t> ran_on_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
   // Applies a command built here (not by a client) and queues it for the log.

@@ -45,8 +45,9 @@ class Session : public std::enable_shared_from_this<Session> {
     shared_->open.fetch_sub(1);
   }
   void Start() { Read(); }
-  // Closes the session that has waited longest for a request (from any thread).
-  static void EvictOldestWaiting(Shared& shared) {
+  // Closes the session that has waited longest for a request (from any thread); false when no
+  // session is waiting.
+  static bool EvictOldestWaiting(Shared& shared) {
     std::shared_ptr<Session> victim;
     {
       std::lock_guard<std::mutex> lock(shared.mu);
@@ -59,12 +60,13 @@ class Session : public std::enable_shared_from_this<Session> {
         }
       }
     }
-    if (!victim) return;
+    if (!victim) return false;
     asio::post(victim->stream_.get_executor(), [victim] {
       beast::error_code ignored;
       victim->stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
       victim->stream_.socket().close(ignored);
     });
+    return true;
   }
 
  private:
@@ -169,10 +171,13 @@ class Session : public std::enable_shared_from_this<Session> {
   // Closes after a last reply: stop sending, then read and drop what the client still sends
   // (briefly), so that closing does not reset the connection before it has read the reply.
   void Linger() {
-    beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.expires_after(std::chrono::seconds(2));
-    drain_.resize(16 << 10);
+    if (!lingering_) {  // one deadline for the whole linger, however the client trickles
+      lingering_ = true;
+      beast::error_code ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream_.expires_after(std::chrono::seconds(2));
+      drain_.resize(16 << 10);
+    }
     stream_.async_read_some(asio::buffer(drain_),
                             [self = shared_from_this()](beast::error_code ec, size_t n) {
                               self->drained_ += n;
@@ -188,6 +193,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool is_listed_ = false;
   bool keep_alive_ = true;
   std::vector<char> drain_;
+  bool lingering_ = false;
   size_t drained_ = 0;
 };
 
@@ -212,8 +218,13 @@ struct HttpServer::Impl {
         });
         return;
       }
-      if (shared->open.load() >= shared->limits.max_connections) {
-        Session::EvictOldestWaiting(*shared);
+      if (shared->open.load() >= shared->limits.max_connections &&
+          !Session::EvictOldestWaiting(*shared)) {
+        // Every connection is busy serving a request: this one waits for none of them.
+        beast::error_code ignored;
+        s.close(ignored);
+        Accept();
+        return;
       }
       std::make_shared<Session>(std::move(s), shared)->Start();
       Accept();
