@@ -257,7 +257,8 @@ int HttpStatusOf(Code code) {
 std::string ErrorBody(const Status& s) {
   json e = {{"code", CodeName(s.code())}, {"message", s.message()}};
   if (!s.field().empty()) e["field"] = s.field();
-  return json{{"error", e}}.dump();
+  // Messages may quote what a client sent: bytes that are not UTF-8 are replaced, not thrown on.
+  return json{{"error", e}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {

@@ -120,7 +120,7 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
   for (const auto& [k, v] : j.items()) {
     if (k != "pools" && k != "nodes" && k != "tick" && k != "heartbeat_timeout" &&
         k != "start_timeout" && k != "max_output_mib" && k != "reservation_limits") {
-      return InvalidArgument(k, "unknown config field");
+      return InvalidArgument(k.empty() ? "\"\"" : k, "unknown config field");
     }
   }
   if (j.contains("max_output_mib")) {
