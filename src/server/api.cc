@@ -337,7 +337,9 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     return false;
   };
   auto execute = [&](const std::string& kind, const json& body) {
-    control_->Execute(kind, body.dump(), [reply](Result<Reply> r) { reply(ToHttp(r)); });
+    // Path segments are client bytes: what is not UTF-8 is replaced (and then names nothing).
+    control_->Execute(kind, body.dump(-1, ' ', false, json::error_handler_t::replace),
+                      [reply](Result<Reply> r) { reply(ToHttp(r)); });
   };
   auto read = [&](const std::string& what) {
     Result<std::string> r = control_->Read(what, *caller, query);
