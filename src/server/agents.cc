@@ -122,14 +122,11 @@ Result<Reply> ControlPlane::ApplyInternal(const std::string& kind, const std::st
   return r;
 }
 
-void ControlPlane::CommitAll(std::vector<Command> log, std::function<void()> then) {
-  if (log.empty()) {
-    then();
-    return;
-  }
-  auto left = std::make_shared<size_t>(log.size());
+bool ControlPlane::QueueLocked(std::vector<Command>* log, std::function<void()> then) {
+  if (log->empty()) return false;
+  auto left = std::make_shared<size_t>(log->size());
   auto after = std::make_shared<std::function<void()>>(std::move(then));
-  for (Command& c : log) {
+  for (Command& c : *log) {
     // The committer calls back in order, on one thread.
     committer_->Submit(std::move(c), [left, after](Status s, int64_t) {
       if (!s.ok()) {
@@ -139,6 +136,8 @@ void ControlPlane::CommitAll(std::vector<Command> log, std::function<void()> the
       if (--*left == 0) (*after)();
     });
   }
+  log->clear();
+  return true;
 }
 
 void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
@@ -335,11 +334,16 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       out["logs"] = acks;
       reply_body = Dump(out);
     }
+    // Queued under the lock: the log's order is the order commands were applied in.
+    if (QueueLocked(&log, [this, done, reply_body] {
+          done(Reply{200, reply_body});
+          RunReadyWaiters();
+        })) {
+      return;
+    }
   }
-  CommitAll(std::move(log), [this, done, reply_body] {
-    done(Reply{200, reply_body});
-    RunReadyWaiters();
-  });
+  done(Reply{200, reply_body});  // nothing to make durable
+  RunReadyWaiters();
 }
 
 std::string ControlPlane::LogPathOf(uint32_t job, int32_t attempt) const {

@@ -327,17 +327,17 @@ void ControlPlane::Execute(const std::string& kind, const std::string& body,
   c.kind = kind;
   c.body = body;
   Result<Reply> r = Internal("unreached");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    c.at = clock_->Now();
-    r = Apply(c, false);
-    DrainEvents();
-    if (!r.ok()) {
-      done(r);
-      return;
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  c.at = clock_->Now();
+  r = Apply(c, false);
+  DrainEvents();
+  if (!r.ok()) {
+    done(r);
+    return;
   }
   Reply reply = *r;
+  // Queued while the lock is held, so the log's order is the order commands were applied in.
+  // The committer calls back on its own thread (which may wait for the lock: never the reverse).
   committer_->Submit(std::move(c), [this, done = std::move(done), reply](Status s, int64_t) {
     if (!s.ok()) {
       // Applied but not durable: memory and log disagree. Stop; a restart replays the log.
@@ -383,18 +383,19 @@ void ControlPlane::Tick() {
     // ledger it rebuilds is the live one, entry for entry.
     decisions = r.events + static_cast<int32_t>(sched_.ledger().entries().size() - entries_before);
     DrainEvents();
-    if (agent_log.empty()) ready = TakeReadyWaiters(c.at);
+    // Queued under the lock (the log's order is the order of application). Timeouts decided
+    // here are logged before the cycle that may have acted on them.
+    if (!QueueLocked(&agent_log, [this] { RunReadyWaiters(); })) ready = TakeReadyWaiters(c.at);
+    if (decisions > 0) {  // a cycle that decided nothing and moved no money is not logged
+      committer_->Submit(std::move(c), [](Status s, int64_t) {
+        if (!s.ok()) {
+          std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
+          std::abort();
+        }
+      });
+    }
   }
   for (auto& fn : ready) fn();
-  // Timeouts decided here are logged before the cycle that may have acted on them.
-  if (!agent_log.empty()) CommitAll(std::move(agent_log), [this] { RunReadyWaiters(); });
-  if (decisions == 0) return;  // decided nothing and moved no money: nothing to log
-  committer_->Submit(std::move(c), [](Status s, int64_t) {
-    if (!s.ok()) {
-      std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
-      std::abort();
-    }
-  });
 }
 
 Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {

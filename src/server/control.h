@@ -144,7 +144,10 @@ class ControlPlane {
   Result<Reply> ApplyRegister(const nlohmann::json& body, Timestamp now);
   Result<Reply> ApplyInternal(const std::string& kind, const std::string& body,
                               std::vector<Command>* log);
-  void CommitAll(std::vector<Command> log, std::function<void()> then);
+  // Queues `log` for the command log, in order, while the caller holds mu_ (so the log's order
+  // is the order commands were applied in); `then` runs on the committer's thread once all are
+  // durable. False (and `then` not run) when `log` is empty: the caller runs it after unlocking.
+  bool QueueLocked(std::vector<Command>* log, std::function<void()> then);
   // Heartbeat and start timeouts, at each tick.
   void CheckAgentsLocked(Timestamp now, std::vector<Command>* log);
   std::string LogPathOf(uint32_t job, int32_t attempt) const;
