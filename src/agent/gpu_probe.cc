@@ -27,7 +27,6 @@ struct nvmlEventData_t {
   unsigned int computeInstanceId;
 };
 constexpr nvmlReturn_t kNvmlSuccess = 0;
-constexpr nvmlReturn_t kNvmlTimeout = 10;
 constexpr int kEccUncorrected = 1;             // NVML_MEMORY_ERROR_TYPE_UNCORRECTED
 constexpr int kEccVolatile = 0;                // NVML_VOLATILE_ECC
 constexpr unsigned long long kEventXid = 0x8;  // nvmlEventTypeXidCriticalError
