@@ -111,6 +111,9 @@ Result<Duration> ParseSeconds(const std::string& s) {
   }
   Result<int64_t> w = ParseInt(whole);
   if (!w.ok()) return InvalidArgument("", "'" + s + "' is not a number of seconds");
+  if (*w > int64_t{100} * 365 * 86400) {  // found by fuzzing: microseconds would overflow
+    return InvalidArgument("", "'" + s + "' is more than 100 years");
+  }
   int64_t us = 0;
   int64_t scale = 100000;
   for (size_t i = 0; i < frac.size(); ++i) {
