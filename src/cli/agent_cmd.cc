@@ -264,6 +264,16 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int st
   ::_exit(127);
 }
 
+// Writes `line` and a newline to `path`, readable by this user only, replacing it atomically.
+bool WritePrivateFile(const std::string& path, const std::string& line) {
+  int fd = ::open((path + ".tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  const std::string text = line + "\n";
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ok = ::close(fd) == 0 && ok;
+  return ok && ::rename((path + ".tmp").c_str(), path.c_str()) == 0;
+}
+
 void Stop(pid_t pid) {
   if (pid <= 0) return;
   ::kill(pid, SIGTERM);
@@ -290,12 +300,10 @@ int RunUp(const UpFlags& f) {
   }
   if (token.empty()) {
     token = server::RandomToken("rsv_admin_");
-    int fd = ::open((dir + "/admin-token").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0 || ::write(fd, (token + "\n").data(), token.size() + 1) < 0) {
+    if (!WritePrivateFile(dir + "/admin-token", token)) {
       std::cerr << "reservoir up: cannot write " << dir << "/admin-token\n";
       return 1;
     }
-    ::close(fd);
   }
   // Real GPUs when NVML finds them, otherwise clearly labelled fake ones.
   int fake = f.fake_gpus;
@@ -366,18 +374,13 @@ int RunUp(const UpFlags& f) {
   json minted_body = json::parse(minted.body, nullptr, false);
   std::string node_token =
       minted.status == 201 && !minted_body.is_discarded() ? minted_body.value("token", "") : "";
-  int token_fd = ::open((token_file + ".tmp").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (node_token.empty() || token_fd < 0 ||
-      ::write(token_fd, (node_token + "\n").data(), node_token.size() + 1) < 0 ||
-      ::rename((token_file + ".tmp").c_str(), token_file.c_str()) != 0) {
+  if (node_token.empty() || !WritePrivateFile(token_file, node_token)) {
     std::cerr << "reservoir up: cannot make the agent's token (" << minted.status << " "
               << minted.body << minted.error << ")\n";
-    if (token_fd >= 0) ::close(token_fd);
     Stop(server);
     copy.join();
     return 1;
   }
-  ::close(token_fd);
   std::vector<std::string> agent_args = {
       "reservoir",    "agent",       "--server",           url,         "--pool",
       pool,           "--state-dir", dir + "/agent",       "--node-id", node,

@@ -162,8 +162,14 @@ bool ValidNodeName(const std::string& s) {
 }
 
 const Route* MatchRoute(const std::vector<std::string>& parts) {
-  for (const Route& r : kRoutes) {
-    std::vector<std::string> want = Split(r.path);
+  static const std::vector<std::vector<std::string>> patterns = [] {
+    std::vector<std::vector<std::string>> out;
+    for (const Route& r : kRoutes) out.push_back(Split(r.path));
+    return out;
+  }();
+  for (size_t k = 0; k < patterns.size(); ++k) {
+    const Route& r = kRoutes[k];
+    const std::vector<std::string>& want = patterns[k];
     if (want.size() != parts.size()) continue;
     bool ok = true;
     for (size_t i = 0; i < want.size() && ok; ++i) {

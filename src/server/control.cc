@@ -143,9 +143,9 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
             return InvalidArgument(at + ".max_gpus", "must be an integer from 0 to 1000000");
           lim.max_gpus = v.get<int32_t>();
         } else if (k == "max_duration") {
-          Result<Duration> d = v.is_string() ? Duration::Parse(v.get<std::string>())
-                                             : Result<Duration>(InvalidArgument(k, "x"));
-          if (!d.ok() || *d < Duration())
+          Result<Duration> d =
+              v.is_string() ? Duration::Parse(v.get<std::string>()) : Result<Duration>(Duration());
+          if (!v.is_string() || !d.ok() || *d < Duration())
             return InvalidArgument(at + ".max_duration", "must be a duration like \"30d\"");
           lim.max_duration = *d;
         } else if (k == "max_total") {
