@@ -1,6 +1,6 @@
-// Long seeded random runs of the whole scheduler: every invariant of DESIGN.md after every stage,
-// the ledger summing to zero, nobody charged beyond their limit for the time they held GPUs, and
-// the incremental submission path deciding exactly what a full cycle would.
+// Long seeded random runs of the whole scheduler: every invariant of docs/architecture.md after
+// every stage, the ledger summing to zero, nobody charged beyond their limit for the time they held
+// GPUs, and the incremental submission path deciding exactly what a full cycle would.
 #include <gtest/gtest.h>
 
 #include "common/rng.h"
@@ -214,7 +214,7 @@ namespace {
 // The owner's guarantee where it breaks: fleets of mixed node sizes and topologies, many owners
 // with reservations of every shape, gangs that fragment (sizes that leave odd remainders,
 // multi-node gangs), spot work filling every idle GPU, nodes leaving and returning, and time
-// jumps past notice deadlines. Every cycle checks DESIGN.md invariant 7 (and every other one);
+// jumps past notice deadlines. Every cycle checks invariant 7 (and every other one);
 // every reserved-tier start must come within the pool's notice of the job fitting.
 void RunOwnerGuarantee(uint64_t seed, int64_t* reserved_starts) {
   Rng rng(seed);

@@ -92,7 +92,7 @@ struct Market {
   }
 };
 
-// The clearing rules of DESIGN.md written plainly: full scans, subset enumeration, no skips.
+// The clearing rules of docs/market.md written plainly: full scans, subset enumeration, no skips.
 ClearingResult Reference(const Market& mk, int32_t budget, Money reserve, Money inc) {
   ClearingResult r;
   std::vector<Bid> book = mk.book;
@@ -338,7 +338,7 @@ TEST(Clear, MatchesReferenceOnSmallMarkets) {
   EXPECT_GT(stopped_early, 500);
 }
 
-// Properties (DESIGN.md invariants 1, 3 and supply) on larger random markets with multi-node
+// Properties (invariants 1, 3 and supply) on larger random markets with multi-node
 // gangs, where no reference is cheap enough.
 TEST(Clear, InvariantsHoldOnRandomMarkets) {
   Rng rng(4242);

@@ -48,7 +48,7 @@ struct Event {
   int32_t attempt = 0;
   JobId beneficiary;  // NoticeSent: the job the GPUs are wanted for (none for "supply")
   // JobStarted of a reserved-tier attempt: when it began to fit its reservation's free room
-  // (the owner's wait, DESIGN.md invariant 7, runs from here).
+  // (the owner's wait, invariant 7, runs from here).
   std::optional<Timestamp> fits_since;
   std::string detail;  // reason, state, or placement
 };

@@ -1297,7 +1297,7 @@ bool AllFree(const FreeMap& m, const Placement& p) {
 
 }  // namespace
 
-// The owner's guarantee (DESIGN.md invariant 7, docs/market.md): in submission order, each
+// The owner's guarantee (invariant 7, docs/market.md): in submission order, each
 // pending reserved-tier job (and auto job with room) that fits its tenant's reserved room starts
 // on free GPUs there, or claims GPUs there that jobs under notice are freeing, or sends notice to
 // the spot jobs on them and claims them. A claim stays with its job until the job starts.
@@ -1632,7 +1632,7 @@ std::optional<Timestamp> Scheduler::NextWakeup(Timestamp after) const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Invariants (DESIGN.md 1-5; 6 is enforced where notices expire)
+// Invariants (docs/architecture.md, 1-5; 6 is enforced where notices expire)
 
 std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_done) const {
   std::vector<std::string> out;

@@ -135,7 +135,7 @@ class Scheduler {
   Money ChargedForJob(JobId job) const;
   int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
   int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
-  // All invariants of DESIGN.md against the current state; returns the violations found.
+  // All invariants of docs/architecture.md against the current state; returns the violations found.
   // `cycle_done`: a cycle has just decided at `now` (invariant 3, the price, and 7, the owner's
   // guarantee, hold only then: a submission or exit since the last cycle is not decided yet).
   std::vector<std::string> CheckInvariants(Timestamp now, bool cycle_done = true) const;

@@ -268,7 +268,12 @@ Status ControlPlane::Start() {
     RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
   }
   Status s = store_->ForEach([&](const Command& c) {
-    Result<Reply> r = Apply(c, true);
+    Result<Reply> r = Internal("not applied");
+    try {
+      r = Apply(c, true);
+    } catch (const json::exception& e) {  // a field of the wrong type: the log was altered
+      r = Internal(std::string("malformed body: ") + e.what());
+    }
     ++replayed_;
     // A logged command was valid when it was applied; refusing it now means the log and the
     // code disagree, which must not be papered over.
@@ -299,6 +304,11 @@ void ControlPlane::DrainEvents() {
     }
     if (e.type == EventType::kJobPreempted) ++preemptions_;
   }
+}
+
+std::vector<std::string> ControlPlane::CheckInvariants() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sched_.CheckInvariants(clock_->Now());
 }
 
 std::optional<TenantId> ControlPlane::FindTenant(const std::string& name) {

@@ -108,6 +108,8 @@ class ControlPlane {
   // Called by the API layer to build commands: resolves names under the lock.
   std::optional<TenantId> FindTenant(const std::string& name);
   int64_t commands_replayed() const { return replayed_; }
+  // The scheduler's invariants (docs/invariants.md) at the clock's now: empty when they hold.
+  std::vector<std::string> CheckInvariants();
 
  private:
   Result<Reply> Apply(const Command& c, bool replay);

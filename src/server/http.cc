@@ -34,6 +34,64 @@ HttpResponse ErrorResponse(int status, const std::string& field, const std::stri
   return HttpResponse{status, "application/json", ErrorBody(InvalidArgument(field, message))};
 }
 
+using Parser = http::request_parser<http::string_body>;
+
+void Limit(Parser& parser) {
+  parser.body_limit(Api::kMaxBodyBytes);
+  parser.header_limit(HttpLimits::kMaxHeaderBytes);
+}
+
+struct Framed : FramedRequest {
+  unsigned version = 11;
+};
+
+// What one read produced: a request, an error reply for a malformed one, or nothing when the
+// client went away or timed out.
+std::optional<Framed> Judge(beast::error_code ec, Parser& parser) {
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+      ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+      ec == http::error::partial_message) {
+    return std::nullopt;
+  }
+  Framed f;  // after a malformed request the stream cannot be trusted: keep_alive stays false
+  if (ec == http::error::body_limit) {
+    f.error = ErrorResponse(400, "body", "is larger than 1 MiB");
+    return f;
+  }
+  if (ec == http::error::header_limit) {
+    // The parser stopped inside the request line (414), or after it, in the headers (431).
+    if (parser.get().target().empty()) {
+      f.error = ErrorResponse(414, "target", "the request line is too long");
+    } else {
+      f.error = ErrorResponse(431, "headers", "the request headers are too large");
+    }
+    return f;
+  }
+  if (ec) {
+    f.error = ErrorResponse(400, "request", "is not valid HTTP/1.1: " + ec.message());
+    return f;
+  }
+  http::request<http::string_body> req = parser.release();
+  f.version = req.version();
+  if (req.target().size() > HttpLimits::kMaxTargetBytes) {
+    f.error = ErrorResponse(414, "target", "is longer than 8 KiB");
+    return f;
+  }
+  size_t fields = 0;
+  for (const auto& field : req) {
+    if (++fields > HttpLimits::kMaxFields || field.value().size() > HttpLimits::kMaxFieldBytes) {
+      f.error = ErrorResponse(431, "headers", "more than 100 fields or a field over 8 KiB");
+      return f;
+    }
+  }
+  f.keep_alive = req.keep_alive();
+  f.request.method = std::string(req.method_string());
+  f.request.target = std::string(req.target());
+  f.request.authorization = std::string(req[http::field::authorization]);
+  f.request.body = std::move(req.body());
+  return f;
+}
+
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, std::shared_ptr<Shared> shared)
@@ -84,8 +142,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Read() {
     parser_.emplace();
-    parser_->body_limit(Api::kMaxBodyBytes);
-    parser_->header_limit(HttpLimits::kMaxHeaderBytes);
+    Limit(*parser_);
     // The whole request (line, headers, body) must arrive within the timeout.
     stream_.expires_after(std::chrono::seconds(shared_->limits.request_timeout_s));
     List();
@@ -97,52 +154,17 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnRead(beast::error_code ec) {
     Unlist();
     stream_.expires_never();  // a long-poll may take a minute to answer
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-        ec == http::error::partial_message) {
+    std::optional<Framed> f = Judge(ec, *parser_);
+    if (!f) {
       beast::error_code ignored;
       stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
       return;
     }
-    keep_alive_ = false;  // after a malformed request the stream cannot be trusted
-    if (ec == http::error::body_limit) {
-      return Write(ErrorResponse(400, "body", "is larger than 1 MiB"), 11);
-    }
-    if (ec == http::error::header_limit) {
-      // The request line alone was too long (414), or the headers were (431).
-      auto data = buffer_.cdata();
-      std::string_view seen(static_cast<const char*>(data.data()), data.size());
-      size_t eol = seen.find("\r\n");
-      if (eol == std::string_view::npos || eol > HttpLimits::kMaxTargetBytes) {
-        return Write(ErrorResponse(414, "target", "the request line is too long"), 11);
-      }
-      return Write(ErrorResponse(431, "headers", "the request headers are too large"), 11);
-    }
-    if (ec) {
-      return Write(ErrorResponse(400, "request", "is not valid HTTP/1.1: " + ec.message()), 11);
-    }
-    http::request<http::string_body> req = parser_->release();
-    keep_alive_ = req.keep_alive();
-    unsigned version = req.version();
-    if (req.target().size() > HttpLimits::kMaxTargetBytes) {
-      keep_alive_ = false;
-      return Write(ErrorResponse(414, "target", "is longer than 8 KiB"), version);
-    }
-    size_t fields = 0;
-    for (const auto& f : req) {
-      if (++fields > HttpLimits::kMaxFields || f.value().size() > HttpLimits::kMaxFieldBytes) {
-        keep_alive_ = false;
-        return Write(ErrorResponse(431, "headers", "more than 100 fields or a field over 8 KiB"),
-                     version);
-      }
-    }
-    HttpRequest r;
-    r.method = std::string(req.method_string());
-    r.target = std::string(req.target());
-    r.authorization = std::string(req[http::field::authorization]);
-    r.body = std::move(req.body());
+    keep_alive_ = f->keep_alive;
+    if (f->error) return Write(std::move(*f->error), f->version);
     auto self = shared_from_this();
-    shared_->api->Handle(r, [self, version](HttpResponse resp) {
+    unsigned version = f->version;
+    shared_->api->Handle(f->request, [self, version](HttpResponse resp) {
       // The reply may come from another thread (after a durable commit): hop back.
       asio::post(self->stream_.get_executor(), [self, version, resp = std::move(resp)]() mutable {
         self->Write(std::move(resp), version);
@@ -187,7 +209,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<Parser> parser_;
   std::shared_ptr<Shared> shared_;
   std::list<std::weak_ptr<Session>>::iterator listed_;  // both under shared_->mu
   bool is_listed_ = false;
@@ -198,6 +220,34 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 }  // namespace
+
+std::vector<FramedRequest> FrameRequests(std::string_view bytes) {
+  std::vector<FramedRequest> out;
+  for (;;) {
+    Parser parser;
+    Limit(parser);
+    beast::error_code ec;
+    size_t used = 0;
+    while (!parser.is_done()) {
+      std::string_view rest = bytes.substr(used);
+      size_t n = rest.empty() ? 0 : parser.put(asio::buffer(rest.data(), rest.size()), ec);
+      used += n;
+      if (rest.empty() || (n == 0 && (!ec || ec == http::error::need_more))) {
+        // Everything there is was offered: the client stopped sending.
+        ec = parser.got_some() || used > 0 ? http::error::partial_message
+                                           : http::error::end_of_stream;
+        break;
+      }
+      if (ec == http::error::need_more) ec = {};
+      if (ec) break;
+    }
+    std::optional<Framed> f = Judge(ec, parser);
+    if (!f) return out;
+    out.push_back(std::move(*f));
+    if (!out.back().keep_alive) return out;
+    bytes = bytes.substr(used);
+  }
+}
 
 struct HttpServer::Impl {
   asio::io_context io;

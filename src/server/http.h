@@ -4,7 +4,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/status.h"
 #include "server/api.h"
@@ -23,6 +26,18 @@ struct HttpLimits {
   static constexpr size_t kMaxFields = 100;
   static constexpr size_t kMaxHeaderBytes = 64 << 10;  // request line and headers together
 };
+
+// How a connection splits the bytes it receives into requests (the same code serves sockets).
+// Each request is either one to serve or, when malformed, the error reply (400, 414, 431) the
+// connection sends before it closes; every request gets exactly one of the two.
+struct FramedRequest {
+  HttpRequest request;
+  std::optional<HttpResponse> error;
+  bool keep_alive = false;  // false: the connection closes after this reply
+};
+// The requests in `bytes` as a client would have sent them on one connection, up to the first
+// that closes it; a request cut off at the end is dropped (the client went away).
+std::vector<FramedRequest> FrameRequests(std::string_view bytes);
 
 class HttpServer {
  public:

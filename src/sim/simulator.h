@@ -65,7 +65,7 @@ struct PolicyResult {
   Stat jct_s;               // completion − submission, seconds
   Stat queue_guaranteed_s;  // first start − submission, jobs that fit their tenant's reservation
   Stat queue_spot_s;        // the same for all other jobs
-  // The owner's wait (DESIGN.md invariant 7): from the moment a reserved-tier attempt fits its
+  // The owner's wait (invariant 7): from the moment a reserved-tier attempt fits its
   // reservation's free room to its start, over every such start; must stay within the notice.
   Stat owner_wait_s;
   double owner_wait_max_s = 0;
