@@ -74,7 +74,13 @@ struct World {
       }
     } else if (what < 55 && !jobs.empty()) {
       JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
-      (void)s.JobExited(id, rng.Chance(3, 4), now);
+      if (rng.Chance(1, 2)) {
+        (void)s.JobExited(id, rng.Chance(3, 4), now);
+      } else {  // one member of a gang (or a node that runs none of it) reports its end
+        const auto how = static_cast<Scheduler::MemberEnd>(rng.Uniform(3));
+        (void)s.MemberEnded(id, s.state().job(id).attempt, nodes[rng.Uniform(nodes.size())], how,
+                            "random", now);
+      }
       s.RunCycle(now);
     } else if (what < 60 && !jobs.empty()) {
       JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
@@ -112,8 +118,10 @@ struct World {
       // The agent confirms a start, or the start fails or is never confirmed (rolled back).
       JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
       int32_t attempt = s.state().job(id).attempt - (rng.Chance(1, 8) ? 1 : 0);  // some stale
-      if (rng.Chance(2, 3)) {
+      if (rng.Chance(1, 3)) {
         (void)s.ConfirmStart(id, attempt, now);
+      } else if (rng.Chance(1, 2)) {  // one member's agent: the gang runs once all have
+        (void)s.ConfirmStart(id, attempt, now, nodes[rng.Uniform(nodes.size())]);
       } else {
         (void)s.StartFailed(id, attempt, "random", rng.Chance(1, 2), now);
         s.RunCycle(now);

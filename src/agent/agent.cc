@@ -172,6 +172,7 @@ bool Agent::Register() {
   json body = {{"pool", config_.pool},         {"gpus", static_cast<int64_t>(gpus->size())},
                {"topology", config_.topology}, {"probe", probe_->kind()},
                {"cgroups", cgroup_note_},      {"inventory", Inventory(*gpus)}};
+  if (!config_.address.empty()) body["address"] = config_.address;
   HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
                          config_.token, Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
@@ -406,6 +407,14 @@ void Agent::Reconcile(const std::string& desired_json) {
       } else {
         spec.uid = spec.gid = config_.users.uid_base + e.value("tenant_id", int64_t{0});
       }
+    }
+    if (e.contains("gang") && e["gang"].is_object()) {
+      const json& g = e["gang"];
+      spec.gang.rank = g.value("rank", 0);
+      spec.gang.nodes = g.value("nodes", std::vector<std::string>());
+      spec.gang.gpus_per_node = g.value("gpus_per_node", 0);
+      spec.gang.gpus = g.value("gpus", 0);
+      spec.gang.master_port = g.value("master_port", int64_t{0});
     }
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
     spec.fence_after_us = FenceAfter().micros();

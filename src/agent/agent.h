@@ -36,6 +36,8 @@ struct AgentConfig {
   std::string pool;
   std::string node;      // node id; default: the host name
   std::string topology;  // "zone/rack"
+  // Where peers reach this node (gangs' MASTER_ADDR); empty: the server uses the node's name.
+  std::string address;
   std::string state_dir;
   int32_t wait_s = 5;
   std::string checkpoint_root;  // shared storage for checkpoints; empty: under state_dir

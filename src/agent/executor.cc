@@ -336,22 +336,57 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   std::string gpus;
   for (int32_t g : spec.gpus) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
   // The job's environment: allow-listed names from ours (never tokens or anything else the
-  // agent was given), then the job's own, then ours to it.
+  // agent was given), then the job's own, then what the agent tells it, which the job's own
+  // cannot replace (its GPUs, its files) — except the rendezvous defaults, which it may.
   std::vector<std::string> env;
+  auto at = [&](const std::string& name) {
+    for (size_t i = 0; i < env.size(); ++i) {
+      if (env[i].compare(0, name.size() + 1, name + "=") == 0) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  auto set = [&](const std::string& name, const std::string& value) {
+    int i = at(name);
+    if (i >= 0) {
+      env[i] = name + "=" + value;
+    } else {
+      env.push_back(name + "=" + value);
+    }
+  };
   auto pass = [&](const std::string& name) {
     const char* v = std::getenv(name.c_str());
-    if (v) env.push_back(name + "=" + v);
+    if (v) set(name, v);
   };
   for (const char* name : kPassedEnv) pass(name);
   for (const std::string& name : spec.pass_env) pass(name);
-  env.push_back("HOME=" + home);
-  for (const std::string& e : spec.env) env.push_back(e);
-  env.push_back("CUDA_VISIBLE_DEVICES=" + gpus);
-  env.push_back("NVIDIA_VISIBLE_DEVICES=" + (gpus.empty() ? std::string("none") : gpus));
-  env.push_back("RESERVOIR_JOB_ID=" + std::to_string(spec.job));
-  env.push_back("RESERVOIR_ATTEMPT=" + std::to_string(spec.attempt));
-  env.push_back("RESERVOIR_CHECKPOINT_DIR=" + ckpt);
-  env.push_back("RESERVOIR_NOTICE_FILE=" + NoticePath(spec.state_dir, spec.job));
+  set("HOME", home);
+  for (const std::string& e : spec.env) {
+    size_t eq = e.find('=');
+    if (eq != std::string::npos && eq > 0) set(e.substr(0, eq), e.substr(eq + 1));
+  }
+  set("CUDA_VISIBLE_DEVICES", gpus);
+  set("NVIDIA_VISIBLE_DEVICES", gpus.empty() ? std::string("none") : gpus);
+  set("RESERVOIR_JOB_ID", std::to_string(spec.job));
+  set("RESERVOIR_ATTEMPT", std::to_string(spec.attempt));
+  set("RESERVOIR_CHECKPOINT_DIR", ckpt);
+  set("RESERVOIR_NOTICE_FILE", NoticePath(spec.state_dir, spec.job));
+  if (!spec.gang.nodes.empty()) {
+    const LaunchSpec::Gang& g = spec.gang;
+    std::string nodes;
+    for (const std::string& n : g.nodes) nodes += (nodes.empty() ? "" : ",") + n;
+    set("RESERVOIR_NODES", nodes);
+    set("RESERVOIR_NODE_RANK", std::to_string(g.rank));
+    set("RESERVOIR_NUM_NODES", std::to_string(g.nodes.size()));
+    set("RESERVOIR_GPUS_PER_NODE", std::to_string(g.gpus_per_node));
+    set("RESERVOIR_GPUS", std::to_string(g.gpus));
+    auto fallback = [&](const std::string& name, const std::string& value) {
+      if (at(name) < 0) env.push_back(name + "=" + value);
+    };
+    fallback("MASTER_ADDR", g.nodes.front());
+    fallback("MASTER_PORT", std::to_string(g.master_port));
+    fallback("WORLD_SIZE", std::to_string(g.gpus));
+    fallback("NODE_RANK", std::to_string(g.rank));
+  }
   std::vector<char*> envp;
   for (std::string& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);

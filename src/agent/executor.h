@@ -49,6 +49,14 @@ struct LaunchSpec {
   // successful sync) is older than `fence_after_us`, or gone. Empty: no fencing.
   std::string heartbeat_file;
   int64_t fence_after_us = 0;
+  // This node's part of its job's gang (docs/agent.md, "Gangs"); no nodes: not given.
+  struct Gang {
+    int32_t rank = 0;
+    std::vector<std::string> nodes;  // members' addresses in rank order
+    int32_t gpus_per_node = 0;       // this member's GPUs
+    int32_t gpus = 0;                // the whole job's
+    int64_t master_port = 0;
+  } gang;
 };
 
 // Where per-attempt cgroups can be made on this host: a directory, or an error saying why not

@@ -69,6 +69,30 @@ TEST_F(ExecutorTest, GivesTheJobItsGpusIdentityAndLog) {
   EXPECT_FALSE(ex.Running(7));
 }
 
+// A gang member learns its rank, its peers and the rendezvous; the job's own env may move the
+// rendezvous port but never its GPUs or its identity.
+TEST_F(ExecutorTest, AGangMemberGetsTheRendezvousAndKeepsItsGpus) {
+  Executor ex;
+  LaunchSpec spec = Spec(8,
+                         "echo nodes=$RESERVOIR_NODES rank=$RESERVOIR_NODE_RANK "
+                         "n=$RESERVOIR_NUM_NODES per=$RESERVOIR_GPUS_PER_NODE all=$RESERVOIR_GPUS "
+                         "master=$MASTER_ADDR:$MASTER_PORT world=$WORLD_SIZE node_rank=$NODE_RANK "
+                         "gpus=$CUDA_VISIBLE_DEVICES job=$RESERVOIR_JOB_ID");
+  spec.env = {"MASTER_PORT=40000", "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7", "RESERVOIR_JOB_ID=1"};
+  spec.gang.rank = 1;
+  spec.gang.nodes = {"10.0.0.1", "10.0.0.2", "10.0.0.3"};
+  spec.gang.gpus_per_node = 2;
+  spec.gang.gpus = 6;
+  spec.gang.master_port = 29777;
+  ASSERT_TRUE(ex.Start(spec).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  std::string log = Slurp(Executor::LogPath(dir, 8, 1));
+  EXPECT_NE(log.find("nodes=10.0.0.1,10.0.0.2,10.0.0.3 rank=1 n=3 per=2 all=6 "
+                     "master=10.0.0.1:40000 world=6 node_rank=1 gpus=2,3 job=8"),
+            std::string::npos)
+      << log;
+}
+
 TEST_F(ExecutorTest, NoticeWritesTheFileAndTermsTheGroup) {
   Executor ex;
   // The job checkpoints on SIGTERM: it reads the notice file and exits cleanly.

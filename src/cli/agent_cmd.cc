@@ -22,6 +22,7 @@
 #include "cli/commands.h"
 #include "common/clock.h"
 #include "common/http_client.h"
+#include "common/text.h"
 #include "core/model.h"
 #include "server/api.h"
 
@@ -48,7 +49,7 @@ std::string HostName() {
 }
 
 struct AgentFlags {
-  std::string server, token, token_file, pool, node, topology, state_dir,
+  std::string server, token, token_file, pool, node, topology, state_dir, address,
       nvml = "libnvidia-ml.so.1";
   std::string fault_file, checkpoint_root;
   std::vector<std::string> run_as, pass_env;
@@ -177,6 +178,20 @@ int RunAgent(AgentFlags f) {
               << "')\n";
     return 2;
   }
+  if (f.address.empty()) {
+    // The address this host reaches the server from: on the same network, its peers reach it
+    // there too. (A loopback server gives 127.0.0.1: a one-host fleet.)
+    f.address = LocalAddressToward(f.server);
+    if (f.address.empty()) f.address = f.node;
+  }
+  if (f.address.size() > 255 ||
+      f.address.find_first_not_of(
+          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") !=
+          std::string::npos) {
+    std::cerr << "reservoir agent: --advertise-address must be a host name or an IP address (got '"
+              << Printable(f.address) << "')\n";
+    return 2;
+  }
   if (f.fake_gpus < 0 || f.fake_gpus > kMaxGpusPerNode) {
     std::cerr << "reservoir agent: --fake-gpus must be 1-" << kMaxGpusPerNode << "\n";
     return 2;
@@ -204,17 +219,9 @@ int RunAgent(AgentFlags f) {
     probe = std::move(*nvml);
   }
   SystemClock clock;
-  agent::AgentConfig config{f.server,
-                            f.token,
-                            f.pool,
-                            f.node,
-                            f.topology,
-                            f.state_dir,
-                            f.wait,
-                            f.checkpoint_root,
-                            users,
-                            f.pass_env,
-                            f.max_output_mib << 20};
+  agent::AgentConfig config{f.server,          f.token,   f.pool,      f.node,
+                            f.topology,        f.address, f.state_dir, f.wait,
+                            f.checkpoint_root, users,     f.pass_env,  f.max_output_mib << 20};
   agent::Agent a(config, std::move(probe), &clock);
   g_wake_fd = a.wake_fd();
   struct sigaction sa {};
@@ -475,6 +482,9 @@ Action AddAgent(CLI::App& app) {
   s->add_option("--pool", f->pool, "Pool this node's GPUs belong to")->required();
   s->add_option("--node-id", f->node, "Node id (default: the host name)");
   s->add_option("--topology", f->topology, "Topology path of the node's parents: zone/rack");
+  s->add_option("--advertise-address", f->address,
+                "Address the node's peers reach it at: a multi-node job's MASTER_ADDR and "
+                "RESERVOIR_NODES (default: this host's address toward the server)");
   s->add_option("--fake-gpus", f->fake_gpus, "Run with N fake GPUs instead of NVML");
   s->add_option("--fake-faults", f->fault_file,
                 "With --fake-gpus: file of 'INDEX DETAIL' lines marking fake GPUs unhealthy");

@@ -1,5 +1,6 @@
 #include "common/http_client.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -27,7 +28,48 @@ bool WaitFor(int fd, short events, int interrupt_fd, int timeout_ms, HttpReply* 
   return n > 0;
 }
 
+// "http://host[:port]/..." split into host and port ("80" when none).
+void SplitUrl(const std::string& url, std::string* hostport, std::string* host, std::string* port) {
+  *hostport = url.substr(url.rfind("http://", 0) == 0 ? 7 : 0);
+  *hostport = hostport->substr(0, hostport->find('/'));
+  size_t colon = hostport->rfind(':');
+  *host = colon == std::string::npos ? *hostport : hostport->substr(0, colon);
+  *port = colon == std::string::npos ? "80" : hostport->substr(colon + 1);
+}
+
 }  // namespace
+
+std::string LocalAddressToward(const std::string& url) {
+  std::string hostport, host, port;
+  SplitUrl(url, &hostport, &host, &port);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) return "";
+  std::string out;
+  for (addrinfo* a = res; a && out.empty(); a = a->ai_next) {
+    // Connecting a UDP socket only picks the route: nothing is sent.
+    int fd = ::socket(a->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+      char text[INET6_ADDRSTRLEN] = {};
+      const void* bytes =
+          local.ss_family == AF_INET
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+      if (::inet_ntop(local.ss_family, bytes, text, sizeof text)) out = text;
+    }
+    ::close(fd);
+  }
+  freeaddrinfo(res);
+  return out;
+}
 
 HttpReply HttpCall(const std::string& url, const std::string& method, const std::string& path,
                    const std::string& token, const std::string& body, int interrupt_fd,
@@ -37,11 +79,8 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
     r.error = "the server URL must start with http:// (got '" + url + "')";
     return r;
   }
-  std::string hostport = url.substr(7);
-  hostport = hostport.substr(0, hostport.find('/'));
-  size_t colon = hostport.rfind(':');
-  std::string host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-  std::string port = colon == std::string::npos ? "80" : hostport.substr(colon + 1);
+  std::string hostport, host, port;
+  SplitUrl(url, &hostport, &host, &port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

@@ -20,4 +20,9 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
                    const std::string& token, const std::string& body, int interrupt_fd = -1,
                    int timeout_ms = -1);
 
+// The address of this host that packets to the server at `url` leave from (the route's source,
+// found without sending anything), as text: what peers on the same network can reach. Empty
+// when the server's host does not resolve or no route leads there.
+std::string LocalAddressToward(const std::string& url);
+
 }  // namespace rsv

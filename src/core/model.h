@@ -159,6 +159,18 @@ struct Job {
   std::string preempt_reason;
   Timestamp finished;
   std::string end_reason;  // why a terminal job ended ("exit 1", "dependency 7 failed")
+  // A gang on agent nodes (docs/agent.md, "Gangs"), for the current attempt: the members whose
+  // agents confirmed its start (it runs once all have), and those that have ended since.
+  std::vector<NodeId> confirmed;
+  std::vector<NodeId> ended;
+  // Set when a member's end stopped the rest of the gang: what the attempt's end means once
+  // every member has ended (or the notice ran out).
+  struct GangEnd {
+    bool set = false;
+    bool success = false;
+    bool lost = false;  // the member was lost (its node, its agent): no restart is spent
+    std::string detail;
+  } gang_end;
 };
 
 // Everything the scheduler decides over. Ids are dense: object with id k sits at index k-1.

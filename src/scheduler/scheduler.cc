@@ -100,8 +100,15 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
       if (j.valid() && std::find(lost.begin(), lost.end(), j) == lost.end()) lost.push_back(j);
     }
     std::sort(lost.begin(), lost.end());
-    for (JobId j : lost)
-      Requeue(state_.job(j), EventType::kJobRequeued, "node " + n.name + " down", now);
+    for (JobId j : lost) {
+      Job& job = state_.job(j);
+      if (n.agent && Members(job).size() > 1) {
+        // One member of a gang: the others stop with a notice, then the job is requeued.
+        (void)MemberEnded(j, job.attempt, id, MemberEnd::kLost, "node " + n.name + " down", now);
+      } else {
+        Requeue(job, EventType::kJobRequeued, "node " + n.name + " down", now);
+      }
+    }
   }
   Event e;
   e.at = now;
@@ -486,15 +493,72 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::st
   } else if (success) {
     Finish(j, JobState::kSucceeded, detail.empty() ? "exit 0" : detail, now);
   } else {
-    j.failures++;
-    const std::string why = detail.empty() ? "failed" : "failed (" + detail + ")";
-    if (j.spec.max_restarts < 0 || j.failures <= j.spec.max_restarts) {
-      Requeue(j, EventType::kJobRequeued, why + "; restart " + std::to_string(j.failures), now);
-    } else {
-      Finish(j, JobState::kFailed, why, now);
-    }
+    Fail(j, detail.empty() ? "failed" : "failed (" + detail + ")", now);
   }
   return Status::Ok();
+}
+
+void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
+  j.failures++;
+  if (j.spec.max_restarts < 0 || j.failures <= j.spec.max_restarts) {
+    Requeue(j, EventType::kJobRequeued, why + "; restart " + std::to_string(j.failures), now);
+  } else {
+    Finish(j, JobState::kFailed, why, now);
+  }
+}
+
+std::vector<NodeId> Scheduler::Members(const Job& j) const {
+  std::vector<NodeId> out;
+  for (const NodeSlice& s : j.placement.slices) {
+    if (state_.node(s.node).agent && std::find(out.begin(), out.end(), s.node) == out.end()) {
+      out.push_back(s.node);
+    }
+  }
+  return out;
+}
+
+Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd how,
+                              const std::string& detail, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
+  RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
+  Job& j = state_.job(id);
+  const std::vector<NodeId> members = Members(j);
+  auto has = [](const std::vector<NodeId>& v, NodeId n) {
+    return std::find(v.begin(), v.end(), n) != v.end();
+  };
+  if (!state_.HasNode(node) || !has(members, node)) {
+    return FailedPrecondition("job " + std::to_string(id.value()) + " has no member on that node");
+  }
+  at_fixpoint_ = false;
+  if (members.size() <= 1) {
+    if (how != MemberEnd::kLost) return JobExited(id, how == MemberEnd::kSucceeded, now, detail);
+    Requeue(j, EventType::kJobRequeued, detail, now);
+    return Status::Ok();
+  }
+  if (has(j.ended, node)) return Status::Ok();
+  j.ended.push_back(node);
+  if (j.state != JobState::kPreempting) {
+    const std::string where =
+        how == MemberEnd::kLost ? detail : detail + " on node " + state_.node(node).name;
+    j.gang_end = Job::GangEnd{true, how == MemberEnd::kSucceeded, how == MemberEnd::kLost, where};
+    // The rest of the gang: SIGTERM now, killed at the deadline.
+    SendNotice(j, "gang member ended: " + where, now);
+  }
+  if (j.ended.size() == members.size()) ConcludeGang(j, now);
+  return Status::Ok();
+}
+
+void Scheduler::ConcludeGang(Job& j, Timestamp now) {
+  const Job::GangEnd end = j.gang_end;  // Requeue and Finish reset it
+  if (!end.set) {
+    Requeue(j, EventType::kJobPreempted, "exited under notice", now);
+  } else if (end.lost) {
+    Requeue(j, EventType::kJobRequeued, end.detail, now);
+  } else if (end.success) {
+    Finish(j, JobState::kSucceeded, end.detail, now);
+  } else {
+    Fail(j, "failed (" + end.detail + ")", now);
+  }
 }
 
 Status Scheduler::PlacedAttempt(JobId id, int32_t attempt) const {
@@ -507,10 +571,21 @@ Status Scheduler::PlacedAttempt(JobId id, int32_t attempt) const {
   return Status::Ok();
 }
 
-Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now) {
+Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now, NodeId node) {
   RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
   Job& j = state_.job(id);
   if (j.state != JobState::kStarting) return Status::Ok();  // confirmed already, or under notice
+  if (node.valid()) {
+    const std::vector<NodeId> members = Members(j);
+    if (std::find(members.begin(), members.end(), node) == members.end()) {
+      return FailedPrecondition("job " + std::to_string(id.value()) +
+                                " has no member on that node");
+    }
+    if (std::find(j.confirmed.begin(), j.confirmed.end(), node) == j.confirmed.end()) {
+      j.confirmed.push_back(node);
+    }
+    if (j.confirmed.size() < members.size()) return Status::Ok();  // the gang is not whole yet
+  }
   j.state = JobState::kRunning;
   Event e = JobEvent(EventType::kJobRunning, j, now);
   Emit(std::move(e));
@@ -655,6 +730,9 @@ void Scheduler::Unbind(Job& j) {
   }
   r.free.Release(j.placement);
   j.placement = Placement();
+  j.confirmed.clear();
+  j.ended.clear();
+  j.gang_end = Job::GangEnd();
 }
 
 void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp now) {
@@ -696,9 +774,10 @@ void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
 void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary) {
   PoolRuntime& r = rt(j.spec.pool);
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
-  BookErase(j);
+  const bool spot = j.running_as == Tier::kSpot;  // a gang's end stops reserved jobs too
+  if (spot) BookErase(j);
   j.state = JobState::kPreempting;
-  BookInsert(j);
+  if (spot) BookInsert(j);
   j.notice_deadline = now + std::min(j.spec.notice, cfg.max_notice);
   j.preempt_reason = reason;
   preempting_.insert(j.id.value());
@@ -1074,7 +1153,12 @@ void Scheduler::StageNotices(Timestamp now) {
     if (state_.job(JobId(id)).notice_deadline <= now) due.push_back(id);
   }
   for (uint32_t id : due) {
-    Requeue(state_.job(JobId(id)), EventType::kJobPreempted, "notice expired", now);
+    Job& j = state_.job(JobId(id));
+    if (j.gang_end.set) {
+      ConcludeGang(j, now);  // a gang stopped by a member's end: that end decides
+    } else {
+      Requeue(j, EventType::kJobPreempted, "notice expired", now);
+    }
   }
 }
 

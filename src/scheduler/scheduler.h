@@ -104,9 +104,19 @@ class Scheduler {
   // `detail` ("exit 3", "signal 9") goes into the job's end or requeue reason.
   Status JobExited(JobId job, bool success, Timestamp now, const std::string& detail = "");
   Status Checkpointed(JobId job, Timestamp now);
-  // Two-phase start on agent nodes: the agent runs `attempt` (starting -> running). A notice
-  // that came while starting stands; the job stays under notice.
-  Status ConfirmStart(JobId job, int32_t attempt, Timestamp now);
+  // Two-phase start on agent nodes: the agent of `node` runs `attempt`; the job goes starting ->
+  // running once the agents of all its nodes have confirmed (an invalid `node`: all at once). A
+  // notice that came while starting stands; the job stays under notice.
+  Status ConfirmStart(JobId job, int32_t attempt, Timestamp now, NodeId node = NodeId());
+  // How one member of an attempt ended, as its agent reports it.
+  enum class MemberEnd { kSucceeded, kFailed, kLost };
+  // One node's part of `attempt` ended. A job on one node ends with it (JobExited, or a requeue
+  // that spends no restart when lost). A gang over several agent nodes ends together: the first
+  // member's end puts the others under notice (SIGTERM now, killed at the deadline) and decides
+  // the outcome, applied once every member has ended or the notice runs out. Under a notice
+  // already, members leave as they finish and the job is requeued when the last one has.
+  Status MemberEnded(JobId job, int32_t attempt, NodeId node, MemberEnd how,
+                     const std::string& detail, Timestamp now);
   // The start of `attempt` failed or was never confirmed: the GPUs are freed and the job goes
   // back to pending with attempt + 1. `counts_as_failure` spends one of its restarts (a job
   // whose command cannot start fails once they are spent); a lost start (agent gone) does not.
@@ -230,6 +240,12 @@ class Scheduler {
   void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
   void Finish(Job& j, JobState state, std::string reason, Timestamp now);
   void SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary = JobId());
+  // A failed attempt: requeued while restarts remain, else the job fails.
+  void Fail(Job& j, const std::string& why, Timestamp now);
+  // The agent-run nodes of a job's placement, in its order (the gang's ranks).
+  std::vector<NodeId> Members(const Job& j) const;
+  // Every member has ended (or the notice ran out): the attempt's end takes effect.
+  void ConcludeGang(Job& j, Timestamp now);
   enum class DepState { kReady, kWait, kBroken };
   DepState Dependencies(const Job& j, std::string* why) const;
   // Whether the tenant's active reservation has room for the job beyond `claimed` GPUs.

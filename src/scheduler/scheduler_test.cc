@@ -132,6 +132,109 @@ TEST(Scheduler, FailedJobsRestartUpToTheirLimit) {
   EXPECT_EQ(f.s.state().job(j).state, JobState::kFailed);
 }
 
+// A 16-GPU gang over both agent nodes: it runs once both members confirmed; the first member to
+// end stops the other with a notice, and the job's fate follows that first end once both ended.
+TEST(Scheduler, AGangRunsWhenWholeAndEndsTogether) {
+  Fixture f;
+  const NodeId n1 = *f.s.state().FindNode("n1"), n2 = *f.s.state().FindNode("n2");
+  ASSERT_TRUE(f.s.SetNodeAgent(n1).ok());
+  ASSERT_TRUE(f.s.SetNodeAgent(n2).ok());
+  JobSpec spec = f.Spot(16, 3);
+  spec.max_restarts = 1;
+  spec.notice = Duration::Seconds(20);
+  JobId j = *f.s.SubmitAndDecide(spec, T(0));
+  ASSERT_EQ(f.s.state().job(j).state, JobState::kStarting);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(1), n1).ok());
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kStarting);  // half a gang is not running
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(1), n1).ok());        // twice changes nothing
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kStarting);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(2), n2).ok());
+  EXPECT_EQ(f.s.state().job(j).state, JobState::kRunning);
+
+  // n2's member fails: n1's gets a notice (deadline: the job's notice), GPUs stay held.
+  ASSERT_TRUE(f.s.MemberEnded(j, 1, n2, Scheduler::MemberEnd::kFailed, "exit 3", T(10)).ok());
+  const Job& job = f.s.state().job(j);
+  EXPECT_EQ(job.state, JobState::kPreempting);
+  EXPECT_EQ(job.notice_deadline, T(30));
+  EXPECT_NE(job.preempt_reason.find("exit 3 on node n2"), std::string::npos) << job.preempt_reason;
+  EXPECT_EQ(job.placement.slices.size(), 2u);
+  EXPECT_TRUE(f.s.CheckInvariants(T(10)).empty());
+  // n1's member leaves (cleanly, under the notice): the attempt failed, one restart is spent.
+  ASSERT_TRUE(f.s.MemberEnded(j, 1, n1, Scheduler::MemberEnd::kSucceeded, "exit 0", T(12)).ok());
+  EXPECT_EQ(job.state, JobState::kPending);
+  EXPECT_EQ(job.attempt, 2);
+  EXPECT_EQ(job.failures, 1);
+  EXPECT_TRUE(job.placement.slices.empty());
+  bool requeued = false;
+  for (const Event& e : f.s.DrainEvents()) {
+    if (e.type == EventType::kJobRequeued) {
+      requeued = true;
+      EXPECT_NE(e.detail.find("failed (exit 3 on node n2)"), std::string::npos) << e.detail;
+    }
+  }
+  EXPECT_TRUE(requeued);
+
+  // Attempt 2 runs; n1's node dies: n2's member gets a notice, and when it has not left by the
+  // deadline the job is requeued as lost, spending no restart.
+  f.s.RunCycle(T(13));
+  ASSERT_EQ(job.state, JobState::kStarting);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 2, T(14), n1).ok());
+  ASSERT_TRUE(f.s.ConfirmStart(j, 2, T(14), n2).ok());
+  ASSERT_TRUE(f.s.SetNodeState(n1, NodeState::kDown, T(20)).ok());
+  EXPECT_EQ(job.state, JobState::kPreempting);
+  EXPECT_EQ(job.notice_deadline, T(40));
+  f.s.RunCycle(T(39));
+  EXPECT_EQ(job.state, JobState::kPreempting);
+  f.s.RunCycle(T(40));
+  EXPECT_EQ(job.attempt, 3);
+  EXPECT_EQ(job.failures, 1);
+  EXPECT_TRUE(f.s.CheckInvariants(T(40)).empty());
+
+  // A member's success ends the job as succeeded once the others have left.
+  ASSERT_TRUE(f.s.SetNodeState(n1, NodeState::kReady, T(41)).ok());
+  f.s.RunCycle(T(41));
+  ASSERT_EQ(job.state, JobState::kStarting);
+  ASSERT_EQ(job.attempt, 3);
+  ASSERT_TRUE(f.s.ConfirmStart(j, 3, T(42), n1).ok());
+  ASSERT_TRUE(f.s.ConfirmStart(j, 3, T(42), n2).ok());
+  ASSERT_TRUE(f.s.MemberEnded(j, 3, n1, Scheduler::MemberEnd::kSucceeded, "exit 0", T(50)).ok());
+  ASSERT_TRUE(f.s.MemberEnded(j, 3, n2, Scheduler::MemberEnd::kFailed, "signal 15", T(51)).ok());
+  EXPECT_EQ(job.state, JobState::kSucceeded);
+  // A node outside the job is refused.
+  JobId other = *f.s.SubmitAndDecide(f.Spot(8, 3), T(52));
+  const NodeId where = f.s.state().job(other).placement.slices[0].node;
+  const NodeId elsewhere = where == n1 ? n2 : n1;
+  EXPECT_EQ(f.s.ConfirmStart(other, 1, T(53), elsewhere).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(f.s.MemberEnded(other, 1, elsewhere, Scheduler::MemberEnd::kFailed, "x", T(53)).code(),
+            Code::kFailedPrecondition);
+}
+
+// Under a notice already (a reclaim), members leave as they finish; the job is requeued as
+// preempted when the last one has, not before: the GPUs of the first are not handed out while
+// the second still checkpoints.
+TEST(Scheduler, AGangUnderNoticeLeavesWhenItsLastMemberHas) {
+  Fixture f;
+  const NodeId n1 = *f.s.state().FindNode("n1"), n2 = *f.s.state().FindNode("n2");
+  ASSERT_TRUE(f.s.SetNodeAgent(n1).ok());
+  ASSERT_TRUE(f.s.SetNodeAgent(n2).ok());
+  JobId j = *f.s.SubmitAndDecide(f.Spot(16, 2), T(0));
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(1), n1).ok());
+  ASSERT_TRUE(f.s.ConfirmStart(j, 1, T(1), n2).ok());
+  JobId richer = *f.s.SubmitAndDecide(f.Spot(16, 5), T(2));
+  const Job& job = f.s.state().job(j);
+  ASSERT_EQ(job.state, JobState::kPreempting);
+  ASSERT_TRUE(f.s.MemberEnded(j, 1, n1, Scheduler::MemberEnd::kSucceeded, "exit 0", T(3)).ok());
+  f.s.RunCycle(T(3));
+  EXPECT_EQ(job.state, JobState::kPreempting);
+  EXPECT_EQ(f.s.state().job(richer).state, JobState::kPending);
+  ASSERT_TRUE(f.s.MemberEnded(j, 1, n2, Scheduler::MemberEnd::kFailed, "signal 15", T(4)).ok());
+  EXPECT_EQ(job.state, JobState::kPending);
+  EXPECT_EQ(job.failures, 0);  // exits under notice never count
+  f.s.RunCycle(T(4));
+  EXPECT_EQ(f.s.state().job(richer).state, JobState::kStarting);
+  EXPECT_TRUE(f.s.CheckInvariants(T(4)).empty());
+}
+
 TEST(Scheduler, NextWakeupIsTheNearestDeadlineOrReservationEdge) {
   Fixture f;
   ASSERT_TRUE(f.s.Reserve({f.a, f.pool, 8, T(100), T(500), true}, T(0)).ok());

@@ -3,6 +3,7 @@
 // what should), heartbeat and start timeouts, and job output shipped by agents.
 #include <sys/stat.h>
 
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -97,6 +98,7 @@ Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
   link.probe = b.value("probe", "");
   link.cgroups = b.value("cgroups", "");
   link.inventory = b.contains("inventory") ? Dump(b["inventory"]) : "[]";
+  link.address = b.value("address", name);
   if (st.node(*id).state == NodeState::kDown) {
     link.health.clear();
     RSV_RETURN_IF_ERROR(sched_.SetNodeState(*id, NodeState::kReady, now));  // the agent is back
@@ -175,6 +177,33 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
   }
 }
 
+nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
+  const ClusterState& st = sched_.state();
+  // Ranks follow the placement's order of nodes; rank 0's node hosts the rendezvous.
+  json nodes = json::array();
+  int32_t rank = 0, local = 0;
+  std::vector<NodeId> order;
+  for (const NodeSlice& s : j.placement.slices) {
+    if (std::find(order.begin(), order.end(), s.node) != order.end()) continue;
+    if (s.node == here) rank = static_cast<int32_t>(order.size());
+    order.push_back(s.node);
+    auto link = agents_.find(s.node.value());
+    nodes.push_back(link != agents_.end() && !link->second.address.empty() ? link->second.address
+                                                                           : st.node(s.node).name);
+  }
+  for (const NodeSlice& s : j.placement.slices) {
+    if (s.node == here) local += std::popcount(s.gpu_mask);
+  }
+  // A port of its own per job and attempt (docs/agent.md, "Gangs"), so a new attempt never
+  // meets the last one's sockets.
+  const int64_t port = kGangPortBase + (int64_t{j.id.value()} * 7919 + j.attempt) % kGangPorts;
+  return json{{"rank", rank},
+              {"nodes", std::move(nodes)},
+              {"gpus_per_node", local},
+              {"gpus", j.spec.gpus},
+              {"master_port", port}};
+}
+
 std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
   const ClusterState& st = sched_.state();
   const Node& n = st.node(id);
@@ -185,6 +214,8 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     if (!jid.valid() || std::find(seen.begin(), seen.end(), jid) != seen.end()) continue;
     seen.push_back(jid);
     const Job& j = st.job(jid);
+    // A gang member that has ended waits for the others elsewhere; nothing runs here.
+    if (std::find(j.ended.begin(), j.ended.end(), id) != j.ended.end()) continue;
     json gpus = json::array();
     for (const NodeSlice& s : j.placement.slices) {
       if (s.node != id) continue;
@@ -205,6 +236,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
     if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
     if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
+    e["gang"] = GangLocked(j, id);
     if (j.state == JobState::kPreempting) {
       e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
                      {"reason", j.preempt_reason},
@@ -291,11 +323,22 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       std::string status = e["status"].get<std::string>();
       json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}};
       if (status == "running") {
-        if (j.state != JobState::kStarting) continue;
+        if (j.state != JobState::kStarting ||
+            std::find(j.confirmed.begin(), j.confirmed.end(), *id) != j.confirmed.end()) {
+          continue;
+        }
         (void)ApplyInternal("started", cmd.dump(), &log);
       } else if (status == "exited") {
+        if (std::find(j.ended.begin(), j.ended.end(), *id) != j.ended.end()) continue;
         cmd["success"] = e.value("success", false);
         cmd["detail"] = e.value("detail", "");
+        (void)ApplyInternal("agent_exit", cmd.dump(), &log);
+      } else if (status == "lost" && j.state != JobState::kStarting) {
+        // A confirmed attempt the agent no longer has: that member is gone (its gang stops).
+        if (std::find(j.ended.begin(), j.ended.end(), *id) != j.ended.end()) continue;
+        cmd["lost"] = true;
+        cmd["detail"] = "lost on node " + node + " (" +
+                        e.value("detail", std::string("the agent no longer has it")) + ")";
         (void)ApplyInternal("agent_exit", cmd.dump(), &log);
       } else {
         cmd["counts"] = status == "start_failed";

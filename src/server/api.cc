@@ -161,6 +161,17 @@ bool ValidNodeName(const std::string& s) {
              std::string::npos;
 }
 
+// An agent's advertised address: a host name, an IPv4 address or an IPv6 address (no port).
+constexpr char kAddressRule[] =
+    "must be a host name or an IP address (1-255 of A-Z a-z 0-9 . - : _)";
+bool ValidAddress(const std::string& s) {
+  return !s.empty() && s.size() <= 255 &&
+         (std::isalnum(static_cast<unsigned char>(s[0])) || s[0] == ':') &&
+         s.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") ==
+             std::string::npos;
+}
+
 const Route* MatchRoute(const std::vector<std::string>& parts) {
   static const std::vector<std::vector<std::string>> patterns = [] {
     std::vector<std::vector<std::string>> out;
@@ -460,12 +471,16 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     RSV_API_TRY(topology, body.String("topology", false));
     RSV_API_TRY(probe, body.String("probe", false));
     RSV_API_TRY(cgroups, body.String("cgroups", false, 1024));
+    RSV_API_TRY(address, body.String("address", false));
     json inventory = body.Raw("inventory");
     if (fail_on(body.NoUnknownFields())) return;
     if (!inventory.is_null() && !inventory.is_array())
       return reply(Error(InvalidArgument("inventory", "must be an array of GPUs")));
+    if (!address.empty() && !ValidAddress(address))
+      return reply(Error(InvalidArgument("address", kAddressRule)));
     return execute("register",
                    json{{"name", parts[1]},
+                        {"address", address.empty() ? parts[1] : address},
                         {"pool", pool},
                         {"gpus", gpus},
                         {"topology", topology},

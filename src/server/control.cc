@@ -504,14 +504,16 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
     int32_t attempt = b.value("attempt", 0);
     if (c.kind == "started") {
-      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now));
+      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now, *n));
     } else if (c.kind == "start_failed") {
       RSV_RETURN_IF_ERROR(
           sched_.StartFailed(id, attempt, b.value("reason", ""), b.value("counts", false), now));
     } else {
-      if (st.job(id).attempt != attempt) return FailedPrecondition("a stale attempt");
-      RSV_RETURN_IF_ERROR(
-          sched_.JobExited(id, b.value("success", false), now, b.value("detail", "")));
+      using End = Scheduler::MemberEnd;
+      const End how = b.value("lost", false)      ? End::kLost
+                      : b.value("success", false) ? End::kSucceeded
+                                                  : End::kFailed;
+      RSV_RETURN_IF_ERROR(sched_.MemberEnded(id, attempt, *n, how, b.value("detail", ""), now));
     }
     sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
     return Reply{200, JobJson(st, st.job(id)).dump()};

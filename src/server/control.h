@@ -136,12 +136,17 @@ class ControlPlane {
     std::string cgroups;    // "applied" or why not
     std::string inventory;  // JSON array of the node's GPUs (uuid, name, memory, utilization)
     std::string health;     // empty when healthy
+    std::string address;    // where the node's peers reach it (gangs' MASTER_ADDR, RESERVOIR_NODES)
   };
   std::map<uint32_t, AgentLink> agents_;  // by node id
   // Which node ran each attempt whose output it ships (job, attempt) -> node id.
   std::map<std::pair<uint32_t, int32_t>, uint32_t> ran_on_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
+  // What the member of `j` on node `here` needs to join its gang (rank, peers, port).
+  nlohmann::json GangLocked(const Job& j, NodeId here) const;
+  static constexpr int64_t kGangPortBase = 29500;  // MASTER_PORT is in [base, base + ports)
+  static constexpr int64_t kGangPorts = 2000;
   // Applies a command built here (not by a client) and queues it for the log.
   Result<Reply> ApplyRegister(const nlohmann::json& body, Timestamp now);
   Result<Reply> ApplyInternal(const std::string& kind, const std::string& body,

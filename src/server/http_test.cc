@@ -1,9 +1,9 @@
 // How a connection frames requests: pipelining, the limits, and one reply per request.
+#include "server/http.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
-
-#include "server/http.h"
 
 namespace rsv::server {
 namespace {
@@ -62,7 +62,8 @@ TEST(FrameRequests, MalformedRequestsGetTheirErrorAndEndTheConnection) {
 TEST(FrameRequests, ACutOffRequestIsDropped) {
   EXPECT_TRUE(FrameRequests("").empty());
   EXPECT_TRUE(FrameRequests("GET / HTTP/1.1\r\nHost:").empty());
-  auto got = FrameRequests("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nab");
+  auto got =
+      FrameRequests("GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nab");
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].request.target, "/a");
 }
