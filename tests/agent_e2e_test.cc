@@ -423,6 +423,119 @@ TEST_F(AgentE2E, RestartedAgentFindsItsJobAgainAndNothingRunsTwice) {
   EXPECT_EQ(all, "start\n");
 }
 
+// A gang member: rank 0 listens on MASTER_ADDR:MASTER_PORT, the others connect and learn the
+// step to resume from (rank 0 checkpoints it); all count until SIGTERM, then leave cleanly.
+const char kGang[] = R"py(import os, signal, socket, sys, time
+rank, n = int(os.environ["RESERVOIR_NODE_RANK"]), int(os.environ["RESERVOIR_NUM_NODES"])
+addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+step_file = os.path.join(os.environ["RESERVOIR_CHECKPOINT_DIR"], "step")
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+if rank == 0:
+    step = int(open(step_file).read()) if os.path.exists(step_file) else 0
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(n)
+    peers = []
+    while len(peers) < n - 1:
+        c, _ = srv.accept()
+        peers.append((int(c.makefile().readline()), c))
+    for _, c in peers:
+        c.sendall(b"%d\n" % step)
+    print("rank 0 of %d: ranks %s joined at step %d, world %s, gpus %s" % (
+        n, sorted(r for r, _ in peers), step, os.environ["WORLD_SIZE"],
+        os.environ["CUDA_VISIBLE_DEVICES"]), flush=True)
+else:
+    for _ in range(600):
+        try:
+            c = socket.create_connection((addr, port), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit(3)
+    c.sendall(b"%d\n" % rank)
+    step = int(c.makefile().readline())
+    print("rank %d of %d: joined at step %d via %s:%d" % (rank, n, step, addr, port), flush=True)
+while not stop:
+    step += 1
+    if rank == 0:
+        open(step_file + ".tmp", "w").write(str(step))
+        os.replace(step_file + ".tmp", step_file)
+    time.sleep(0.1)
+print("rank %d leaves at step %d" % (rank, step), flush=True)
+)py";
+
+// A 24-GPU gang over three agents rendezvous over TCP; the host of one member dies: the whole
+// gang stops (the others by notice), is requeued, and resumes from its checkpoint.
+TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
+  const std::string script = dir + "/gang.py";
+  std::ofstream(script) << kGang;
+  std::filesystem::permissions(script, std::filesystem::perms(0755));
+  ServerProcess s(dir + "/r.db", Config("3s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::vector<std::unique_ptr<AgentProcess>> agents;
+  for (const char* n : {"n1", "n2", "n3"}) {
+    agents.push_back(std::make_unique<AgentProcess>(s.port(), n, dir + "/" + n, dir + "/ckpt"));
+    ASSERT_TRUE(agents.back()->Start()) << agents.back()->log();
+  }
+  Events events(&s);
+  int64_t job = SpotJob(s, {{"gpus", 24}, {"notice", "5s"}, {"command", "python3 " + script}});
+  ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
+  json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  ASSERT_EQ(j["placement"].size(), 3u) << j.dump();
+  std::vector<std::string> ranks;
+  for (const json& p : j["placement"]) ranks.push_back(p["node"]);
+  // Output of one member (rank 0's by default), waiting until it holds `text`.
+  auto output = [&](int attempt, const std::string& node, const std::string& text) {
+    std::string all;
+    for (int round = 0; round < 12 && all.find(text) == std::string::npos; ++round) {
+      auto r =
+          s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) +
+                    "&offset=" + std::to_string(all.size()) + "&wait=5" +
+                    (node.empty() ? "" : "&node=" + node),
+                kAdmin);
+      if (r.status != 200) return r.body;
+      all += json::parse(r.body)["data"].get<std::string>();
+    }
+    return all;
+  };
+  std::string zero = output(1, "", "joined at step");
+  EXPECT_NE(zero.find("rank 0 of 3: ranks [1, 2] joined at step 0, world 24, gpus "),
+            std::string::npos)
+      << zero;
+  for (int rank : {1, 2}) {
+    std::string out = output(1, ranks[rank], "joined at step");
+    EXPECT_NE(out.find("rank " + std::to_string(rank) + " of 3: joined at step 0 via 127.0.0.1:"),
+              std::string::npos)
+        << ranks[rank] << ": " << out;
+  }
+  // The host of rank 1 dies (rank 0 keeps counting until the server notices: 3 s).
+  AgentProcess* victim = agents[ranks[1].back() - '1'].get();
+  victim->KillHost();
+  json notice = events.Job("NoticeSent", job, 1);
+  ASSERT_FALSE(notice.is_null());
+  EXPECT_EQ(notice["detail"], "gang member ended: node " + ranks[1] + " down");
+  json requeued = events.Job("JobRequeued", job, 2);
+  ASSERT_FALSE(requeued.is_null());
+  EXPECT_EQ(requeued["detail"], "node " + ranks[1] + " down");
+  // The survivors got SIGTERM and left cleanly before the deadline.
+  EXPECT_LE(At(requeued) - At(notice), 5'000'000);
+  std::string first = output(1, "", "rank 0 leaves at step ");
+  const int64_t stopped = Number(first, "rank 0 leaves at step ");
+  EXPECT_GT(stopped, 0) << first;
+  EXPECT_NE(output(1, ranks[2], "leaves").find("rank 2 leaves"), std::string::npos);
+  // The host comes back: the gang is whole again and resumes where rank 0 checkpointed.
+  ASSERT_TRUE(victim->Start()) << victim->log();
+  ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());
+  std::string second = output(2, "", "joined at step");
+  EXPECT_GE(Number(second, "joined at step "), stopped - 1) << second;
+  EXPECT_NE(second.find("ranks [1, 2]"), std::string::npos) << second;
+  ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(job) + "/cancel", kAdmin, "{}").status, 200);
+  ASSERT_FALSE(events.Job("JobCancelled", job).is_null());
+}
+
 TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

@@ -518,12 +518,16 @@ Action AddLogs(CLI::App& app) {
     int64_t job = 0;
     int attempt = 0;
     bool follow = false;
+    std::string node;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* s = app.add_subcommand("logs", "Print a job's output (stdout and stderr)");
   AddClientFlags(s, &f->c);
   s->add_option("job", f->job, "Job id")->required();
   s->add_option("--attempt", f->attempt, "Attempt (default: the latest)");
+  s->add_option("--node", f->node,
+                "Output of a multi-node job's member on this node, other than its first "
+                "(default: the first node's, rank 0)");
   s->add_flag("-f,--follow", f->follow, "Keep printing output as it arrives, until it ends");
   return [f] {
     int64_t offset = 0;
@@ -532,6 +536,7 @@ Action AddLogs(CLI::App& app) {
       std::string path = "/v1/jobs/" + std::to_string(f->job) +
                          "/logs?offset=" + std::to_string(offset) + (f->follow ? "&wait=10" : "");
       if (attempt > 0) path += "&attempt=" + std::to_string(attempt);
+      if (!f->node.empty()) path += "&node=" + f->node;
       CallResult r = Call(f->c, "GET", path);
       if (r.status != 200) return Print(f->c, r, [](const std::string&) {});
       json b = json::parse(r.body, nullptr, false);

@@ -292,9 +292,12 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       const bool here_now = lj.attempt == attempt && HoldsGpus(lj.state) &&
                             std::any_of(lj.placement.slices.begin(), lj.placement.slices.end(),
                                         [&](const NodeSlice& s) { return s.node == *id; });
-      if (here_now) ran_on_[{job, attempt}] = id->value();
-      auto ran = ran_on_.find({job, attempt});
-      if (ran == ran_on_.end() || ran->second != id->value()) {
+      if (here_now) {
+        ran_on_[{job, attempt, id->value()}] =
+            lj.placement.slices.front().node == *id ? "" : "." + node;
+      }
+      auto ran = ran_on_.find({job, attempt, id->value()});
+      if (ran == ran_on_.end()) {
         acks.push_back({{"job", job},
                         {"attempt", attempt},
                         {"size", l["offset"].get<int64_t>() +
@@ -302,7 +305,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
         continue;
       }
       const bool dropped = l.value("dropped", false);
-      int64_t size = AppendLog(job, attempt, l["offset"].get<int64_t>(),
+      int64_t size = AppendLog(LogPathOf(job, attempt, ran->second), l["offset"].get<int64_t>(),
                                l["data"].get<std::string>(), dropped);
       acks.push_back({{"job", job}, {"attempt", attempt}, {"size", size}});
       if (dropped) acks.back()["dropped"] = true;
@@ -314,7 +317,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       if (!st.HasJob(jid)) continue;
       const Job& j = st.job(jid);
       // An attempt's end is reported once all its output is shipped: forget where it ran.
-      if (e.value("status", "") != "running") ran_on_.erase({jid.value(), attempt});
+      if (e.value("status", "") != "running") ran_on_.erase({jid.value(), attempt, id->value()});
       bool here = false;
       for (const NodeSlice& s : j.placement.slices) here = here || s.node == *id;
       // Reports about attempts this node no longer holds are stale: the desired set in the
@@ -389,15 +392,15 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
   RunReadyWaiters();
 }
 
-std::string ControlPlane::LogPathOf(uint32_t job, int32_t attempt) const {
+std::string ControlPlane::LogPathOf(uint32_t job, int32_t attempt,
+                                    const std::string& suffix) const {
   return config_.log_dir + "/" + std::to_string(job) + "/attempt-" + std::to_string(attempt) +
-         ".log";
+         suffix + ".log";
 }
 
-int64_t ControlPlane::AppendLog(uint32_t job, int32_t attempt, int64_t offset,
-                                const std::string& data, bool dropped) {
+int64_t ControlPlane::AppendLog(const std::string& path, int64_t offset, const std::string& data,
+                                bool dropped) {
   if (config_.log_dir.empty()) return offset + static_cast<int64_t>(data.size());
-  const std::string path = LogPathOf(job, attempt);
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   struct stat sb {};
@@ -424,17 +427,20 @@ int64_t ControlPlane::AppendLog(uint32_t job, int32_t attempt, int64_t offset,
   return out ? end : size;
 }
 
-void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset,
-                        Timestamp deadline, std::function<void(Result<Reply>)> done) {
+void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, const std::string& node,
+                        int64_t offset, Timestamp deadline,
+                        std::function<void(Result<Reply>)> done) {
   if (config_.log_dir.empty()) {
     return done(FailedPrecondition("this server keeps no job output (it runs without --db)"));
   }
   const JobId id(static_cast<uint32_t>(job));
   // Reads under the lock, so "complete" and the bytes agree with the same state.
-  auto read = [this, id, offset](int32_t attempt, bool timed_out) -> Result<Reply> {
+  auto read = [this, id, offset, node](int32_t attempt, bool timed_out) -> Result<Reply> {
     const Job& j = sched_.state().job(id);
     bool complete = j.attempt > attempt || IsTerminal(j.state) || !HoldsGpus(j.state);
-    std::ifstream in(LogPathOf(id.value(), attempt), std::ios::binary);
+    // The first node's output (rank 0) has no suffix; every other member's is beside it.
+    std::ifstream in(LogPathOf(id.value(), attempt, node.empty() ? "" : "." + node),
+                     std::ios::binary);
     std::string data;
     if (in) {
       in.seekg(offset);

@@ -617,7 +617,11 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
       RSV_API_TRY(attempt, QueryInt(query, "attempt", 1, 1'000'000));
       RSV_API_TRY(offset, QueryInt(query, "offset", 0, int64_t{1} << 50));
       RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
-      control_->Logs(*caller, id, static_cast<int32_t>(attempt), offset,
+      auto node = query.find("node");
+      const std::string member = node == query.end() ? "" : node->second;
+      if (!member.empty() && !ValidNodeName(member))
+        return reply(Error(InvalidArgument("node", kNodeNameRule)));
+      control_->Logs(*caller, id, static_cast<int32_t>(attempt), member, offset,
                      clock_->Now() + Duration::Seconds(wait),
                      [reply](Result<Reply> r) { reply(ToHttp(r)); });
       return;

@@ -12,6 +12,7 @@
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/clock.h"
@@ -102,8 +103,9 @@ class ControlPlane {
             std::function<void(Result<Reply>)> done);
   // Output of one attempt of a job from `offset` (JSON: data, next_offset, complete); with a
   // deadline, waits for more output until then.
-  void Logs(const Caller& caller, int64_t job, int32_t attempt, int64_t offset, Timestamp deadline,
-            std::function<void(Result<Reply>)> done);
+  // `node`: a multi-node job's member on that node (empty: the first node's, rank 0).
+  void Logs(const Caller& caller, int64_t job, int32_t attempt, const std::string& node,
+            int64_t offset, Timestamp deadline, std::function<void(Result<Reply>)> done);
 
   // Called by the API layer to build commands: resolves names under the lock.
   std::optional<TenantId> FindTenant(const std::string& name);
@@ -139,8 +141,9 @@ class ControlPlane {
     std::string address;    // where the node's peers reach it (gangs' MASTER_ADDR, RESERVOIR_NODES)
   };
   std::map<uint32_t, AgentLink> agents_;  // by node id
-  // Which node ran each attempt whose output it ships (job, attempt) -> node id.
-  std::map<std::pair<uint32_t, int32_t>, uint32_t> ran_on_;
+  // The members of attempts whose output they ship: (job, attempt, node id) -> the node's output
+  // file suffix (empty for the first node, rank 0; ".NODE" for the others).
+  std::map<std::tuple<uint32_t, int32_t, uint32_t>, std::string> ran_on_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
   // What the member of `j` on node `here` needs to join its gang (rank, peers, port).
@@ -157,10 +160,10 @@ class ControlPlane {
   bool QueueLocked(std::vector<Command>* log, std::function<void()> then);
   // Heartbeat and start timeouts, at each tick.
   void CheckAgentsLocked(Timestamp now, std::vector<Command>* log);
-  std::string LogPathOf(uint32_t job, int32_t attempt) const;
+  std::string LogPathOf(uint32_t job, int32_t attempt, const std::string& suffix = "") const;
   // Appends an attempt's output at `offset` (idempotent); returns the size the agent should
   // continue from. `dropped`: the agent dropped what followed (its output cap).
-  int64_t AppendLog(uint32_t job, int32_t attempt, int64_t offset, const std::string& data,
+  int64_t AppendLog(const std::string& path, int64_t offset, const std::string& data,
                     bool dropped);
 
   ServerConfig config_;
