@@ -163,8 +163,7 @@ class ControlPlane {
   std::string LogPathOf(uint32_t job, int32_t attempt, const std::string& suffix = "") const;
   // Appends an attempt's output at `offset` (idempotent); returns the size the agent should
   // continue from. `dropped`: the agent dropped what followed (its output cap).
-  int64_t AppendLog(const std::string& path, int64_t offset, const std::string& data,
-                    bool dropped);
+  int64_t AppendLog(const std::string& path, int64_t offset, const std::string& data, bool dropped);
 
   ServerConfig config_;
   std::unique_ptr<Store> store_;
