@@ -47,7 +47,8 @@ Status ValidateReport(const json& r) {
       std::string at = "jobs[" + std::to_string(i) + "]";
       if (!j.is_object() || !IsInt(j, "job") || !IsInt(j, "attempt"))
         return InvalidArgument(at, "needs integer job and attempt");
-      std::string st = j.value("status", "");
+      std::string st = j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>()
+                                                                        : "";
       if (st != "running" && st != "exited" && st != "start_failed" && st != "lost")
         return InvalidArgument(at + ".status", "must be running, exited, start_failed or lost");
       if (j.contains("success") && !j["success"].is_boolean())
@@ -65,6 +66,8 @@ Status ValidateReport(const json& r) {
           !l.contains("data") || !l["data"].is_string() || l["offset"].get<int64_t>() < 0) {
         return InvalidArgument(at, "needs integer job, attempt, offset >= 0 and string data");
       }
+      if (l.contains("dropped") && !l["dropped"].is_boolean())
+        return InvalidArgument(at + ".dropped", "must be true or false");
     }
   }
   return Status::Ok();
