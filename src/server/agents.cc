@@ -47,8 +47,8 @@ Status ValidateReport(const json& r) {
       std::string at = "jobs[" + std::to_string(i) + "]";
       if (!j.is_object() || !IsInt(j, "job") || !IsInt(j, "attempt"))
         return InvalidArgument(at, "needs integer job and attempt");
-      std::string st = j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>()
-                                                                        : "";
+      std::string st =
+          j.contains("status") && j["status"].is_string() ? j["status"].get<std::string>() : "";
       if (st != "running" && st != "exited" && st != "start_failed" && st != "lost")
         return InvalidArgument(at + ".status", "must be running, exited, start_failed or lost");
       if (j.contains("success") && !j["success"].is_boolean())
