@@ -536,6 +536,41 @@ TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
   ASSERT_FALSE(events.Job("JobCancelled", job).is_null());
 }
 
+// A job reports a completed checkpoint by touching $RESERVOIR_CHECKPOINT_DIR/.checkpoint: the
+// agent reports it, the server journals it (JobCheckpointed) and shows it on the job. A marker
+// left by an earlier attempt is not reported again.
+TEST_F(AgentE2E, ACheckpointTheJobMarksIsReported) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt");
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  Events events(&s);
+  // Attempt 1 checkpoints when told to, then fails; attempt 2 only waits and succeeds.
+  const char* command =
+      "d=\"$RESERVOIR_CHECKPOINT_DIR\"; wait_for() { while [ ! -f \"$d/$1\" ]; do sleep 0.05; "
+      "done; }; if [ \"$RESERVOIR_ATTEMPT\" = 1 ]; then wait_for go; touch \"$d/.checkpoint\"; "
+      "wait_for fail; exit 1; fi; wait_for done; exit 0";
+  int64_t job = SpotJob(s, {{"gpus", 1}, {"max_restarts", 1}, {"command", command}});
+  ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
+  json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  EXPECT_FALSE(j.contains("last_checkpoint_us")) << j.dump();
+  const std::string ckpt_dir = dir + "/ckpt/" + std::to_string(job);
+  std::ofstream(ckpt_dir + "/go") << "go\n";
+  json ckpt = events.Job("JobCheckpointed", job, 1);
+  ASSERT_FALSE(ckpt.is_null()) << n1.log();
+  j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+  EXPECT_EQ(j["last_checkpoint_us"], At(ckpt));
+  EXPECT_GE(At(ckpt), j["started_us"].get<int64_t>());
+  // Attempt 2 finds attempt 1's marker: that is not a new checkpoint.
+  std::ofstream(ckpt_dir + "/fail") << "fail\n";
+  ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());
+  std::ofstream(ckpt_dir + "/done") << "done\n";
+  ASSERT_FALSE(events.Job("JobSucceeded", job).is_null());
+  int checkpoints = 0;
+  for (const json& e : events.all()) checkpoints += e["type"] == "JobCheckpointed";
+  EXPECT_EQ(checkpoints, 1);
+}
+
 TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

@@ -220,10 +220,29 @@ void Agent::CollectExits() {
   if (!reports_.empty()) SaveState();
 }
 
+int64_t Agent::CheckpointMark(uint32_t job) const {
+  struct stat sb {};
+  const std::string marker =
+      Executor::CheckpointDir(config_.state_dir, config_.checkpoint_root, job) + "/.checkpoint";
+  if (::stat(marker.c_str(), &sb) != 0) return 0;
+  return int64_t{sb.st_mtim.tv_sec} * 1'000'000 + sb.st_mtim.tv_nsec / 1'000;
+}
+
 bool Agent::Sync(bool urgent) {
   json jobs = json::array();
+  std::map<Key, int64_t> checkpoints;  // reported in this sync
   for (const Attempt& a : exec_.Attempts()) {
     jobs.push_back({{"job", a.job}, {"attempt", a.attempt}, {"status", "running"}});
+    // A checkpoint the job completed since the last report (docs/agent.md, "Checkpoints").
+    const Key key{a.job, a.attempt};
+    const int64_t mark = CheckpointMark(a.job);
+    auto seen = checkpoint_seen_.find(key);
+    if (seen == checkpoint_seen_.end()) {
+      checkpoint_seen_[key] = mark;  // adopted after a restart: from now on
+    } else if (mark != seen->second && mark != 0) {
+      jobs.back()["checkpoint"] = true;
+      checkpoints[key] = mark;
+    }
   }
   json logs = json::array();
   std::set<Key> output_pending;
@@ -314,6 +333,7 @@ bool Agent::Sync(bool urgent) {
   json d = json::parse(r.body, nullptr, false);
   if (d.is_discarded()) return false;
   // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
+  for (const auto& [key, mark] : checkpoints) checkpoint_seen_[key] = mark;
   bool forgot = false;
   for (const Report& s : sent) {
     reports_.erase(std::remove_if(reports_.begin(), reports_.end(),
@@ -324,6 +344,7 @@ bool Agent::Sync(bool urgent) {
                    reports_.end());
     if (s.status != "start_failed" || !exec_.Running(s.job)) {
       forgot = forgot || launched_.erase({s.job, s.attempt}) > 0;
+      checkpoint_seen_.erase({s.job, s.attempt});
       shipped_.erase({s.job, s.attempt});
       capped_.erase({s.job, s.attempt});
       marked_.erase({s.job, s.attempt});
@@ -419,6 +440,7 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
     spec.fence_after_us = FenceAfter().micros();
     launched_.insert(key);
+    checkpoint_seen_[key] = CheckpointMark(job);  // an earlier attempt's marker is not news
     SaveState();  // recorded before it runs: a crash from here on reports it, never reruns it
     std::string limits;
     Result<pid_t> pid = exec_.Start(spec, &limits);

@@ -88,13 +88,17 @@ class Agent {
   std::string cgroup_parent_;  // empty: limits not applied
   std::string cgroup_note_;
   int wake_[2] = {-1, -1};
-  std::string known_;                    // the desired-set version last applied
-  std::vector<Report> reports_;          // not yet acknowledged by the server
-  std::set<Key> launched_;               // attempts started here (and in agent.json) until acked
-  std::set<Key> capped_;                 // attempts whose output reached the cap
-  std::set<Key> marked_;                 // ... and the server was told so
-  std::map<Key, int64_t> shipped_;       // output bytes acknowledged by the server
-  std::map<uint32_t, int64_t> kill_at_;  // job -> notice deadline (µs)
+  std::string known_;            // the desired-set version last applied
+  std::vector<Report> reports_;  // not yet acknowledged by the server
+  std::set<Key> launched_;       // attempts started here (and in agent.json) until acked
+  std::set<Key> capped_;         // attempts whose output reached the cap
+  std::set<Key> marked_;         // ... and the server was told so
+  // The modification time (µs) of each running attempt's $RESERVOIR_CHECKPOINT_DIR/.checkpoint
+  // last reported (or found at its start): a newer one is a completed checkpoint to report.
+  std::map<Key, int64_t> checkpoint_seen_;
+  int64_t CheckpointMark(uint32_t job) const;  // 0: no marker file
+  std::map<Key, int64_t> shipped_;             // output bytes acknowledged by the server
+  std::map<uint32_t, int64_t> kill_at_;        // job -> notice deadline (µs)
   std::set<Key> notified_;
   std::string last_error_;
   bool started_ = false;

@@ -296,6 +296,12 @@ std::string Executor::NoticePath(const std::string& state_dir, uint32_t job) {
   return JobDir(state_dir, job) + "/notice.json";
 }
 
+std::string Executor::CheckpointDir(const std::string& state_dir,
+                                    const std::string& checkpoint_root, uint32_t job) {
+  return checkpoint_root.empty() ? JobDir(state_dir, job) + "/checkpoint"
+                                 : checkpoint_root + "/" + std::to_string(job);
+}
+
 Executor::~Executor() {
   for (auto& [job, c] : running_) {
     KillAttempt(c);
@@ -313,9 +319,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     return FailedPrecondition("job " + std::to_string(spec.job) + " is already running here");
   }
   const std::string dir = JobDir(spec.state_dir, spec.job);
-  const std::string ckpt = spec.checkpoint_root.empty()
-                               ? dir + "/checkpoint"
-                               : spec.checkpoint_root + "/" + std::to_string(spec.job);
+  const std::string ckpt = CheckpointDir(spec.state_dir, spec.checkpoint_root, spec.job);
   const JobUser user{spec.uid, spec.gid};
   // Jobs may pass through the agent's directories (0711: no listing) to reach their own; what is
   // theirs (checkpoints, a home) is owned by the job's user and closed to everyone else.

@@ -107,6 +107,9 @@ class Executor {
   bool Running(uint32_t job) const { return running_.count(job) > 0; }
   static std::string LogPath(const std::string& state_dir, uint32_t job, int32_t attempt);
   static std::string NoticePath(const std::string& state_dir, uint32_t job);
+  // RESERVOIR_CHECKPOINT_DIR of a job (see LaunchSpec::checkpoint_root).
+  static std::string CheckpointDir(const std::string& state_dir, const std::string& checkpoint_root,
+                                   uint32_t job);
 
  private:
   struct Child {

@@ -12,6 +12,8 @@ std::string_view EventTypeName(EventType t) {
       return "JobStarted";
     case EventType::kJobRunning:
       return "JobRunning";
+    case EventType::kJobCheckpointed:
+      return "JobCheckpointed";
     case EventType::kNoticeSent:
       return "NoticeSent";
     case EventType::kJobPreempted:

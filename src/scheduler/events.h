@@ -31,6 +31,7 @@ enum class EventType {
   kReservationReturned,
   kNodeStateChanged,
   kReservationMoved,  // part of a reservation's GPUs moved off a node that left service
+  kJobCheckpointed,   // the job reported a completed checkpoint (work before it is safe)
 };
 std::string_view EventTypeName(EventType t);
 

@@ -614,6 +614,7 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   j.last_checkpoint = now;
+  Emit(JobEvent(EventType::kJobCheckpointed, j, now));
   return Status::Ok();
 }
 

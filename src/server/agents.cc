@@ -55,6 +55,8 @@ Status ValidateReport(const json& r) {
         return InvalidArgument(at + ".success", "must be true or false");
       if (j.contains("detail") && !j["detail"].is_string())
         return InvalidArgument(at + ".detail", "must be a string");
+      if (j.contains("checkpoint") && !j["checkpoint"].is_boolean())
+        return InvalidArgument(at + ".checkpoint", "must be true or false");
     }
   }
   if (r.contains("logs")) {
@@ -328,6 +330,9 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       if (!here || j.attempt != attempt || !HoldsGpus(j.state)) continue;
       std::string status = e["status"].get<std::string>();
       json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}};
+      if (status == "running" && e.value("checkpoint", false)) {
+        (void)ApplyInternal("checkpoint", cmd.dump(), &log);  // the job completed one
+      }
       if (status == "running") {
         if (j.state != JobState::kStarting ||
             std::find(j.confirmed.begin(), j.confirmed.end(), *id) != j.confirmed.end()) {

@@ -69,6 +69,7 @@ json JobJson(const ClusterState& s, const Job& j) {
   if (j.spec.memory_mib > 0) out["memory_mib"] = j.spec.memory_mib;
   if (j.spec.time_limit_s > 0) out["time_limit_s"] = j.spec.time_limit_s;
   if (HoldsGpus(j.state)) out["started_us"] = j.started.micros();
+  if (j.last_checkpoint.micros() > 0) out["last_checkpoint_us"] = j.last_checkpoint.micros();
   if (j.state == JobState::kPreempting) {
     out["notice_deadline_us"] = j.notice_deadline.micros();
     out["preempt_reason"] = j.preempt_reason;
@@ -498,6 +499,12 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     return Reply{201, json{{"name", st.node(id).name}}.dump()};
   }
   if (c.kind == "register") return ApplyRegister(b, now);
+  if (c.kind == "checkpoint") {
+    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
+    if (st.job(id).attempt != b.value("attempt", 0)) return FailedPrecondition("a stale attempt");
+    RSV_RETURN_IF_ERROR(sched_.Checkpointed(id, now));
+    return Reply{200, JobJson(st, st.job(id)).dump()};
+  }
   if (c.kind == "started" || c.kind == "start_failed" || c.kind == "agent_exit") {
     auto n = st.FindNode(b.value("node", ""));
     if (!n) return NotFound("no such node");
