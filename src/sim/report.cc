@@ -102,6 +102,8 @@ std::string Svg(const std::string& title, const std::string& xlabel, const std::
 std::vector<std::pair<std::string, std::string>> Rows(const PolicyResult& r) {
   return {
       {"GPU allocation ratio (steady window)", Fixed(100 * r.allocation_ratio, 1) + "%"},
+      {"GPU allocation ratio (whole run)", Fixed(100 * r.allocation_ratio_run, 1) + "%"},
+      {"makespan (h)", Hours(r.makespan_s)},
       {"JCT mean / p50 / p99 (h)",
        Hours(r.jct_s.mean) + " / " + Hours(r.jct_s.p50) + " / " + Hours(r.jct_s.p99)},
       {"queueing, jobs within their reservation: mean / p99 (h)",
@@ -225,7 +227,10 @@ std::string ResultJson(const RunInfo& run) {
          ",\n     \"gpu_allocation_ratio\": " + Fixed(r.allocation_ratio, 6) +
          ", \"steady_window_s\": [" + std::to_string(r.window_start.micros() / 1'000'000) + ", " +
          std::to_string(r.window_end.micros() / 1'000'000) + "]" +
-         ",\n     \"jct_s\": " + StatJson(r.jct_s) +
+         ",\n     \"gpu_allocation_ratio_run\": " + Fixed(r.allocation_ratio_run, 6) +
+         ", \"run_s\": [" + std::to_string(r.run_start.micros() / 1'000'000) + ", " +
+         std::to_string(r.run_end.micros() / 1'000'000) + "]" +
+         ", \"makespan_s\": " + Fixed(r.makespan_s, 0) + ",\n     \"jct_s\": " + StatJson(r.jct_s) +
          ",\n     \"queue_delay_guaranteed_s\": " + StatJson(r.queue_guaranteed_s) +
          ",\n     \"queue_delay_spot_s\": " + StatJson(r.queue_spot_s) +
          ",\n     \"owner_wait_s\": " + StatJson(r.owner_wait_s) +

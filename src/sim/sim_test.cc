@@ -155,6 +155,37 @@ TEST(Simulate, ConservesGpuTimeAndMoneyUnderEveryPolicy) {
   }
 }
 
+// A batch submitted at once has no steady state: the metrics cover the whole run, from the
+// first submission to the last completion, and the utilization series spans it.
+TEST(Simulate, ABatchSubmittedAtOnceIsMeasuredOverTheWholeRun) {
+  // 8 GPUs; eight 4-GPU jobs of 100 s and a 1-GPU job of 50 s, all at t=0.
+  Trace t;
+  for (int i = 0; i < 8; ++i) t.jobs.push_back(Job(0, 100, 4, "A"));
+  t.jobs.push_back(Job(0, 50, 1, "A"));
+  SimConfig c;
+  c.nodes = UniformCluster(1, 8);
+  for (Policy p : {Policy::kFifoBackfill, Policy::kMarket}) {
+    auto r = Simulate(t, c, p);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_EQ(r->finished, 9) << PolicyName(p);
+    EXPECT_EQ(r->run_start, Timestamp());
+    EXPECT_GE(r->makespan_s, 400) << PolicyName(p);
+    EXPECT_EQ(r->run_end, Timestamp::FromMicros(static_cast<int64_t>(r->makespan_s) * 1'000'000));
+    // The steady window is the whole run, not [0 s, 1 s].
+    EXPECT_EQ(r->window_start, r->run_start);
+    EXPECT_EQ(r->window_end, r->run_end);
+    // GPU time held by every attempt, over the cluster's GPU time in the run.
+    EXPECT_GE(r->used_gpu_hours * 3600, 8 * 4 * 100 + 50);
+    EXPECT_NEAR(r->allocation_ratio_run, r->used_gpu_hours * 3600 / (8 * r->makespan_s), 1e-9)
+        << PolicyName(p);
+    EXPECT_LT(r->allocation_ratio_run, 1.0);
+    // The series reaches the end of the run, and its last points show the cluster draining.
+    ASSERT_FALSE(r->utilization.empty());
+    EXPECT_GT(r->utilization.back().first, 0.9 * r->makespan_s);
+    EXPECT_LT(r->utilization.back().second, 1.0);
+  }
+}
+
 TEST(Simulate, SameInputsSameBytesOtherSeedOtherPrices) {
   Trace t = RandomTrace(9, 600);
   SimConfig c = RandomConfig(t);

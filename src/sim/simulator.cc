@@ -68,15 +68,12 @@ class Recorder {
       jobs_[i].guaranteed_class = r != cfg.reservations.end() && trace.jobs[i].gpus <= r->second;
     }
     // Steady window: from the 10th to the 90th percentile of submissions (warm-up and drain
-    // excluded).
+    // excluded). When those coincide (a batch submitted at once) there is no steady state: the
+    // whole run stands in (set at Finish).
     size_t n = trace.jobs.size();
     out_->window_start = trace.jobs[n / 10].submit;
     out_->window_end = trace.jobs[std::min(n - 1, n * 9 / 10)].submit;
-    if (out_->window_end <= out_->window_start) {
-      out_->window_start = trace.jobs.front().submit;
-      out_->window_end = trace.jobs.back().submit + Duration::Seconds(1);
-    }
-    horizon_ = trace.jobs.back().submit;
+    first_submit_ = trace.jobs.front().submit;
     out_->cluster_gpus = capacity;
   }
 
@@ -133,8 +130,22 @@ class Recorder {
 
   void Finish(Timestamp end) {
     Allocate(end, 0);
-    double window = static_cast<double>((out_->window_end - out_->window_start).micros());
-    out_->allocation_ratio = window > 0 && capacity_ > 0 ? area_ / (window * capacity_) : 0;
+    // The whole run: from the first submission to the last completion (or the end, when some
+    // job never finished).
+    Timestamp last = first_submit_;
+    for (const SimJob& j : jobs_) {
+      if (j.finished) last = std::max(last, *j.finished);
+    }
+    if (finished_ < static_cast<int64_t>(jobs_.size())) last = std::max(last, end);
+    out_->run_start = first_submit_;
+    out_->run_end = last;
+    out_->makespan_s = (last - first_submit_).micros() / kMicrosPerSecond;
+    out_->allocation_ratio_run = Ratio(first_submit_, last);
+    if (out_->window_end <= out_->window_start) {
+      out_->window_start = first_submit_;
+      out_->window_end = last;
+    }
+    out_->allocation_ratio = Ratio(out_->window_start, out_->window_end);
     std::vector<double> jct, qg, qs;
     for (const SimJob& j : jobs_) {
       if (j.first_start) {
@@ -156,8 +167,8 @@ class Recorder {
     out_->lost_gpu_hours = lost_us_ / kMicrosPerHourD;
     out_->used_gpu_hours = used_us_ / kMicrosPerHourD;
     out_->work_gpu_hours = work_us_ / kMicrosPerHourD;
-    // Utilization series: averages over up to 400 equal buckets from 0 to the last submission.
-    int64_t span = std::max<int64_t>(1, horizon_.micros());
+    // Utilization series: averages over 400 equal buckets from 0 to the run's end.
+    int64_t span = std::max<int64_t>(1, last.micros());
     const int buckets = 400;
     std::vector<double> sum(buckets, 0);
     for (size_t k = 0; k + 1 < steps_.size(); ++k) {
@@ -179,17 +190,26 @@ class Recorder {
   }
 
  private:
+  // Time-weighted allocated GPUs / cluster GPUs over [from, to).
+  double Ratio(Timestamp from, Timestamp to) const {
+    const int64_t a = from.micros(), b = to.micros();
+    if (b <= a || capacity_ <= 0) return 0;
+    double area = 0;
+    for (size_t k = 0; k < steps_.size(); ++k) {
+      int64_t lo = std::max(a, steps_[k].first);
+      int64_t hi = std::min(b, k + 1 < steps_.size() ? steps_[k + 1].first : b);
+      if (hi > lo) area += static_cast<double>(hi - lo) * steps_[k].second;
+    }
+    return area / (static_cast<double>(b - a) * capacity_);
+  }
+
   void Allocate(Timestamp t, int32_t delta) {
-    int64_t a = std::max(last_.micros(), out_->window_start.micros());
-    int64_t b = std::min(t.micros(), out_->window_end.micros());
-    if (b > a) area_ += static_cast<double>(b - a) * allocated_;
     if (steps_.empty() || steps_.back().first != t.micros()) {
       steps_.emplace_back(t.micros(), allocated_ + delta);
     } else {
       steps_.back().second = allocated_ + delta;
     }
     allocated_ += delta;
-    last_ = t;
   }
 
   const SimConfig& cfg_;
@@ -197,12 +217,10 @@ class Recorder {
   PolicyResult* out_;
   std::vector<SimJob> jobs_;
   int64_t allocated_ = 0;
-  Timestamp last_;
-  double area_ = 0;
+  Timestamp first_submit_;
   double lost_us_ = 0, used_us_ = 0, work_us_ = 0;
   std::vector<double> owner_waits_;
   int64_t finished_ = 0;
-  Timestamp horizon_;
   std::vector<std::pair<int64_t, int64_t>> steps_;  // (time us, allocated after)
 };
 

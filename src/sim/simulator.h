@@ -62,6 +62,12 @@ struct PolicyResult {
   double allocation_ratio = 0;  // time-weighted allocated/available over the steady window
   Timestamp window_start;
   Timestamp window_end;
+  // The whole run, from the first submission to the last completion (or the end of the
+  // replay when some job never finished): its length and allocation.
+  Timestamp run_start;
+  Timestamp run_end;
+  double makespan_s = 0;
+  double allocation_ratio_run = 0;
   Stat jct_s;               // completion − submission, seconds
   Stat queue_guaranteed_s;  // first start − submission, jobs that fit their tenant's reservation
   Stat queue_spot_s;        // the same for all other jobs
