@@ -17,6 +17,7 @@ struct SimFlags {
   std::string trace, format, policy = "all", out = "sim-out", node_list, cluster, quotas,
                              reservations;
   std::string price_range = "1:5", notice = "2m", checkpoint = "30m", restart = "2m";
+  std::string start_latency = "30s", checkpoint_time = "60s";
   std::string reserve = "1", increment = "0.25", experiment;
   std::vector<std::string> tenant_prices;
   uint64_t seed = 1;
@@ -85,11 +86,18 @@ int Run(const SimFlags& f) {
   Result<Duration> notice = ParseDur("notice", f.notice);
   Result<Duration> ckpt = ParseDur("checkpoint-interval", f.checkpoint);
   Result<Duration> restart = ParseDur("restart-cost", f.restart);
+  Result<Duration> latency = ParseDur("start-latency", f.start_latency);
+  Result<Duration> ckpt_time = ParseDur("checkpoint-time", f.checkpoint_time);
   Result<Money> reserve = Money::Parse(f.reserve);
   Result<Money> inc = Money::Parse(f.increment);
-  for (const Status* s : {&notice.status(), &ckpt.status(), &restart.status()}) {
+  for (const Status* s : {&notice.status(), &ckpt.status(), &restart.status(), &latency.status(),
+                          &ckpt_time.status()}) {
     if (!s->ok()) return Usage(s->ToString());
   }
+  if (*latency < Duration()) return Usage("--start-latency: must be 0 or more");
+  if (*ckpt_time < Duration()) return Usage("--checkpoint-time: must be 0 or more");
+  cfg.start_latency = *latency;
+  cfg.checkpoint_time = *ckpt_time;
   if (!reserve.ok() || *reserve < Money()) return Usage("--reserve-price: not an amount >= 0");
   if (!inc.ok() || *inc < Money()) return Usage("--min-increment: not an amount >= 0");
   if (*ckpt <= Duration()) return Usage("--checkpoint-interval: must be positive");
@@ -328,6 +336,12 @@ Action AddSim(CLI::App& app) {
   s->add_option("--notice", f->notice, "Preemption notice (and pool maximum)");
   s->add_option("--checkpoint-interval", f->checkpoint, "Default checkpoint interval");
   s->add_option("--restart-cost", f->restart, "Time a resumed job spends restarting");
+  s->add_option("--start-latency", f->start_latency,
+                "From placement to a job running, confirmed as an agent would (default 30s; 0: "
+                "immediate)");
+  s->add_option("--checkpoint-time", f->checkpoint_time,
+                "A job under notice checkpoints in this long and leaves (default 60s); longer "
+                "than the notice: stopped at the deadline");
   s->add_option("--reserve-price", f->reserve, "Spot reserve price per GPU-hour");
   s->add_option("--min-increment", f->increment, "Minimum increment to preempt");
   s->add_flag("--skip-bad-rows", f->skip_bad, "Skip malformed rows (counted) instead of failing");

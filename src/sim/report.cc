@@ -210,6 +210,8 @@ std::string ResultJson(const RunInfo& run) {
        ", \"notice_s\": " + std::to_string(c.notice.seconds()) +
        ", \"checkpoint_interval_s\": " + std::to_string(c.checkpoint_interval.seconds()) +
        ", \"restart_cost_s\": " + std::to_string(c.restart_cost.seconds()) +
+       ", \"start_latency_s\": " + std::to_string(c.start_latency.seconds()) +
+       ", \"checkpoint_time_s\": " + std::to_string(c.checkpoint_time.seconds()) +
        ", \"price_range\": [" + Quote(c.default_prices.lo.ToString()) + ", " +
        Quote(c.default_prices.hi.ToString()) + "]},\n";
   o += "  \"reservations\": {";

@@ -45,7 +45,10 @@ struct SimJob {
   const TraceJob* trace = nullptr;
   Duration remaining;
   Timestamp attempt_start;
-  Duration overhead;  // restart cost paid at the start of this attempt
+  Duration overhead;      // start latency and restart cost paid at the start of this attempt
+  Timestamp attempt_end;  // when this attempt's work would be done
+  Timestamp noticed_at;   // this attempt's notice, if it got one
+  std::optional<Timestamp> saved_at_notice;  // it checkpointed on its notice and left
   int32_t attempt = 0;
   std::optional<Timestamp> first_start;
   std::optional<Timestamp> finished;
@@ -84,6 +87,8 @@ class Recorder {
     SimJob& j = jobs_[i];
     j.attempt_start = t;
     j.overhead = overhead;
+    j.attempt_end = t + overhead + j.remaining;
+    j.saved_at_notice.reset();
     j.attempt++;
     if (!j.first_start) j.first_start = t;
     Allocate(t, j.gpus);
@@ -101,8 +106,12 @@ class Recorder {
     SimJob& j = jobs_[i];
     Duration elapsed = t - j.attempt_start;
     Duration useful = elapsed > j.overhead ? elapsed - j.overhead : Duration();
-    Duration ckpt = j.trace->checkpoint_interval.value_or(cfg_.checkpoint_interval);
+    Duration ckpt = CheckpointInterval(i);
     Duration saved = Duration::Micros(useful.micros() / ckpt.micros() * ckpt.micros());
+    if (j.saved_at_notice) {  // everything up to the notice is in its last checkpoint
+      Duration before = *j.saved_at_notice - j.attempt_start;
+      saved = std::max(saved, before > j.overhead ? before - j.overhead : Duration());
+    }
     saved = std::min(saved, j.remaining);
     j.remaining = j.remaining - saved;
     lost_us_ += static_cast<double>((elapsed - saved).micros()) * j.gpus;
@@ -122,6 +131,10 @@ class Recorder {
     j.remaining = Duration();
     ++finished_;
     Allocate(t, -j.gpus);
+  }
+
+  Duration CheckpointInterval(size_t i) const {
+    return jobs_[i].trace->checkpoint_interval.value_or(cfg_.checkpoint_interval);
   }
 
   void Price(Timestamp t, Money p) { out_->price.emplace_back(t.micros() / 1'000'000, p); }
@@ -227,7 +240,7 @@ class Recorder {
 struct QueuedEvent {
   Timestamp at;
   int64_t seq;
-  int kind;  // 0 completion, 1 wakeup
+  int kind;  // 0 completion, 1 wakeup, 2 start confirmed, 3 checkpoint, 4 leaves under notice
   size_t job;
   int32_t attempt;
   bool operator>(const QueuedEvent& o) const { return at != o.at ? at > o.at : seq > o.seq; }
@@ -267,6 +280,8 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
     if (n.gpus == 0 || !add_status.ok()) return;
     Result<NodeId> id = s.AddNode(n.name, pool, n.gpus, topo);
     if (!id.ok()) add_status = id.status();
+    // Starts are confirmed after the start latency, as an agent confirms them.
+    if (id.ok() && cfg.start_latency > Duration()) add_status = s.SetNodeAgent(*id);
     capacity += n.gpus;
   });
   RSV_RETURN_IF_ERROR(add_status);
@@ -316,10 +331,25 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       switch (e.type) {
         case EventType::kJobStarted: {
           SimJob& j = rec.job(i);
-          Duration overhead = j.attempt > 0 ? cfg.restart_cost : Duration();
+          Duration overhead = cfg.start_latency + (j.attempt > 0 ? cfg.restart_cost : Duration());
           rec.Started(i, t, overhead);
           if (e.fits_since) rec.OwnerStarted(*e.fits_since, t);
-          q.push(QueuedEvent{t + overhead + j.remaining, seq++, 0, i, j.attempt});
+          if (cfg.start_latency > Duration()) {
+            q.push(QueuedEvent{t + cfg.start_latency, seq++, 2, i, j.attempt});
+          }
+          q.push(QueuedEvent{j.attempt_end, seq++, 0, i, j.attempt});
+          const Timestamp first = t + overhead + rec.CheckpointInterval(i);
+          if (first < j.attempt_end) q.push(QueuedEvent{first, seq++, 3, i, j.attempt});
+          break;
+        }
+        case EventType::kNoticeSent: {
+          // It checkpoints and leaves, if that takes less than the notice; else the deadline
+          // stops it.
+          SimJob& j = rec.job(i);
+          j.noticed_at = t;
+          if (t + cfg.checkpoint_time < e.deadline) {
+            q.push(QueuedEvent{t + cfg.checkpoint_time, seq++, 4, i, j.attempt});
+          }
           break;
         }
         case EventType::kJobPreempted:
@@ -358,11 +388,26 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
         cycle = true;
         continue;
       }
-      const SimJob& j = rec.job(e.job);
+      SimJob& j = rec.job(e.job);
       if (j.attempt != e.attempt || j.finished) continue;  // a stale completion
-      const Job& sj = s.state().job(sched_id[e.job]);
+      const JobId id = sched_id[e.job];
+      const Job& sj = s.state().job(id);
       if (!HoldsGpus(sj.state)) continue;
-      RSV_RETURN_IF_ERROR(s.JobExited(sched_id[e.job], true, t));
+      if (e.kind == 2) {  // the job is up
+        RSV_RETURN_IF_ERROR(s.ConfirmStart(id, sj.attempt, t));
+        continue;
+      }
+      if (e.kind == 3) {  // a periodic checkpoint completed: reported, as an agent would
+        RSV_RETURN_IF_ERROR(s.Checkpointed(id, t));
+        const Timestamp again = t + rec.CheckpointInterval(e.job);
+        if (again < j.attempt_end) q.push(QueuedEvent{again, seq++, 3, e.job, e.attempt});
+        continue;
+      }
+      if (e.kind == 4) {  // checkpointed on its notice: it leaves, its progress saved
+        if (sj.state != JobState::kPreempting) continue;
+        j.saved_at_notice = j.noticed_at;
+      }
+      RSV_RETURN_IF_ERROR(s.JobExited(id, true, t));
       cycle = true;
     }
     if (cycle) s.RunCycle(t);
@@ -472,8 +517,8 @@ Result<PolicyResult> RunFifoBackfill(const Trace& trace, const SimConfig& cfg) {
   auto start = [&](size_t i, Placement p, Timestamp t) {
     free.Occupy(p);
     placed[i] = std::move(p);
-    rec.Started(i, t, Duration());
-    running.emplace(t + trace.jobs[i].duration, i);
+    rec.Started(i, t, cfg.start_latency);
+    running.emplace(t + cfg.start_latency + trace.jobs[i].duration, i);
   };
   while (next < trace.jobs.size() || !running.empty()) {
     Timestamp t = next < trace.jobs.size() ? trace.jobs[next].submit : Timestamp::Max();
@@ -517,7 +562,7 @@ Result<PolicyResult> RunFifoBackfill(const Trace& trace, const SimConfig& cfg) {
         ++examined;
         const TraceJob& tj = trace.jobs[*it];
         const int32_t g = gpus_of(*it);
-        bool ends_in_time = t + tj.duration <= shadow;
+        bool ends_in_time = t + cfg.start_latency + tj.duration <= shadow;
         if (g > free.free_gpus() || (!ends_in_time && g > extra)) {
           ++it;
           continue;

@@ -40,6 +40,13 @@ struct SimConfig {
   Duration notice = Duration::Minutes(2);  // jobs' notice and the pool's maximum
   Duration checkpoint_interval = Duration::Minutes(30);
   Duration restart_cost = Duration::Minutes(2);
+  // From placement to the job running (image, process start): the start is confirmed then, as
+  // an agent confirms it. Zero: starts are not two-phase.
+  Duration start_latency = Duration::Seconds(30);
+  // A job under notice writes a checkpoint in this long and leaves, its progress up to the
+  // notice saved; when the notice is shorter it is stopped at the deadline instead, keeping
+  // only its last periodic checkpoint.
+  Duration checkpoint_time = Duration::Seconds(60);
   int32_t backfill_depth = 1000;   // fifo-backfill: queued jobs examined per pass
   const Ticker* ticker = nullptr;  // measures wall time and drives progress; never decisions
   // Called now and then with (jobs finished, jobs total, simulated time, events so far).
