@@ -388,8 +388,10 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
     };
     fallback("MASTER_ADDR", g.nodes.front());
     fallback("MASTER_PORT", std::to_string(g.master_port));
-    fallback("WORLD_SIZE", std::to_string(g.gpus));
     fallback("NODE_RANK", std::to_string(g.rank));
+    // Only where it is true: a single-node job may run one process, and scripts take
+    // WORLD_SIZE > 1 to mean a distributed launch.
+    if (g.nodes.size() > 1) fallback("WORLD_SIZE", std::to_string(g.gpus));
   }
   std::vector<char*> envp;
   for (std::string& e : env) envp.push_back(e.data());

@@ -91,6 +91,15 @@ TEST_F(ExecutorTest, AGangMemberGetsTheRendezvousAndKeepsItsGpus) {
                      "master=10.0.0.1:40000 world=6 node_rank=1 gpus=2,3 job=8"),
             std::string::npos)
       << log;
+  // One node: the rendezvous is there, but no WORLD_SIZE (its command may be one process).
+  LaunchSpec single = Spec(9, "echo n=$RESERVOIR_NUM_NODES world=${WORLD_SIZE-unset}");
+  single.gang.nodes = {"10.0.0.1"};
+  single.gang.gpus_per_node = single.gang.gpus = 2;
+  single.gang.master_port = 29500;
+  ASSERT_TRUE(ex.Start(single).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  log = Slurp(Executor::LogPath(dir, 9, 1));
+  EXPECT_NE(log.find("n=1 world=unset"), std::string::npos) << log;
 }
 
 TEST_F(ExecutorTest, NoticeWritesTheFileAndTermsTheGroup) {

@@ -478,7 +478,11 @@ Status Scheduler::Release(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (j.state != JobState::kPreempting) return FailedPrecondition("job is not under notice");
   at_fixpoint_ = false;
-  Requeue(j, EventType::kJobPreempted, "released under notice", now);
+  if (j.gang_end.set) {
+    ConcludeGang(j, now);  // a gang stopping because a member ended: that end decides
+  } else {
+    Requeue(j, EventType::kJobPreempted, "released under notice", now);
+  }
   return Status::Ok();
 }
 
@@ -598,6 +602,10 @@ Status Scheduler::StartFailed(JobId id, int32_t attempt, const std::string& reas
   RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
   Job& j = state_.job(id);
   at_fixpoint_ = false;
+  if (j.gang_end.set) {  // a member already ended the attempt: its end decides
+    ConcludeGang(j, now);
+    return Status::Ok();
+  }
   if (counts_as_failure && j.state != JobState::kPreempting) {
     j.failures++;
     if (j.spec.max_restarts >= 0 && j.failures > j.spec.max_restarts) {
@@ -1115,7 +1123,11 @@ void Scheduler::EndReservedAttempt(Job& j, Timestamp now) {
   std::optional<Money> fallback =
       j.spec.tier == Tier::kAuto ? std::optional<Money>(j.spec.limit_price) : j.spec.fallback_limit;
   if (!fallback) {
-    Requeue(j, EventType::kJobRequeued, "reservation ended", now);
+    if (j.gang_end.set) {
+      ConcludeGang(j, now);  // its gang was stopping because a member ended: that end decides
+    } else {
+      Requeue(j, EventType::kJobRequeued, "reservation ended", now);
+    }
     return;
   }
   r.reserved_used[j.spec.tenant] -= j.spec.gpus;

@@ -200,8 +200,19 @@ TEST(Scheduler, AGangRunsWhenWholeAndEndsTogether) {
   ASSERT_TRUE(f.s.MemberEnded(j, 3, n1, Scheduler::MemberEnd::kSucceeded, "exit 0", T(50)).ok());
   ASSERT_TRUE(f.s.MemberEnded(j, 3, n2, Scheduler::MemberEnd::kFailed, "signal 15", T(51)).ok());
   EXPECT_EQ(job.state, JobState::kSucceeded);
+  // Released while stopping after a member's failure: the failure still decides (and a
+  // member's failed start then does not undo it either).
+  JobSpec once = f.Spot(16, 3);
+  once.max_restarts = 0;
+  JobId g = *f.s.SubmitAndDecide(once, T(52));
+  ASSERT_TRUE(f.s.ConfirmStart(g, 1, T(52), n1).ok());
+  ASSERT_TRUE(f.s.ConfirmStart(g, 1, T(52), n2).ok());
+  ASSERT_TRUE(f.s.MemberEnded(g, 1, n1, Scheduler::MemberEnd::kFailed, "exit 1", T(53)).ok());
+  ASSERT_TRUE(f.s.Release(g, T(54)).ok());
+  EXPECT_EQ(f.s.state().job(g).state, JobState::kFailed);
+  EXPECT_EQ(f.s.state().job(g).end_reason, "failed (exit 1 on node n1)");
   // A node outside the job is refused.
-  JobId other = *f.s.SubmitAndDecide(f.Spot(8, 3), T(52));
+  JobId other = *f.s.SubmitAndDecide(f.Spot(8, 3), T(55));
   const NodeId where = f.s.state().job(other).placement.slices[0].node;
   const NodeId elsewhere = where == n1 ? n2 : n1;
   EXPECT_EQ(f.s.ConfirmStart(other, 1, T(53), elsewhere).code(), Code::kFailedPrecondition);

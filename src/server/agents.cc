@@ -199,9 +199,15 @@ nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
   for (const NodeSlice& s : j.placement.slices) {
     if (s.node == here) local += std::popcount(s.gpu_mask);
   }
-  // A port of its own per job and attempt (docs/agent.md, "Gangs"), so a new attempt never
-  // meets the last one's sockets.
-  const int64_t port = kGangPortBase + (int64_t{j.id.value()} * 7919 + j.attempt) % kGangPorts;
+  // A port no other job on rank 0's node has now: GPUs are exclusive, so the lowest GPU the job
+  // holds there picks a range of its own; the attempt picks within it, so a new attempt does
+  // not meet the last one's sockets (docs/agent.md, "Gangs").
+  int64_t lowest = 0;
+  for (const NodeSlice& s : j.placement.slices) {
+    if (s.node == order.front() && s.gpu_mask != 0) lowest = std::countr_zero(s.gpu_mask);
+    if (s.node == order.front()) break;
+  }
+  const int64_t port = kGangPortBase + lowest * kPortsPerGpu + j.attempt % kPortsPerGpu;
   return json{{"rank", rank},
               {"nodes", std::move(nodes)},
               {"gpus_per_node", local},
@@ -329,7 +335,9 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // reply tells the agent to stop them.
       if (!here || j.attempt != attempt || !HoldsGpus(j.state)) continue;
       std::string status = e["status"].get<std::string>();
-      json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}};
+      // "member": this node's part of the attempt (a gang runs once all have started, and
+      // ends when the first has ended).
+      json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}, {"member", true}};
       if (status == "running" && e.value("checkpoint", false)) {
         (void)ApplyInternal("checkpoint", cmd.dump(), &log);  // the job completed one
       }

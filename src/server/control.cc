@@ -510,8 +510,11 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     if (!n) return NotFound("no such node");
     RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
     int32_t attempt = b.value("attempt", 0);
+    // Commands logged before gangs were tracked per member ("member" absent) confirmed and
+    // ended a job as a whole; they replay as they were applied.
+    const bool member = b.value("member", false);
     if (c.kind == "started") {
-      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now, *n));
+      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now, member ? *n : NodeId()));
     } else if (c.kind == "start_failed") {
       RSV_RETURN_IF_ERROR(
           sched_.StartFailed(id, attempt, b.value("reason", ""), b.value("counts", false), now));
@@ -520,7 +523,14 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
       const End how = b.value("lost", false)      ? End::kLost
                       : b.value("success", false) ? End::kSucceeded
                                                   : End::kFailed;
-      RSV_RETURN_IF_ERROR(sched_.MemberEnded(id, attempt, *n, how, b.value("detail", ""), now));
+      if (member) {
+        RSV_RETURN_IF_ERROR(sched_.MemberEnded(id, attempt, *n, how, b.value("detail", ""), now));
+      } else if (st.job(id).attempt != attempt) {
+        return FailedPrecondition("a stale attempt");
+      } else {
+        RSV_RETURN_IF_ERROR(
+            sched_.JobExited(id, how == End::kSucceeded, now, b.value("detail", "")));
+      }
     }
     sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
     return Reply{200, JobJson(st, st.job(id)).dump()};

@@ -148,8 +148,8 @@ class ControlPlane {
   std::string DesiredLocked(NodeId node, std::string* version) const;
   // What the member of `j` on node `here` needs to join its gang (rank, peers, port).
   nlohmann::json GangLocked(const Job& j, NodeId here) const;
-  static constexpr int64_t kGangPortBase = 29500;  // MASTER_PORT is in [base, base + ports)
-  static constexpr int64_t kGangPorts = 2000;
+  static constexpr int64_t kGangPortBase = 29500;  // MASTER_PORT: base + 16 × GPU + attempt % 16
+  static constexpr int64_t kPortsPerGpu = 16;
   // Applies a command built here (not by a client) and queues it for the log.
   Result<Reply> ApplyRegister(const nlohmann::json& body, Timestamp now);
   Result<Reply> ApplyInternal(const std::string& kind, const std::string& body,

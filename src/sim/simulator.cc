@@ -406,6 +406,11 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       if (e.kind == 4) {  // checkpointed on its notice: it leaves, its progress saved
         if (sj.state != JobState::kPreempting) continue;
         j.saved_at_notice = j.noticed_at;
+      } else if (sj.state == JobState::kPreempting) {
+        // Its work is done while under notice: it exits 0, which under notice requeues it (as
+        // on the server, where that exit cannot be told from a checkpoint-and-leave); all of
+        // its work is saved, so the next attempt only pays its start.
+        j.saved_at_notice = t;
       }
       RSV_RETURN_IF_ERROR(s.JobExited(id, true, t));
       cycle = true;
