@@ -443,6 +443,7 @@ if rank == 0:
         peers.append((int(c.makefile().readline()), c))
     for _, c in peers:
         c.sendall(b"%d\n" % step)
+    open(os.path.join(os.environ["RESERVOIR_CHECKPOINT_DIR"], ".checkpoint"), "w").close()
     print("rank 0 of %d: ranks %s joined at step %d, world %s, gpus %s" % (
         n, sorted(r for r, _ in peers), step, os.environ["WORLD_SIZE"],
         os.environ["CUDA_VISIBLE_DEVICES"]), flush=True)
@@ -526,6 +527,13 @@ TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
   const int64_t stopped = Number(first, "rank 0 leaves at step ");
   EXPECT_GT(stopped, 0) << first;
   EXPECT_NE(output(1, ranks[2], "leaves").find("rank 2 leaves"), std::string::npos);
+  // Rank 0 marked one checkpoint; every member saw the marker (one shared directory), and it
+  // counted once.
+  int checkpoints = 0;
+  for (const json& e : events.all()) {
+    checkpoints += e["type"] == "JobCheckpointed" && e.value("attempt", 0) == 1;
+  }
+  EXPECT_LE(checkpoints, 1);
   // The host comes back: the gang is whole again and resumes where rank 0 checkpointed.
   ASSERT_TRUE(victim->Start()) << victim->log();
   ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());

@@ -241,6 +241,7 @@ bool Agent::Sync(bool urgent) {
       checkpoint_seen_[key] = mark;  // adopted after a restart: from now on
     } else if (mark != seen->second && mark != 0) {
       jobs.back()["checkpoint"] = true;
+      jobs.back()["checkpoint_us"] = mark;
       checkpoints[key] = mark;
     }
   }

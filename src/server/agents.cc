@@ -57,6 +57,8 @@ Status ValidateReport(const json& r) {
         return InvalidArgument(at + ".detail", "must be a string");
       if (j.contains("checkpoint") && !j["checkpoint"].is_boolean())
         return InvalidArgument(at + ".checkpoint", "must be true or false");
+      if (j.contains("checkpoint_us") && !IsInt(j, "checkpoint_us"))
+        return InvalidArgument(at + ".checkpoint_us", "must be an integer");
     }
   }
   if (r.contains("logs")) {
@@ -338,8 +340,16 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // "member": this node's part of the attempt (a gang runs once all have started, and
       // ends when the first has ended).
       json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}, {"member", true}};
+      // The job completed a checkpoint. Members of a gang sharing a checkpoint directory all
+      // see the same marker (its modification time): the first report of it counts.
       if (status == "running" && e.value("checkpoint", false)) {
-        (void)ApplyInternal("checkpoint", cmd.dump(), &log);  // the job completed one
+        const int64_t marker = e.value("checkpoint_us", int64_t{0});
+        auto seen = checkpoint_markers_.find(jid.value());
+        if (marker == 0 || seen == checkpoint_markers_.end() || marker > seen->second) {
+          json report = cmd;
+          report["marker_us"] = marker;
+          (void)ApplyInternal("checkpoint", report.dump(), &log);
+        }
       }
       if (status == "running") {
         if (j.state != JobState::kStarting ||

@@ -503,6 +503,8 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
     if (st.job(id).attempt != b.value("attempt", 0)) return FailedPrecondition("a stale attempt");
     RSV_RETURN_IF_ERROR(sched_.Checkpointed(id, now));
+    int64_t& marker = checkpoint_markers_[id.value()];
+    marker = std::max(marker, b.value("marker_us", int64_t{0}));
     return Reply{200, JobJson(st, st.job(id)).dump()};
   }
   if (c.kind == "started" || c.kind == "start_failed" || c.kind == "agent_exit") {

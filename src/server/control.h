@@ -144,6 +144,9 @@ class ControlPlane {
   // The members of attempts whose output they ship: (job, attempt, node id) -> the node's output
   // file suffix (empty for the first node, rank 0; ".NODE" for the others).
   std::map<std::tuple<uint32_t, int32_t, uint32_t>, std::string> ran_on_;
+  // The newest checkpoint marker (its modification time, µs) reported per job: the same marker
+  // seen by another member of a gang is not a new checkpoint.
+  std::map<uint32_t, int64_t> checkpoint_markers_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
   // What the member of `j` on node `here` needs to join its gang (rank, peers, port).
