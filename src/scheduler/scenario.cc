@@ -271,6 +271,7 @@ class Runner {
     if (l.verb == "nodes") {
       RSV_ASSIGN_OR_RETURN(std::string c, Need(l, "count"));
       RSV_ASSIGN_OR_RETURN(count, Int("count", c));
+      if (count < 1 || count > 100000) return InvalidArgument("count", "must be 1-100000");
     }
     for (int32_t i = 1; i <= count; ++i) {
       std::string n = l.verb == "nodes" ? name + std::to_string(i) : name;

@@ -409,9 +409,25 @@ void ControlPlane::Tick() {
   for (auto& fn : ready) fn();
 }
 
+// Whether every number in `j` converts to an integer without overflow (commands carry integers
+// only; a float past int64 in an altered log would make the conversion undefined).
+static bool NumbersFit(const json& j) {
+  if (j.is_number_float()) {
+    const double d = j.get<double>();
+    return d > -9.2e18 && d < 9.2e18;
+  }
+  if (j.is_structured()) {
+    for (const json& v : j) {
+      if (!NumbersFit(v)) return false;
+    }
+  }
+  return true;
+}
+
 Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
   json b = json::parse(c.body, nullptr, false);
   if (b.is_discarded()) return Internal("command body is not JSON");
+  if (replay && !NumbersFit(b)) return Internal("command body has a number out of range");
   const ClusterState& st = sched_.state();
   auto pool_of = [&](const std::string& name) -> Result<PoolId> {
     auto p = st.FindPool(name);
