@@ -407,11 +407,15 @@ TEST_F(AgentE2E, RestartedAgentFindsItsJobAgainAndNothingRunsTwice) {
   ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
   ASSERT_TRUE(n1->WaitForLog("started job"));
   n1->Kill();  // the agent only: its job keeps running
+  // It completes a checkpoint while no agent runs (the test touches its marker for it).
+  std::ofstream(dir + "/ckpt/" + std::to_string(job) + "/.checkpoint") << "";
   n1 = std::make_unique<AgentProcess>(s.port(), "n1", dir + "/n1", dir + "/ckpt");
   ASSERT_TRUE(n1->Start()) << n1->log();
   EXPECT_NE(n1->log().find("found job " + std::to_string(job) + " attempt 1 still running"),
             std::string::npos)
       << n1->log();
+  // The restarted agent reports that checkpoint (its last report survives in agent.json).
+  ASSERT_FALSE(events.Job("JobCheckpointed", job, 1).is_null()) << n1->log();
   // A full sync round later the job is still attempt 1, running, started once.
   auto sync = s.Post("/v1/jobs/" + std::to_string(job) + "/cancel", kAdmin, "{}");
   ASSERT_EQ(sync.status, 200);

@@ -114,10 +114,12 @@ void Agent::SaveState() {
   for (const Attempt& a : exec_.Attempts()) live[{a.job, a.attempt}] = a;
   for (const Key& k : launched_) {
     auto it = live.find(k);
+    auto mark = checkpoint_seen_.find(k);
     attempts.push_back({{"job", k.first},
                         {"attempt", k.second},
                         {"pid", it == live.end() ? 0 : it->second.pid},
-                        {"start_ticks", it == live.end() ? 0 : it->second.start_ticks}});
+                        {"start_ticks", it == live.end() ? 0 : it->second.start_ticks},
+                        {"checkpoint_us", mark == checkpoint_seen_.end() ? 0 : mark->second}});
   }
   const std::string path = config_.state_dir + "/agent.json";
   {
@@ -152,6 +154,10 @@ void Agent::LoadState() {
     at.pid = a.value("pid", 0);
     at.start_ticks = a.value("start_ticks", int64_t{0});
     launched_.insert({at.job, at.attempt});
+    // The last checkpoint marker reported (or found at its start): one made while no agent ran
+    // is reported at the next sync.
+    const json& mark = a.contains("checkpoint_us") ? a["checkpoint_us"] : json();
+    if (mark.is_number_integer()) checkpoint_seen_[{at.job, at.attempt}] = mark.get<int64_t>();
     if (exec_.Adopt(at, config_.state_dir)) {
       Log("found job " + std::to_string(at.job) + " attempt " + std::to_string(at.attempt) +
           " still running (pid " + std::to_string(at.pid) + ")");
@@ -335,7 +341,7 @@ bool Agent::Sync(bool urgent) {
   if (d.is_discarded()) return false;
   // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
   for (const auto& [key, mark] : checkpoints) checkpoint_seen_[key] = mark;
-  bool forgot = false;
+  bool forgot = !checkpoints.empty();  // saved below, so a restart does not report them again
   for (const Report& s : sent) {
     reports_.erase(std::remove_if(reports_.begin(), reports_.end(),
                                   [&](const Report& x) {
