@@ -187,6 +187,14 @@ class Events {
     });
   }
   const std::vector<json>& all() const { return all_; }
+  // Events of `type` seen so far (of `attempt` only, when given).
+  int Count(const std::string& type, int32_t attempt = 0) const {
+    int n = 0;
+    for (const json& e : all_) {
+      n += e["type"] == type && (attempt == 0 || e.value("attempt", 0) == attempt);
+    }
+    return n;
+  }
 
  private:
   json Use(size_t i) {
@@ -533,11 +541,7 @@ TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
   EXPECT_NE(output(1, ranks[2], "leaves").find("rank 2 leaves"), std::string::npos);
   // Rank 0 marked one checkpoint; every member saw the marker (one shared directory), and it
   // counted once.
-  int checkpoints = 0;
-  for (const json& e : events.all()) {
-    checkpoints += e["type"] == "JobCheckpointed" && e.value("attempt", 0) == 1;
-  }
-  EXPECT_LE(checkpoints, 1);
+  EXPECT_LE(events.Count("JobCheckpointed", 1), 1);
   // The host comes back: the gang is whole again and resumes where rank 0 checkpointed.
   ASSERT_TRUE(victim->Start()) << victim->log();
   ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());
@@ -578,9 +582,7 @@ TEST_F(AgentE2E, ACheckpointTheJobMarksIsReported) {
   ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());
   std::ofstream(ckpt_dir + "/done") << "done\n";
   ASSERT_FALSE(events.Job("JobSucceeded", job).is_null());
-  int checkpoints = 0;
-  for (const json& e : events.all()) checkpoints += e["type"] == "JobCheckpointed";
-  EXPECT_EQ(checkpoints, 1);
+  EXPECT_EQ(events.Count("JobCheckpointed"), 1);
 }
 
 TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {

@@ -184,11 +184,8 @@ int RunAgent(AgentFlags f) {
     f.address = LocalAddressToward(f.server);
     if (f.address.empty()) f.address = f.node;
   }
-  if (f.address.size() > 255 ||
-      f.address.find_first_not_of(
-          "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") !=
-          std::string::npos) {
-    std::cerr << "reservoir agent: --advertise-address must be a host name or an IP address (got '"
+  if (!server::ValidAddress(f.address)) {
+    std::cerr << "reservoir agent: --advertise-address " << server::kAddressRule << " (got '"
               << Printable(f.address) << "')\n";
     return 2;
   }

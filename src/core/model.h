@@ -4,6 +4,7 @@
 // anything from server/, store/, agent/ or sim/.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -71,6 +72,11 @@ struct NodeSlice {
   uint64_t gpu_mask = 0;
   bool operator==(const NodeSlice&) const = default;
 };
+
+// Whether `nodes` holds `node` (a gang's members, confirmed or ended: a handful at most).
+inline bool Contains(const std::vector<NodeId>& nodes, NodeId node) {
+  return std::find(nodes.begin(), nodes.end(), node) != nodes.end();
+}
 
 struct Placement {
   std::vector<NodeSlice> slices;

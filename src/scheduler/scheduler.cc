@@ -514,7 +514,7 @@ void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
 std::vector<NodeId> Scheduler::Members(const Job& j) const {
   std::vector<NodeId> out;
   for (const NodeSlice& s : j.placement.slices) {
-    if (state_.node(s.node).agent && std::find(out.begin(), out.end(), s.node) == out.end()) {
+    if (state_.node(s.node).agent && !Contains(out, s.node)) {
       out.push_back(s.node);
     }
   }
@@ -527,10 +527,7 @@ Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd 
   RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
   Job& j = state_.job(id);
   const std::vector<NodeId> members = Members(j);
-  auto has = [](const std::vector<NodeId>& v, NodeId n) {
-    return std::find(v.begin(), v.end(), n) != v.end();
-  };
-  if (!state_.HasNode(node) || !has(members, node)) {
+  if (!state_.HasNode(node) || !Contains(members, node)) {
     return FailedPrecondition("job " + std::to_string(id.value()) + " has no member on that node");
   }
   at_fixpoint_ = false;
@@ -539,7 +536,7 @@ Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd 
     Requeue(j, EventType::kJobRequeued, detail, now);
     return Status::Ok();
   }
-  if (has(j.ended, node)) return Status::Ok();
+  if (Contains(j.ended, node)) return Status::Ok();
   j.ended.push_back(node);
   if (j.state != JobState::kPreempting) {
     const std::string where =
@@ -581,13 +578,11 @@ Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now, NodeId 
   if (j.state != JobState::kStarting) return Status::Ok();  // confirmed already, or under notice
   if (node.valid()) {
     const std::vector<NodeId> members = Members(j);
-    if (std::find(members.begin(), members.end(), node) == members.end()) {
+    if (!Contains(members, node)) {
       return FailedPrecondition("job " + std::to_string(id.value()) +
                                 " has no member on that node");
     }
-    if (std::find(j.confirmed.begin(), j.confirmed.end(), node) == j.confirmed.end()) {
-      j.confirmed.push_back(node);
-    }
+    if (!Contains(j.confirmed, node)) j.confirmed.push_back(node);
     if (j.confirmed.size() < members.size()) return Status::Ok();  // the gang is not whole yet
   }
   j.state = JobState::kRunning;

@@ -191,6 +191,7 @@ nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
   int32_t rank = 0, local = 0;
   std::vector<NodeId> order;
   for (const NodeSlice& s : j.placement.slices) {
+    if (s.node == here) local += std::popcount(s.gpu_mask);
     if (std::find(order.begin(), order.end(), s.node) != order.end()) continue;
     if (s.node == here) rank = static_cast<int32_t>(order.size());
     order.push_back(s.node);
@@ -198,17 +199,11 @@ nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
     nodes.push_back(link != agents_.end() && !link->second.address.empty() ? link->second.address
                                                                            : st.node(s.node).name);
   }
-  for (const NodeSlice& s : j.placement.slices) {
-    if (s.node == here) local += std::popcount(s.gpu_mask);
-  }
   // A port no other job on rank 0's node has now: GPUs are exclusive, so the lowest GPU the job
-  // holds there picks a range of its own; the attempt picks within it, so a new attempt does
-  // not meet the last one's sockets (docs/agent.md, "Gangs").
-  int64_t lowest = 0;
-  for (const NodeSlice& s : j.placement.slices) {
-    if (s.node == order.front() && s.gpu_mask != 0) lowest = std::countr_zero(s.gpu_mask);
-    if (s.node == order.front()) break;
-  }
+  // holds there (its first slice) picks a range of its own; the attempt picks within it, so a
+  // new attempt does not meet the last one's sockets (docs/agent.md, "Gangs").
+  const uint64_t first = j.placement.slices.empty() ? 0 : j.placement.slices.front().gpu_mask;
+  const int64_t lowest = first == 0 ? 0 : std::countr_zero(first);
   const int64_t port = kGangPortBase + lowest * kPortsPerGpu + j.attempt % kPortsPerGpu;
   return json{{"rank", rank},
               {"nodes", std::move(nodes)},
@@ -228,7 +223,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     seen.push_back(jid);
     const Job& j = st.job(jid);
     // A gang member that has ended waits for the others elsewhere; nothing runs here.
-    if (std::find(j.ended.begin(), j.ended.end(), id) != j.ended.end()) continue;
+    if (Contains(j.ended, id)) continue;
     json gpus = json::array();
     for (const NodeSlice& s : j.placement.slices) {
       if (s.node != id) continue;
@@ -352,19 +347,18 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
         }
       }
       if (status == "running") {
-        if (j.state != JobState::kStarting ||
-            std::find(j.confirmed.begin(), j.confirmed.end(), *id) != j.confirmed.end()) {
+        if (j.state != JobState::kStarting || Contains(j.confirmed, *id)) {
           continue;
         }
         (void)ApplyInternal("started", cmd.dump(), &log);
       } else if (status == "exited") {
-        if (std::find(j.ended.begin(), j.ended.end(), *id) != j.ended.end()) continue;
+        if (Contains(j.ended, *id)) continue;
         cmd["success"] = e.value("success", false);
         cmd["detail"] = e.value("detail", "");
         (void)ApplyInternal("agent_exit", cmd.dump(), &log);
       } else if (status == "lost" && j.state != JobState::kStarting) {
         // A confirmed attempt the agent no longer has: that member is gone (its gang stops).
-        if (std::find(j.ended.begin(), j.ended.end(), *id) != j.ended.end()) continue;
+        if (Contains(j.ended, *id)) continue;
         cmd["lost"] = true;
         cmd["detail"] = "lost on node " + node + " (" +
                         e.value("detail", std::string("the agent no longer has it")) + ")";

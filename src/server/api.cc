@@ -161,17 +161,6 @@ bool ValidNodeName(const std::string& s) {
              std::string::npos;
 }
 
-// An agent's advertised address: a host name, an IPv4 address or an IPv6 address (no port).
-constexpr char kAddressRule[] =
-    "must be a host name or an IP address (1-255 of A-Z a-z 0-9 . - : _)";
-bool ValidAddress(const std::string& s) {
-  return !s.empty() && s.size() <= 255 &&
-         (std::isalnum(static_cast<unsigned char>(s[0])) || s[0] == ':') &&
-         s.find_first_not_of(
-             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") ==
-             std::string::npos;
-}
-
 const Route* MatchRoute(const std::vector<std::string>& parts) {
   static const std::vector<std::vector<std::string>> patterns = [] {
     std::vector<std::vector<std::string>> out;
@@ -231,6 +220,14 @@ Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const 
 }
 
 }  // namespace
+
+bool ValidAddress(const std::string& s) {
+  return !s.empty() && s.size() <= 255 &&
+         (std::isalnum(static_cast<unsigned char>(s[0])) || s[0] == ':') &&
+         s.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") ==
+             std::string::npos;
+}
 
 std::string RandomToken(const std::string& prefix) {
   std::ifstream urandom("/dev/urandom", std::ios::binary);

@@ -35,6 +35,11 @@ struct HttpResponse {
 // A new API token: `prefix` and 48 hex digits from /dev/urandom. Only its hash is stored.
 std::string RandomToken(const std::string& prefix = "rsv_");
 
+// An agent's advertised address: a host name, an IPv4 address or an IPv6 address (no port).
+inline constexpr char kAddressRule[] =
+    "must be a host name or an IP address (1-255 of A-Z a-z 0-9 . - : _)";
+bool ValidAddress(const std::string& s);
+
 // The one table from Status codes to HTTP statuses.
 int HttpStatusOf(Code code);
 std::string ErrorBody(const Status& s);

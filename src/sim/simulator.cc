@@ -237,10 +237,14 @@ class Recorder {
   std::vector<std::pair<int64_t, int64_t>> steps_;  // (time us, allocated after)
 };
 
+// What a queued event is: a job's work done, a scheduler wakeup, a start confirmed after the
+// start latency, a periodic checkpoint, a job leaving after checkpointing on its notice.
+enum class Due { kCompletion, kWakeup, kConfirm, kCheckpoint, kLeave };
+
 struct QueuedEvent {
   Timestamp at;
   int64_t seq;
-  int kind;  // 0 completion, 1 wakeup, 2 start confirmed, 3 checkpoint, 4 leaves under notice
+  Due kind;
   size_t job;
   int32_t attempt;
   bool operator>(const QueuedEvent& o) const { return at != o.at ? at > o.at : seq > o.seq; }
@@ -335,11 +339,12 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           rec.Started(i, t, overhead);
           if (e.fits_since) rec.OwnerStarted(*e.fits_since, t);
           if (cfg.start_latency > Duration()) {
-            q.push(QueuedEvent{t + cfg.start_latency, seq++, 2, i, j.attempt});
+            q.push(QueuedEvent{t + cfg.start_latency, seq++, Due::kConfirm, i, j.attempt});
           }
-          q.push(QueuedEvent{j.attempt_end, seq++, 0, i, j.attempt});
+          q.push(QueuedEvent{j.attempt_end, seq++, Due::kCompletion, i, j.attempt});
           const Timestamp first = t + overhead + rec.CheckpointInterval(i);
-          if (first < j.attempt_end) q.push(QueuedEvent{first, seq++, 3, i, j.attempt});
+          if (first < j.attempt_end)
+            q.push(QueuedEvent{first, seq++, Due::kCheckpoint, i, j.attempt});
           break;
         }
         case EventType::kNoticeSent: {
@@ -348,7 +353,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           SimJob& j = rec.job(i);
           j.noticed_at = t;
           if (t + cfg.checkpoint_time < e.deadline) {
-            q.push(QueuedEvent{t + cfg.checkpoint_time, seq++, 4, i, j.attempt});
+            q.push(QueuedEvent{t + cfg.checkpoint_time, seq++, Due::kLeave, i, j.attempt});
           }
           break;
         }
@@ -384,7 +389,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       QueuedEvent e = q.top();
       q.pop();
       ++events;
-      if (e.kind == 1) {
+      if (e.kind == Due::kWakeup) {
         cycle = true;
         continue;
       }
@@ -393,17 +398,19 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       const JobId id = sched_id[e.job];
       const Job& sj = s.state().job(id);
       if (!HoldsGpus(sj.state)) continue;
-      if (e.kind == 2) {  // the job is up
+      if (e.kind == Due::kConfirm) {  // the job is up
         RSV_RETURN_IF_ERROR(s.ConfirmStart(id, sj.attempt, t));
         continue;
       }
-      if (e.kind == 3) {  // a periodic checkpoint completed: reported, as an agent would
+      if (e.kind ==
+          Due::kCheckpoint) {  // a periodic checkpoint completed: reported, as an agent would
         RSV_RETURN_IF_ERROR(s.Checkpointed(id, t));
         const Timestamp again = t + rec.CheckpointInterval(e.job);
-        if (again < j.attempt_end) q.push(QueuedEvent{again, seq++, 3, e.job, e.attempt});
+        if (again < j.attempt_end)
+          q.push(QueuedEvent{again, seq++, Due::kCheckpoint, e.job, e.attempt});
         continue;
       }
-      if (e.kind == 4) {  // checkpointed on its notice: it leaves, its progress saved
+      if (e.kind == Due::kLeave) {  // checkpointed on its notice: it leaves, its progress saved
         if (sj.state != JobState::kPreempting) continue;
         j.saved_at_notice = j.noticed_at;
       } else if (sj.state == JobState::kPreempting) {
@@ -469,7 +476,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
     }
     std::optional<Timestamp> w = s.NextWakeup(t);
     if (w && *w < forever && w != wakeup_pushed) {  // reservations outlast the trace
-      q.push(QueuedEvent{*w, seq++, 1, 0, 0});
+      q.push(QueuedEvent{*w, seq++, Due::kWakeup, 0, 0});
       wakeup_pushed = w;
     }
     report_progress(t);
