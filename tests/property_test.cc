@@ -62,11 +62,17 @@ struct World {
             Dependency{rng.Chance(1, 2) ? DependencyKind::kAfterOk : DependencyKind::kAfterAny,
                        JobId(static_cast<uint32_t>(rng.Range(1, jobs.size())))});
       }
+      if (j.tier == Tier::kSpot && rng.Chance(1, 3)) {  // elastic (docs/market.md)
+        j.gpu_step = rng.Chance(1, 2) ? j.gpus : 8;
+        j.max_gpus = j.gpus + j.gpu_step * static_cast<int32_t>(rng.Range(1, 3));
+        j.resize_mode = rng.Chance(1, 2) ? ResizeMode::kSignal : ResizeMode::kRestart;
+        j.resize_cooldown = Duration::Seconds(rng.Range(0, 600));
+      }
       int32_t installed = 0;
       for (NodeId n : s.state().pool_nodes(pool)) installed += s.state().node(n).gpus;
       size_t before = jobs.size();
       Result<JobId> r = s.SubmitAndDecide(j, now);
-      if (j.gpus > installed) {  // refused, naming the field, and nothing changed
+      if (std::max(j.gpus, j.max_gpus) > installed) {  // refused, naming the field, nothing changed
         ASSERT_EQ(r.status().field(), "gpus");
         ASSERT_EQ(s.state().jobs().size(), before);
       } else {
@@ -113,7 +119,15 @@ struct World {
       ASSERT_TRUE(s.SetNodeState(n, to, now).ok());
       s.RunCycle(now);
     } else if (what < 77 && !jobs.empty()) {
-      (void)s.Checkpointed(JobId(static_cast<uint32_t>(rng.Range(1, jobs.size()))), now);
+      JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
+      if (rng.Chance(1, 2)) {
+        (void)s.Checkpointed(id, now);
+      } else {  // a signal-mode job takes in a resize generation (some stale, some ahead)
+        const Job& j = s.state().job(id);
+        (void)s.ResizeAcked(id, j.attempt, j.resize_generation + static_cast<int32_t>(rng.Range(-1, 1)),
+                            now);
+        s.RunCycle(now);
+      }
     } else if (what < 80 && !jobs.empty()) {
       // The agent confirms a start, or the start fails or is never confirmed (rolled back).
       JobId id(static_cast<uint32_t>(rng.Range(1, jobs.size())));
@@ -138,10 +152,35 @@ class RandomRuns : public testing::TestWithParam<uint64_t> {};
 TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
   Rng rng(GetParam());
   World w(rng);
+  size_t seen = 0;
   for (int step = 0; step < 400; ++step) {
     ASSERT_NO_FATAL_FAILURE(w.Step(rng));
-    ASSERT_TRUE(w.s.violations().empty())
-        << "seed " << GetParam() << " step " << step << ": " << w.s.violations().front();
+    if (!w.s.violations().empty()) {
+      std::string last;  // what the failing step decided
+      for (size_t i = seen; i < w.s.pending_events().size(); ++i) {
+        last += "\n  " + FormatEvent(w.s.pending_events()[i], w.s.state());
+      }
+      FAIL() << "seed " << GetParam() << " step " << step << ": " << w.s.violations().front()
+             << last;
+    }
+    // Elastic jobs: never below min while running (a base of min GPUs under every unit, checked
+    // by the invariants), and no unit starts while its job's cooldown after a shrink runs.
+    const std::vector<Event>& events = w.s.pending_events();
+    for (; seen < events.size(); ++seen) {
+      const Event& e = events[seen];
+      if (e.type != EventType::kJobStarted || !w.s.state().job(e.job).unit_of.valid()) continue;
+      const Job& owner = w.s.state().job(w.s.state().job(e.job).unit_of);
+      ASSERT_TRUE(owner.cooldown_until == Timestamp() || owner.cooldown_until <= e.at)
+          << "seed " << GetParam() << " step " << step << ": unit " << e.job.ToString()
+          << " started in its job's cooldown";
+      ASSERT_TRUE(HoldsGpus(owner.state)) << "seed " << GetParam() << " step " << step;
+    }
+    for (const Job& j : w.s.state().jobs()) {
+      if (!j.spec.elastic() || !HoldsGpus(j.state)) continue;
+      const int32_t size = w.s.AttemptPlacement(j).GpuCount();
+      ASSERT_GE(size, j.spec.gpus);
+      ASSERT_LE(size, j.spec.max_gpus);
+    }
   }
   w.now = w.now + Duration::Hours(10);
   w.s.RunCycle(w.now);

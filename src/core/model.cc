@@ -1,5 +1,6 @@
 #include "core/model.h"
 
+#include <algorithm>
 #include <bit>
 #include <cctype>
 
@@ -53,6 +54,37 @@ std::string_view NodeStateName(NodeState s) {
       return "down";
   }
   return "?";
+}
+
+std::string_view ResizeModeName(ResizeMode m) {
+  return m == ResizeMode::kSignal ? "signal" : "restart";
+}
+
+Result<ResizeMode> ParseResizeMode(std::string_view s) {
+  if (s == "restart") return ResizeMode::kRestart;
+  if (s == "signal") return ResizeMode::kSignal;
+  return InvalidArgument("resize_mode", "must be restart or signal");
+}
+
+Result<GpuRange> ParseGpuRange(std::string_view s) {
+  GpuRange r;
+  int32_t* parts[] = {&r.min, &r.max, &r.step};
+  size_t n = 0;
+  while (true) {
+    size_t colon = s.find(':');
+    std::string_view part = s.substr(0, colon);
+    if (n == 3 || part.empty() || part.size() > 7 ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return InvalidArgument("gpus", "must be N, MIN:MAX or MIN:MAX:STEP (whole numbers)");
+    }
+    *parts[n++] = static_cast<int32_t>(std::stol(std::string(part)));
+    if (colon == std::string_view::npos) break;
+    s.remove_prefix(colon + 1);
+  }
+  if (r.min <= 0) return InvalidArgument("gpus", "must be positive");
+  if (n >= 2 && r.max < r.min) return InvalidArgument("gpus", "max must be at least min");
+  if (n == 3 && r.step <= 0) return InvalidArgument("gpus", "step must be positive");
+  return r;
 }
 
 std::string_view TierName(Tier t) {

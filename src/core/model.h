@@ -122,6 +122,21 @@ inline bool IsActive(JobState s) { return s == JobState::kStarting || s == JobSt
 
 enum class DependencyKind { kAfterOk, kAfterAny };
 
+// How an elastic job changes size (docs/market.md, "Elastic jobs").
+enum class ResizeMode { kRestart, kSignal };
+std::string_view ResizeModeName(ResizeMode m);
+Result<ResizeMode> ParseResizeMode(std::string_view s);
+inline constexpr int kMaxElasticUnits = 64;
+
+// A job's GPU count as written on a command line or in a scenario: "8" (rigid), "8:32"
+// (elastic, the pool's default step) or "8:32:8". `max` and `step` are 0 when not given.
+struct GpuRange {
+  int32_t min = 0;
+  int32_t max = 0;
+  int32_t step = 0;
+};
+Result<GpuRange> ParseGpuRange(std::string_view s);
+
 struct Dependency {
   DependencyKind kind = DependencyKind::kAfterOk;
   JobId job;
@@ -147,6 +162,13 @@ struct JobSpec {
   int64_t cpu_millis = 0;    // CPU limit in thousandths of a core, applied by the agent; 0: none
   int64_t memory_mib = 0;    // memory limit, applied by the agent; 0: none
   int64_t time_limit_s = 0;  // wall-clock limit of each attempt, enforced by the agent; 0: none
+  // Elastic (docs/market.md, "Elastic jobs"): `gpus` is the minimum, the base gang; up to
+  // max_gpus in units of gpu_step GPUs. max_gpus 0 (or == gpus): rigid.
+  int32_t max_gpus = 0;
+  int32_t gpu_step = 0;  // 0 at submission: the pool's default
+  ResizeMode resize_mode = ResizeMode::kRestart;
+  Duration resize_cooldown = Duration::Minutes(5);
+  bool elastic() const { return max_gpus > gpus; }
 };
 
 struct Job {
@@ -177,6 +199,23 @@ struct Job {
     bool lost = false;  // the member was lost (its node, its agent): no restart is spent
     std::string detail;
   } gang_end;
+
+  // Elastic jobs (docs/market.md, "Elastic jobs"). On the job: its units, in order; on a unit:
+  // the job it belongs to and its number (1, 2, ...).
+  std::vector<JobId> units;
+  JobId unit_of;
+  int32_t unit = 0;
+  // A unit: the job's attempt whose GPUs include it (restart mode: a unit granted while an
+  // attempt runs joins the next one); signal mode: the resize generation that leaves it out.
+  int32_t joined = 0;
+  int32_t shrink_generation = 0;
+  // The job: signal mode's resize generation (bumped by every change of the target size);
+  // restart mode's pending restart at a new size, due by `resize_deadline`; no unit bids
+  // before `cooldown_until` (a shrink's cooldown).
+  int32_t resize_generation = 0;
+  bool resizing = false;
+  Timestamp resize_deadline;
+  Timestamp cooldown_until;
 };
 
 // Everything the scheduler decides over. Ids are dense: object with id k sits at index k-1.

@@ -9,8 +9,10 @@ namespace rsv {
 
 bool RanksAhead(const Bid& a, const Bid& b) {
   if (a.limit != b.limit) return a.limit > b.limit;
+  if ((a.unit > 0) != (b.unit > 0)) return b.unit > 0;
   bool ha = a.running || a.preempting, hb = b.running || b.preempting;
   if (ha != hb) return ha;
+  if (a.unit != b.unit) return a.unit < b.unit;
   if (a.submitted != b.submitted) return a.submitted < b.submitted;
   return a.job < b.job;
 }
@@ -23,6 +25,7 @@ Duration LostWork(const Bid& b, Timestamp now) {
 }
 
 bool VictimBefore(const Bid& a, const Bid& b, Timestamp now) {
+  if ((a.unit > 0) != (b.unit > 0)) return a.unit > 0;
   if (a.limit != b.limit) return a.limit < b.limit;
   Duration la = LostWork(a, now), lb = LostWork(b, now);
   if (la != lb) return la < lb;
@@ -32,18 +35,22 @@ bool VictimBefore(const Bid& a, const Bid& b, Timestamp now) {
 
 namespace {
 
-// The cost of a victim set: the highest limit stopped, then how many jobs, then the work they
-// lose, then where the gang lands, then the ids (a total order, so the choice is unique).
+// The cost of a victim set: how many base gangs it stops (units first), the highest limit
+// stopped, then how many jobs, then the work they lose, then the higher unit numbers (a job
+// shrinks from its last unit), then where the gang lands, then the ids (a total order, so the
+// choice is unique).
 struct SetCost {
+  int32_t bases = 0;
   Money max_limit;
   int32_t count = 0;
   int64_t lost_us = 0;
+  int32_t neg_units = 0;  // minus the unit numbers stopped: a job's last unit goes first
   int32_t first_node = 0;
   std::vector<uint32_t> ids;  // sorted
 
   bool operator<(const SetCost& o) const {
-    return std::tie(max_limit, count, lost_us, first_node, ids) <
-           std::tie(o.max_limit, o.count, o.lost_us, o.first_node, o.ids);
+    return std::tie(bases, max_limit, count, lost_us, neg_units, first_node, ids) <
+           std::tie(o.bases, o.max_limit, o.count, o.lost_us, o.neg_units, o.first_node, o.ids);
   }
 };
 
@@ -97,6 +104,8 @@ SetCost CostOfSet(const std::vector<const Bid*>& set, int32_t first_node, Timest
   c.count = static_cast<int32_t>(set.size());
   c.first_node = first_node;
   for (const Bid* b : set) {
+    c.bases += b->unit == 0;
+    c.neg_units -= b->unit;
     c.max_limit = std::max(c.max_limit, b->limit);
     c.lost_us += LostWork(*b, now).micros();
     c.ids.push_back(b->job.value());
@@ -397,6 +406,11 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         }
       }
       break;
+    }
+    if (b.unit > 0 && !b.parent_ready &&
+        std::none_of(r.starts.begin(), r.starts.end(),
+                     [&](const Start& st) { return st.job == b.parent; })) {
+      continue;  // its job does not run (yet): the unit cannot start, and sets no price
     }
     ++r.examined;
     if (!s.free.Feasible(b.gpus, &why)) {

@@ -26,18 +26,24 @@ struct Bid {
   const Placement* placement = nullptr;  // when running or preempting
   Timestamp started;
   Timestamp last_checkpoint;
+  // A unit of an elastic job (docs/market.md, "Elastic jobs"): its number and its job. A pending
+  // unit starts only when `parent_ready` (its job runs) or its job starts in the same clearing.
+  int32_t unit = 0;
+  JobId parent = JobId();
+  bool parent_ready = false;
 };
 
-// Rank order: higher limit first; at equal limits a job holding GPUs ahead of a pending one,
-// then earlier submission, then lower id.
+// Rank order: higher limit first; at equal limits a base gang (any job that is not a unit)
+// ahead of a unit, a job holding GPUs ahead of a pending one, a lower unit number first, then
+// earlier submission, then lower id.
 bool RanksAhead(const Bid& a, const Bid& b);
 void SortByRank(std::vector<Bid>& bids);
 
 // Work a victim would lose if stopped now: time since its last checkpoint (or its start).
 Duration LostWork(const Bid& b, Timestamp now);
 
-// Victim order: lowest limit first; among equals the one that loses the least work, then the
-// most recently started, then the highest id.
+// Victim order: units before base gangs; then lowest limit first; among equals the one that
+// loses the least work, then the most recently started, then the highest id.
 bool VictimBefore(const Bid& a, const Bid& b, Timestamp now);
 
 struct MarketParams {
@@ -115,8 +121,9 @@ ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now)
 // already filtered by the caller), `base` the GPUs available without stopping anyone; victims
 // must also free at least `budget_needed` GPUs of the spot budget. Only jobs holding GPUs where
 // the gang will land are stopped (a victim elsewhere would not make it placeable). Among the
-// sets that work, the one with the lowest highest limit, then fewest jobs, then least lost
-// work, then the lowest node, then the lowest ids. Returns the chosen victims
+// sets that work, the one that stops the fewest base gangs (units of elastic jobs go first),
+// then the lowest highest limit, then fewest jobs, then least lost work, then the lowest node,
+// then the lowest ids. Returns the chosen victims
 // and where the gang would go, or nullopt when no set of candidates makes it placeable.
 // With a `domain`, the gang may use only the domain's GPUs (an owner reclaiming inside its
 // reservation): `base` must already be limited to it, and a victim's GPUs outside it do not

@@ -14,6 +14,8 @@ std::string_view EventTypeName(EventType t) {
       return "JobRunning";
     case EventType::kJobCheckpointed:
       return "JobCheckpointed";
+    case EventType::kJobResized:
+      return "JobResized";
     case EventType::kNoticeSent:
       return "NoticeSent";
     case EventType::kJobPreempted:

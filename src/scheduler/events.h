@@ -32,6 +32,7 @@ enum class EventType {
   kNodeStateChanged,
   kReservationMoved,  // part of a reservation's GPUs moved off a node that left service
   kJobCheckpointed,   // the job reported a completed checkpoint (work before it is safe)
+  kJobResized,        // an elastic job's next attempt started at a new size (restart mode)
 };
 std::string_view EventTypeName(EventType t);
 

@@ -208,6 +208,15 @@ class Runner {
       sched_.RunCycle(now_);
       return Status::Ok();
     }
+    if (v == "ack") {
+      RSV_ASSIGN_OR_RETURN(std::string name, Arg(l, 0, "job"));
+      RSV_ASSIGN_OR_RETURN(JobId id, JobOf(name));
+      RSV_ASSIGN_OR_RETURN(std::string g, Arg(l, 1, "generation"));
+      RSV_ASSIGN_OR_RETURN(int32_t gen, Int("generation", g));
+      RSV_RETURN_IF_ERROR(sched_.ResizeAcked(id, sched_.state().job(id).attempt, gen, now_));
+      sched_.RunCycle(now_);
+      return Status::Ok();
+    }
     if (v == "node-state") {
       RSV_ASSIGN_OR_RETURN(std::string name, Arg(l, 0, "node"));
       RSV_ASSIGN_OR_RETURN(std::string st, Arg(l, 1, "state"));
@@ -320,7 +329,14 @@ class Runner {
       } else if (k == "pool") {
         RSV_ASSIGN_OR_RETURN(s.pool, PoolOf(val));
       } else if (k == "gpus") {
-        RSV_ASSIGN_OR_RETURN(s.gpus, Int(k, val));
+        RSV_ASSIGN_OR_RETURN(GpuRange g, ParseGpuRange(val));
+        s.gpus = g.min;
+        s.max_gpus = g.max;
+        s.gpu_step = g.step;
+      } else if (k == "mode") {
+        RSV_ASSIGN_OR_RETURN(s.resize_mode, ParseResizeMode(val));
+      } else if (k == "cooldown") {
+        RSV_ASSIGN_OR_RETURN(s.resize_cooldown, Dur(k, val));
       } else if (k == "tier") {
         RSV_ASSIGN_OR_RETURN(s.tier, ParseTier(val));
       } else if (k == "limit") {
@@ -357,6 +373,9 @@ class Runner {
     }
     RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(s), now_));
     jobs_[name] = id;
+    for (JobId u : sched_.state().job(id).units) {  // an elastic job's units: NAME+1, NAME+2, ...
+      jobs_[name + "+" + std::to_string(sched_.state().job(u).unit)] = u;
+    }
     return Status::Ok();
   }
 
@@ -375,7 +394,7 @@ class Runner {
   }
 
   Result<EventType> EventTypeOf(const std::string& name) {
-    for (int t = 0; t <= static_cast<int>(EventType::kReservationMoved); ++t) {
+    for (int t = 0; t <= static_cast<int>(EventType::kJobResized); ++t) {
       if (EventTypeName(static_cast<EventType>(t)) == name) return static_cast<EventType>(t);
     }
     return InvalidArgument("event", "unknown event type '" + name + "'");
@@ -388,7 +407,8 @@ class Runner {
     auto mismatch = [&](const std::string& got, const std::string& want) {
       return FailedPrecondition("expected " + what + " " + want + ", got " + got);
     };
-    if (what == "state" || what == "attempt" || what == "on") {
+    if (what == "state" || what == "attempt" || what == "on" || what == "size" ||
+        what == "generation") {
       RSV_ASSIGN_OR_RETURN(std::string name, Arg(l, 1, "job"));
       RSV_ASSIGN_OR_RETURN(JobId id, JobOf(name));
       RSV_ASSIGN_OR_RETURN(std::string want, Arg(l, 2, "value"));
@@ -398,6 +418,10 @@ class Runner {
         got = std::string(JobStateName(j.state));
       } else if (what == "attempt") {
         got = std::to_string(j.attempt);
+      } else if (what == "size") {
+        got = std::to_string(HoldsGpus(j.state) ? sched_.AttemptPlacement(j).GpuCount() : 0);
+      } else if (what == "generation") {
+        got = std::to_string(j.resize_generation);
       } else {
         for (const NodeSlice& s : j.placement.slices) {
           got += (got.empty() ? "" : ",") + st.node(s.node).name;

@@ -10,9 +10,25 @@ namespace {
 
 // A spot job as the clearing sees it.
 Bid BidOf(const Job& j) {
-  return Bid{j.id,         j.limit,           j.submitted,
-             j.spec.gpus,  IsActive(j.state), j.state == JobState::kPreempting,
-             &j.placement, j.started,         j.last_checkpoint};
+  Bid b{j.id,         j.limit,           j.submitted,
+        j.spec.gpus,  IsActive(j.state), j.state == JobState::kPreempting,
+        &j.placement, j.started,         j.last_checkpoint};
+  b.unit = j.unit;
+  b.parent = j.unit_of;
+  return b;
+}
+
+// Adds `p`'s GPUs to `into`, one slice per node in order of first appearance.
+void AddSlices(Placement& into, const Placement& p) {
+  for (const NodeSlice& s : p.slices) {
+    auto it = std::find_if(into.slices.begin(), into.slices.end(),
+                           [&](const NodeSlice& x) { return x.node == s.node; });
+    if (it == into.slices.end()) {
+      into.slices.push_back(s);
+    } else {
+      it->gpu_mask |= s.gpu_mask;
+    }
+  }
 }
 
 std::string PlacementString(const ClusterState& s, const Placement& p) {
@@ -97,11 +113,13 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
     for (JobId j : n.gpu_job) {
+      if (j.valid() && state_.job(j).unit_of.valid()) j = state_.job(j).unit_of;  // its job's loss
       if (j.valid() && std::find(lost.begin(), lost.end(), j) == lost.end()) lost.push_back(j);
     }
     std::sort(lost.begin(), lost.end());
     for (JobId j : lost) {
       Job& job = state_.job(j);
+      if (!HoldsGpus(job.state)) continue;  // ended with an earlier member's loss
       if (n.agent && Members(job).size() > 1) {
         // One member of a gang: the others stop with a notice, then the job is requeued.
         (void)MemberEnded(j, job.attempt, id, MemberEnd::kLost, "node " + n.name + " down", now);
@@ -373,6 +391,31 @@ Status Scheduler::Validate(const JobSpec& spec) const {
                            "is below the pool's reserve price " + cfg.reserve_price.ToString());
   }
   if (spec.notice < Duration()) return InvalidArgument("notice", "must not be negative");
+  if (spec.max_gpus != 0 && spec.max_gpus < spec.gpus) {
+    return InvalidArgument("gpus", "max must be at least min");
+  }
+  if (spec.elastic()) {
+    if (spec.tier != Tier::kSpot) {
+      return InvalidArgument("gpus", "only spot jobs may be elastic (min:max)");
+    }
+    if (spec.gpu_step <= 0) return InvalidArgument("gpus", "step must be positive");
+    if ((spec.max_gpus - spec.gpus) % spec.gpu_step != 0) {
+      return InvalidArgument("gpus", "max - min must be a multiple of the step " +
+                                         std::to_string(spec.gpu_step));
+    }
+    if ((spec.max_gpus - spec.gpus) / spec.gpu_step > kMaxElasticUnits) {
+      return InvalidArgument("gpus", "at most " + std::to_string(kMaxElasticUnits) +
+                                         " steps above min");
+    }
+    if (installed > 0 && spec.max_gpus > installed) {
+      return InvalidArgument("gpus", "max " + std::to_string(spec.max_gpus) +
+                                         " exceeds the pool's " + std::to_string(installed) +
+                                         " GPUs");
+    }
+    if (spec.resize_cooldown < Duration() || spec.resize_cooldown > Duration::Hours(24 * 30)) {
+      return InvalidArgument("resize_cooldown", "must be from 0 to 30 days");
+    }
+  }
   if (spec.max_restarts < -1) return InvalidArgument("max_restarts", "must be -1 or more");
   for (const Dependency& d : spec.dependencies) {
     if (!state_.HasJob(d.job)) {
@@ -384,6 +427,12 @@ Status Scheduler::Validate(const JobSpec& spec) const {
 
 Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
+  if (spec.elastic() && spec.gpu_step == 0 && state_.HasPool(spec.pool)) {
+    int32_t per_node = 0;  // the pool's GPUs per node (its largest nodes)
+    for (NodeId n : state_.pool_nodes(spec.pool)) per_node = std::max(per_node, state_.node(n).gpus);
+    spec.gpu_step = per_node > 0 && spec.gpus % per_node == 0 ? per_node : spec.gpus;
+  }
+  if (!spec.elastic()) spec.max_gpus = 0;
   RSV_RETURN_IF_ERROR(Validate(spec));
   Job j;
   j.spec = std::move(spec);
@@ -393,6 +442,25 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   JobId id = state_.AddJob(std::move(j));
   spot_.resize(id.value() + 1);
   Job& job = state_.job(id);
+  // An elastic job's units (docs/market.md, "Elastic jobs"): bids of `step` GPUs of their own.
+  for (int32_t k = 1; job.spec.elastic() && k <= (job.spec.max_gpus - job.spec.gpus) /
+                                                    job.spec.gpu_step;
+       ++k) {
+    Job u;
+    u.spec.name = job.spec.name.empty() ? "" : job.spec.name + "+" + std::to_string(k);
+    u.spec.tenant = job.spec.tenant;
+    u.spec.pool = job.spec.pool;
+    u.spec.gpus = job.spec.gpu_step;
+    u.spec.limit_price = job.spec.limit_price;
+    u.spec.notice = job.spec.notice;
+    u.submitted = now;
+    u.limit = job.limit;
+    u.unit_of = id;
+    u.unit = k;
+    JobId uid = state_.AddJob(std::move(u));
+    spot_.resize(uid.value() + 1);
+    job.units.push_back(uid);
+  }
   if (!job.spec.dependencies.empty()) {
     dep_waiting_.insert(id.value());
     at_fixpoint_ = false;
@@ -434,6 +502,7 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   PoolRuntime& r = rt(j.spec.pool);
   if (r.index_stale) return false;
   if (j.state != JobState::kPending || !j.spec.dependencies.empty()) return false;
+  if (j.spec.elastic()) return false;  // its units bid too
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
   if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
@@ -464,6 +533,10 @@ Status Scheduler::Cancel(JobId id, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
+  if (j.unit_of.valid()) {
+    return FailedPrecondition("job " + id.ToString() + " is unit " + std::to_string(j.unit) +
+                              " of job " + j.unit_of.ToString() + "; cancel that job");
+  }
   if (IsTerminal(j.state)) {
     return FailedPrecondition("job is already " + std::string(JobStateName(j.state)));
   }
@@ -490,10 +563,13 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::st
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
   Job& j = state_.job(id);
+  if (j.unit_of.valid()) return FailedPrecondition("a unit runs no process; its job does");
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   at_fixpoint_ = false;
   if (j.state == JobState::kPreempting) {
     Requeue(j, EventType::kJobPreempted, "exited under notice", now);
+  } else if (j.resizing) {
+    RestartInPlace(j, now);  // told to restart at a new size: any exit is that restart
   } else if (success) {
     Finish(j, JobState::kSucceeded, detail.empty() ? "exit 0" : detail, now);
   } else {
@@ -513,7 +589,8 @@ void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
 
 std::vector<NodeId> Scheduler::Members(const Job& j) const {
   std::vector<NodeId> out;
-  for (const NodeSlice& s : j.placement.slices) {
+  const Placement all = j.units.empty() ? Placement() : AttemptPlacement(j);
+  for (const NodeSlice& s : (j.units.empty() ? j.placement : all).slices) {
     if (state_.node(s.node).agent && !Contains(out, s.node)) {
       out.push_back(s.node);
     }
@@ -538,6 +615,11 @@ Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd 
   }
   if (Contains(j.ended, node)) return Status::Ok();
   j.ended.push_back(node);
+  if (j.resizing && how != MemberEnd::kLost && j.state != JobState::kPreempting) {
+    // Restarting at a new size: members leave as they stop; the next attempt starts after.
+    if (j.ended.size() == members.size()) RestartInPlace(j, now);
+    return Status::Ok();
+  }
   if (j.state != JobState::kPreempting) {
     const std::string where =
         how == MemberEnd::kLost ? detail : detail + " on node " + state_.node(node).name;
@@ -586,6 +668,7 @@ Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now, NodeId 
     if (j.confirmed.size() < members.size()) return Status::Ok();  // the gang is not whole yet
   }
   j.state = JobState::kRunning;
+  if (!j.units.empty()) at_fixpoint_ = false;  // its units may start now
   Event e = JobEvent(EventType::kJobRunning, j, now);
   Emit(std::move(e));
   return Status::Ok();
@@ -617,8 +700,50 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   j.last_checkpoint = now;
+  for (JobId u : j.units) state_.job(u).last_checkpoint = now;  // a unit loses its job's work
   Emit(JobEvent(EventType::kJobCheckpointed, j, now));
   return Status::Ok();
+}
+
+Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Timestamp now) {
+  Accrue(now);  // money for the time up to now, under the state that held
+  RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
+  Job& j = state_.job(id);
+  if (j.spec.resize_mode != ResizeMode::kSignal) {
+    return FailedPrecondition("job " + id.ToString() + " does not resize by signal");
+  }
+  if (generation > j.resize_generation) {
+    return InvalidArgument("generation", "job " + id.ToString() + " is at generation " +
+                                             std::to_string(j.resize_generation));
+  }
+  for (JobId uid : j.units) {
+    Job& u = state_.job(uid);
+    if (u.state == JobState::kPreempting && u.shrink_generation <= generation) {
+      at_fixpoint_ = false;
+      Requeue(u, EventType::kJobPreempted, "released: the job took in resize generation " +
+                                               std::to_string(generation),
+              now);
+    }
+  }
+  return Status::Ok();
+}
+
+Placement Scheduler::AttemptPlacement(const Job& j) const {
+  Placement out = j.placement;
+  for (JobId uid : j.units) {
+    const Job& u = state_.job(uid);
+    if (HoldsGpus(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
+  }
+  return out;
+}
+
+Placement Scheduler::ResizeTarget(const Job& j) const {
+  Placement out = j.placement;
+  for (JobId uid : j.units) {
+    const Job& u = state_.job(uid);
+    if (IsActive(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,7 +761,8 @@ std::vector<Event> Scheduler::DrainEvents() {
 }
 
 Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
-  return RankKey{-j.limit.micros(), HoldsGpus(j.state) ? 0 : 1, j.submitted.micros(), j.id.value()};
+  return RankKey{-j.limit.micros(), j.unit > 0 ? 1 : 0,       HoldsGpus(j.state) ? 0 : 1,
+                 j.unit,            j.submitted.micros(), j.id.value()};
 }
 
 void Scheduler::BookInsert(const Job& j) {
@@ -650,12 +776,103 @@ void Scheduler::BookErase(const Job& j) {
 }
 
 void Scheduler::Enqueue(Job& j) {
+  if (j.unit_of.valid()) return SyncUnit(j);
   PoolRuntime& r = rt(j.spec.pool);
   if (j.spec.tier != Tier::kSpot) {
     r.reserved_q[j.spec.tenant].emplace(j.submitted.micros(), j.id.value());
     r.reserved_sizes[j.spec.tenant].insert(j.spec.gpus);
   }
   if (j.spec.tier != Tier::kReserved) BookInsert(j);
+  SyncUnits(j);
+}
+
+void Scheduler::SyncUnit(Job& u) {
+  if (u.state != JobState::kPending) return;
+  const Job& j = state_.job(u.unit_of);
+  const bool bids = j.cooldown_until == Timestamp() &&
+                    (IsActive(j.state) ||
+                     (j.state == JobState::kPending && !dep_waiting_.count(j.id.value())));
+  if (bids) {
+    BookInsert(u);
+  } else {
+    BookErase(u);
+  }
+}
+
+void Scheduler::SyncUnits(const Job& j) {
+  for (JobId u : j.units) SyncUnit(state_.job(u));
+}
+
+void Scheduler::Grew(Job& u, Timestamp now) {
+  Job& j = state_.job(u.unit_of);
+  const PoolConfig& cfg = state_.pool(j.spec.pool).config;
+  u.joined = j.attempt;
+  if (j.spec.resize_mode == ResizeMode::kSignal) {
+    j.resize_generation++;
+  } else if (j.state == JobState::kRunning && j.started < now) {
+    // The running attempt ends (notice, checkpoint); the next starts with this unit. (An
+    // attempt starting at this instant, as its base was placed, starts with it.)
+    u.joined = j.attempt + 1;
+    if (!j.resizing) {
+      j.resizing = true;
+      j.resize_deadline = now + std::min(j.spec.notice, cfg.max_notice);
+      resizing_.insert(j.id.value());
+    }
+  }
+}
+
+void Scheduler::Shrinking(Job& u, Timestamp now) {
+  Job& j = state_.job(u.unit_of);
+  if (!IsActive(j.state)) return;  // the job is stopping as a whole
+  if (j.spec.resize_mode == ResizeMode::kSignal) {
+    u.shrink_generation = ++j.resize_generation;
+  } else if (u.joined <= j.attempt) {
+    if (!j.resizing || u.notice_deadline < j.resize_deadline) j.resize_deadline = u.notice_deadline;
+    j.resizing = true;
+    resizing_.insert(j.id.value());
+  }
+  (void)now;
+}
+
+void Scheduler::DropUnits(Job& j, Timestamp now) {
+  for (JobId uid : j.units) {
+    Job& u = state_.job(uid);
+    if (!HoldsGpus(u.state)) continue;
+    Unbind(u);
+    u.state = JobState::kPending;
+    u.attempt++;
+    u.preempt_reason.clear();
+    Event e = JobEvent(EventType::kJobRequeued, u, now);
+    e.detail = "job " + j.id.ToString() + " stopped";
+    Emit(std::move(e));
+  }
+  j.resizing = false;
+  resizing_.erase(j.id.value());
+}
+
+void Scheduler::RestartInPlace(Job& j, Timestamp now) {
+  for (JobId uid : j.units) {
+    Job& u = state_.job(uid);
+    if (u.state == JobState::kPreempting) Requeue(u, EventType::kJobPreempted, "resized", now);
+  }
+  j.resizing = false;
+  resizing_.erase(j.id.value());
+  j.attempt++;
+  j.confirmed.clear();
+  j.ended.clear();
+  j.gang_end = Job::GangEnd();
+  for (JobId uid : j.units) {
+    Job& u = state_.job(uid);
+    if (HoldsGpus(u.state)) u.joined = j.attempt;
+  }
+  const Placement all = AttemptPlacement(j);
+  bool two_phase = false;
+  for (const NodeSlice& s : all.slices) two_phase = two_phase || state_.node(s.node).agent;
+  j.state = two_phase ? JobState::kStarting : JobState::kRunning;
+  j.started = now;
+  Event e = JobEvent(EventType::kJobResized, j, now);
+  e.detail = std::to_string(all.GpuCount()) + " GPUs " + PlacementString(state_, all);
+  Emit(std::move(e));
 }
 
 void Scheduler::Dequeue(Job& j) {
@@ -689,7 +906,8 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   bool two_phase = false;
   for (const NodeSlice& s : p.slices) two_phase = two_phase || state_.node(s.node).agent;
   j.placement = std::move(p);
-  j.state = two_phase ? JobState::kStarting : JobState::kRunning;
+  // A unit runs as part of its job's processes: nothing of its own to confirm.
+  j.state = two_phase && !j.unit_of.valid() ? JobState::kStarting : JobState::kRunning;
   j.started = now;
   j.running_as = as;
   if (as == Tier::kSpot) {
@@ -706,7 +924,9 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   e.price = as == Tier::kSpot ? r.price : Money();
   e.fits_since = fits_since;
   e.detail = std::string(TierName(as)) + " " + PlacementString(state_, j.placement);
+  if (j.unit_of.valid()) e.detail += " (unit " + std::to_string(j.unit) + " of job " + j.unit_of.ToString() + ")";
   Emit(std::move(e));
+  if (j.unit_of.valid()) Grew(j, now);
 }
 
 void Scheduler::Unbind(Job& j) {
@@ -740,6 +960,18 @@ void Scheduler::Unbind(Job& j) {
 }
 
 void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp now) {
+  if (!j.units.empty()) DropUnits(j, now);
+  if (j.unit_of.valid() && HoldsGpus(j.state)) {
+    // A shrink: the job keeps running smaller; its units do not bid for the cooldown.
+    Job& owner = state_.job(j.unit_of);
+    if (IsActive(owner.state) && owner.spec.resize_cooldown > Duration()) {
+      if (owner.cooldown_until != Timestamp()) {
+        cooldowns_.erase({owner.cooldown_until.micros(), owner.id.value()});
+      }
+      owner.cooldown_until = now + owner.spec.resize_cooldown;
+      cooldowns_.insert({owner.cooldown_until.micros(), owner.id.value()});
+    }
+  }
   if (HoldsGpus(j.state)) Unbind(j);
   j.state = JobState::kPending;
   j.attempt++;
@@ -749,12 +981,25 @@ void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp no
   }
   j.preempt_reason.clear();
   Enqueue(j);
+  if (j.unit_of.valid()) SyncUnits(state_.job(j.unit_of));  // a cooldown may have begun
   Event e = JobEvent(type, j, now);
   e.detail = std::move(reason);
   Emit(std::move(e));
 }
 
 void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
+  DropUnits(j, now);
+  for (JobId uid : j.units) {
+    Job& u = state_.job(uid);
+    Dequeue(u);
+    u.state = JobState::kCancelled;
+    u.finished = now;
+    u.end_reason = "job " + j.id.ToString() + " ended";
+  }
+  if (j.cooldown_until != Timestamp()) {
+    cooldowns_.erase({j.cooldown_until.micros(), j.id.value()});
+    j.cooldown_until = Timestamp();
+  }
   if (HoldsGpus(j.state)) {
     Unbind(j);
   } else {
@@ -776,6 +1021,7 @@ void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
 }
 
 void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary) {
+  if (j.state == JobState::kPreempting) return;  // already going: the first deadline stands
   PoolRuntime& r = rt(j.spec.pool);
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
   const bool spot = j.running_as == Tier::kSpot;  // a gang's end stops reserved jobs too
@@ -790,8 +1036,19 @@ void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId bene
   e.price = r.price;
   e.deadline = j.notice_deadline;
   e.beneficiary = beneficiary;
-  e.detail = std::move(reason);
+  e.detail = reason;
   Emit(std::move(e));
+  if (j.unit_of.valid()) Shrinking(j, now);
+  if (!j.units.empty()) {
+    // The whole job stops: its units with it, under the same notice.
+    j.resizing = false;
+    resizing_.erase(j.id.value());
+    for (JobId uid : j.units) {
+      Job& u = state_.job(uid);
+      if (IsActive(u.state)) SendNotice(u, reason, now, beneficiary);
+      SyncUnit(u);
+    }
+  }
 }
 
 Scheduler::DepState Scheduler::Dependencies(const Job& j, std::string* why) const {
@@ -1034,6 +1291,7 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   stage("accrue", [&] { Accrue(now); });
   stage("reservations", [&] { StageReservations(now); });
   stage("dependencies", [&] { StageDependencies(now); });
+  stage("elastic", [&] { StageElastic(now); });
   stage("notices", [&] { StageNotices(now); });
   stage("reclaim", [&] { StageReclaim(now, &supplies); });
   stage("clearing", [&] { StageClearing(now, &supplies, &results); });
@@ -1043,9 +1301,13 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   report.events = static_cast<int32_t>(next_seq_ - first_event);
   last_cycle_ = now;
   // A notice with no time to run (a zero notice) expires at the next cycle, even at this instant.
-  at_fixpoint_ = std::none_of(preempting_.begin(), preempting_.end(), [&](uint32_t id) {
-    return state_.job(JobId(id)).notice_deadline <= now;
-  });
+  at_fixpoint_ = std::none_of(preempting_.begin(), preempting_.end(),
+                              [&](uint32_t id) {
+                                return state_.job(JobId(id)).notice_deadline <= now;
+                              }) &&
+                 std::none_of(resizing_.begin(), resizing_.end(), [&](uint32_t id) {
+                   return state_.job(JobId(id)).resize_deadline <= now;
+                 });
   wakeup_after_cycle_ = NextWakeup(now);
   return report;
 }
@@ -1155,13 +1417,31 @@ void Scheduler::StageDependencies(Timestamp now) {
   }
 }
 
+void Scheduler::StageElastic(Timestamp now) {
+  // Cooldowns that have run out: the job's units bid again.
+  while (!cooldowns_.empty() && cooldowns_.begin()->first <= now.micros()) {
+    Job& j = state_.job(JobId(cooldowns_.begin()->second));
+    cooldowns_.erase(cooldowns_.begin());
+    j.cooldown_until = Timestamp();
+    SyncUnits(j);
+  }
+}
+
 void Scheduler::StageNotices(Timestamp now) {
   std::vector<uint32_t> due;
   for (uint32_t id : preempting_) {
     if (state_.job(JobId(id)).notice_deadline <= now) due.push_back(id);
   }
+  // Restart mode: an attempt told to resize that has not ended by its deadline restarts now
+  // (the agent kills it at the same deadline).
+  std::vector<uint32_t> resize_due;
+  for (uint32_t id : resizing_) {
+    if (state_.job(JobId(id)).resize_deadline <= now) resize_due.push_back(id);
+  }
+  for (uint32_t id : resize_due) RestartInPlace(state_.job(JobId(id)), now);
   for (uint32_t id : due) {
     Job& j = state_.job(JobId(id));
+    if (j.state != JobState::kPreempting) continue;  // ended with its job (a unit)
     if (j.gang_end.set) {
       ConcludeGang(j, now);  // a gang stopped by a member's end: that end decides
     } else {
@@ -1573,13 +1853,23 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           }
           for (JobId victim_id : vc->victims) {
             Job& victim = state_.job(victim_id);
-            for (auto& [t, other] : views) {
-              other.soon.Release(Clip(victim.placement, r.free, other.domain));
-              if (other.has_spare)
-                other.ext_soon.Release(Clip(victim.placement, r.free, other.ext));
-            }
-            soon.Release(victim.placement);
+            if (victim.state == JobState::kPreempting) continue;  // went with its job (a unit)
             SendNotice(victim, "reclaim", now, j.id);
+            // Its GPUs are being freed, and an elastic job's units' with it.
+            std::vector<const Placement*> freeing{&victim.placement};
+            for (JobId u : victim.units) {
+              const Job& unit = state_.job(u);
+              if (unit.state == JobState::kPreempting && unit.notice_deadline > now) {
+                freeing.push_back(&unit.placement);
+              }
+            }
+            for (const Placement* p : freeing) {
+              for (auto& [t, other] : views) {
+                other.soon.Release(Clip(*p, r.free, other.domain));
+                if (other.has_spare) other.ext_soon.Release(Clip(*p, r.free, other.ext));
+              }
+              soon.Release(*p);
+            }
             // A zero notice ends at once: the owner must not wait for the next cycle.
             if (victim.notice_deadline <= now) {
               Requeue(victim, EventType::kJobPreempted, "notice expired", now);
@@ -1648,14 +1938,23 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
 // serves this cycle do not bid.
 class Scheduler::BookPending : public PendingBids {
  public:
-  BookPending(const Scheduler& s, const PoolRuntime& r) : s_(s), r_(r), it_(r.book.begin()) {}
+  // `unlent_from`: when the pool's next reservation that does not lend starts (units whose
+  // cooldown reaches it are not granted: the GPUs would be taken back).
+  BookPending(const Scheduler& s, const PoolRuntime& r, Timestamp now, Timestamp unlent_from)
+      : s_(s), r_(r), it_(r.book.begin()), now_(now), unlent_from_(unlent_from) {}
   const Bid* Next() override {
     for (; it_ != r_.book.end(); ++it_) {
       if (it_->not_holding == 0) continue;  // a holder: Clear has it among the holders
       const uint32_t id = it_->job;
       if (id < s_.not_bidding_.size() && s_.not_bidding_[id]) continue;
       ++it_;
-      bid_ = BidOf(s_.state_.job(JobId(id)));
+      const Job& j = s_.state_.job(JobId(id));
+      bid_ = BidOf(j);
+      if (j.unit_of.valid()) {
+        const Job& owner = s_.state_.job(j.unit_of);
+        bid_.parent_ready = owner.state == JobState::kRunning && !owner.resizing &&
+                            now_ + owner.spec.resize_cooldown < unlent_from_;
+      }
       return &bid_;
     }
     return nullptr;
@@ -1665,6 +1964,8 @@ class Scheduler::BookPending : public PendingBids {
   const Scheduler& s_;
   const PoolRuntime& r_;
   std::set<RankKey>::const_iterator it_;
+  Timestamp now_;
+  Timestamp unlent_from_;
   Bid bid_;
 };
 
@@ -1681,7 +1982,13 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
     for (uint32_t id : r.reserved_side) {
       if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
     }
-    BookPending pending(*this, r);
+    Timestamp unlent_from = Timestamp::Max();
+    for (const Reservation& res : state_.reservations()) {
+      if (res.pool == pool.id && !res.lend && res.start > now && res.start < unlent_from) {
+        unlent_from = res.start;
+      }
+    }
+    BookPending pending(*this, r, now, unlent_from);
     results->push_back(Clear(holders, pending, std::move((*supplies)[pool.id.value() - 1]), now));
     for (uint32_t id : r.reserved_side) not_bidding_[id] = 0;
   }
@@ -1716,6 +2023,8 @@ std::optional<Timestamp> Scheduler::NextWakeup(Timestamp after) const {
     if (t > after && (!best || t < *best)) best = t;
   };
   for (uint32_t id : preempting_) consider(state_.job(JobId(id)).notice_deadline);
+  for (uint32_t id : resizing_) consider(state_.job(JobId(id)).resize_deadline);
+  if (!cooldowns_.empty()) consider(Timestamp::FromMicros(cooldowns_.begin()->first));
   for (const Reservation& r : state_.reservations()) {
     consider(r.start);
     consider(r.end);
@@ -1735,6 +2044,11 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
       out.push_back("job " + j.id.ToString() + " listed as holder while " +
                     std::string(JobStateName(j.state)));
       return;
+    }
+    if (j.unit_of.valid() && !HoldsGpus(state_.job(j.unit_of).state)) {
+      out.push_back("unit " + j.id.ToString() + " holds GPUs while its job " +
+                    j.unit_of.ToString() + " is " +
+                    std::string(JobStateName(state_.job(j.unit_of).state)));
     }
     if (j.placement.GpuCount() != j.spec.gpus) {
       out.push_back("job " + j.id.ToString() + " holds " + std::to_string(j.placement.GpuCount()) +

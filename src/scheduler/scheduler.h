@@ -104,6 +104,9 @@ class Scheduler {
   // `detail` ("exit 3", "signal 9") goes into the job's end or requeue reason.
   Status JobExited(JobId job, bool success, Timestamp now, const std::string& detail = "");
   Status Checkpointed(JobId job, Timestamp now);
+  // Signal mode (docs/market.md, "Elastic jobs"): the job has taken in resize generation
+  // `generation`; its units under notice that the generation leaves out give their GPUs back.
+  Status ResizeAcked(JobId job, int32_t attempt, int32_t generation, Timestamp now);
   // Two-phase start on agent nodes: the agent of `node` runs `attempt`; the job goes starting ->
   // running once the agents of all its nodes have confirmed (an invalid `node`: all at once). A
   // notice that came while starting stands; the job stays under notice.
@@ -131,6 +134,12 @@ class Scheduler {
   std::optional<Timestamp> NextWakeup(Timestamp after) const;
 
   // --- Reading ---
+  // The GPUs of a job's current attempt: its base placement plus the units that joined it
+  // (an elastic job's units under notice included until they are freed).
+  Placement AttemptPlacement(const Job& j) const;
+  // Signal mode: the GPUs the job is to use from its resize generation on (units under notice
+  // left out).
+  Placement ResizeTarget(const Job& j) const;
   const ClusterState& state() const { return state_; }
   const Ledger& ledger() const { return ledger_; }
   Money Price(PoolId pool) const { return pools_[pool.value() - 1].price; }
@@ -153,7 +162,9 @@ class Scheduler {
  private:
   struct RankKey {
     int64_t neg_limit;
+    int32_t is_unit;
     int32_t not_holding;
+    int32_t unit;
     int64_t submitted;
     uint32_t job;
     auto operator<=>(const RankKey&) const = default;
@@ -229,6 +240,18 @@ class Scheduler {
   RankKey KeyOf(const Job& j) const;
   // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
   void Enqueue(Job& j);
+  // Elastic jobs: a pending unit bids while its job bids or runs, outside a cooldown.
+  void SyncUnit(Job& u);
+  void SyncUnits(const Job& j);
+  // A unit started (grow) or got notice (shrink): the job's resize follows its mode.
+  void Grew(Job& u, Timestamp now);
+  void Shrinking(Job& u, Timestamp now);
+  // A job's attempt ends: its units go back to pending with it (no cooldown, no event).
+  void DropUnits(Job& j, Timestamp now);
+  // Restart mode: the attempt that was told to resize has ended; the next starts on the GPUs
+  // the job holds now, its units under notice freed.
+  void RestartInPlace(Job& j, Timestamp now);
+  void StageElastic(Timestamp now);
   void Dequeue(Job& j);
   // Every change to a pool's spot book goes through these.
   void BookInsert(const Job& j);
@@ -338,6 +361,8 @@ class Scheduler {
   };
   std::vector<SpotAccount> spot_;
   std::set<uint32_t> preempting_;     // jobs under notice (all pools)
+  std::set<uint32_t> resizing_;       // restart-mode jobs told to restart at a new size
+  std::set<std::pair<int64_t, uint32_t>> cooldowns_;  // (until, job): units not bidding
   std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
   class BookPending;

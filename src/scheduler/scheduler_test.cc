@@ -104,7 +104,7 @@ TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
     names.push_back(st.name);
     EXPECT_EQ(st.nanos, 5);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"accrue", "reservations", "dependencies", "notices",
+  EXPECT_EQ(names, (std::vector<std::string>{"accrue", "reservations", "dependencies", "elastic", "notices",
                                              "reclaim", "clearing", "placement", "preemption"}));
 }
 
