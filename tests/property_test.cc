@@ -124,8 +124,8 @@ struct World {
         (void)s.Checkpointed(id, now);
       } else {  // a signal-mode job takes in a resize generation (some stale, some ahead)
         const Job& j = s.state().job(id);
-        (void)s.ResizeAcked(id, j.attempt, j.resize_generation + static_cast<int32_t>(rng.Range(-1, 1)),
-                            now);
+        (void)s.ResizeAcked(id, j.attempt,
+                            j.resize_generation + static_cast<int32_t>(rng.Range(-1, 1)), now);
         s.RunCycle(now);
       }
     } else if (what < 80 && !jobs.empty()) {

@@ -400,12 +400,12 @@ Status Scheduler::Validate(const JobSpec& spec) const {
     }
     if (spec.gpu_step <= 0) return InvalidArgument("gpus", "step must be positive");
     if ((spec.max_gpus - spec.gpus) % spec.gpu_step != 0) {
-      return InvalidArgument("gpus", "max - min must be a multiple of the step " +
-                                         std::to_string(spec.gpu_step));
+      return InvalidArgument(
+          "gpus", "max - min must be a multiple of the step " + std::to_string(spec.gpu_step));
     }
     if ((spec.max_gpus - spec.gpus) / spec.gpu_step > kMaxElasticUnits) {
-      return InvalidArgument("gpus", "at most " + std::to_string(kMaxElasticUnits) +
-                                         " steps above min");
+      return InvalidArgument("gpus",
+                             "at most " + std::to_string(kMaxElasticUnits) + " steps above min");
     }
     if (installed > 0 && spec.max_gpus > installed) {
       return InvalidArgument("gpus", "max " + std::to_string(spec.max_gpus) +
@@ -429,7 +429,8 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (spec.elastic() && spec.gpu_step == 0 && state_.HasPool(spec.pool)) {
     int32_t per_node = 0;  // the pool's GPUs per node (its largest nodes)
-    for (NodeId n : state_.pool_nodes(spec.pool)) per_node = std::max(per_node, state_.node(n).gpus);
+    for (NodeId n : state_.pool_nodes(spec.pool))
+      per_node = std::max(per_node, state_.node(n).gpus);
     spec.gpu_step = per_node > 0 && spec.gpus % per_node == 0 ? per_node : spec.gpus;
   }
   if (!spec.elastic()) spec.max_gpus = 0;
@@ -443,9 +444,8 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   spot_.resize(id.value() + 1);
   Job& job = state_.job(id);
   // An elastic job's units (docs/market.md, "Elastic jobs"): bids of `step` GPUs of their own.
-  for (int32_t k = 1; job.spec.elastic() && k <= (job.spec.max_gpus - job.spec.gpus) /
-                                                    job.spec.gpu_step;
-       ++k) {
+  for (int32_t k = 1;
+       job.spec.elastic() && k <= (job.spec.max_gpus - job.spec.gpus) / job.spec.gpu_step; ++k) {
     Job u;
     u.spec.name = job.spec.name.empty() ? "" : job.spec.name + "+" + std::to_string(k);
     u.spec.tenant = job.spec.tenant;
@@ -720,9 +720,8 @@ Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Tim
     Job& u = state_.job(uid);
     if (u.state == JobState::kPreempting && u.shrink_generation <= generation) {
       at_fixpoint_ = false;
-      Requeue(u, EventType::kJobPreempted, "released: the job took in resize generation " +
-                                               std::to_string(generation),
-              now);
+      Requeue(u, EventType::kJobPreempted,
+              "released: the job took in resize generation " + std::to_string(generation), now);
     }
   }
   return Status::Ok();
@@ -761,8 +760,8 @@ std::vector<Event> Scheduler::DrainEvents() {
 }
 
 Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
-  return RankKey{-j.limit.micros(), j.unit > 0 ? 1 : 0,       HoldsGpus(j.state) ? 0 : 1,
-                 j.unit,            j.submitted.micros(), j.id.value()};
+  return RankKey{-j.limit.micros(),    j.unit > 0 ? 1 : 0, HoldsGpus(j.state) ? 0 : 1, j.unit,
+                 j.submitted.micros(), j.id.value()};
 }
 
 void Scheduler::BookInsert(const Job& j) {
@@ -789,9 +788,9 @@ void Scheduler::Enqueue(Job& j) {
 void Scheduler::SyncUnit(Job& u) {
   if (u.state != JobState::kPending) return;
   const Job& j = state_.job(u.unit_of);
-  const bool bids = j.cooldown_until == Timestamp() &&
-                    (IsActive(j.state) ||
-                     (j.state == JobState::kPending && !dep_waiting_.count(j.id.value())));
+  const bool bids =
+      j.cooldown_until == Timestamp() &&
+      (IsActive(j.state) || (j.state == JobState::kPending && !dep_waiting_.count(j.id.value())));
   if (bids) {
     BookInsert(u);
   } else {
@@ -924,7 +923,8 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   e.price = as == Tier::kSpot ? r.price : Money();
   e.fits_since = fits_since;
   e.detail = std::string(TierName(as)) + " " + PlacementString(state_, j.placement);
-  if (j.unit_of.valid()) e.detail += " (unit " + std::to_string(j.unit) + " of job " + j.unit_of.ToString() + ")";
+  if (j.unit_of.valid())
+    e.detail += " (unit " + std::to_string(j.unit) + " of job " + j.unit_of.ToString() + ")";
   Emit(std::move(e));
   if (j.unit_of.valid()) Grew(j, now);
 }
@@ -1301,13 +1301,11 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   report.events = static_cast<int32_t>(next_seq_ - first_event);
   last_cycle_ = now;
   // A notice with no time to run (a zero notice) expires at the next cycle, even at this instant.
-  at_fixpoint_ = std::none_of(preempting_.begin(), preempting_.end(),
-                              [&](uint32_t id) {
-                                return state_.job(JobId(id)).notice_deadline <= now;
-                              }) &&
-                 std::none_of(resizing_.begin(), resizing_.end(), [&](uint32_t id) {
-                   return state_.job(JobId(id)).resize_deadline <= now;
-                 });
+  at_fixpoint_ =
+      std::none_of(preempting_.begin(), preempting_.end(),
+                   [&](uint32_t id) { return state_.job(JobId(id)).notice_deadline <= now; }) &&
+      std::none_of(resizing_.begin(), resizing_.end(),
+                   [&](uint32_t id) { return state_.job(JobId(id)).resize_deadline <= now; });
   wakeup_after_cycle_ = NextWakeup(now);
   return report;
 }

@@ -360,8 +360,8 @@ class Scheduler {
     bool open = false;
   };
   std::vector<SpotAccount> spot_;
-  std::set<uint32_t> preempting_;     // jobs under notice (all pools)
-  std::set<uint32_t> resizing_;       // restart-mode jobs told to restart at a new size
+  std::set<uint32_t> preempting_;  // jobs under notice (all pools)
+  std::set<uint32_t> resizing_;    // restart-mode jobs told to restart at a new size
   std::set<std::pair<int64_t, uint32_t>> cooldowns_;  // (until, job): units not bidding
   std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id

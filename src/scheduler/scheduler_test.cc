@@ -104,8 +104,9 @@ TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
     names.push_back(st.name);
     EXPECT_EQ(st.nanos, 5);
   }
-  EXPECT_EQ(names, (std::vector<std::string>{"accrue", "reservations", "dependencies", "elastic", "notices",
-                                             "reclaim", "clearing", "placement", "preemption"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"accrue", "reservations", "dependencies", "elastic",
+                                             "notices", "reclaim", "clearing", "placement",
+                                             "preemption"}));
 }
 
 TEST(Scheduler, ReleaseOnlyUnderNoticeAndExitsOnlyWhenRunning) {
