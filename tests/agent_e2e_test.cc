@@ -552,6 +552,140 @@ TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
   ASSERT_FALSE(events.Job("JobCancelled", job).is_null());
 }
 
+// An elastic job's member: logs its start, each resize it is signalled (and acknowledges it),
+// and leaves cleanly on a notice (restart mode's resize, or a preemption).
+const char kElastic[] = R"sh(#!/bin/sh
+trap 'true' TERM
+trap 'resized=1' USR1
+echo "attempt $RESERVOIR_ATTEMPT rank $RESERVOIR_NODE_RANK world $RESERVOIR_GPUS gpus $CUDA_VISIBLE_DEVICES"
+while true; do
+  if [ -f "$RESERVOIR_NOTICE_FILE" ]; then echo "notice: $(cat "$RESERVOIR_NOTICE_FILE")"; exit 0; fi
+  if [ -n "$resized" ]; then
+    resized=
+    r=$(cat "$RESERVOIR_RESIZE_FILE")
+    echo "resize: $r"
+    echo "$r" | sed 's/.*"generation":\([0-9]*\).*/\1/' > "$RESERVOIR_RESIZE_ACK"
+  fi
+  sleep 0.1
+done
+)sh";
+
+class ElasticE2E : public AgentE2E, public ::testing::WithParamInterface<const char*> {};
+
+// An elastic job of 8..24 GPUs grows across three agents as their capacity appears, and shrinks
+// back to 8 when an owner reclaims 16: the owner runs within the notice + 2 s, the job's base
+// is never stopped (never below 8), in both resize modes.
+TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
+  const std::string mode = GetParam();
+  const std::string script = dir + "/elastic.sh";
+  std::ofstream(script) << kElastic;
+  std::filesystem::permissions(script, std::filesystem::perms(0755));
+  ServerProcess s(dir + "/r.db", Config("5s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::vector<std::unique_ptr<AgentProcess>> agents;
+  for (const char* n : {"n1", "n2", "n3"}) {
+    agents.push_back(std::make_unique<AgentProcess>(s.port(), n, dir + "/" + n, dir + "/ckpt"));
+  }
+  ASSERT_TRUE(agents[0]->Start()) << agents[0]->log();
+  Events events(&s);
+  int64_t job = SpotJob(s, {{"gpus", {{"min", 8}, {"max", 24}}},
+                            {"notice", "5s"},
+                            {"resize_mode", mode},
+                            {"resize_cooldown", "1h"},
+                            {"command", script}});
+  ASSERT_NE(job, 0);  // max may exceed what the pool has now: it grows as the fleet does
+  ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
+  auto held = [&] {
+    json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+    return std::make_pair(j.value("gpus_held", 0), j["attempt"].get<int>());
+  };
+  EXPECT_EQ(held().first, 8);
+  // Capacity appears: two more hosts. The job grows to 24 GPUs across the three.
+  ASSERT_TRUE(agents[1]->Start()) << agents[1]->log();
+  ASSERT_TRUE(agents[2]->Start()) << agents[2]->log();
+  auto output = [&](int attempt, const std::string& node, const std::string& text) {
+    std::string all;
+    for (int round = 0; round < 12 && all.find(text) == std::string::npos; ++round) {
+      auto r =
+          s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) +
+                    "&offset=" + std::to_string(all.size()) + "&wait=5" +
+                    (node.empty() ? "" : "&node=" + node),
+                kAdmin);
+      if (r.status != 200) return r.body;
+      all += json::parse(r.body)["data"].get<std::string>();
+    }
+    return all;
+  };
+  int grown_attempt = 1;
+  if (mode == "restart") {
+    // The attempt ends (notice "resize"), and the next starts with the GPUs the job holds.
+    json resized = events.WaitFor([&](const json& e) {
+      return e["type"] == "JobResized" && e["job"] == job &&
+             e.value("detail", "").rfind("24 GPUs", 0) == 0;
+    });
+    ASSERT_FALSE(resized.is_null());
+    grown_attempt = resized["attempt"];
+    ASSERT_FALSE(events.Job("JobRunning", job, grown_attempt).is_null());
+    EXPECT_NE(output(grown_attempt, "", "world 24").find("rank 0 world 24"), std::string::npos);
+    EXPECT_NE(output(1, "", "notice").find("\"reason\":\"resize\""), std::string::npos);
+  } else {
+    // In place: rank 0 is told (resize file + SIGUSR1) and acknowledges; the new hosts' members
+    // start in the same attempt.
+    EXPECT_NE(output(1, "", "\"total\":24").find("\"total\":24"), std::string::npos);
+    for (const char* n : {"n2", "n3"}) {
+      EXPECT_NE(output(1, n, "attempt 1 rank").find("attempt 1 rank"), std::string::npos) << n;
+    }
+  }
+  EXPECT_EQ(held(), std::make_pair(24, grown_attempt));
+  // The owner reserves 16 GPUs (lent to the job's units now) and wants them.
+  ASSERT_EQ(s.Post("/v1/tenants", kAdmin, R"({"name":"a"})").status, 201);
+  auto res = s.Post("/v1/reservations", kAdmin,
+                    R"({"tenant":"a","pool":"h100","gpus":16,"duration":"1h"})");
+  ASSERT_EQ(res.status, 201) << res.body;
+  auto mine = s.Post("/v1/jobs", kAdmin,
+                     json{{"tenant", "a"},
+                          {"pool", "h100"},
+                          {"gpus", 16},
+                          {"tier", "reserved"},
+                          {"command", "sleep 600"}}
+                         .dump());
+  ASSERT_EQ(mine.status, 201) << mine.body;
+  const int64_t owner = json::parse(mine.body)["id"].get<int64_t>();
+  json submitted = events.Job("JobSubmitted", owner);
+  json running = events.Job("JobRunning", owner, 1);
+  ASSERT_FALSE(running.is_null());
+  const int64_t reclaim_us = At(running) - At(submitted);
+  EXPECT_LE(reclaim_us, 5'000'000 + 2'000'000);
+  std::printf("%s mode: owner running %.1f ms after submitting\n", mode.c_str(), reclaim_us / 1e3);
+  // Only the units were stopped; the job runs on at 8 GPUs.
+  for (const json& e : events.all()) {
+    if (e.value("job", int64_t{0}) == job) {
+      EXPECT_NE(e["type"], "NoticeSent") << e.dump();
+      EXPECT_NE(e["type"], "JobPreempted") << e.dump();
+      EXPECT_NE(e["type"], "JobRequeued") << e.dump();
+    }
+  }
+  if (mode == "restart") {
+    json shrunk = events.WaitFor([&](const json& e) {
+      return e["type"] == "JobResized" && e["job"] == job &&
+             e.value("detail", "").rfind("8 GPUs", 0) == 0;
+    });
+    ASSERT_FALSE(shrunk.is_null());
+    ASSERT_FALSE(events.Job("JobRunning", job, shrunk["attempt"]).is_null());
+    EXPECT_EQ(held(), std::make_pair(8, shrunk["attempt"].get<int>()));
+  } else {
+    EXPECT_NE(output(1, "", "\"total\":8").find("\"total\":8"), std::string::npos);
+    EXPECT_EQ(held(), std::make_pair(8, 1));  // the same attempt throughout
+    // The members on the hosts given back were stopped there.
+    const std::string stop = "stopping job " + std::to_string(job) + " attempt 1";
+    EXPECT_TRUE(agents[1]->WaitForLog(stop) || agents[2]->WaitForLog(stop));
+  }
+  ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(job) + "/cancel", kAdmin, "{}").status, 200);
+  ASSERT_FALSE(events.Job("JobCancelled", job).is_null());
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ElasticE2E, ::testing::Values("restart", "signal"));
+
 // A job reports a completed checkpoint by touching $RESERVOIR_CHECKPOINT_DIR/.checkpoint: the
 // agent reports it, the server journals it (JobCheckpointed) and shows it on the job. A marker
 // left by an earlier attempt is not reported again.

@@ -221,9 +221,19 @@ void Agent::CollectExits() {
     reports_.push_back(r);
     kill_at_.erase(e.job);
     notified_.erase({e.job, e.attempt});
+    resize_sent_.erase(e.job);
+    resize_acked_.erase(e.job);
     Log("job " + std::to_string(e.job) + " attempt " + std::to_string(e.attempt) + ": " + r.detail);
   }
   if (!reports_.empty()) SaveState();
+}
+
+int64_t Agent::ResizeAck(uint32_t job) const {
+  std::ifstream in(Executor::CheckpointDir(config_.state_dir, config_.checkpoint_root, job) +
+                   "/.resize-ack");
+  int64_t gen = 0;
+  if (!(in >> gen) || gen < 0) return 0;
+  return gen;
 }
 
 int64_t Agent::CheckpointMark(uint32_t job) const {
@@ -239,6 +249,11 @@ bool Agent::Sync(bool urgent) {
   std::map<Key, int64_t> checkpoints;  // reported in this sync
   for (const Attempt& a : exec_.Attempts()) {
     jobs.push_back({{"job", a.job}, {"attempt", a.attempt}, {"status", "running"}});
+    // The resize generation the job says it has taken in (signal mode), when it is news.
+    if (resize_sent_.count(a.job)) {
+      const int64_t ack = ResizeAck(a.job);
+      if (ack > 0 && ack != resize_acked_[a.job]) jobs.back()["resize_ack"] = ack;
+    }
     // A checkpoint the job completed since the last report (docs/agent.md, "Checkpoints").
     const Key key{a.job, a.attempt};
     const int64_t mark = CheckpointMark(a.job);
@@ -340,6 +355,9 @@ bool Agent::Sync(bool urgent) {
   json d = json::parse(r.body, nullptr, false);
   if (d.is_discarded()) return false;
   // Acknowledged: reports are done, ended attempts forgotten, output offsets advanced.
+  for (const json& j : jobs) {
+    if (j.contains("resize_ack")) resize_acked_[j["job"].get<uint32_t>()] = j["resize_ack"];
+  }
   for (const auto& [key, mark] : checkpoints) checkpoint_seen_[key] = mark;
   bool forgot = !checkpoints.empty();  // saved below, so a restart does not report them again
   for (const Report& s : sent) {
@@ -393,7 +411,8 @@ void Agent::Reconcile(const std::string& desired_json) {
       bool same = false;
       for (const Attempt& a : exec_.Attempts())
         same = same || (a.job == job && a.attempt == attempt);
-      if (same && state == "preempting" && !notified_.count(key) && e.contains("notice")) {
+      // A notice: preempted, or (restart mode) told to restart at a new size.
+      if (same && !notified_.count(key) && e.contains("notice")) {
         const json& n = e["notice"];
         int64_t deadline = n.value("deadline_us", int64_t{0});
         Status s = exec_.Notify(job, deadline, n.value("reason", ""), n.value("price", ""));
@@ -401,6 +420,16 @@ void Agent::Reconcile(const std::string& desired_json) {
         kill_at_[job] = deadline;
         Log("notice to job " + std::to_string(job) + " (" + n.value("reason", "") +
             "): " + (s.ok() ? "SIGTERM sent" : s.message()));
+      }
+      if (same && e.contains("resize") && e["resize"].is_object()) {
+        const int64_t gen = e["resize"].value("generation", int64_t{0});
+        if (gen > resize_sent_[job]) {
+          Status s = exec_.Resize(job, Dump(e["resize"]), /*signal=*/true);
+          resize_sent_[job] = gen;
+          Log("resize of job " + std::to_string(job) + " to generation " + std::to_string(gen) +
+              " (" + std::to_string(e["resize"].value("total", 0)) +
+              " GPUs): " + (s.ok() ? "SIGUSR1 sent" : s.message()));
+        }
       }
       continue;
     }
@@ -444,6 +473,7 @@ void Agent::Reconcile(const std::string& desired_json) {
       spec.gang.gpus = g.value("gpus", 0);
       spec.gang.master_port = g.value("master_port", int64_t{0});
     }
+    spec.elastic_signal = e.contains("resize") && e["resize"].is_object();
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
     spec.fence_after_us = FenceAfter().micros();
     launched_.insert(key);
@@ -459,6 +489,10 @@ void Agent::Reconcile(const std::string& desired_json) {
     }
     SaveState();
     started_ = true;
+    if (spec.elastic_signal) {  // the generation it starts with, before it can look
+      (void)exec_.Resize(job, Dump(e["resize"]), /*signal=*/false);
+      resize_sent_[job] = e["resize"].value("generation", int64_t{0});
+    }
     Log("started job " + std::to_string(job) + " attempt " + std::to_string(attempt) + " (pid " +
         std::to_string(*pid) + ", limits: " + limits + ")");
   }

@@ -100,6 +100,11 @@ class Agent {
   std::map<Key, int64_t> shipped_;             // output bytes acknowledged by the server
   std::map<uint32_t, int64_t> kill_at_;        // job -> notice deadline (µs)
   std::set<Key> notified_;
+  // Elastic jobs resized in place (docs/agent.md, "Elastic jobs"): per job, the resize
+  // generation last delivered, and the acknowledgement last reported.
+  std::map<uint32_t, int64_t> resize_sent_;
+  std::map<uint32_t, int64_t> resize_acked_;
+  int64_t ResizeAck(uint32_t job) const;
   std::string last_error_;
   bool started_ = false;
   bool refused_ = false;      // the server refused the registration: the agent exits

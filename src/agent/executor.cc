@@ -38,10 +38,12 @@ std::string ReadFile(const std::string& path) {
   return s;
 }
 
-volatile sig_atomic_t g_term = 0;  // the supervisor was sent a notice (SIGTERM)
-volatile sig_atomic_t g_kill = 0;  // the supervisor was told to kill the job (SIGUSR1)
+volatile sig_atomic_t g_term = 0;    // the supervisor was sent a notice (SIGTERM)
+volatile sig_atomic_t g_kill = 0;    // the supervisor was told to kill the job (SIGUSR1)
+volatile sig_atomic_t g_resize = 0;  // a resize to pass on as SIGUSR1 (SIGUSR2)
 void OnTerm(int) { g_term = 1; }
 void OnKill(int) { g_kill = 1; }
+void OnResize(int) { g_resize = 1; }
 void OnAlarm(int) {}
 
 // When `heartbeat` was last touched (0: never, or no such file).
@@ -79,8 +81,9 @@ struct JobUser {
 // group). It runs the command with /bin/sh -c, as the job's user, and stays until
 // every process of the job has exited: as a subreaper, everything the job starts stays below it
 // whatever session or group it moves to. A SIGTERM (the notice) is passed to every process of
-// the job; SIGUSR1 kills them all, then this process. Ends with the status of the job's last
-// process (re-raising its signal). With a heartbeat file, it fences: once the agent has not
+// the job; SIGUSR1 kills them all, then this process; SIGUSR2 (a resize, docs/agent.md, "Elastic
+// jobs") is passed on as SIGUSR1 to every process of the job. Ends with the status of the job's
+// last process (re-raising its signal). With a heartbeat file, it fences: once the agent has not
 // touched the file for `fence_after_us` (the agent is gone, or cut off from the server), the
 // whole attempt is killed, since the server requeues it.
 [[noreturn]] void Supervise(std::string& cmd, char** envp, const std::string& workdir, JobUser user,
@@ -92,6 +95,8 @@ struct JobUser {
   ::sigaction(SIGTERM, &sa, nullptr);
   sa.sa_handler = OnKill;
   ::sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = OnResize;
+  ::sigaction(SIGUSR2, &sa, nullptr);
   sa.sa_handler = OnAlarm;
   ::sigaction(SIGALRM, &sa, nullptr);  // no SA_RESTART: signals interrupt waitpid
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -150,6 +155,10 @@ struct JobUser {
     if (g_term) {
       g_term = 0;
       for (pid_t d : Descendants(::getpid())) ::kill(d, SIGTERM);
+    }
+    if (g_resize) {
+      g_resize = 0;
+      for (pid_t d : Descendants(::getpid())) ::kill(d, SIGUSR1);
     }
     if (fencing) {
       // A missing file counts as stale: the agent's state is gone, nobody tracks this attempt.
@@ -296,6 +305,10 @@ std::string Executor::NoticePath(const std::string& state_dir, uint32_t job) {
   return JobDir(state_dir, job) + "/notice.json";
 }
 
+std::string Executor::ResizePath(const std::string& state_dir, uint32_t job) {
+  return JobDir(state_dir, job) + "/resize.json";
+}
+
 std::string Executor::CheckpointDir(const std::string& state_dir,
                                     const std::string& checkpoint_root, uint32_t job) {
   return checkpoint_root.empty() ? JobDir(state_dir, job) + "/checkpoint"
@@ -333,6 +346,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   }
   std::error_code ec;
   std::filesystem::remove(NoticePath(spec.state_dir, spec.job), ec);  // a fresh attempt
+  std::filesystem::remove(ResizePath(spec.state_dir, spec.job), ec);
   const std::string log = LogPath(spec.state_dir, spec.job, spec.attempt);
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0)
@@ -374,6 +388,10 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   set("RESERVOIR_ATTEMPT", std::to_string(spec.attempt));
   set("RESERVOIR_CHECKPOINT_DIR", ckpt);
   set("RESERVOIR_NOTICE_FILE", NoticePath(spec.state_dir, spec.job));
+  if (spec.elastic_signal) {  // docs/agent.md, "Elastic jobs"
+    set("RESERVOIR_RESIZE_FILE", ResizePath(spec.state_dir, spec.job));
+    set("RESERVOIR_RESIZE_ACK", ckpt + "/.resize-ack");
+  }
   if (!spec.gang.nodes.empty()) {
     const LaunchSpec::Gang& g = spec.gang;
     std::string nodes;
@@ -478,6 +496,25 @@ Status Executor::Notify(uint32_t job, int64_t deadline_us, const std::string& re
   }
   std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
   ::kill(it->second.pid, SIGTERM);  // the supervisor passes it to every process of the job
+  return Status::Ok();
+}
+
+Status Executor::Resize(uint32_t job, const std::string& content, bool signal) {
+  auto it = running_.find(job);
+  if (it == running_.end()) return NotFound("job " + std::to_string(job) + " is not running here");
+  const std::string path = ResizePath(it->second.state_dir, job);
+  {
+    std::ofstream out(path + ".tmp", std::ios::trunc);
+    out << content << "\n";
+    if (!out) return Status(Code::kUnavailable, "cannot write " + path);
+  }
+  ::chmod((path + ".tmp").c_str(), 0600);
+  if (it->second.uid >= 0) {
+    (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(it->second.uid),
+                   static_cast<gid_t>(it->second.gid >= 0 ? it->second.gid : it->second.uid));
+  }
+  std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
+  if (signal) ::kill(it->second.pid, SIGUSR2);   // the supervisor passes it on as SIGUSR1
   return Status::Ok();
 }
 

@@ -57,6 +57,9 @@ struct LaunchSpec {
     int32_t gpus = 0;                // the whole job's
     int64_t master_port = 0;
   } gang;
+  // An elastic job resized in place (docs/agent.md, "Elastic jobs"): it gets
+  // RESERVOIR_RESIZE_FILE and RESERVOIR_RESIZE_ACK.
+  bool elastic_signal = false;
 };
 
 // Where per-attempt cgroups can be made on this host: a directory, or an error saying why not
@@ -101,12 +104,16 @@ class Executor {
   // Writes the notice file ({"deadline_us","reason","price"}) and sends SIGTERM to the group.
   Status Notify(uint32_t job, int64_t deadline_us, const std::string& reason,
                 const std::string& price);
+  // Writes the resize file (JSON) atomically, owned by the job's user; with `signal`, the job's
+  // processes then get SIGUSR1.
+  Status Resize(uint32_t job, const std::string& content, bool signal);
   Status Kill(uint32_t job);
   // Exited attempts since the last call; `block` waits for at least one of our own children.
   std::vector<ExitStatus> Reap(bool block);
   bool Running(uint32_t job) const { return running_.count(job) > 0; }
   static std::string LogPath(const std::string& state_dir, uint32_t job, int32_t attempt);
   static std::string NoticePath(const std::string& state_dir, uint32_t job);
+  static std::string ResizePath(const std::string& state_dir, uint32_t job);
   // RESERVOIR_CHECKPOINT_DIR of a job (see LaunchSpec::checkpoint_root).
   static std::string CheckpointDir(const std::string& state_dir, const std::string& checkpoint_root,
                                    uint32_t job);

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/slurm.h"
 #include "common/text.h"
+#include "core/model.h"
 
 namespace rsv::cli {
 namespace {
@@ -37,7 +38,8 @@ Action AddSubmit(CLI::App& app) {
     ClientFlags c;
     std::string pool, tier = "spot", limit, fallback, notice, name, tenant, workdir;
     std::vector<std::string> after, env, command;
-    int gpus = 0, max_restarts = 0;
+    std::string gpus, resize_mode, resize_cooldown;
+    int max_restarts = 0;
     int64_t cpu_millis = 0, memory_mib = 0;
     std::string time_limit;
   };
@@ -45,7 +47,13 @@ Action AddSubmit(CLI::App& app) {
   CLI::App* s = app.add_subcommand("submit", "Submit a job (a command, or a Slurm batch script)");
   AddClientFlags(s, &f->c);
   s->add_option("--pool", f->pool, "Pool (default: the script's --partition, else gpu)");
-  s->add_option("--gpus", f->gpus, "GPUs (a gang: all or nothing)");
+  s->add_option("--gpus", f->gpus,
+                "GPUs (a gang: all or nothing); MIN:MAX[:STEP] for an elastic spot job");
+  s->add_option("--resize-mode", f->resize_mode,
+                "Elastic jobs: restart (default; the next attempt runs at the new size) or "
+                "signal (in place: $RESERVOIR_RESIZE_FILE and SIGUSR1)");
+  s->add_option("--resize-cooldown", f->resize_cooldown,
+                "Elastic jobs: no regrowth for this long after a shrink (default 5m)");
   s->add_option("--tier", f->tier, "reserved | spot | auto");
   s->add_option("--limit", f->limit, "Limit price per GPU-hour (spot, auto)");
   s->add_option("--fallback", f->fallback, "Reserved jobs: continue as spot at this limit");
@@ -65,7 +73,15 @@ Action AddSubmit(CLI::App& app) {
     json body = {{"tier", f->tier}};
     std::string cmd;
     for (const std::string& w : f->command) cmd += (cmd.empty() ? "" : " ") + w;
-    int gpus = f->gpus;
+    GpuRange gpus;
+    if (!f->gpus.empty()) {
+      Result<GpuRange> r = ParseGpuRange(f->gpus);
+      if (!r.ok()) {
+        std::cerr << "error: --gpus: " << r.status().message() << "\n";
+        return 2;
+      }
+      gpus = *r;
+    }
     std::string name = f->name;
     std::vector<std::string> after = f->after;
     int restarts = f->max_restarts;
@@ -88,7 +104,7 @@ Action AddSubmit(CLI::App& app) {
                     << ": unsupported #SBATCH directive ignored: " << u << "\n";
         }
         // Flags given on the command line win over the script's directives, as with sbatch.
-        if (gpus == 0) gpus = sb->gpus;
+        if (gpus.min == 0) gpus.min = sb->gpus;
         if (name.empty()) name = sb->name;
         if (pool.empty()) pool = sb->partition;
         if (time_limit.empty() && sb->time_limit_s > 0)
@@ -103,12 +119,18 @@ Action AddSubmit(CLI::App& app) {
         cmd = "exec " + sb->interpreter + " -c \"$RESERVOIR_BATCH_SCRIPT\" reservoir-batch";
       }
     }
-    if (gpus <= 0) {
+    if (gpus.min <= 0) {
       std::cerr << "error: --gpus: give a GPU count (or #SBATCH --gpus / --gres=gpu:N)\n";
       return 2;
     }
     body["pool"] = pool.empty() ? "gpu" : pool;
-    body["gpus"] = gpus;
+    body["gpus"] = gpus.min;
+    if (gpus.max > 0) {
+      body["gpus"] = {{"min", gpus.min}, {"max", gpus.max}};
+      if (gpus.step > 0) body["gpus"]["step"] = gpus.step;
+    }
+    if (!f->resize_mode.empty()) body["resize_mode"] = f->resize_mode;
+    if (!f->resize_cooldown.empty()) body["resize_cooldown"] = f->resize_cooldown;
     body["command"] = cmd;
     body["max_restarts"] = restarts;
     if (!name.empty()) body["name"] = name;
@@ -136,6 +158,7 @@ Action AddSubmit(CLI::App& app) {
       std::cout << "job " << j["id"] << " " << j["state"].get<std::string>();
       if (j["state"] == "running")
         std::cout << " on " << Nodes(j) << " as " << j["running_as"].get<std::string>();
+      if (j.contains("gpus_held")) std::cout << " with " << j["gpus_held"] << " GPUs";
       std::cout << "\n";
     });
   };
@@ -160,9 +183,18 @@ Action AddJobs(CLI::App& app) {
     return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {
       std::vector<std::vector<std::string>> rows;
       for (const json& j : json::parse(b)) {
+        std::string gpus = std::to_string(j["gpus"].get<int>());
+        if (j.contains("elastic")) {  // held now (min:max)
+          gpus = std::to_string(j.value("gpus_held", 0)) + " (" + gpus + ":" +
+                 std::to_string(j["elastic"]["max"].get<int>()) + ")";
+        }
+        if (j.contains("unit_of")) {
+          gpus += " (unit " + std::to_string(j["unit"].get<int>()) + " of " +
+                  std::to_string(j["unit_of"].get<int64_t>()) + ")";
+        }
         rows.push_back({std::to_string(j["id"].get<int64_t>()), j.value("name", ""), j["tenant"],
-                        j["tier"], j["state"], std::to_string(j["gpus"].get<int>()),
-                        j["limit_price"], std::to_string(j["attempt"].get<int>()), Nodes(j)});
+                        j["tier"], j["state"], gpus, j["limit_price"],
+                        std::to_string(j["attempt"].get<int>()), Nodes(j)});
       }
       PrintTable({"ID", "NAME", "TENANT", "TIER", "STATE", "GPUS", "LIMIT", "ATTEMPT", "NODES"},
                  rows);

@@ -229,4 +229,39 @@ int32_t ClusterState::ReadyGpus(PoolId pool) const {
   return n;
 }
 
+namespace {
+
+// Adds `p`'s GPUs to `into`, one slice per node in order of first appearance.
+void AddSlices(Placement& into, const Placement& p) {
+  for (const NodeSlice& s : p.slices) {
+    auto it = std::find_if(into.slices.begin(), into.slices.end(),
+                           [&](const NodeSlice& x) { return x.node == s.node; });
+    if (it == into.slices.end()) {
+      into.slices.push_back(s);
+    } else {
+      it->gpu_mask |= s.gpu_mask;
+    }
+  }
+}
+
+}  // namespace
+
+Placement ClusterState::AttemptPlacement(const Job& j) const {
+  Placement out = j.placement;
+  for (JobId uid : j.units) {
+    const Job& u = job(uid);
+    if (HoldsGpus(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
+  }
+  return out;
+}
+
+Placement ClusterState::ResizeTarget(const Job& j) const {
+  Placement out = j.placement;
+  for (JobId uid : j.units) {
+    const Job& u = job(uid);
+    if (IsActive(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
+  }
+  return out;
+}
+
 }  // namespace rsv

@@ -261,6 +261,13 @@ class ClusterState {
   JobId AddJob(Job job);  // assigns the id
   ReservationId AddReservation(Reservation r);
 
+  // Elastic jobs (docs/market.md, "Elastic jobs"). The GPUs of a job's current attempt: its
+  // base placement plus the units that joined it (units under notice included until freed).
+  Placement AttemptPlacement(const Job& j) const;
+  // Signal mode: the GPUs the job is to use from its resize generation on (units under notice
+  // left out).
+  Placement ResizeTarget(const Job& j) const;
+
   // Ready GPUs of a pool right now.
   int32_t ReadyGpus(PoolId pool) const;
   // Number of distinct racks / zones interned so far (topology domain ids are 0..n-1).

@@ -419,7 +419,8 @@ class Runner {
       } else if (what == "attempt") {
         got = std::to_string(j.attempt);
       } else if (what == "size") {
-        got = std::to_string(HoldsGpus(j.state) ? sched_.AttemptPlacement(j).GpuCount() : 0);
+        got =
+            std::to_string(HoldsGpus(j.state) ? sched_.state().AttemptPlacement(j).GpuCount() : 0);
       } else if (what == "generation") {
         got = std::to_string(j.resize_generation);
       } else {

@@ -18,19 +18,6 @@ Bid BidOf(const Job& j) {
   return b;
 }
 
-// Adds `p`'s GPUs to `into`, one slice per node in order of first appearance.
-void AddSlices(Placement& into, const Placement& p) {
-  for (const NodeSlice& s : p.slices) {
-    auto it = std::find_if(into.slices.begin(), into.slices.end(),
-                           [&](const NodeSlice& x) { return x.node == s.node; });
-    if (it == into.slices.end()) {
-      into.slices.push_back(s);
-    } else {
-      it->gpu_mask |= s.gpu_mask;
-    }
-  }
-}
-
 std::string PlacementString(const ClusterState& s, const Placement& p) {
   std::string out;
   for (const NodeSlice& sl : p.slices) {
@@ -407,11 +394,6 @@ Status Scheduler::Validate(const JobSpec& spec) const {
       return InvalidArgument("gpus",
                              "at most " + std::to_string(kMaxElasticUnits) + " steps above min");
     }
-    if (installed > 0 && spec.max_gpus > installed) {
-      return InvalidArgument("gpus", "max " + std::to_string(spec.max_gpus) +
-                                         " exceeds the pool's " + std::to_string(installed) +
-                                         " GPUs");
-    }
     if (spec.resize_cooldown < Duration() || spec.resize_cooldown > Duration::Hours(24 * 30)) {
       return InvalidArgument("resize_cooldown", "must be from 0 to 30 days");
     }
@@ -589,7 +571,7 @@ void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
 
 std::vector<NodeId> Scheduler::Members(const Job& j) const {
   std::vector<NodeId> out;
-  const Placement all = j.units.empty() ? Placement() : AttemptPlacement(j);
+  const Placement all = j.units.empty() ? Placement() : state_.AttemptPlacement(j);
   for (const NodeSlice& s : (j.units.empty() ? j.placement : all).slices) {
     if (state_.node(s.node).agent && !Contains(out, s.node)) {
       out.push_back(s.node);
@@ -657,6 +639,11 @@ Status Scheduler::PlacedAttempt(JobId id, int32_t attempt) const {
 Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now, NodeId node) {
   RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
   Job& j = state_.job(id);
+  if (j.state == JobState::kRunning && node.valid() && !j.units.empty() &&
+      !Contains(j.confirmed, node) && Contains(Members(j), node)) {
+    j.confirmed.push_back(node);  // a member on a node a grow added (signal mode)
+    return Status::Ok();
+  }
   if (j.state != JobState::kStarting) return Status::Ok();  // confirmed already, or under notice
   if (node.valid()) {
     const std::vector<NodeId> members = Members(j);
@@ -725,24 +712,6 @@ Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Tim
     }
   }
   return Status::Ok();
-}
-
-Placement Scheduler::AttemptPlacement(const Job& j) const {
-  Placement out = j.placement;
-  for (JobId uid : j.units) {
-    const Job& u = state_.job(uid);
-    if (HoldsGpus(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
-  }
-  return out;
-}
-
-Placement Scheduler::ResizeTarget(const Job& j) const {
-  Placement out = j.placement;
-  for (JobId uid : j.units) {
-    const Job& u = state_.job(uid);
-    if (IsActive(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -864,7 +833,7 @@ void Scheduler::RestartInPlace(Job& j, Timestamp now) {
     Job& u = state_.job(uid);
     if (HoldsGpus(u.state)) u.joined = j.attempt;
   }
-  const Placement all = AttemptPlacement(j);
+  const Placement all = state_.AttemptPlacement(j);
   bool two_phase = false;
   for (const NodeSlice& s : all.slices) two_phase = two_phase || state_.node(s.node).agent;
   j.state = two_phase ? JobState::kStarting : JobState::kRunning;
@@ -973,6 +942,13 @@ void Scheduler::Requeue(Job& j, EventType type, std::string reason, Timestamp no
     }
   }
   if (HoldsGpus(j.state)) Unbind(j);
+  if (j.unit_of.valid()) {  // members on nodes the job no longer has are gone
+    Job& owner = state_.job(j.unit_of);
+    if (!owner.confirmed.empty()) {
+      const std::vector<NodeId> members = Members(owner);
+      std::erase_if(owner.confirmed, [&](NodeId n) { return !Contains(members, n); });
+    }
+  }
   j.state = JobState::kPending;
   j.attempt++;
   j.running_as = j.spec.tier == Tier::kReserved ? Tier::kReserved : Tier::kSpot;

@@ -134,12 +134,6 @@ class Scheduler {
   std::optional<Timestamp> NextWakeup(Timestamp after) const;
 
   // --- Reading ---
-  // The GPUs of a job's current attempt: its base placement plus the units that joined it
-  // (an elastic job's units under notice included until they are freed).
-  Placement AttemptPlacement(const Job& j) const;
-  // Signal mode: the GPUs the job is to use from its resize generation on (units under notice
-  // left out).
-  Placement ResizeTarget(const Job& j) const;
   const ClusterState& state() const { return state_; }
   const Ledger& ledger() const { return ledger_; }
   Money Price(PoolId pool) const { return pools_[pool.value() - 1].price; }

@@ -59,6 +59,8 @@ Status ValidateReport(const json& r) {
         return InvalidArgument(at + ".checkpoint", "must be true or false");
       if (j.contains("checkpoint_us") && !IsInt(j, "checkpoint_us"))
         return InvalidArgument(at + ".checkpoint_us", "must be an integer");
+      if (j.contains("resize_ack") && !IsInt(j, "resize_ack"))
+        return InvalidArgument(at + ".resize_ack", "must be an integer (a resize generation)");
     }
   }
   if (r.contains("logs")) {
@@ -184,13 +186,13 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
   }
 }
 
-nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
+nlohmann::json ControlPlane::GangLocked(const Job& j, const Placement& all, NodeId here) const {
   const ClusterState& st = sched_.state();
   // Ranks follow the placement's order of nodes; rank 0's node hosts the rendezvous.
   json nodes = json::array();
   int32_t rank = 0, local = 0;
   std::vector<NodeId> order;
-  for (const NodeSlice& s : j.placement.slices) {
+  for (const NodeSlice& s : all.slices) {
     if (s.node == here) local += std::popcount(s.gpu_mask);
     if (std::find(order.begin(), order.end(), s.node) != order.end()) continue;
     if (s.node == here) rank = static_cast<int32_t>(order.size());
@@ -208,8 +210,23 @@ nlohmann::json ControlPlane::GangLocked(const Job& j, NodeId here) const {
   return json{{"rank", rank},
               {"nodes", std::move(nodes)},
               {"gpus_per_node", local},
-              {"gpus", j.spec.gpus},
+              {"gpus", all.GpuCount()},
               {"master_port", port}};
+}
+
+nlohmann::json ControlPlane::ResizeLocked(const Job& j, NodeId here) const {
+  const Placement target = sched_.state().ResizeTarget(j);
+  json gang = GangLocked(j, target, here);
+  json gpus = json::array();
+  for (const NodeSlice& s : target.slices) {
+    for (int g = 0; s.node == here && g < 64; ++g) {
+      if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
+    }
+  }
+  return json{{"generation", j.resize_generation},
+              {"gpus", std::move(gpus)},
+              {"nodes", gang["nodes"]},
+              {"total", target.GpuCount()}};
 }
 
 std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
@@ -219,21 +236,31 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
   std::string key = std::string(NodeStateName(n.state)) + ";";
   std::vector<JobId> seen;
   for (JobId jid : n.gpu_job) {
+    // A unit of an elastic job is GPUs of that job (docs/market.md, "Elastic jobs").
+    if (jid.valid() && st.job(jid).unit_of.valid()) jid = st.job(jid).unit_of;
     if (!jid.valid() || std::find(seen.begin(), seen.end(), jid) != seen.end()) continue;
     seen.push_back(jid);
     const Job& j = st.job(jid);
     // A gang member that has ended waits for the others elsewhere; nothing runs here.
     if (Contains(j.ended, id)) continue;
+    const Placement all = j.units.empty() ? j.placement : st.AttemptPlacement(j);
+    if (std::none_of(all.slices.begin(), all.slices.end(),
+                     [&](const NodeSlice& s) { return s.node == id; })) {
+      continue;  // a unit granted while the attempt runs joins the next (restart mode)
+    }
     json gpus = json::array();
-    for (const NodeSlice& s : j.placement.slices) {
+    for (const NodeSlice& s : all.slices) {
       if (s.node != id) continue;
       for (int g = 0; g < n.gpus; ++g) {
         if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
       }
     }
+    // A member on a node a grow added to a running job (signal mode) starts there.
+    const bool joining = j.state == JobState::kRunning && j.spec.elastic() &&
+                         j.spec.resize_mode == ResizeMode::kSignal && !Contains(j.confirmed, id);
     json e = {{"job", jid.value()},
               {"attempt", j.attempt},
-              {"state", JobStateName(j.state)},
+              {"state", joining ? "starting" : JobStateName(j.state)},
               {"name", j.spec.name},
               {"tenant", st.tenant(j.spec.tenant).name},
               {"tenant_id", j.spec.tenant.value()},
@@ -244,14 +271,23 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
     if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
     if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
-    e["gang"] = GangLocked(j, id);
+    e["gang"] = GangLocked(j, all, id);
     if (j.state == JobState::kPreempting) {
       e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
                      {"reason", j.preempt_reason},
                      {"price", sched_.Price(j.spec.pool).ToString()}};
+    } else if (j.resizing) {  // restart mode: this attempt stops; the next runs at the new size
+      e["notice"] = {{"deadline_us", j.resize_deadline.micros()},
+                     {"reason", "resize"},
+                     {"price", sched_.Price(j.spec.pool).ToString()}};
+    }
+    if (j.spec.elastic() && j.spec.resize_mode == ResizeMode::kSignal) {
+      e["resize"] = ResizeLocked(j, id);
     }
     key += std::to_string(jid.value()) + ":" + std::to_string(j.attempt) + ":" +
-           std::string(JobStateName(j.state)) + ";";
+           std::string(JobStateName(j.state)) + (joining ? ":j" : "") + ":" +
+           std::to_string(j.resize_generation) + (j.resizing ? ":r" : "") + ":" +
+           std::to_string(gpus.size()) + ";";
     jobs.push_back(std::move(e));
   }
   *version = Sha256Hex(key).substr(0, 16);
@@ -297,8 +333,9 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // remembered from before. Anything else is acknowledged and dropped, so a node cannot
       // write into another job's output (and its agent does not resend it forever).
       const Job& lj = st.job(JobId(job));
+      const Placement all = st.AttemptPlacement(lj);
       const bool here_now = lj.attempt == attempt && HoldsGpus(lj.state) &&
-                            std::any_of(lj.placement.slices.begin(), lj.placement.slices.end(),
+                            std::any_of(all.slices.begin(), all.slices.end(),
                                         [&](const NodeSlice& s) { return s.node == *id; });
       if (here_now) {
         ran_on_[{job, attempt, id->value()}] =
@@ -327,7 +364,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // An attempt's end is reported once all its output is shipped: forget where it ran.
       if (e.value("status", "") != "running") ran_on_.erase({jid.value(), attempt, id->value()});
       bool here = false;
-      for (const NodeSlice& s : j.placement.slices) here = here || s.node == *id;
+      for (const NodeSlice& s : st.AttemptPlacement(j).slices) here = here || s.node == *id;
       // Reports about attempts this node no longer holds are stale: the desired set in the
       // reply tells the agent to stop them.
       if (!here || j.attempt != attempt || !HoldsGpus(j.state)) continue;
@@ -346,8 +383,22 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
           (void)ApplyInternal("checkpoint", report.dump(), &log);
         }
       }
+      // Signal mode: the job took in a resize generation; units it leaves out are freed.
+      if (status == "running" && e.contains("resize_ack")) {
+        const int64_t gen = e["resize_ack"].get<int64_t>();
+        const bool frees = std::any_of(j.units.begin(), j.units.end(), [&](JobId u) {
+          return st.job(u).state == JobState::kPreempting && st.job(u).shrink_generation <= gen;
+        });
+        if (frees && gen <= j.resize_generation) {
+          json ack = cmd;
+          ack["generation"] = gen;
+          (void)ApplyInternal("resize_ack", ack.dump(), &log);
+          reported = true;
+        }
+      }
       if (status == "running") {
-        if (j.state != JobState::kStarting || Contains(j.confirmed, *id)) {
+        const bool joins = j.state == JobState::kRunning && !j.units.empty();  // a grow's node
+        if ((j.state != JobState::kStarting && !joins) || Contains(j.confirmed, *id)) {
           continue;
         }
         (void)ApplyInternal("started", cmd.dump(), &log);

@@ -544,7 +544,37 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (m != "POST") return;
     RSV_API_TRY(name, body.String("name", false));
     RSV_API_TRY(pool, body.String("pool", true));
-    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, 1'000'000));
+    // A number (rigid) or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
+    json range = body.Raw("gpus");
+    int64_t gpus = 0, max_gpus = 0, step = 0;
+    auto whole = [](const json& v, int64_t* out) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1'000'000)
+        return false;
+      *out = v.get<int64_t>();
+      return true;
+    };
+    if (range.is_object()) {
+      for (const auto& [k, v] : range.items()) {
+        if (k != "min" && k != "max" && k != "step")
+          return reply(Error(InvalidArgument("gpus." + k, "unknown field (min, max, step)")));
+      }
+      if (!range.contains("min") || !whole(range["min"], &gpus))
+        return reply(Error(InvalidArgument("gpus.min", "must be an integer from 1 to 1000000")));
+      if (!range.contains("max") || !whole(range["max"], &max_gpus))
+        return reply(Error(InvalidArgument("gpus.max", "must be an integer from 1 to 1000000")));
+      if (range.contains("step") && !whole(range["step"], &step))
+        return reply(Error(InvalidArgument("gpus.step", "must be an integer from 1 to 1000000")));
+      if (max_gpus < gpus) return reply(Error(InvalidArgument("gpus.max", "must be at least min")));
+    } else if (range.is_null()) {
+      return reply(Error(InvalidArgument("gpus", "is required")));
+    } else if (!whole(range, &gpus)) {
+      return reply(Error(InvalidArgument(
+          "gpus", "must be an integer from 1 to 1000000 or {\"min\", \"max\", \"step\"}")));
+    }
+    RSV_API_TRY(resize_mode, body.String("resize_mode", false));
+    if (!resize_mode.empty() && !ParseResizeMode(resize_mode).ok())
+      return reply(Error(InvalidArgument("resize_mode", "must be restart or signal")));
+    RSV_API_TRY(cooldown, body.DurationField("resize_cooldown"));
     RSV_API_TRY(tier, body.String("tier", false));
     RSV_API_TRY(limit, body.MoneyField("limit_price", false));
     RSV_API_TRY(fallback, body.MoneyField("fallback_limit", false));
@@ -604,6 +634,10 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (!env.is_null()) cmd["env"] = env;
     if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
     if (memory_mib > 0) cmd["memory_mib"] = memory_mib;
+    if (max_gpus > 0) cmd["max_gpus"] = max_gpus;
+    if (step > 0) cmd["gpu_step"] = step;
+    if (!resize_mode.empty()) cmd["resize_mode"] = resize_mode;
+    if (cooldown) cmd["resize_cooldown_s"] = cooldown->seconds();
     return execute("submit", cmd);
   }
   if (first == "jobs" && parts.size() >= 2) {

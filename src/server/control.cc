@@ -74,6 +74,30 @@ json JobJson(const ClusterState& s, const Job& j) {
     out["notice_deadline_us"] = j.notice_deadline.micros();
     out["preempt_reason"] = j.preempt_reason;
   }
+  if (j.spec.elastic()) {  // docs/market.md, "Elastic jobs"
+    json units = json::array();
+    for (JobId u : j.units) units.push_back(u.value());
+    out["elastic"] = {{"min", j.spec.gpus},
+                      {"max", j.spec.max_gpus},
+                      {"step", j.spec.gpu_step},
+                      {"resize_mode", ResizeModeName(j.spec.resize_mode)},
+                      {"resize_cooldown_s", j.spec.resize_cooldown.seconds()},
+                      {"units", std::move(units)},
+                      {"generation", j.resize_generation}};
+    if (HoldsGpus(j.state)) {
+      const Placement all = s.AttemptPlacement(j);
+      out["gpus_held"] = all.GpuCount();
+      out["placement"] = PlacementJson(s, all);
+    }
+    if (j.resizing) out["elastic"]["resize_deadline_us"] = j.resize_deadline.micros();
+    if (j.cooldown_until.micros() > 0) {
+      out["elastic"]["cooldown_until_us"] = j.cooldown_until.micros();
+    }
+  }
+  if (j.unit_of.valid()) {
+    out["unit_of"] = j.unit_of.value();
+    out["unit"] = j.unit;
+  }
   if (IsTerminal(j.state)) {
     out["finished_us"] = j.finished.micros();
     out["end_reason"] = j.end_reason;
@@ -515,6 +539,13 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     return Reply{201, json{{"name", st.node(id).name}}.dump()};
   }
   if (c.kind == "register") return ApplyRegister(b, now);
+  if (c.kind == "resize_ack") {
+    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
+    RSV_RETURN_IF_ERROR(
+        sched_.ResizeAcked(id, b.value("attempt", 0), b.value("generation", 0), now));
+    sched_.RunCycle(now);  // freed GPUs go to whoever waits for them
+    return Reply{200, JobJson(st, st.job(id)).dump()};
+  }
   if (c.kind == "checkpoint") {
     RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
     if (st.job(id).attempt != b.value("attempt", 0)) return FailedPrecondition("a stale attempt");
@@ -617,6 +648,10 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     spec.cpu_millis = b.value("cpu_millis", int64_t{0});
     spec.memory_mib = b.value("memory_mib", int64_t{0});
     if (b.contains("env")) spec.env = b["env"].get<std::vector<std::string>>();
+    spec.max_gpus = b.value("max_gpus", 0);
+    spec.gpu_step = b.value("gpu_step", 0);
+    RSV_ASSIGN_OR_RETURN(spec.resize_mode, ParseResizeMode(b.value("resize_mode", "restart")));
+    spec.resize_cooldown = Duration::Seconds(b.value("resize_cooldown_s", int64_t{300}));
     if (b.contains("dependencies")) {
       for (const json& d : b["dependencies"]) {
         Dependency dep;

@@ -149,8 +149,12 @@ class ControlPlane {
   std::map<uint32_t, int64_t> checkpoint_markers_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
-  // What the member of `j` on node `here` needs to join its gang (rank, peers, port).
-  nlohmann::json GangLocked(const Job& j, NodeId here) const;
+  // What the member of `j` on node `here` needs to join its gang (rank, peers, port), for the
+  // GPUs `all` (the attempt's, or a resize's target).
+  nlohmann::json GangLocked(const Job& j, const Placement& all, NodeId here) const;
+  // Signal mode: the resize generation the member on `here` is to take in (docs/agent.md,
+  // "Elastic jobs").
+  nlohmann::json ResizeLocked(const Job& j, NodeId here) const;
   static constexpr int64_t kGangPortBase = 29500;  // MASTER_PORT: base + 16 × GPU + attempt % 16
   static constexpr int64_t kPortsPerGpu = 16;
   // Applies a command built here (not by a client) and queues it for the log.
