@@ -1,6 +1,7 @@
 // Scheduling-cycle benchmarks. Figures are quoted in README.md; run with scripts/bench.
-//   FullCycle/cold/N:   N pending bids cleared onto an empty fleet of N GPUs (8 per node).
-//   FullCycle/steady/N: a full fleet of N GPUs and N more pending bids re-cleared (a tick).
+//   FullCycle/cold/N/E:   N pending bids cleared onto an empty fleet of N GPUs (8 per node).
+//   FullCycle/steady/N/E: a full fleet of N GPUs and N more pending bids re-cleared (a tick).
+//   E: percent of the multi-GPU bids that are elastic (min = their size, max = 4x, 3 units).
 //   IncrementalSubmit:  one new bid decided against a 100,000-GPU fleet; p50/p99 in counters.
 #include <benchmark/benchmark.h>
 
@@ -40,7 +41,7 @@ Fleet MakeFleet(int32_t gpus) {
   return f;
 }
 
-JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths) {
+JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths, int64_t elastic_pct = 0) {
   JobSpec j;
   j.tenant = f.tenants[rng.Uniform(f.tenants.size())];
   j.pool = f.pool;
@@ -49,6 +50,10 @@ JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths) {
   j.tier = Tier::kSpot;
   j.limit_price =
       Money::Micros((min_limit_tenths + static_cast<int64_t>(rng.Uniform(90))) * 100'000);
+  if (elastic_pct > 0 && j.gpus >= 2 && static_cast<int64_t>(rng.Uniform(100)) < elastic_pct) {
+    j.max_gpus = 4 * j.gpus;
+    j.gpu_step = j.gpus;
+  }
   return j;
 }
 
@@ -56,7 +61,9 @@ void BM_FullCycleCold(benchmark::State& state) {
   const int32_t gpus = static_cast<int32_t>(state.range(0));
   Fleet f = MakeFleet(gpus);
   Rng rng(1);
-  for (int32_t i = 0; i < gpus; ++i) (void)f.s->Submit(RandomBid(f, rng, 10), T(0));
+  for (int32_t i = 0; i < gpus; ++i) {
+    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1)), T(0));
+  }
   int64_t started = 0;
   for (auto _ : state) {
     state.PauseTiming();
@@ -78,22 +85,30 @@ void BM_FullCycleSteady(benchmark::State& state) {
   Fleet f = MakeFleet(gpus);
   Rng rng(2);
   // Fill the fleet with high bids, then add as many low bids that cannot get in.
-  for (int32_t i = 0; i < gpus; ++i) (void)f.s->Submit(RandomBid(f, rng, 50), T(0));
+  for (int32_t i = 0; i < gpus; ++i) {
+    (void)f.s->Submit(RandomBid(f, rng, 50, state.range(1)), T(0));
+  }
   f.s->RunCycle(T(0));
-  for (int32_t i = 0; i < gpus; ++i) (void)f.s->Submit(RandomBid(f, rng, 10), T(0));
+  for (int32_t i = 0; i < gpus; ++i) {
+    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1)), T(0));
+  }
   // Let the market settle (outbid jobs get notice, leave, and the winners start).
   int64_t t = 0;
   for (int round = 0; round < 20; ++round) {
     t += 60;
     if (f.s->RunCycle(T(t)).events == 0) break;
   }
-  int32_t running = 0;
-  for (const Job& j : f.s->state().jobs()) running += j.state == JobState::kRunning;
+  int32_t running = 0, units = 0;
+  for (const Job& j : f.s->state().jobs()) {
+    running += j.state == JobState::kRunning;
+    units += j.unit_of.valid() && j.state == JobState::kRunning;
+  }
   for (auto _ : state) {
     CycleReport r = f.s->RunCycle(T(t++));
     benchmark::DoNotOptimize(r);
   }
   state.counters["running_jobs"] = running;
+  state.counters["running_units"] = units;
   state.counters["pending_bids"] = static_cast<double>(f.s->state().jobs().size() - running);
 }
 
@@ -134,15 +149,17 @@ void BM_IncrementalSubmit(benchmark::State& state) {
 }
 
 BENCHMARK(BM_FullCycleCold)
-    ->Arg(1000)
-    ->Arg(10000)
-    ->Arg(100000)
+    ->Args({1000, 0})
+    ->Args({10000, 0})
+    ->Args({100000, 0})
+    ->Args({100000, 30})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(5);
 BENCHMARK(BM_FullCycleSteady)
-    ->Arg(1000)
-    ->Arg(10000)
-    ->Arg(100000)
+    ->Args({1000, 0})
+    ->Args({10000, 0})
+    ->Args({100000, 0})
+    ->Args({100000, 30})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2);
 BENCHMARK(BM_IncrementalSubmit)

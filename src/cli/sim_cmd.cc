@@ -21,6 +21,7 @@ struct SimFlags {
   std::string reserve = "1", increment = "0.25", experiment;
   std::vector<std::string> tenant_prices;
   uint64_t seed = 1;
+  double elastic = 0, elastic_serial = 0.05;
   int32_t nodes = 0, gpus_per_node = 8, target = 130;
   bool skip_bad = false, quiet = false, find_capacity = false;
 };
@@ -98,6 +99,12 @@ int Run(const SimFlags& f) {
   if (*ckpt_time < Duration()) return Usage("--checkpoint-time: must be 0 or more");
   cfg.start_latency = *latency;
   cfg.checkpoint_time = *ckpt_time;
+  if (!(f.elastic >= 0 && f.elastic <= 1))
+    return Usage("--elastic: must be a fraction from 0 to 1");
+  if (!(f.elastic_serial >= 0 && f.elastic_serial <= 1))
+    return Usage("--elastic-serial: must be from 0 to 1");
+  cfg.elastic_fraction = f.elastic;
+  cfg.elastic_serial = f.elastic_serial;
   if (!reserve.ok() || *reserve < Money()) return Usage("--reserve-price: not an amount >= 0");
   if (!inc.ok() || *inc < Money()) return Usage("--min-increment: not an amount >= 0");
   if (*ckpt <= Duration()) return Usage("--checkpoint-interval: must be positive");
@@ -342,6 +349,12 @@ Action AddSim(CLI::App& app) {
   s->add_option("--checkpoint-time", f->checkpoint_time,
                 "A job under notice checkpoints in this long and leaves (default 60s); longer "
                 "than the notice: stopped at the deadline");
+  s->add_option("--elastic", f->elastic,
+                "Share of multi-GPU jobs made elastic under market: half to twice their size "
+                "(docs/simulator.md)");
+  s->add_option(
+      "--elastic-serial", f->elastic_serial,
+      "Speedup model of elastic jobs: throughput(n) = n / (1 + s(n-1)); s (default 0.05)");
   s->add_option("--reserve-price", f->reserve, "Spot reserve price per GPU-hour");
   s->add_option("--min-increment", f->increment, "Minimum increment to preempt");
   s->add_flag("--skip-bad-rows", f->skip_bad, "Skip malformed rows (counted) instead of failing");

@@ -4,6 +4,7 @@
 #include <bit>
 #include <map>
 #include <tuple>
+#include <unordered_set>
 
 namespace rsv {
 
@@ -394,6 +395,13 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     return !start && !claim && !preempt;
   };
   std::string why;
+  // Whether a job started in this clearing (its units may follow it), indexed as asked.
+  std::unordered_set<uint32_t> started;
+  size_t indexed = 0;
+  auto started_now = [&](JobId job) {
+    for (; indexed < r.starts.size(); ++indexed) started.insert(r.starts[indexed].job.value());
+    return started.count(job.value()) > 0;
+  };
   while (const Bid* next = pending.Next()) {
     const Bid& b = *next;
     if (exhausted(b.limit)) {
@@ -407,9 +415,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       }
       break;
     }
-    if (b.unit > 0 && !b.parent_ready &&
-        std::none_of(r.starts.begin(), r.starts.end(),
-                     [&](const Start& st) { return st.job == b.parent; })) {
+    if (b.unit > 0 && !b.parent_ready && !started_now(b.parent)) {
       continue;  // its job does not run (yet): the unit cannot start, and sets no price
     }
     ++r.examined;

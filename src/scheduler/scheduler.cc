@@ -734,6 +734,9 @@ Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
 }
 
 void Scheduler::BookInsert(const Job& j) {
+  // Only bids: holders reach the clearing from `spot_holders`, so a long queue's walk never
+  // steps over them.
+  if (HoldsGpus(j.state)) return;
   PoolRuntime& r = rt(j.spec.pool);
   r.book.insert(KeyOf(j));
 }

@@ -192,7 +192,7 @@ class Scheduler {
     Calendar calendar;
     Money price;
     std::optional<Money> highest_unplaced;
-    std::set<RankKey> book;               // spot bids and spot holders, in rank order
+    std::set<RankKey> book;               // pending spot bids, in rank order
     IdSet spot_holders;                   // jobs holding GPUs as spot tier
     std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
     // Pending reserved/auto jobs by tenant, each by submission (a tenant's empty queue stays).

@@ -114,6 +114,9 @@ std::vector<std::pair<std::string, std::string>> Rows(const PolicyResult& r) {
        Fixed(r.owner_wait_s.p50, 0) + " / " + Fixed(r.owner_wait_s.p99, 0) + " / " +
            Fixed(r.owner_wait_max_s, 0) + ", " + std::to_string(r.owner_waits_over_notice)},
       {"preemptions", std::to_string(r.preemptions)},
+      {"elastic jobs: grows / shrinks (preemptions avoided)",
+       std::to_string(r.elastic_jobs) + ": " + std::to_string(r.grows) + " / " +
+           std::to_string(r.shrinks)},
       {"lost GPU-hours", Fixed(r.lost_gpu_hours, 1)},
       {"jobs finished / unfinished",
        std::to_string(r.finished) + " / " + std::to_string(r.unfinished)},
@@ -239,6 +242,8 @@ std::string ResultJson(const RunInfo& run) {
          ", \"owner_wait_max_s\": " + Fixed(r.owner_wait_max_s) +
          ", \"owner_waits_over_notice\": " + std::to_string(r.owner_waits_over_notice) +
          ", \"preemptions\": " + std::to_string(r.preemptions) +
+         ", \"elastic_jobs\": " + std::to_string(r.elastic_jobs) +
+         ", \"grows\": " + std::to_string(r.grows) + ", \"shrinks\": " + std::to_string(r.shrinks) +
          ", \"lost_gpu_hours\": " + Fixed(r.lost_gpu_hours, 3) +
          ", \"work_gpu_hours\": " + Fixed(r.work_gpu_hours, 3) +
          ", \"used_gpu_hours\": " + Fixed(r.used_gpu_hours, 3) +

@@ -42,6 +42,42 @@ Trace TinyTrace() {
   return t;
 }
 
+// Elastic jobs (docs/simulator.md, "Elastic jobs"), with a linear speedup so the arithmetic is
+// exact. X (4 GPUs, 100 s at that size) is elastic 2..8 in steps of 2: it starts at 8 GPUs,
+// twice as fast. At 10 s Y's 1-GPU job (limit 5) outbids X's last unit (limit 2): X shrinks in
+// place after its 10 s checkpoint (20 s) to 6 GPUs, Y starts then, and the cooldown keeps X
+// from growing back when Y ends. X: 40 s of work by 20 s, 60 s left at 1.5x → ends at 60.
+TEST(Tiny, ElasticJobsGrowAndShrinkInPlace) {
+  SimConfig c = TinyConfig();
+  c.reservations.clear();
+  c.checkpoint_time = Duration::Seconds(10);
+  c.elastic_fraction = 1;
+  c.elastic_serial = 0;
+  c.tenant_prices = {{"X", {Money::Units(2), Money::Units(2)}},
+                     {"Y", {Money::Units(5), Money::Units(5)}}};
+  Trace t;
+  t.jobs = {Job(0, 100, 4, "X"), Job(10, 30, 1, "Y")};
+  auto r = Simulate(t, c, Policy::kMarket);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->elastic_jobs, 1);
+  EXPECT_EQ(r->grows, 3);
+  EXPECT_EQ(r->shrinks, 1);
+  EXPECT_EQ(r->preemptions, 0);  // the shrink stopped no job
+  EXPECT_EQ(r->finished, 2);
+  EXPECT_EQ(r->jct_sorted_s, (std::vector<double>{40, 60}));
+  EXPECT_EQ(r->invariant_violations, 0) << r->first_violation;
+  // Rigid, X holds its 4 GPUs for 100 s and Y runs at once.
+  c.elastic_fraction = 0;
+  auto rigid = Simulate(t, c, Policy::kMarket);
+  ASSERT_TRUE(rigid.ok());
+  EXPECT_EQ(rigid->jct_sorted_s, (std::vector<double>{30, 100}));
+  // The baselines never run elastic jobs.
+  c.elastic_fraction = 1;
+  auto fixed = Simulate(t, c, Policy::kStatic);
+  ASSERT_TRUE(fixed.ok());
+  EXPECT_EQ(fixed->elastic_jobs, 0);
+}
+
 TEST(Tiny, Static) {
   // j0 on A's 4 GPUs 0-100; j1 waits for A's reservation: 100-200; j2 on B's: 10-60.
   // JCT: 100, 200, 50 → mean 116.667. Nothing is lent: no preemption, no money.

@@ -54,6 +54,18 @@ struct SimJob {
   std::optional<Timestamp> finished;
   bool guaranteed_class = false;
   int32_t gpus = 0;  // held while running (the request rounded to whole nodes)
+  // Elastic (docs/simulator.md, "Elastic jobs"): GPUs held now (base and units), the work rate
+  // at that size relative to the trace's size, when progress and held GPU time were last
+  // settled, the remaining work at the last checkpoint and at the notice, and a version that
+  // makes completions computed before a resize stale.
+  bool elastic = false;
+  int32_t size = 0;
+  double rate = 1;
+  Timestamp settled;
+  Duration remaining_at_checkpoint;
+  Duration remaining_at_notice;
+  double used_us = 0, lost_us = 0;
+  int32_t version = 0;
 };
 
 // Time-weighted utilization and everything measured from job lifecycles.
@@ -92,6 +104,68 @@ class Recorder {
     j.attempt++;
     if (!j.first_start) j.first_start = t;
     Allocate(t, j.gpus);
+    if (j.elastic) {
+      j.size = j.gpus;
+      j.rate = Rate(j, j.size);
+      j.settled = t;
+      j.remaining_at_checkpoint = j.remaining;
+      j.version++;
+      j.attempt_end = t + overhead + Scaled(j.remaining, j.rate);
+    }
+  }
+
+  // Elastic: work done since the last settlement (none during the start overhead) is taken off
+  // the remaining work; GPU time held is counted.
+  void Settle(SimJob& j, Timestamp t) {
+    const Timestamp from = std::max(j.settled, j.attempt_start + j.overhead);
+    if (t > from) {
+      Duration done =
+          Duration::Micros(static_cast<int64_t>(static_cast<double>((t - from).micros()) * j.rate));
+      j.remaining = j.remaining > done ? j.remaining - done : Duration();
+    }
+    if (t > j.settled) {
+      const double held = static_cast<double>((t - j.settled).micros()) * j.size;
+      used_us_ += held;
+      j.used_us += held;
+      j.settled = t;
+    }
+  }
+
+  // Elastic: the job now holds `size` GPUs (a unit started or stopped); returns its new end.
+  Timestamp Resized(size_t i, Timestamp t, int32_t size) {
+    SimJob& j = jobs_[i];
+    Settle(j, t);
+    Allocate(t, size - j.size);
+    j.size = size;
+    j.rate = Rate(j, size);
+    j.version++;
+    j.attempt_end = std::max(t, j.attempt_start + j.overhead) + Scaled(j.remaining, j.rate);
+    return j.attempt_end;
+  }
+
+  // Elastic: a checkpoint completed (periodic) or was written on the notice.
+  void Checkpointed(size_t i, Timestamp t) {
+    SimJob& j = jobs_[i];
+    if (!j.elastic) return;
+    Settle(j, t);
+    j.remaining_at_checkpoint = j.remaining;
+  }
+  void Noticed(size_t i, Timestamp t) {
+    SimJob& j = jobs_[i];
+    j.noticed_at = t;
+    if (!j.elastic) return;
+    Settle(j, t);
+    j.remaining_at_notice = j.remaining;
+  }
+
+  // throughput(n) / throughput(trace size), throughput(n) = n / (1 + s·(n − 1)).
+  double Rate(const SimJob& j, int32_t n) const {
+    auto tp = [&](double x) { return x / (1 + cfg_.elastic_serial * (x - 1)); };
+    return tp(n) / tp(std::max(1, j.trace->gpus));
+  }
+  static Duration Scaled(Duration work, double rate) {
+    return Duration::Micros(
+        static_cast<int64_t>(std::ceil(static_cast<double>(work.micros()) / rate)));
   }
 
   // A reserved-tier attempt started at `t` after fitting its reservation since `since`.
@@ -104,6 +178,23 @@ class Recorder {
   // The attempt ended without finishing: keep checkpointed progress, lose the rest.
   void Stopped(size_t i, Timestamp t, bool preempted) {
     SimJob& j = jobs_[i];
+    if (j.elastic) {  // back to its last checkpoint (or its notice's), at whatever sizes it ran
+      Settle(j, t);
+      const bool on_notice = j.saved_at_notice.has_value();
+      const Duration before = j.remaining;
+      j.remaining = on_notice ? j.remaining_at_notice : j.remaining_at_checkpoint;
+      if (on_notice && *j.saved_at_notice == t) j.remaining = before;  // done under notice
+      // Lost: the start overhead, and the work redone (at the size it ran, as GPU time).
+      const double redone =
+          before < j.remaining ? static_cast<double>((j.remaining - before).micros()) / j.rate : 0;
+      const double lost = (static_cast<double>(j.overhead.micros()) + redone) * j.size;
+      lost_us_ += lost;
+      j.lost_us += lost;
+      out_->preemptions += preempted;
+      Allocate(t, -j.size);
+      j.size = 0;
+      return;
+    }
     Duration elapsed = t - j.attempt_start;
     Duration useful = elapsed > j.overhead ? elapsed - j.overhead : Duration();
     Duration ckpt = CheckpointInterval(i);
@@ -122,6 +213,19 @@ class Recorder {
 
   void Finished(size_t i, Timestamp t) {
     SimJob& j = jobs_[i];
+    if (j.elastic) {
+      Settle(j, t);
+      const double lost = static_cast<double>(j.overhead.micros()) * j.size;
+      lost_us_ += lost;
+      j.lost_us += lost;
+      work_us_ += j.used_us - j.lost_us;  // every GPU-second not lost went into its work
+      j.finished = t;
+      j.remaining = Duration();
+      ++finished_;
+      Allocate(t, -j.size);
+      j.size = 0;
+      return;
+    }
     Duration elapsed = t - j.attempt_start;
     used_us_ += static_cast<double>(elapsed.micros()) * j.gpus;
     // Restart overhead of the last attempt is lost time too.
@@ -238,8 +342,9 @@ class Recorder {
 };
 
 // What a queued event is: a job's work done, a scheduler wakeup, a start confirmed after the
-// start latency, a periodic checkpoint, a job leaving after checkpointing on its notice.
-enum class Due { kCompletion, kWakeup, kConfirm, kCheckpoint, kLeave };
+// start latency, a periodic checkpoint, a job leaving after checkpointing on its notice, an
+// elastic job giving back a unit under notice (in place, after checkpoint_time).
+enum class Due { kCompletion, kWakeup, kConfirm, kCheckpoint, kLeave, kShrink };
 
 struct QueuedEvent {
   Timestamp at;
@@ -247,6 +352,8 @@ struct QueuedEvent {
   Due kind;
   size_t job;
   int32_t attempt;
+  int32_t version = 0;   // completions of elastic jobs: stale after a resize
+  JobId unit = JobId();  // kShrink: the unit to give back
   bool operator>(const QueuedEvent& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 using EventQueue = std::priority_queue<QueuedEvent, std::vector<QueuedEvent>, std::greater<>>;
@@ -319,6 +426,16 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
 
   Recorder rec(trace, cfg, capacity, largest, &out);
   Rng rng(cfg.seed);
+  // Which multi-GPU jobs are elastic: drawn from a stream of their own, so the limits drawn
+  // below are the same with or without elastic jobs.
+  std::vector<uint8_t> elastic(trace.jobs.size(), 0);
+  if (cfg.elastic_fraction > 0) {
+    Rng draw(cfg.seed ^ 0x656c6173746963ULL);
+    for (size_t k = 0; k < trace.jobs.size(); ++k) {
+      const int64_t x = draw.Range(0, 999'999);
+      elastic[k] = trace.jobs[k].gpus >= 2 && x < static_cast<int64_t>(cfg.elastic_fraction * 1e6);
+    }
+  }
   std::vector<size_t> sim_of;  // scheduler job id → trace index
   sim_of.push_back(0);
   EventQueue q;
@@ -328,10 +445,33 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
   int64_t events = 0;
   Timestamp now;
 
+  // Units of elastic jobs (docs/simulator.md, "Elastic jobs"): a unit's start grows its job, a
+  // unit stopped while its job runs shrinks it; one stopped with its job is the job's stop.
+  auto unit_event = [&](const Event& e, size_t i, Timestamp t) {
+    const Job& unit = s.state().job(e.job);
+    const Job& owner = s.state().job(unit.unit_of);
+    SimJob& j = rec.job(i);
+    if (!HoldsGpus(owner.state) || j.size == 0) return;
+    if (e.type == EventType::kJobStarted || e.type == EventType::kJobPreempted ||
+        e.type == EventType::kJobRequeued) {
+      const bool grow = e.type == EventType::kJobStarted;
+      ++(grow ? out.grows : out.shrinks);
+      const Timestamp end = rec.Resized(i, t, j.size + (grow ? 1 : -1) * unit.spec.gpus);
+      q.push(QueuedEvent{end, seq++, Due::kCompletion, i, j.attempt, j.version});
+    } else if (e.type == EventType::kNoticeSent && IsActive(owner.state)) {
+      // In place: the job takes the smaller size in and gives the unit back.
+      q.push(QueuedEvent{std::min(t + cfg.checkpoint_time, e.deadline), seq++, Due::kShrink, i,
+                         j.attempt, 0, e.job});
+    }
+  };
   auto handle_events = [&](Timestamp t) {
     for (const Event& e : s.DrainEvents()) {
       ++events;
       size_t i = e.job.valid() ? sim_of[e.job.value()] : 0;
+      if (e.job.valid() && s.state().job(e.job).unit_of.valid()) {
+        unit_event(e, i, t);
+        continue;
+      }
       switch (e.type) {
         case EventType::kJobStarted: {
           SimJob& j = rec.job(i);
@@ -341,7 +481,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           if (cfg.start_latency > Duration()) {
             q.push(QueuedEvent{t + cfg.start_latency, seq++, Due::kConfirm, i, j.attempt});
           }
-          q.push(QueuedEvent{j.attempt_end, seq++, Due::kCompletion, i, j.attempt});
+          q.push(QueuedEvent{j.attempt_end, seq++, Due::kCompletion, i, j.attempt, j.version});
           const Timestamp first = t + overhead + rec.CheckpointInterval(i);
           if (first < j.attempt_end)
             q.push(QueuedEvent{first, seq++, Due::kCheckpoint, i, j.attempt});
@@ -351,7 +491,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
           // It checkpoints and leaves, if that takes less than the notice; else the deadline
           // stops it.
           SimJob& j = rec.job(i);
-          j.noticed_at = t;
+          rec.Noticed(i, t);
           if (t + cfg.checkpoint_time < e.deadline) {
             q.push(QueuedEvent{t + cfg.checkpoint_time, seq++, Due::kLeave, i, j.attempt});
           }
@@ -395,9 +535,17 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       }
       SimJob& j = rec.job(e.job);
       if (j.attempt != e.attempt || j.finished) continue;  // a stale completion
+      if (e.kind == Due::kCompletion && j.elastic && e.version != j.version) continue;  // resized
       const JobId id = sched_id[e.job];
       const Job& sj = s.state().job(id);
       if (!HoldsGpus(sj.state)) continue;
+      if (e.kind == Due::kShrink) {  // the job took the smaller size in: the unit goes
+        if (s.state().job(e.unit).state == JobState::kPreempting) {
+          RSV_RETURN_IF_ERROR(s.Release(e.unit, t));
+          cycle = true;
+        }
+        continue;
+      }
       if (e.kind == Due::kConfirm) {  // the job is up
         RSV_RETURN_IF_ERROR(s.ConfirmStart(id, sj.attempt, t));
         continue;
@@ -405,12 +553,14 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
       if (e.kind ==
           Due::kCheckpoint) {  // a periodic checkpoint completed: reported, as an agent would
         RSV_RETURN_IF_ERROR(s.Checkpointed(id, t));
+        rec.Checkpointed(e.job, t);
         const Timestamp again = t + rec.CheckpointInterval(e.job);
         if (again < j.attempt_end)
           q.push(QueuedEvent{again, seq++, Due::kCheckpoint, e.job, e.attempt});
         continue;
       }
       if (e.kind == Due::kLeave) {  // checkpointed on its notice: it leaves, its progress saved
+        // (an elastic job's under notice only when it stops as a whole)
         if (sj.state != JobState::kPreempting) continue;
         j.saved_at_notice = j.noticed_at;
       } else if (sj.state == JobState::kPreempting) {
@@ -458,6 +608,24 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
         case Policy::kFifoBackfill:
           break;
       }
+      // Elastic (market only): half to twice the trace's size, in the pool's steps.
+      if (policy == Policy::kMarket && elastic[next]) {
+        const int32_t min = WholeNodes(std::max(1, tj.gpus / 2), largest);
+        const int32_t step = largest > 0 && min % largest == 0 ? largest : min;
+        const int32_t units =
+            std::min<int32_t>(kMaxElasticUnits, (WholeNodes(tj.gpus * 2, largest) - min) / step);
+        if (units >= 1) {
+          spec.gpus = min;
+          spec.max_gpus = min + units * step;
+          spec.gpu_step = step;
+          spec.tier = Tier::kSpot;
+          spec.resize_mode = ResizeMode::kSignal;
+          spec.resize_cooldown = Duration::Minutes(5);
+          rec.job(next).elastic = true;
+          rec.job(next).gpus = min;
+          ++out.elastic_jobs;
+        }
+      }
       if (spec.gpus > capacity) {  // larger than the whole cluster: never runs (unfinished)
         ++next;
         continue;
@@ -468,8 +636,11 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
                                "line " + std::to_string(tj.line) + ": " + id.status().ToString());
       }
       sched_id[next] = *id;
-      if (sim_of.size() <= id->value()) sim_of.resize(id->value() + 1);
+      const std::vector<JobId>& units = s.state().job(*id).units;
+      const uint32_t last = units.empty() ? id->value() : units.back().value();
+      if (sim_of.size() <= last) sim_of.resize(last + 1);
       sim_of[id->value()] = next;
+      for (JobId u : units) sim_of[u.value()] = next;
       ++next;
       ++events;
       handle_events(t);

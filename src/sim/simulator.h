@@ -47,6 +47,11 @@ struct SimConfig {
   // notice saved; when the notice is shorter it is stopped at the deadline instead, keeping
   // only its last periodic checkpoint.
   Duration checkpoint_time = Duration::Seconds(60);
+  // Elastic jobs (market only; docs/simulator.md, "Elastic jobs"): this share of multi-GPU
+  // jobs asks for half to twice its trace size; throughput at n GPUs is n / (1 + s·(n − 1))
+  // with s = elastic_serial, relative to the trace's size.
+  double elastic_fraction = 0;
+  double elastic_serial = 0.05;
   int32_t backfill_depth = 1000;   // fifo-backfill: queued jobs examined per pass
   const Ticker* ticker = nullptr;  // measures wall time and drives progress; never decisions
   // Called now and then with (jobs finished, jobs total, simulated time, events so far).
@@ -84,6 +89,9 @@ struct PolicyResult {
   double owner_wait_max_s = 0;
   int64_t owner_waits_over_notice = 0;
   int64_t preemptions = 0;
+  int64_t elastic_jobs = 0;  // jobs submitted elastic
+  int64_t grows = 0;         // units started
+  int64_t shrinks = 0;       // units stopped while their job ran on (preemptions avoided)
   double lost_gpu_hours = 0;
   double work_gpu_hours = 0;  // sum of duration × GPUs of finished jobs
   double used_gpu_hours = 0;  // GPU time held by all attempts
