@@ -168,6 +168,14 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
     const std::vector<Event>& events = w.s.pending_events();
     for (; seen < events.size(); ++seen) {
       const Event& e = events[seen];
+      // An increment never displaces a base gang at its own price or above.
+      if (e.type == EventType::kNoticeSent && e.beneficiary.valid() &&
+          w.s.state().job(e.beneficiary).unit_of.valid() &&
+          !w.s.state().job(e.job).unit_of.valid()) {
+        ASSERT_GT(w.s.state().job(e.beneficiary).limit, w.s.state().job(e.job).limit)
+            << "seed " << GetParam() << " step " << step << ": unit " << e.beneficiary.ToString()
+            << " displaced job " << e.job.ToString();
+      }
       if (e.type != EventType::kJobStarted || !w.s.state().job(e.job).unit_of.valid()) continue;
       const Job& owner = w.s.state().job(w.s.state().job(e.job).unit_of);
       ASSERT_TRUE(owner.cooldown_until == Timestamp() || owner.cooldown_until <= e.at)

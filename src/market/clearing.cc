@@ -409,6 +409,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       r.rest_left_out = true;
       for (const Bid* q = next; q && !r.highest_unplaced && q->limit >= p.reserve_price;
            q = pending.Next()) {
+        if (q->unit > 0 && !q->parent_ready && !started_now(q->parent)) continue;
         if (s.free.Feasible(q->gpus, &why)) {
           r.highest_unplaced = q->limit;
         }

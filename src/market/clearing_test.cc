@@ -61,6 +61,12 @@ struct Market {
       b.placement = &placements.back();
       b.started = T(rng.Range(100, 5000));
       b.last_checkpoint = rng.Chance(1, 2) ? T(rng.Range(5000, 9000)) : Timestamp();
+      // Some are units of an elastic job (docs/market.md, "Elastic jobs"), ranked and stopped
+      // as such.
+      if (rng.Chance(1, 3)) {
+        b.unit = static_cast<int32_t>(rng.Range(1, 3));
+        b.parent = JobId(100 + static_cast<uint32_t>(rng.Range(0, 2)));
+      }
       book.push_back(b);
     }
     int pending = static_cast<int>(rng.Range(0, 7));
@@ -72,6 +78,13 @@ struct Market {
       b.gpus = static_cast<int32_t>(rng.Range(1, 8));
       if (rng.Chance(1, 12)) b.gpus = 12;  // never fits 8-GPU nodes whole
       if (multi_node_bids && rng.Chance(1, 5)) b.gpus = 16;
+      // A pending unit: its job runs already, or is one of the bids before it (it may start in
+      // this clearing), or does not run.
+      if (i > 0 && rng.Chance(1, 3)) {
+        b.unit = static_cast<int32_t>(rng.Range(1, 3));
+        b.parent_ready = rng.Chance(1, 3);
+        b.parent = rng.Chance(1, 2) ? book[rng.Uniform(book.size())].job : JobId(200);
+      }
       book.push_back(b);
     }
     SortByRank(book);
@@ -142,6 +155,11 @@ ClearingResult Reference(const Market& mk, int32_t budget, Money reserve, Money 
   };
   for (const Bid& b : book) {
     if (b.running || b.preempting) continue;
+    if (b.unit > 0 && !b.parent_ready &&
+        std::none_of(r.starts.begin(), r.starts.end(),
+                     [&](const Start& s) { return s.job == b.parent; })) {
+      continue;  // a unit whose job does not run
+    }
     std::string why;
     if (!FreeMap(free, mk.pool).Feasible(b.gpus, &why)) {
       r.infeasible.push_back(b.job);
@@ -320,6 +338,11 @@ TEST(Clear, MatchesReferenceOnSmallMarkets) {
       for (const Bid& b : mk.book) {
         if (b.running || b.preempting) continue;
         if (static_cast<int32_t>(examined.size()) == fast.examined) break;
+        if (b.unit > 0 && !b.parent_ready &&
+            std::none_of(fast.starts.begin(), fast.starts.end(),
+                         [&](const Start& st) { return st.job == b.parent; })) {
+          continue;  // a unit whose job does not run is skipped, not examined
+        }
         examined.insert(b.job.value());
       }
       auto keep = [&](std::vector<JobId>& v) {
