@@ -564,7 +564,7 @@ while true; do
     resized=
     r=$(cat "$RESERVOIR_RESIZE_FILE")
     echo "resize: $r"
-    echo "$r" | sed 's/.*"generation":\([0-9]*\).*/\1/' > "$RESERVOIR_RESIZE_ACK"
+    [ -n "$NO_ACK" ] || echo "$r" | sed 's/.*"generation":\([0-9]*\).*/\1/' > "$RESERVOIR_RESIZE_ACK"
   fi
   sleep 0.1
 done
@@ -576,7 +576,11 @@ class ElasticE2E : public AgentE2E, public ::testing::WithParamInterface<const c
 // back to 8 when an owner reclaims 16: the owner runs within the notice + 2 s, the job's base
 // is never stopped (never below 8), in both resize modes.
 TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
-  const std::string mode = GetParam();
+  // "signal-no-ack": in place, but the job never takes a resize in: at the shrink's deadline
+  // its agent kills it and it is requeued (the owner still runs within the notice).
+  const std::string variant = GetParam();
+  const bool ack = variant != "signal-no-ack";
+  const std::string mode = ack ? variant : "signal";
   const std::string script = dir + "/elastic.sh";
   std::ofstream(script) << kElastic;
   std::filesystem::permissions(script, std::filesystem::perms(0755));
@@ -592,6 +596,7 @@ TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
                             {"notice", "5s"},
                             {"resize_mode", mode},
                             {"resize_cooldown", "1h"},
+                            {"env", ack ? json::array() : json::array({"NO_ACK=1"})},
                             {"command", script}});
   ASSERT_NE(job, 0);  // max may exceed what the pool has now: it grows as the fleet does
   ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null());
@@ -657,6 +662,20 @@ TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
   const int64_t reclaim_us = At(running) - At(submitted);
   EXPECT_LE(reclaim_us, 5'000'000 + 2'000'000);
   std::printf("%s mode: owner running %.1f ms after submitting\n", mode.c_str(), reclaim_us / 1e3);
+  if (!ack) {
+    // Stopped at the deadline: requeued (JobPreempted, or JobRequeued when the agent's report
+    // of the kill reached the server before the deadline's cycle: a gang member lost).
+    json stopped = events.WaitFor([&](const json& e) {
+      return (e["type"] == "JobPreempted" || e["type"] == "JobRequeued") && e["job"] == job;
+    });
+    ASSERT_FALSE(stopped.is_null()) << agents[0]->log();
+    EXPECT_EQ(stopped["attempt"], 2);  // requeued, no restart spent (max_restarts is 0)
+    ASSERT_FALSE(events.Job("JobRunning", job, 2).is_null());
+    EXPECT_EQ(held(), std::make_pair(8, 2));
+    EXPECT_TRUE(agents[0]->WaitForLog("resize deadline passed"));
+    ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(job) + "/cancel", kAdmin, "{}").status, 200);
+    return;
+  }
   // Only the units were stopped; the job runs on at 8 GPUs.
   for (const json& e : events.all()) {
     if (e.value("job", int64_t{0}) == job) {
@@ -684,7 +703,8 @@ TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
   ASSERT_FALSE(events.Job("JobCancelled", job).is_null());
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, ElasticE2E, ::testing::Values("restart", "signal"));
+INSTANTIATE_TEST_SUITE_P(Modes, ElasticE2E,
+                         ::testing::Values("restart", "signal", "signal-no-ack"));
 
 // A job reports a completed checkpoint by touching $RESERVOIR_CHECKPOINT_DIR/.checkpoint: the
 // agent reports it, the server journals it (JobCheckpointed) and shows it on the job. A marker

@@ -223,9 +223,16 @@ void Agent::CollectExits() {
     notified_.erase({e.job, e.attempt});
     resize_sent_.erase(e.job);
     resize_acked_.erase(e.job);
+    resize_kill_at_.erase(e.job);
     Log("job " + std::to_string(e.job) + " attempt " + std::to_string(e.attempt) + ": " + r.detail);
   }
   if (!reports_.empty()) SaveState();
+}
+
+bool Agent::ResizePending() const {
+  return std::any_of(resize_kill_at_.begin(), resize_kill_at_.end(), [&](const auto& k) {
+    return exec_.Running(k.first) && ResizeAck(k.first) < k.second.second;
+  });
 }
 
 int64_t Agent::ResizeAck(uint32_t job) const {
@@ -314,7 +321,9 @@ bool Agent::Sync(bool urgent) {
   Result<std::vector<GpuInfo>> gpus = probe_->Poll();
   report["health"] = gpus.ok() ? Health(*gpus) : "GPU discovery failed: " + gpus.status().message();
   if (gpus.ok()) report["gpus"] = Inventory(*gpus);
-  urgent = urgent || !sent.empty() || !logs.empty();
+  // A shrink waiting for the job's acknowledgement: the server hears of it at once (the GPUs
+  // it frees are someone's), so this sync does not park (the loop paces it).
+  urgent = urgent || !sent.empty() || !logs.empty() || ResizePending();
   int64_t wait_s =
       urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
   // A server that accepts but does not answer must not keep the agent from fencing (below).
@@ -322,6 +331,9 @@ bool Agent::Sync(bool urgent) {
   const int64_t now = clock_->Now().micros();
   for (const auto& [job, deadline] : kill_at_) {
     timeout_ms = std::min(timeout_ms, std::max<int64_t>(1, (deadline - now) / 1000 + 1));
+  }
+  for (const auto& [job, kill] : resize_kill_at_) {
+    timeout_ms = std::min(timeout_ms, std::max<int64_t>(1, (kill.first - now) / 1000 + 1));
   }
   const Timestamp began = clock_->Now();
   HttpReply r = HttpCall(config_.server, "POST",
@@ -426,6 +438,9 @@ void Agent::Reconcile(const std::string& desired_json) {
         if (gen > resize_sent_[job]) {
           Status s = exec_.Resize(job, Dump(e["resize"]), /*signal=*/true);
           resize_sent_[job] = gen;
+          if (e["resize"].contains("deadline_us")) {  // a shrink: GPUs go at this deadline
+            resize_kill_at_[job] = {e["resize"].value("deadline_us", int64_t{0}), gen};
+          }
           Log("resize of job " + std::to_string(job) + " to generation " + std::to_string(gen) +
               " (" + std::to_string(e["resize"].value("total", 0)) +
               " GPUs): " + (s.ok() ? "SIGUSR1 sent" : s.message()));
@@ -474,6 +489,7 @@ void Agent::Reconcile(const std::string& desired_json) {
       spec.gang.master_port = g.value("master_port", int64_t{0});
     }
     spec.elastic_signal = e.contains("resize") && e["resize"].is_object();
+    if (spec.elastic_signal) spec.resize_json = Dump(e["resize"]);
     spec.heartbeat_file = config_.state_dir + "/heartbeat";
     spec.fence_after_us = FenceAfter().micros();
     launched_.insert(key);
@@ -489,8 +505,7 @@ void Agent::Reconcile(const std::string& desired_json) {
     }
     SaveState();
     started_ = true;
-    if (spec.elastic_signal) {  // the generation it starts with, before it can look
-      (void)exec_.Resize(job, Dump(e["resize"]), /*signal=*/false);
+    if (spec.elastic_signal) {  // its resize file was written before it started
       resize_sent_[job] = e["resize"].value("generation", int64_t{0});
     }
     Log("started job " + std::to_string(job) + " attempt " + std::to_string(attempt) + " (pid " +
@@ -550,12 +565,29 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
         ++it;
       }
     }
+    // Signal mode: GPUs a resize takes away are the job's only until the deadline; a job that
+    // has not taken the generation in by then is stopped (docs/agent.md, "Elastic jobs").
+    for (auto it = resize_kill_at_.begin(); it != resize_kill_at_.end();) {
+      const auto [deadline, generation] = it->second;
+      if (!exec_.Running(it->first) || ResizeAck(it->first) >= generation) {
+        it = resize_kill_at_.erase(it);
+      } else if (now >= deadline) {
+        Log("resize deadline passed without the job taking in generation " +
+            std::to_string(generation) + ": SIGKILL to job " + std::to_string(it->first));
+        (void)exec_.Kill(it->first);
+        it = resize_kill_at_.erase(it);
+      } else {
+        ++it;
+      }
+    }
     // A start just made is confirmed at once (the report says "running").
     bool urgent = started_;
     started_ = false;
     if (!Sync(urgent)) {
       if (refused_) return 1;
       pause(1000);
+    } else if (ResizePending()) {
+      pause(100);  // looking for the job's acknowledgement ten times a second
     }
   }
   if (stop_jobs) {

@@ -104,7 +104,9 @@ class Agent {
   // generation last delivered, and the acknowledgement last reported.
   std::map<uint32_t, int64_t> resize_sent_;
   std::map<uint32_t, int64_t> resize_acked_;
+  std::map<uint32_t, std::pair<int64_t, int64_t>> resize_kill_at_;  // job -> (deadline µs, gen)
   int64_t ResizeAck(uint32_t job) const;
+  bool ResizePending() const;  // a shrink the job has not acknowledged yet
   std::string last_error_;
   bool started_ = false;
   bool refused_ = false;      // the server refused the registration: the agent exits

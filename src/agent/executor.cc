@@ -347,6 +347,16 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   std::error_code ec;
   std::filesystem::remove(NoticePath(spec.state_dir, spec.job), ec);  // a fresh attempt
   std::filesystem::remove(ResizePath(spec.state_dir, spec.job), ec);
+  if (!spec.resize_json.empty()) {
+    const std::string path = ResizePath(spec.state_dir, spec.job);
+    std::ofstream(path + ".tmp", std::ios::trunc) << spec.resize_json << "\n";
+    ::chmod((path + ".tmp").c_str(), 0600);
+    if (user.uid >= 0) {
+      (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(user.uid),
+                     static_cast<gid_t>(user.gid >= 0 ? user.gid : user.uid));
+    }
+    std::filesystem::rename(path + ".tmp", path, ec);
+  }
   const std::string log = LogPath(spec.state_dir, spec.job, spec.attempt);
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0)

@@ -60,6 +60,7 @@ struct LaunchSpec {
   // An elastic job resized in place (docs/agent.md, "Elastic jobs"): it gets
   // RESERVOIR_RESIZE_FILE and RESERVOIR_RESIZE_ACK.
   bool elastic_signal = false;
+  std::string resize_json;  // the generation it starts with, written before it runs
 };
 
 // Where per-attempt cgroups can be made on this host: a directory, or an error saying why not

@@ -100,7 +100,17 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
     for (JobId j : n.gpu_job) {
-      if (j.valid() && state_.job(j).unit_of.valid()) j = state_.job(j).unit_of;  // its job's loss
+      if (j.valid() && state_.job(j).unit_of.valid()) {
+        Job& unit = state_.job(j);
+        const Job& owner = state_.job(unit.unit_of);
+        if (unit.joined > owner.attempt && HoldsGpus(unit.state)) {
+          // Granted for the next attempt (restart mode): no member runs on it yet; only the
+          // unit is lost.
+          Requeue(unit, EventType::kJobRequeued, "node " + n.name + " down", now);
+          continue;
+        }
+        j = unit.unit_of;  // a member of its job's attempt: the job's loss
+      }
       if (j.valid() && std::find(lost.begin(), lost.end(), j) == lost.end()) lost.push_back(j);
     }
     std::sort(lost.begin(), lost.end());
@@ -551,7 +561,9 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::st
   if (j.state == JobState::kPreempting) {
     Requeue(j, EventType::kJobPreempted, "exited under notice", now);
   } else if (j.resizing) {
-    RestartInPlace(j, now);  // told to restart at a new size: any exit is that restart
+    RestartInPlace(j, now);            // told to restart at a new size: any exit is that restart
+  } else if (ResizeOverdue(j, now)) {  // killed by its agent at the resize's deadline
+    Requeue(j, EventType::kJobPreempted, "stopped: resize not taken in by its deadline", now);
   } else if (success) {
     Finish(j, JobState::kSucceeded, detail.empty() ? "exit 0" : detail, now);
   } else {
@@ -605,7 +617,10 @@ Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd 
   if (j.state != JobState::kPreempting) {
     const std::string where =
         how == MemberEnd::kLost ? detail : detail + " on node " + state_.node(node).name;
-    j.gang_end = Job::GangEnd{true, how == MemberEnd::kSucceeded, how == MemberEnd::kLost, where};
+    // Killed by its agent at an unacknowledged resize's deadline: stopped, not failed.
+    const bool forced = ResizeOverdue(j, now);
+    j.gang_end = Job::GangEnd{true, how == MemberEnd::kSucceeded && !forced,
+                              how == MemberEnd::kLost || forced, where};
     // The rest of the gang: SIGTERM now, killed at the deadline.
     SendNotice(j, "gang member ended: " + where, now);
   }
@@ -703,9 +718,11 @@ Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Tim
     return InvalidArgument("generation", "job " + id.ToString() + " is at generation " +
                                              std::to_string(j.resize_generation));
   }
+  if (!IsActive(j.state)) return Status::Ok();  // stopping as a whole: its deadline frees all
   for (JobId uid : j.units) {
     Job& u = state_.job(uid);
-    if (u.state == JobState::kPreempting && u.shrink_generation <= generation) {
+    if (u.state == JobState::kPreempting && u.shrink_generation > 0 &&
+        u.shrink_generation <= generation) {
       at_fixpoint_ = false;
       Requeue(u, EventType::kJobPreempted,
               "released: the job took in resize generation " + std::to_string(generation), now);
@@ -898,7 +915,10 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   if (j.unit_of.valid())
     e.detail += " (unit " + std::to_string(j.unit) + " of job " + j.unit_of.ToString() + ")";
   Emit(std::move(e));
-  if (j.unit_of.valid()) Grew(j, now);
+  if (j.unit_of.valid()) {
+    j.shrink_generation = 0;
+    Grew(j, now);
+  }
 }
 
 void Scheduler::Unbind(Job& j) {
@@ -999,15 +1019,25 @@ void Scheduler::Finish(Job& j, JobState to, std::string reason, Timestamp now) {
   Emit(std::move(e));
 }
 
-void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary) {
-  if (j.state == JobState::kPreempting) return;  // already going: the first deadline stands
+bool Scheduler::ResizeOverdue(const Job& j, Timestamp now) const {
+  if (j.spec.resize_mode != ResizeMode::kSignal) return false;
+  return std::any_of(j.units.begin(), j.units.end(), [&](JobId u) {
+    const Job& unit = state_.job(u);
+    return unit.state == JobState::kPreempting && unit.shrink_generation > 0 &&
+           unit.notice_deadline <= now;
+  });
+}
+
+void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary,
+                           std::optional<Timestamp> deadline) {
+  if (!IsActive(j.state)) return;  // already going (the first deadline stands), or gone
   PoolRuntime& r = rt(j.spec.pool);
   const PoolConfig& cfg = state_.pool(j.spec.pool).config;
   const bool spot = j.running_as == Tier::kSpot;  // a gang's end stops reserved jobs too
   if (spot) BookErase(j);
   j.state = JobState::kPreempting;
   if (spot) BookInsert(j);
-  j.notice_deadline = now + std::min(j.spec.notice, cfg.max_notice);
+  j.notice_deadline = deadline ? *deadline : now + std::min(j.spec.notice, cfg.max_notice);
   j.preempt_reason = reason;
   preempting_.insert(j.id.value());
   r.preempting++;
@@ -1024,7 +1054,7 @@ void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId bene
     resizing_.erase(j.id.value());
     for (JobId uid : j.units) {
       Job& u = state_.job(uid);
-      if (IsActive(u.state)) SendNotice(u, reason, now, beneficiary);
+      if (IsActive(u.state)) SendNotice(u, reason, now, beneficiary, j.notice_deadline);
       SyncUnit(u);
     }
   }
@@ -1419,6 +1449,18 @@ void Scheduler::StageNotices(Timestamp now) {
   for (uint32_t id : due) {
     Job& j = state_.job(JobId(id));
     if (j.state != JobState::kPreempting) continue;  // ended with its job (a unit)
+    if (j.unit_of.valid() && j.shrink_generation > 0) {
+      // Signal mode, not acknowledged by its deadline: the job still runs on these GPUs, which
+      // are given back now; the job is stopped at once (the agent kills it at this deadline).
+      Job& owner = state_.job(j.unit_of);
+      const int32_t generation = j.shrink_generation;
+      Requeue(j, EventType::kJobPreempted, "notice expired", now);
+      SendNotice(
+          owner,
+          "resize generation " + std::to_string(generation) + " not taken in by its deadline", now,
+          JobId(), now);
+      continue;
+    }
     if (j.gang_end.set) {
       ConcludeGang(j, now);  // a gang stopped by a member's end: that end decides
     } else {
@@ -1830,7 +1872,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           }
           for (JobId victim_id : vc->victims) {
             Job& victim = state_.job(victim_id);
-            if (victim.state == JobState::kPreempting) continue;  // went with its job (a unit)
+            if (!IsActive(victim.state)) continue;  // went with its job (a unit)
             SendNotice(victim, "reclaim", now, j.id);
             // Its GPUs are being freed, and an elastic job's units' with it.
             std::vector<const Placement*> freeing{&victim.placement};

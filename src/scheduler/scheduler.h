@@ -256,7 +256,12 @@ class Scheduler {
   // Ends an attempt that held GPUs: back to pending with attempt + 1.
   void Requeue(Job& j, EventType type, std::string reason, Timestamp now);
   void Finish(Job& j, JobState state, std::string reason, Timestamp now);
-  void SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary = JobId());
+  // `deadline`: when the notice ends (default: the job's notice, capped by the pool's).
+  void SendNotice(Job& j, std::string reason, Timestamp now, JobId beneficiary = JobId(),
+                  std::optional<Timestamp> deadline = std::nullopt);
+  // Signal mode: a unit under notice whose deadline has come is still unacknowledged (the
+  // job keeps running on GPUs that are no longer its own: it is stopped).
+  bool ResizeOverdue(const Job& j, Timestamp now) const;
   // A failed attempt: requeued while restarts remain, else the job fails.
   void Fail(Job& j, const std::string& why, Timestamp now);
   // The agent-run nodes of a job's placement, in its order (the gang's ranks).

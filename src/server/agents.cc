@@ -223,10 +223,22 @@ nlohmann::json ControlPlane::ResizeLocked(const Job& j, NodeId here) const {
       if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
     }
   }
-  return json{{"generation", j.resize_generation},
+  json out = {{"generation", j.resize_generation},
               {"gpus", std::move(gpus)},
               {"nodes", gang["nodes"]},
               {"total", target.GpuCount()}};
+  // A shrink: the GPUs it takes away are the job's until this deadline, unless it takes the
+  // generation in sooner.
+  std::optional<Timestamp> deadline;
+  for (JobId u : j.units) {
+    const Job& unit = sched_.state().job(u);
+    if (unit.state == JobState::kPreempting && unit.shrink_generation > 0 &&
+        (!deadline || unit.notice_deadline < *deadline)) {
+      deadline = unit.notice_deadline;
+    }
+  }
+  if (deadline) out["deadline_us"] = deadline->micros();
+  return out;
 }
 
 std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
