@@ -220,6 +220,22 @@ int64_t SpotJob(const ServerProcess& s, const json& fields) {
   return r.status == 201 ? json::parse(r.body)["id"].get<int64_t>() : 0;
 }
 
+// Output of one member of an attempt (rank 0's when `node` is empty), read until it holds
+// `text` (or a minute of long-polls passed).
+std::string MemberOutput(const ServerProcess& s, int64_t job, int attempt, const std::string& node,
+                         const std::string& text) {
+  std::string all;
+  for (int round = 0; round < 12 && all.find(text) == std::string::npos; ++round) {
+    auto r = s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) +
+                       "&offset=" + std::to_string(all.size()) + "&wait=5" +
+                       (node.empty() ? "" : "&node=" + node),
+                   kAdmin);
+    if (r.status != 200) return r.body;
+    all += json::parse(r.body)["data"].get<std::string>();
+  }
+  return all;
+}
+
 struct AgentE2E : ::testing::Test {
   std::string dir;
   void SetUp() override {
@@ -500,19 +516,8 @@ TEST_F(AgentE2E, AGangRendezvousStopsTogetherAndResumes) {
   ASSERT_EQ(j["placement"].size(), 3u) << j.dump();
   std::vector<std::string> ranks;
   for (const json& p : j["placement"]) ranks.push_back(p["node"]);
-  // Output of one member (rank 0's by default), waiting until it holds `text`.
   auto output = [&](int attempt, const std::string& node, const std::string& text) {
-    std::string all;
-    for (int round = 0; round < 12 && all.find(text) == std::string::npos; ++round) {
-      auto r =
-          s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) +
-                    "&offset=" + std::to_string(all.size()) + "&wait=5" +
-                    (node.empty() ? "" : "&node=" + node),
-                kAdmin);
-      if (r.status != 200) return r.body;
-      all += json::parse(r.body)["data"].get<std::string>();
-    }
-    return all;
+    return MemberOutput(s, job, attempt, node, text);
   };
   std::string zero = output(1, "", "joined at step");
   EXPECT_NE(zero.find("rank 0 of 3: ranks [1, 2] joined at step 0, world 24, gpus "),
@@ -609,18 +614,9 @@ TEST_P(ElasticE2E, GrowsIntoIdleGpusAndShrinksForTheOwner) {
   ASSERT_TRUE(agents[1]->Start()) << agents[1]->log();
   ASSERT_TRUE(agents[2]->Start()) << agents[2]->log();
   auto output = [&](int attempt, const std::string& node, const std::string& text) {
-    std::string all;
-    for (int round = 0; round < 12 && all.find(text) == std::string::npos; ++round) {
-      auto r =
-          s.Get("/v1/jobs/" + std::to_string(job) + "/logs?attempt=" + std::to_string(attempt) +
-                    "&offset=" + std::to_string(all.size()) + "&wait=5" +
-                    (node.empty() ? "" : "&node=" + node),
-                kAdmin);
-      if (r.status != 200) return r.body;
-      all += json::parse(r.body)["data"].get<std::string>();
-    }
-    return all;
+    return MemberOutput(s, job, attempt, node, text);
   };
+
   int grown_attempt = 1;
   if (mode == "restart") {
     // The attempt ends (notice "resize"), and the next starts with the GPUs the job holds.

@@ -181,6 +181,25 @@ struct JobUser {
   ::_exit(WIFEXITED(last) ? WEXITSTATUS(last) : 1);
 }
 
+// Writes a file the job reads (its notice, its resize) atomically — the job sees a whole file
+// or none — readable by the job's user only (its deadline, reason and price are its business).
+Status WriteJobFile(const std::string& path, const std::string& content, JobUser user) {
+  {
+    std::ofstream out(path + ".tmp", std::ios::trunc);
+    out << content;
+    if (!out) return Status(Code::kUnavailable, "cannot write " + path);
+  }
+  ::chmod((path + ".tmp").c_str(), 0600);
+  if (user.uid >= 0) {
+    (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(user.uid),
+                   static_cast<gid_t>(user.gid >= 0 ? user.gid : user.uid));
+  }
+  std::error_code ec;
+  std::filesystem::rename(path + ".tmp", path, ec);
+  if (ec) return Status(Code::kUnavailable, "cannot write " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
 // Makes `dir` (and its parents) exist with `mode`, owned by `user` when one is given.
 bool MakeDir(const std::string& dir, mode_t mode, JobUser user = {}) {
   std::error_code ec;
@@ -348,14 +367,8 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   std::filesystem::remove(NoticePath(spec.state_dir, spec.job), ec);  // a fresh attempt
   std::filesystem::remove(ResizePath(spec.state_dir, spec.job), ec);
   if (!spec.resize_json.empty()) {
-    const std::string path = ResizePath(spec.state_dir, spec.job);
-    std::ofstream(path + ".tmp", std::ios::trunc) << spec.resize_json << "\n";
-    ::chmod((path + ".tmp").c_str(), 0600);
-    if (user.uid >= 0) {
-      (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(user.uid),
-                     static_cast<gid_t>(user.gid >= 0 ? user.gid : user.uid));
-    }
-    std::filesystem::rename(path + ".tmp", path, ec);
+    RSV_RETURN_IF_ERROR(
+        WriteJobFile(ResizePath(spec.state_dir, spec.job), spec.resize_json + "\n", user));
   }
   const std::string log = LogPath(spec.state_dir, spec.job, spec.attempt);
   int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -492,19 +505,11 @@ Status Executor::Notify(uint32_t job, int64_t deadline_us, const std::string& re
   auto it = running_.find(job);
   if (it == running_.end()) return NotFound("job " + std::to_string(job) + " is not running here");
   const std::string path = NoticePath(it->second.state_dir, job);
-  {
-    std::ofstream out(path + ".tmp", std::ios::trunc);
-    out << "{\"deadline_us\":" << deadline_us << ",\"reason\":\"" << reason << "\",\"price\":\""
-        << price << "\"}\n";
-    if (!out) return Status(Code::kUnavailable, "cannot write " + path);
-  }
-  // The job's user reads it; nobody else (its deadline, reason and price are its business).
-  ::chmod((path + ".tmp").c_str(), 0600);
-  if (it->second.uid >= 0) {
-    (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(it->second.uid),
-                   static_cast<gid_t>(it->second.gid >= 0 ? it->second.gid : it->second.uid));
-  }
-  std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
+  RSV_RETURN_IF_ERROR(WriteJobFile(path,
+                                   "{\"deadline_us\":" + std::to_string(deadline_us) +
+                                       ",\"reason\":\"" + reason + "\",\"price\":\"" + price +
+                                       "\"}\n",
+                                   {it->second.uid, it->second.gid}));
   ::kill(it->second.pid, SIGTERM);  // the supervisor passes it to every process of the job
   return Status::Ok();
 }
@@ -512,19 +517,9 @@ Status Executor::Notify(uint32_t job, int64_t deadline_us, const std::string& re
 Status Executor::Resize(uint32_t job, const std::string& content, bool signal) {
   auto it = running_.find(job);
   if (it == running_.end()) return NotFound("job " + std::to_string(job) + " is not running here");
-  const std::string path = ResizePath(it->second.state_dir, job);
-  {
-    std::ofstream out(path + ".tmp", std::ios::trunc);
-    out << content << "\n";
-    if (!out) return Status(Code::kUnavailable, "cannot write " + path);
-  }
-  ::chmod((path + ".tmp").c_str(), 0600);
-  if (it->second.uid >= 0) {
-    (void)!::chown((path + ".tmp").c_str(), static_cast<uid_t>(it->second.uid),
-                   static_cast<gid_t>(it->second.gid >= 0 ? it->second.gid : it->second.uid));
-  }
-  std::filesystem::rename(path + ".tmp", path);  // the job sees a whole file or none
-  if (signal) ::kill(it->second.pid, SIGUSR2);   // the supervisor passes it on as SIGUSR1
+  RSV_RETURN_IF_ERROR(WriteJobFile(ResizePath(it->second.state_dir, job), content + "\n",
+                                   {it->second.uid, it->second.gid}));
+  if (signal) ::kill(it->second.pid, SIGUSR2);  // the supervisor passes it on as SIGUSR1
   return Status::Ok();
 }
 

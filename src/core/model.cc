@@ -246,20 +246,12 @@ void AddSlices(Placement& into, const Placement& p) {
 
 }  // namespace
 
-Placement ClusterState::AttemptPlacement(const Job& j) const {
+Placement ClusterState::UnitsPlacement(const Job& j, bool under_notice) const {
   Placement out = j.placement;
   for (JobId uid : j.units) {
     const Job& u = job(uid);
-    if (HoldsGpus(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
-  }
-  return out;
-}
-
-Placement ClusterState::ResizeTarget(const Job& j) const {
-  Placement out = j.placement;
-  for (JobId uid : j.units) {
-    const Job& u = job(uid);
-    if (IsActive(u.state) && u.joined <= j.attempt) AddSlices(out, u.placement);
+    const bool held = under_notice ? HoldsGpus(u.state) : IsActive(u.state);
+    if (held && u.joined <= j.attempt) AddSlices(out, u.placement);
   }
   return out;
 }

@@ -263,10 +263,10 @@ class ClusterState {
 
   // Elastic jobs (docs/market.md, "Elastic jobs"). The GPUs of a job's current attempt: its
   // base placement plus the units that joined it (units under notice included until freed).
-  Placement AttemptPlacement(const Job& j) const;
+  Placement AttemptPlacement(const Job& j) const { return UnitsPlacement(j, true); }
   // Signal mode: the GPUs the job is to use from its resize generation on (units under notice
   // left out).
-  Placement ResizeTarget(const Job& j) const;
+  Placement ResizeTarget(const Job& j) const { return UnitsPlacement(j, false); }
 
   // Ready GPUs of a pool right now.
   int32_t ReadyGpus(PoolId pool) const;
@@ -288,6 +288,8 @@ class ClusterState {
   std::map<std::string, int32_t, std::less<>> zone_ids_;
   std::vector<std::string> rack_names_;
   std::vector<std::string> zone_names_;
+  // A job's base placement plus its units in the current attempt (with those under notice).
+  Placement UnitsPlacement(const Job& j, bool under_notice) const;
 };
 
 }  // namespace rsv
