@@ -3,6 +3,8 @@
 // GPUs, and the incremental submission path deciding exactly what a full cycle would.
 #include <gtest/gtest.h>
 
+#include <bit>
+
 #include "common/rng.h"
 #include "scheduler/scheduler.h"
 
@@ -211,6 +213,80 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomRuns, testing::Range<uint64_t>(1, 61));
+
+// Every pending job's reason (Scheduler::Why) is true of the state it describes.
+class PendingReasons : public testing::TestWithParam<uint64_t> {};
+
+TEST_P(PendingReasons, MatchTheState) {
+  Rng rng(GetParam());
+  World w(rng);
+  int checked = 0;
+  for (int step = 0; step < 300; ++step) {
+    ASSERT_NO_FATAL_FAILURE(w.Step(rng));
+    const ClusterState& st = w.s.state();
+    for (const Job& j : st.jobs()) {
+      if (j.state != JobState::kPending) continue;
+      Result<PendingWhy> why = w.s.Why(j.id);
+      ASSERT_TRUE(why.ok()) << why.status().ToString();
+      const std::string at = "seed " + std::to_string(GetParam()) + " step " +
+                             std::to_string(step) + " job " + j.id.ToString() + ": " + why->reason +
+                             " (" + why->detail + ")";
+      ASSERT_FALSE(why->reason.empty()) << at;
+      ASSERT_LE(why->position, why->bids) << at;
+      ++checked;
+      bool preempting = false;  // GPUs being freed may be spoken for by a claim
+      for (const Job& o : st.jobs()) {
+        preempting |= o.spec.pool == j.spec.pool && o.state == JobState::kPreempting;
+      }
+      if (why->reason == "below_price") {
+        ASSERT_LT(j.limit,
+                  std::max(w.s.Price(j.spec.pool), st.pool(j.spec.pool).config.reserve_price))
+            << at;
+      } else if (why->reason == "dependency") {
+        ASSERT_TRUE(why->dependency.valid()) << at;
+        ASSERT_FALSE(IsTerminal(st.job(why->dependency).state)) << at;
+      } else if (why->reason == "infeasible") {
+        std::string reason;
+        ASSERT_FALSE(FreeMap(st, j.spec.pool).Feasible(j.spec.gpus, &reason)) << at;
+      } else if (why->reason == "no_placement" && j.spec.tier != Tier::kReserved && !preempting) {
+        // No gang of its size on the GPUs free for spot (a placement exists only where the
+        // spot-free map, which leaves out unlent reservations and owners' claims, has none).
+        FreeMap all(st, j.spec.pool);
+        int32_t largest = 0;
+        for (int32_t i = 0; i < all.node_count(); ++i) {
+          const NodeId n = all.node_id(i);
+          if (all.ready(n)) largest = std::max(largest, std::popcount(all.free_mask(n)));
+        }
+        ASSERT_LE(why->largest_free, largest) << at;  // spot's GPUs are a subset of the free
+        ASSERT_LE(why->free_gpus, all.free_gpus()) << at;
+        if (j.spec.gpus <= all.largest_node()) {  // one node: no block of its size is free
+          ASSERT_LT(why->largest_free, j.spec.gpus) << at;
+        }
+      } else if (why->reason == "reservation_full") {
+        int32_t active = 0, used = 0;
+        for (const Reservation& r : st.reservations()) {
+          if (r.tenant == j.spec.tenant && r.pool == j.spec.pool && r.ActiveAt(w.now)) {
+            active += r.gpus;
+          }
+        }
+        for (const Job& o : st.jobs()) {
+          if (o.spec.tenant == j.spec.tenant && o.spec.pool == j.spec.pool && HoldsGpus(o.state) &&
+              o.running_as == Tier::kReserved) {
+            used += o.spec.gpus;
+          }
+        }
+        ASSERT_LT(active - used, j.spec.gpus) << at;
+      } else if (why->reason == "job_not_running") {
+        ASSERT_TRUE(j.unit_of.valid()) << at;
+        const Job& owner = st.job(j.unit_of);
+        ASSERT_TRUE(owner.state != JobState::kRunning || owner.resizing) << at;
+      }
+    }
+  }
+  EXPECT_GT(checked, 100);
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, PendingReasons, testing::Range<uint64_t>(1, 21));
 
 std::string Snapshot(const Scheduler& s) {
   std::string out;

@@ -48,6 +48,45 @@ struct ServerTest : ::testing::Test {
   }
 };
 
+// "Why is my job pending": a reason with its numbers and a place in the queue, from the
+// scheduler's last decision; only for the job's own tenant.
+TEST_F(ServerTest, APendingJobSaysWhyAndWhere) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string a = Token(s, "a"), b = Token(s, "b");
+  // a fills both nodes at 5; b's 8-GPU bid at 2 cannot outbid it, and sets no price.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(s.Post("/v1/jobs", a, R"({"pool":"h100","gpus":8,"limit_price":"5"})").status, 201);
+  }
+  auto low = s.Post("/v1/jobs", b, R"({"pool":"h100","gpus":8,"limit_price":"2"})");
+  ASSERT_EQ(low.status, 201) << low.body;
+  const int64_t id = json::parse(low.body)["id"];
+  auto later = s.Post("/v1/jobs", b, R"({"pool":"h100","gpus":8,"limit_price":"1.5"})");
+  ASSERT_EQ(later.status, 201) << later.body;
+  auto why = s.Get("/v1/jobs/" + std::to_string(id) + "/why", b);
+  ASSERT_EQ(why.status, 200) << why.body;
+  json w = json::parse(why.body);
+  // It sets the price (the highest bid left out) and still has no room: spot holds all 16
+  // GPUs; it would run by outbidding the cheapest running job (5) by the increment (0.25).
+  EXPECT_EQ(w["reason"], "no_budget") << w.dump();
+  EXPECT_EQ(w["price"], "2.000000");
+  EXPECT_EQ(w["runs_at_price"], "5.250000");
+  EXPECT_EQ(w["position"], 1);
+  EXPECT_EQ(w["bids"], 2);
+  const int64_t second = json::parse(later.body)["id"];
+  json w2 = json::parse(s.Get("/v1/jobs/" + std::to_string(second) + "/why", b).body);
+  EXPECT_EQ(w2["reason"], "below_price") << w2.dump();  // 1.5 < 2
+  EXPECT_EQ(w2["position"], 2);
+  // The job itself and the list carry the reason too.
+  json j = json::parse(s.Get("/v1/jobs/" + std::to_string(id), b).body);
+  EXPECT_EQ(j["reason"], w["reason"]);
+  EXPECT_EQ(j["position"], 1);
+  // Another tenant cannot ask; a running job is not pending.
+  EXPECT_EQ(s.Get("/v1/jobs/" + std::to_string(id) + "/why", a).status, 404);
+  auto running = s.Get("/v1/jobs/1/why", a);
+  EXPECT_EQ(running.status, 409) << running.body;
+}
+
 TEST_F(ServerTest, TenantsNeverSeeOrTouchEachOther) {
   ServerProcess s(db, config, kAdmin);
   ASSERT_TRUE(s.Start());

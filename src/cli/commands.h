@@ -20,6 +20,7 @@ Action AddServer(CLI::App& app);
 Action AddSubmit(CLI::App& app);
 Action AddJobs(CLI::App& app);
 Action AddJob(CLI::App& app);
+Action AddWhy(CLI::App& app);
 Action AddCancel(CLI::App& app);
 Action AddRelease(CLI::App& app);
 Action AddReserve(CLI::App& app);

@@ -194,10 +194,11 @@ Action AddJobs(CLI::App& app) {
         }
         rows.push_back({std::to_string(j["id"].get<int64_t>()), j.value("name", ""), j["tenant"],
                         j["tier"], j["state"], gpus, j["limit_price"],
-                        std::to_string(j["attempt"].get<int>()), Nodes(j)});
+                        std::to_string(j["attempt"].get<int>()), Nodes(j), j.value("reason", "")});
       }
-      PrintTable({"ID", "NAME", "TENANT", "TIER", "STATE", "GPUS", "LIMIT", "ATTEMPT", "NODES"},
-                 rows);
+      PrintTable(
+          {"ID", "NAME", "TENANT", "TIER", "STATE", "GPUS", "LIMIT", "ATTEMPT", "NODES", "REASON"},
+          rows);
     });
   };
 }
@@ -221,6 +222,35 @@ Action JobAction(CLI::App& app, const std::string& verb, const std::string& help
 }  // namespace
 
 Action AddJob(CLI::App& app) { return JobAction(app, "job", "Show one job"); }
+
+Action AddWhy(CLI::App& app) {
+  struct Flags {
+    ClientFlags c;
+    int64_t id = 0;
+  };
+  auto f = std::make_shared<Flags>();
+  CLI::App* s = app.add_subcommand("why", "Why a pending job is not running, and its place");
+  AddClientFlags(s, &f->c);
+  s->add_option("job", f->id, "Job id")->required();
+  return [f] {
+    return Print(f->c, Call(f->c, "GET", "/v1/jobs/" + std::to_string(f->id) + "/why"),
+                 [](const std::string& b) {
+                   json w = json::parse(b);
+                   std::cout << "job " << w["job"]
+                             << " is pending: " << w["reason"].get<std::string>() << "\n  "
+                             << Printable(w["detail"].get<std::string>()) << "\n";
+                   if (w["position"].get<int>() > 0) {
+                     std::cout << "  position " << w["position"] << " of " << w["bids"]
+                               << " bids in its pool (price " << w["price"].get<std::string>()
+                               << ", its limit " << w["limit"].get<std::string>() << ")\n";
+                   }
+                   if (w.contains("runs_at_price")) {
+                     std::cout << "  it would run at a limit of "
+                               << w["runs_at_price"].get<std::string>() << "\n";
+                   }
+                 });
+  };
+}
 Action AddCancel(CLI::App& app) { return JobAction(app, "cancel", "Cancel a job"); }
 Action AddRelease(CLI::App& app) {
   return JobAction(app, "release", "Give back the GPUs of a job under notice now");

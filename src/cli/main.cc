@@ -20,10 +20,10 @@ int main(int argc, char** argv) {
   add(rsv::cli::AddAgent);
   add(rsv::cli::AddUp);
   for (auto adder :
-       {rsv::cli::AddSubmit, rsv::cli::AddJobs, rsv::cli::AddJob, rsv::cli::AddCancel,
-        rsv::cli::AddRelease, rsv::cli::AddLogs, rsv::cli::AddReserve, rsv::cli::AddReservations,
-        rsv::cli::AddReturn, rsv::cli::AddMarket, rsv::cli::AddLedger, rsv::cli::AddNodes,
-        rsv::cli::AddTenants, rsv::cli::AddToken}) {
+       {rsv::cli::AddSubmit, rsv::cli::AddJobs, rsv::cli::AddJob, rsv::cli::AddWhy,
+        rsv::cli::AddCancel, rsv::cli::AddRelease, rsv::cli::AddLogs, rsv::cli::AddReserve,
+        rsv::cli::AddReservations, rsv::cli::AddReturn, rsv::cli::AddMarket, rsv::cli::AddLedger,
+        rsv::cli::AddNodes, rsv::cli::AddTenants, rsv::cli::AddToken}) {
     add(adder);
   }
   try {

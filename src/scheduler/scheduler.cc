@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <ctime>
 #include <limits>
 #include <queue>
 
@@ -16,6 +17,16 @@ Bid BidOf(const Job& j) {
   b.unit = j.unit;
   b.parent = j.unit_of;
   return b;
+}
+
+// A time for people: UTC, to the second.
+std::string When(Timestamp t) {
+  const time_t secs = static_cast<time_t>(t.micros() / 1'000'000);
+  tm u{};
+  gmtime_r(&secs, &u);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &u);
+  return buf;
 }
 
 std::string PlacementString(const ClusterState& s, const Placement& p) {
@@ -477,6 +488,7 @@ Result<JobId> Scheduler::SubmitAndDecide(JobSpec spec, Timestamp now, CycleRepor
                       (now == last_cycle_ || !wakeup_after_cycle_ || now < *wakeup_after_cycle_);
   RSV_ASSIGN_OR_RETURN(JobId id, Submit(std::move(spec), now));
   if (was_fixpoint && TryIncremental(id, now)) {
+    last_decided_ = now;
     if (report) {
       report->at = now;
       report->incremental = true;
@@ -1309,6 +1321,7 @@ CycleReport Scheduler::RunCycle(Timestamp now) {
   stage("preemption", [&] { StagePreemption(now, &results); });
   report.events = static_cast<int32_t>(next_seq_ - first_event);
   last_cycle_ = now;
+  last_decided_ = now;
   // A notice with no time to run (a zero notice) expires at the next cycle, even at this instant.
   at_fixpoint_ =
       std::none_of(preempting_.begin(), preempting_.end(),
@@ -2018,6 +2031,10 @@ void Scheduler::StagePlacement(Timestamp now, std::vector<ClearingResult>* resul
     PoolRuntime& r = rt(pool.id);
     ClearingResult& cr = (*results)[pool.id.value() - 1];
     for (Start& s : cr.starts) Bind(state_.job(s.job), std::move(s.placement), Tier::kSpot, now);
+    outcome_.resize(state_.jobs().size() + 1, Outcome::kNone);
+    for (JobId j : cr.unplaced) outcome_[j.value()] = Outcome::kUnplaced;
+    for (JobId j : cr.infeasible) outcome_[j.value()] = Outcome::kInfeasible;
+    for (JobId j : cr.waiting) outcome_[j.value()] = Outcome::kWaiting;
     r.claims.clear();
     for (JobId j : cr.waiting) r.claims.insert(j.value());
     r.highest_unplaced = cr.highest_unplaced;
@@ -2049,6 +2066,118 @@ std::optional<Timestamp> Scheduler::NextWakeup(Timestamp after) const {
     consider(r.end);
   }
   return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Why a job is pending (docs/market.md, "Why a job is pending")
+
+Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
+  if (!state_.HasJob(id)) return NotFound("no such job");
+  const Job& j = state_.job(id);
+  if (j.state != JobState::kPending) {
+    return FailedPrecondition("job " + id.ToString() + " is " + std::string(JobStateName(j.state)) +
+                              ", not pending");
+  }
+  const PoolRuntime& r = rt(j.spec.pool);
+  const PoolConfig& cfg = state_.pool(j.spec.pool).config;
+  PendingWhy w;
+  w.price = r.price;
+  w.limit = j.limit;
+  w.gpus = j.spec.gpus;
+  // Position among the pool's pending bids, in rank order.
+  if (with_position && r.book.count(KeyOf(j))) {
+    w.position = static_cast<int32_t>(std::distance(r.book.begin(), r.book.find(KeyOf(j)))) + 1;
+  }
+  w.bids = static_cast<int32_t>(r.book.size());
+  auto say = [&](std::string reason, std::string detail) {
+    w.reason = std::move(reason);
+    w.detail = std::move(detail);
+    return w;
+  };
+  std::string why;
+  if (dep_waiting_.count(id.value())) {
+    for (const Dependency& d : j.spec.dependencies) {
+      if (!IsTerminal(state_.job(d.job).state)) {
+        w.dependency = d.job;
+        return say("dependency", "waiting for job " + d.job.ToString() + " to end");
+      }
+    }
+    return say("dependency", "its dependencies are being resolved");
+  }
+  if (j.unit_of.valid()) {
+    const Job& owner = state_.job(j.unit_of);
+    if (owner.cooldown_until != Timestamp()) {
+      return say("cooldown", "job " + owner.id.ToString() + " shrank: no regrowth until " +
+                                 When(owner.cooldown_until));
+    }
+    if (owner.state != JobState::kRunning || owner.resizing) {
+      return say("job_not_running", "unit " + std::to_string(j.unit) + " of job " +
+                                        owner.id.ToString() + ", which is " +
+                                        std::string(JobStateName(owner.state)));
+    }
+  }
+  const bool served_reserved = j.spec.tier == Tier::kReserved;
+  if (served_reserved || (j.spec.tier == Tier::kAuto && r.active_reserved.count(j.spec.tenant))) {
+    if (r.owner_claims.count(id.value())) {
+      return say("claimed", "holds a claim on GPUs that jobs under notice are freeing");
+    }
+    if (served_reserved) {
+      if (!r.active_reserved.count(j.spec.tenant)) {
+        for (const Reservation& res : state_.reservations()) {
+          if (res.pool == j.spec.pool && res.tenant == j.spec.tenant && !res.ended &&
+              res.start > last_cycle_ && (!w.starts || res.start < *w.starts)) {
+            w.starts = res.start;
+          }
+        }
+        return say("reservation_not_started",
+                   w.starts ? "its tenant's next reservation starts at " + When(*w.starts)
+                            : "its tenant has no reservation in this pool");
+      }
+      const int32_t room = RoomCount(j.spec.pool, j.spec.tenant, 0);
+      if (room < j.spec.gpus) {
+        return say("reservation_full", "its tenant's reservation has " + std::to_string(room) +
+                                           " GPUs left, it needs " + std::to_string(j.spec.gpus));
+      }
+      return say("no_placement", "its own reserved GPUs have no free " +
+                                     std::to_string(j.spec.gpus) + "-GPU block");
+    }
+  }
+  if (!r.free.Feasible(j.spec.gpus, &why)) return say("infeasible", why);
+  if (j.limit < cfg.reserve_price) {
+    w.runs_at = cfg.reserve_price;
+    return say("below_price",
+               "its limit is below the pool's reserve price " + cfg.reserve_price.ToString());
+  }
+  const Outcome o = id.value() < outcome_.size() ? outcome_[id.value()] : Outcome::kNone;
+  if (o == Outcome::kWaiting || r.claims.count(id.value())) {
+    return say("claimed", "holds a claim on GPUs that jobs under notice are freeing");
+  }
+  if (j.submitted > last_decided_) return say("not_decided", "submitted since the last cycle");
+  if (j.limit < r.price) {
+    w.runs_at = r.price + cfg.min_increment;
+    return say("below_price", "limit " + j.limit.ToString() + " is below the clearing price " +
+                                  r.price.ToString());
+  }
+  FreeMap spot = SpotFree(r);  // what spot may take now: owners' claims are theirs
+  for (const auto& [claimant, claim] : r.owner_claims) spot.Occupy(claim);
+  for (int32_t i = 0; i < spot.node_count(); ++i) {
+    const NodeId n = spot.node_id(i);
+    if (spot.ready(n)) w.largest_free = std::max(w.largest_free, std::popcount(spot.free_mask(n)));
+  }
+  w.free_gpus = spot.free_gpus();
+  if (!r.holder_limits.empty()) {  // it would run by outbidding the cheapest running job
+    const Money outbid = Money::Micros(*r.holder_limits.begin()) + cfg.min_increment;
+    if (outbid > j.limit) w.runs_at = outbid;
+  }
+  if (r.spot_held + j.spec.gpus > r.budget) {
+    return say("no_budget", "spot may hold " + std::to_string(r.budget) + " GPUs here and holds " +
+                                std::to_string(r.spot_held) +
+                                " (the rest is reserved, idle and not lent, or held back)");
+  }
+  return say("no_placement", "needs " + std::to_string(j.spec.gpus) +
+                                 " GPUs in one gang; the largest free block spot may use is " +
+                                 std::to_string(w.largest_free) + " (" +
+                                 std::to_string(w.free_gpus) + " free in the pool)");
 }
 
 // ---------------------------------------------------------------------------------------------

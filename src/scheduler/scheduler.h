@@ -60,6 +60,25 @@ struct ReservationRequest {
   bool lend = true;
 };
 
+// Why a pending job is not running, from the last cycle's decisions (docs/market.md, "Why a
+// job is pending"). `reason` is one of: dependency, reservation_not_started, reservation_full,
+// claimed, below_price, no_placement, no_budget, infeasible, holdback, job_not_running,
+// cooldown, not_decided.
+struct PendingWhy {
+  std::string reason;
+  std::string detail;               // one line for people, with the numbers below
+  int32_t position = 0;             // 1-based among the pool's pending spot bids, 0: not bidding
+  int32_t bids = 0;                 // pending spot bids in the pool
+  Money price;                      // the pool's clearing price now
+  Money limit;                      // the job's limit
+  std::optional<Money> runs_at;     // below_price: the price at which it would run
+  int32_t gpus = 0;                 // the gang it needs
+  int32_t largest_free = 0;         // no_placement: most free GPUs spot may use on one node
+  int32_t free_gpus = 0;            // ... and in the pool
+  JobId dependency;                 // dependency: the job it waits for
+  std::optional<Timestamp> starts;  // reservation_not_started: when the next one starts
+};
+
 struct Quote {
   Admission admission;  // by count and by shape (docs/market.md, "What a reservation guarantees")
   Placement binding;    // the GPUs it would hold, when admitted
@@ -134,6 +153,9 @@ class Scheduler {
   std::optional<Timestamp> NextWakeup(Timestamp after) const;
 
   // --- Reading ---
+  // A pending job's reason and queue position (NotFound / FailedPrecondition otherwise).
+  // `with_position`: count its place in the book (linear in the bids ahead of it).
+  Result<PendingWhy> Why(JobId job, bool with_position = true) const;
   const ClusterState& state() const { return state_; }
   const Ledger& ledger() const { return ledger_; }
   Money Price(PoolId pool) const { return pools_[pool.value() - 1].price; }
@@ -348,6 +370,7 @@ class Scheduler {
   // last full cycle, or the cycle left claims or notices open: the fast path is then unsafe.
   bool at_fixpoint_ = false;
   Timestamp last_cycle_;
+  Timestamp last_decided_;  // the last cycle, or the last submission decided incrementally
   std::optional<Timestamp> wakeup_after_cycle_;  // NextWakeup(last_cycle_), cached
   LedgerEntry accrual_entry_;                    // scratch for Accrue
   // Per job: spot charges and spot-held time of closed intervals, and the open interval's start.
@@ -364,6 +387,9 @@ class Scheduler {
   std::set<std::pair<int64_t, uint32_t>> cooldowns_;  // (until, job): units not bidding
   std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
+  // What the last clearing did with each bid it read, by job id (Why).
+  enum class Outcome : uint8_t { kNone, kUnplaced, kInfeasible, kWaiting, kSkipped };
+  std::vector<Outcome> outcome_;
   class BookPending;
 };
 

@@ -144,6 +144,7 @@ constexpr Route kRoutes[] = {
     {"/v1/jobs", "GET, POST"},
     {"/v1/jobs/{id}", "GET"},
     {"/v1/jobs/{id}/logs", "GET"},
+    {"/v1/jobs/{id}/why", "GET"},
     {"/v1/jobs/{id}/cancel", "POST"},
     {"/v1/jobs/{id}/release", "POST"},
     {"/v1/jobs/{id}/exit", "POST"},
@@ -644,6 +645,9 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     int64_t id = 0;
     if (!id_of(parts[1], &id)) return;
     if (parts.size() == 2 && m == "GET") return read("job/" + parts[1]);
+    if (parts.size() == 3 && parts[2] == "why" && m == "GET") {
+      return read("job/" + std::to_string(id) + "/why");
+    }
     if (parts.size() == 3 && parts[2] == "logs" && m == "GET") {
       RSV_API_TRY(attempt, QueryInt(query, "attempt", 1, 1'000'000));
       RSV_API_TRY(offset, QueryInt(query, "offset", 0, int64_t{1} << 50));

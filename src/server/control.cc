@@ -771,6 +771,10 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
       if (!pool.empty() && st.pool(j.spec.pool).config.name != pool) continue;
       if (!tenant.empty() && st.tenant(j.spec.tenant).name != tenant) continue;
       out.push_back(JobJson(st, j));
+      if (Result<PendingWhy> w = sched_.Why(j.id, /*with_position=*/false); w.ok()) {
+        out.back()["reason"] = w->reason;
+        out.back()["reason_detail"] = w->detail;
+      }
       if (out.size() >= limit) break;
     }
     return out.dump();
@@ -780,7 +784,34 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     if (!st.HasJob(JobId(id)) || !visible(st.job(JobId(id)).spec.tenant)) {
       return NotFound("no such job");
     }
-    return JobJson(st, st.job(JobId(id))).dump();
+    Result<PendingWhy> w = sched_.Why(JobId(id));
+    const size_t tail = what.find_first_not_of("0123456789", 4);
+    if (tail != std::string::npos && what.compare(tail, std::string::npos, "/why") == 0) {
+      if (!w.ok()) return w.status();  // not pending: 409 saying what it is
+      json why = {{"job", id},
+                  {"reason", w->reason},
+                  {"detail", w->detail},
+                  {"position", w->position},
+                  {"bids", w->bids},
+                  {"price", MoneyStr(w->price)},
+                  {"limit", MoneyStr(w->limit)},
+                  {"gpus", w->gpus}};
+      if (w->runs_at) why["runs_at_price"] = MoneyStr(*w->runs_at);
+      if (w->reason == "no_placement") {
+        why["largest_free_block"] = w->largest_free;
+        why["free_gpus"] = w->free_gpus;
+      }
+      if (w->dependency.valid()) why["dependency"] = w->dependency.value();
+      if (w->starts) why["starts_us"] = w->starts->micros();
+      return why.dump();
+    }
+    json out = JobJson(st, st.job(JobId(id)));
+    if (w.ok()) {
+      out["reason"] = w->reason;
+      out["reason_detail"] = w->detail;
+      out["position"] = w->position;
+    }
+    return out.dump();
   }
   if (what == "reservations") {
     json out = json::array();
