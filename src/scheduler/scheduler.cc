@@ -2153,11 +2153,6 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
     return say("claimed", "holds a claim on GPUs that jobs under notice are freeing");
   }
   if (j.submitted > last_decided_) return say("not_decided", "submitted since the last cycle");
-  if (j.limit < r.price) {
-    w.runs_at = r.price + cfg.min_increment;
-    return say("below_price", "limit " + j.limit.ToString() + " is below the clearing price " +
-                                  r.price.ToString());
-  }
   FreeMap spot = SpotFree(r);  // what spot may take now: owners' claims are theirs
   for (const auto& [claimant, claim] : r.owner_claims) spot.Occupy(claim);
   for (int32_t i = 0; i < spot.node_count(); ++i) {
@@ -2165,10 +2160,21 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
     if (spot.ready(n)) w.largest_free = std::max(w.largest_free, std::popcount(spot.free_mask(n)));
   }
   w.free_gpus = spot.free_gpus();
-  if (!r.holder_limits.empty()) {  // it would run by outbidding the cheapest running job
-    const Money outbid = Money::Micros(*r.holder_limits.begin()) + cfg.min_increment;
-    if (outbid > j.limit) w.runs_at = outbid;
+  const bool room = r.spot_held + j.spec.gpus <= r.budget &&
+                    spot.Place(j.spec.gpus).outcome == PlaceOutcome::kPlaced;
+  // The limit at which it would run: above the price, and, with no room, above the cheapest
+  // running job by the increment (a bid must beat it strictly).
+  std::optional<Money> outbid;
+  if (!room && !r.holder_limits.empty()) {
+    outbid =
+        Money::Micros(*r.holder_limits.begin()) + std::max(cfg.min_increment, Money::Micros(1));
   }
+  if (j.limit < r.price) {
+    w.runs_at = outbid && *outbid > r.price ? *outbid : r.price;
+    return say("below_price", "limit " + j.limit.ToString() + " is below the clearing price " +
+                                  r.price.ToString());
+  }
+  if (outbid && *outbid > j.limit) w.runs_at = outbid;
   if (r.spot_held + j.spec.gpus > r.budget) {
     return say("no_budget", "spot may hold " + std::to_string(r.budget) + " GPUs here and holds " +
                                 std::to_string(r.spot_held) +
