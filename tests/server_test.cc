@@ -1,5 +1,6 @@
 // The server as a user runs it: a real process on 127.0.0.1 with a real SQLite file.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -85,6 +86,46 @@ TEST_F(ServerTest, APendingJobSaysWhyAndWhere) {
   EXPECT_EQ(s.Get("/v1/jobs/" + std::to_string(id) + "/why", a).status, 404);
   auto running = s.Get("/v1/jobs/1/why", a);
   EXPECT_EQ(running.status, 409) << running.body;
+}
+
+// The CLI as a newcomer reads it: times as local times, no made-up prices, short answers,
+// durations with units.
+TEST_F(ServerTest, TheCliSpeaksPlainly) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  Token(s, "a");
+  auto cli = [&](const std::string& args, int* code) {
+    // The client flags go right after the subcommand (before a job's command).
+    const size_t sp = args.find(' ');
+    const std::string cmd = std::string(RESERVOIR_BIN) + " " + args.substr(0, sp) +
+                            " --url http://127.0.0.1:" + std::to_string(s.port()) + " --token " +
+                            kAdmin + (sp == std::string::npos ? "" : args.substr(sp)) + " 2>&1";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    while (p && std::fgets(buf, sizeof buf, p)) out += buf;
+    const int status = p ? ::pclose(p) : -1;
+    *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return out;
+  };
+  int code = 0;
+  std::string out = cli("reserve --tenant a --pool h100 --gpus 8 --for 90", &code);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("--for: give a unit"), std::string::npos) << out;
+  out = cli("reserve --tenant a --pool h100 --gpus 8 --for 2h", &code);
+  ASSERT_EQ(code, 0) << out;
+  out = cli("reservations", &code);
+  EXPECT_NE(out.find("START"), std::string::npos) << out;
+  EXPECT_EQ(out.find("START(s)"), std::string::npos) << out;  // local times, not epoch seconds
+  out = cli("submit --tenant a --pool h100 --gpus 8 --tier reserved -- sleep 60", &code);
+  ASSERT_EQ(code, 0) << out;
+  out = cli("jobs", &code);
+  EXPECT_EQ(out.find("0.000000"), std::string::npos) << out;  // a reserved job has no limit
+  out = cli("cancel 1", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "job 1 cancelled\n");
+  out = cli("submit --help", &code);
+  EXPECT_NE(out.find("--tier TEXT=spot"), std::string::npos) << out;  // help shows defaults
 }
 
 TEST_F(ServerTest, TenantsNeverSeeOrTouchEachOther) {

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -86,6 +87,16 @@ void PrintTable(const std::vector<std::string>& header,
   };
   line(header);
   for (const auto& row : printable) line(row);
+}
+
+std::string LocalTime(int64_t micros) {
+  if (micros <= 0) return "-";
+  const time_t secs = static_cast<time_t>(micros / 1'000'000);
+  tm local{};
+  localtime_r(&secs, &local);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &local);
+  return buf;
 }
 
 }  // namespace rsv::cli

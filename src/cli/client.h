@@ -34,6 +34,9 @@ CallResult Call(const ClientFlags& f, const std::string& method, const std::stri
 int Print(const ClientFlags& f, const CallResult& r,
           const std::function<void(const std::string& body)>& human);
 
+// A time for people: local time to the minute ("2026-11-30 08:30"); 0: "-".
+std::string LocalTime(int64_t micros);
+
 // Aligned text table.
 void PrintTable(const std::vector<std::string>& header,
                 const std::vector<std::vector<std::string>>& rows);

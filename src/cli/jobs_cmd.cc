@@ -192,9 +192,11 @@ Action AddJobs(CLI::App& app) {
           gpus += " (unit " + std::to_string(j["unit"].get<int>()) + " of " +
                   std::to_string(j["unit_of"].get<int64_t>()) + ")";
         }
-        rows.push_back({std::to_string(j["id"].get<int64_t>()), j.value("name", ""), j["tenant"],
-                        j["tier"], j["state"], gpus, j["limit_price"],
-                        std::to_string(j["attempt"].get<int>()), Nodes(j), j.value("reason", "")});
+        rows.push_back(
+            {std::to_string(j["id"].get<int64_t>()), j.value("name", ""), j["tenant"], j["tier"],
+             j["state"], gpus,
+             j["tier"] == "reserved" ? std::string("-") : j["limit_price"].get<std::string>(),
+             std::to_string(j["attempt"].get<int>()), Nodes(j), j.value("reason", "")});
       }
       PrintTable(
           {"ID", "NAME", "TENANT", "TIER", "STATE", "GPUS", "LIMIT", "ATTEMPT", "NODES", "REASON"},
@@ -216,7 +218,12 @@ Action JobAction(CLI::App& app, const std::string& verb, const std::string& help
   return [f, verb] {
     std::string path = "/v1/jobs/" + std::to_string(f->id);
     CallResult r = verb == "job" ? Call(f->c, "GET", path) : Call(f->c, "POST", path + "/" + verb);
-    return Print(f->c, r, [](const std::string& b) { PrintJob(json::parse(b)); });
+    return Print(f->c, r, [verb](const std::string& b) {
+      json j = json::parse(b);
+      if (verb == "job") return PrintJob(j);
+      // cancel, release: what happened, not the whole job (`reservoir job ID` shows it).
+      std::cout << "job " << j["id"] << " " << j["state"].get<std::string>() << "\n";
+    });
   };
 }
 }  // namespace

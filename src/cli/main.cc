@@ -7,6 +7,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"reservoir: GPU capacity control plane (reservations + spot market)"};
   app.require_subcommand(1);
+  // Every option's help shows its default (subcommands copy this when they are made).
+  app.option_defaults()->always_capture_default();
   std::vector<std::pair<CLI::App*, rsv::cli::Action>> actions;
   auto add = [&](rsv::cli::Action (*adder)(CLI::App&)) {
     size_t before = app.get_subcommands({}).size();

@@ -28,6 +28,12 @@ Action AddReserve(CLI::App& app) {
   s->add_flag("--no-lend", f->no_lend, "Keep idle reserved GPUs out of the spot market");
   s->add_option("--tenant", f->tenant, "Admin only: the tenant to reserve for");
   return [f] {
+    // A bare number is not a duration here: 90 seconds and 90 hours are both plausible.
+    if (!f->duration.empty() && f->duration.find_first_not_of("0123456789") == std::string::npos) {
+      std::cerr << "error: --for: give a unit, e.g. " << f->duration << "h or " << f->duration
+                << "m\n";
+      return 2;
+    }
     json body = {{"pool", f->pool},
                  {"gpus", f->gpus},
                  {"duration", f->duration},
@@ -38,9 +44,9 @@ Action AddReserve(CLI::App& app) {
         f->c, Call(f->c, "POST", "/v1/reservations", body.dump()), [f](const std::string& b) {
           json j = json::parse(b);
           if (f->quote) {
-            std::cout << (j["admitted"].get<bool>() ? "fits" : "does not fit") << ": "
-                      << j["price_per_gpu_hour"].get<std::string>() << " per GPU-hour, total "
-                      << j["total"].get<std::string>()
+            std::cout << (j["admitted"].get<bool>() ? "fits" : "does not fit") << " for "
+                      << f->duration << ": " << j["price_per_gpu_hour"].get<std::string>()
+                      << " per GPU-hour, total " << j["total"].get<std::string>()
                       << " (largest that fits: " << j["largest_fit"] << ")\n";
             return;
           }
@@ -67,14 +73,13 @@ Action AddReservations(CLI::App& app) {
         }
         rows.push_back({std::to_string(r["id"].get<int64_t>()), r["tenant"], r["pool"],
                         std::to_string(r["gpus"].get<int>()),
-                        std::to_string(r["start_us"].get<int64_t>() / 1000000),
-                        std::to_string(r["end_us"].get<int64_t>() / 1000000),
-                        r["lend"].get<bool>() ? "yes" : "no", r["price_per_gpu_hour"], r["charged"],
-                        nodes});
+                        LocalTime(r["start_us"].get<int64_t>()),
+                        LocalTime(r["end_us"].get<int64_t>()), r["lend"].get<bool>() ? "yes" : "no",
+                        r["price_per_gpu_hour"], r["charged"], nodes});
       }
-      PrintTable({"ID", "TENANT", "POOL", "GPUS", "START(s)", "END(s)", "LEND", "PRICE", "CHARGED",
-                  "NODES"},
-                 rows);
+      PrintTable(
+          {"ID", "TENANT", "POOL", "GPUS", "START", "END", "LEND", "PRICE", "CHARGED", "NODES"},
+          rows);
     });
   };
 }
@@ -92,7 +97,8 @@ Action AddReturn(CLI::App& app) {
     return Print(f->c, Call(f->c, "POST", "/v1/reservations/" + std::to_string(f->id) + "/return"),
                  [](const std::string& b) {
                    json j = json::parse(b);
-                   std::cout << "reservation " << j["id"] << " now ends at " << j["end_us"] << "\n";
+                   std::cout << "reservation " << j["id"] << " now ends at "
+                             << LocalTime(j["end_us"].get<int64_t>()) << "\n";
                  });
   };
 }
