@@ -124,6 +124,14 @@ TEST_F(ServerTest, TheCliSpeaksPlainly) {
   out = cli("cancel 1", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_EQ(out, "job 1 cancelled\n");
+  // Ended jobs leave the default list; --all shows them; --json output of logs is JSON.
+  out = cli("jobs", &code);
+  EXPECT_EQ(out.find("cancelled"), std::string::npos) << out;
+  out = cli("jobs --all --tenant a", &code);
+  EXPECT_NE(out.find("cancelled"), std::string::npos) << out;
+  out = cli("logs 1 --json", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_FALSE(json::parse(out.substr(0, out.find('\n')), nullptr, false).is_discarded()) << out;
   out = cli("submit --help", &code);
   EXPECT_NE(out.find("--tier TEXT=spot"), std::string::npos) << out;  // help shows defaults
 }

@@ -539,7 +539,11 @@ Action AddLogs(CLI::App& app) {
       json b = json::parse(r.body, nullptr, false);
       if (b.is_discarded()) return 1;
       std::string data = b.value("data", "");
-      std::cout << data << std::flush;
+      if (f->c.json) {
+        std::cout << r.body << "\n" << std::flush;  // one reply per line, as the server sent it
+      } else {
+        std::cout << data << std::flush;
+      }
       attempt = b.value("attempt", attempt);
       offset = b.value("next_offset", offset);
       if (b.value("complete", false)) return 0;

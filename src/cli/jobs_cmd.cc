@@ -167,17 +167,25 @@ Action AddSubmit(CLI::App& app) {
 Action AddJobs(CLI::App& app) {
   struct Flags {
     ClientFlags c;
-    std::string state, tier, pool;
+    std::string state, tier, pool, tenant;
+    bool all = false;
   };
   auto f = std::make_shared<Flags>();
-  CLI::App* s = app.add_subcommand("jobs", "List jobs");
+  CLI::App* s = app.add_subcommand("jobs", "List jobs (those not ended, unless --all or --state)");
   AddClientFlags(s, &f->c);
-  s->add_option("--state", f->state, "Only jobs in this state");
+  s->add_option("--state", f->state, "Only jobs in this state (or active: not ended)");
+  s->add_flag("--all", f->all, "Every job, ended ones too");
   s->add_option("--tier", f->tier, "Only this tier");
   s->add_option("--pool", f->pool, "Only this pool");
+  s->add_option("--tenant", f->tenant, "Only this tenant's (admin)");
   return [f] {
     std::string q = "/v1/jobs?limit=100000";
-    if (!f->state.empty()) q += "&state=" + f->state;
+    if (!f->state.empty()) {
+      q += "&state=" + f->state;
+    } else if (!f->all) {
+      q += "&state=active";
+    }
+    if (!f->tenant.empty()) q += "&tenant=" + f->tenant;
     if (!f->tier.empty()) q += "&tier=" + f->tier;
     if (!f->pool.empty()) q += "&pool=" + f->pool;
     return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {

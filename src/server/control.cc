@@ -766,7 +766,10 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     json out = json::array();
     for (const Job& j : st.jobs()) {
       if (!visible(j.spec.tenant)) continue;
-      if (!state.empty() && JobStateName(j.state) != state) continue;
+      if (state == "active" ? IsTerminal(j.state)
+                            : !state.empty() && JobStateName(j.state) != state) {
+        continue;
+      }
       if (!tier.empty() && TierName(j.spec.tier) != tier) continue;
       if (!pool.empty() && st.pool(j.spec.pool).config.name != pool) continue;
       if (!tenant.empty() && st.tenant(j.spec.tenant).name != tenant) continue;
