@@ -129,6 +129,7 @@ TEST_F(ServerTest, TheCliSpeaksPlainly) {
   EXPECT_EQ(out.find("cancelled"), std::string::npos) << out;
   out = cli("jobs --all --tenant a", &code);
   EXPECT_NE(out.find("cancelled"), std::string::npos) << out;
+  EXPECT_NE(out.find("(n"), std::string::npos) << out;  // where it ran, kept after it ended
   out = cli("logs 1 --json", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_FALSE(json::parse(out.substr(0, out.find('\n')), nullptr, false).is_discarded()) << out;

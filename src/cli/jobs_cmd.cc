@@ -22,6 +22,12 @@ std::string Nodes(const json& j) {
   for (const json& p : j.value("placement", json::array())) {
     out += (out.empty() ? "" : ",") + p.value("node", "");
   }
+  if (out.empty()) {  // a job no longer running: where its last attempt ran, in parentheses
+    for (const json& p : j.value("last_placement", json::array())) {
+      out += (out.empty() ? "" : ",") + p.value("node", "");
+    }
+    if (!out.empty()) out = "(" + out + ")";
+  }
   return out.empty() ? "-" : out;
 }
 

@@ -181,6 +181,7 @@ struct Job {
   Tier running_as = Tier::kSpot;  // the tier this attempt runs under (auto resolves to one)
   Money limit;                // the live bid limit (spec limit, or fallback after a reservation)
   Placement placement;        // while HoldsGpus(state)
+  Placement last_placement;   // the GPUs of its last attempt that held any (kept after it ends)
   Timestamp started;          // start of the current attempt
   Timestamp last_checkpoint;  // reported by the job; start of attempt if never
   Timestamp notice_deadline;  // while preempting

@@ -957,6 +957,7 @@ void Scheduler::Unbind(Job& j) {
     }
   }
   r.free.Release(j.placement);
+  j.last_placement = std::move(j.placement);
   j.placement = Placement();
   j.confirmed.clear();
   j.ended.clear();

@@ -98,6 +98,9 @@ json JobJson(const ClusterState& s, const Job& j) {
     out["unit_of"] = j.unit_of.value();
     out["unit"] = j.unit;
   }
+  if (!HoldsGpus(j.state) && !j.last_placement.slices.empty()) {
+    out["last_placement"] = PlacementJson(s, j.last_placement);  // where its last attempt ran
+  }
   if (IsTerminal(j.state)) {
     out["finished_us"] = j.finished.micros();
     out["end_reason"] = j.end_reason;
