@@ -121,6 +121,9 @@ TEST_F(ServerTest, TheCliSpeaksPlainly) {
   ASSERT_EQ(code, 0) << out;
   out = cli("jobs", &code);
   EXPECT_EQ(out.find("0.000000"), std::string::npos) << out;  // a reserved job has no limit
+  out = cli("job 1", &code);
+  EXPECT_NE(out.find("\nsubmitted: 20"), std::string::npos) << out;  // a local time
+  EXPECT_EQ(out.find("submitted_us"), std::string::npos) << out;
   out = cli("cancel 1", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_EQ(out, "job 1 cancelled\n");

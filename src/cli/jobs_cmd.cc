@@ -33,6 +33,11 @@ std::string Nodes(const json& j) {
 
 void PrintJob(const json& j) {
   for (const auto& [k, v] : j.items()) {
+    // Instants as local times ("submitted: 2026-11-30 08:30"); --json keeps the microseconds.
+    if (k.size() > 3 && k.compare(k.size() - 3, 3, "_us") == 0 && v.is_number_integer()) {
+      std::cout << k.substr(0, k.size() - 3) << ": " << LocalTime(v.get<int64_t>()) << "\n";
+      continue;
+    }
     std::cout << k << ": " << Printable(v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
   }
 }
