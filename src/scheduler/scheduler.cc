@@ -595,8 +595,7 @@ void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
 
 std::vector<NodeId> Scheduler::Members(const Job& j) const {
   std::vector<NodeId> out;
-  const Placement all = j.units.empty() ? Placement() : state_.AttemptPlacement(j);
-  for (const NodeSlice& s : (j.units.empty() ? j.placement : all).slices) {
+  for (const NodeSlice& s : state_.AttemptPlacement(j).slices) {
     if (state_.node(s.node).agent && !Contains(out, s.node)) {
       out.push_back(s.node);
     }
@@ -719,6 +718,21 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   return Status::Ok();
 }
 
+namespace {
+// A unit a signal-mode shrink put under notice, which the job taking in `generation` frees.
+bool UnitFreedBy(const Job& u, int64_t generation) {
+  return u.state == JobState::kPreempting && u.shrink_generation > 0 &&
+         u.shrink_generation <= generation;
+}
+}  // namespace
+
+bool Scheduler::AckFrees(const Job& j, int64_t generation) const {
+  // A job stopping as a whole frees everything at its own deadline.
+  return IsActive(j.state) && generation <= j.resize_generation &&
+         std::any_of(j.units.begin(), j.units.end(),
+                     [&](JobId u) { return UnitFreedBy(state_.job(u), generation); });
+}
+
 Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   RSV_RETURN_IF_ERROR(PlacedAttempt(id, attempt));
@@ -730,11 +744,10 @@ Status Scheduler::ResizeAcked(JobId id, int32_t attempt, int32_t generation, Tim
     return InvalidArgument("generation", "job " + id.ToString() + " is at generation " +
                                              std::to_string(j.resize_generation));
   }
-  if (!IsActive(j.state)) return Status::Ok();  // stopping as a whole: its deadline frees all
+  if (!AckFrees(j, generation)) return Status::Ok();
   for (JobId uid : j.units) {
     Job& u = state_.job(uid);
-    if (u.state == JobState::kPreempting && u.shrink_generation > 0 &&
-        u.shrink_generation <= generation) {
+    if (UnitFreedBy(u, generation)) {
       at_fixpoint_ = false;
       Requeue(u, EventType::kJobPreempted,
               "released: the job took in resize generation " + std::to_string(generation), now);
@@ -1971,10 +1984,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
 // serves this cycle do not bid.
 class Scheduler::BookPending : public PendingBids {
  public:
-  // `unlent_from`: when the pool's next reservation that does not lend starts (units whose
-  // cooldown reaches it are not granted: the GPUs would be taken back).
-  BookPending(const Scheduler& s, const PoolRuntime& r, Timestamp now, Timestamp unlent_from)
-      : s_(s), r_(r), it_(r.book.begin()), now_(now), unlent_from_(unlent_from) {}
+  BookPending(const Scheduler& s, const PoolRuntime& r, PoolId pool, Timestamp now)
+      : s_(s), r_(r), it_(r.book.begin()), pool_(pool), now_(now) {}
   const Bid* Next() override {
     for (; it_ != r_.book.end(); ++it_) {
       if (it_->not_holding == 0) continue;  // a holder: Clear has it among the holders
@@ -1986,7 +1997,7 @@ class Scheduler::BookPending : public PendingBids {
       if (j.unit_of.valid()) {
         const Job& owner = s_.state_.job(j.unit_of);
         bid_.parent_ready = owner.state == JobState::kRunning && !owner.resizing &&
-                            now_ + owner.spec.resize_cooldown < unlent_from_;
+                            now_ + owner.spec.resize_cooldown < UnlentFrom();
       }
       return &bid_;
     }
@@ -1996,9 +2007,24 @@ class Scheduler::BookPending : public PendingBids {
  private:
   const Scheduler& s_;
   const PoolRuntime& r_;
+  // When the pool's next reservation that does not lend starts: a unit whose cooldown reaches
+  // it is not granted (the GPUs would be taken back). Looked up once, for the first unit read.
+  Timestamp UnlentFrom() {
+    if (!unlent_from_) {
+      unlent_from_ = Timestamp::Max();
+      for (const Reservation& res : s_.state_.reservations()) {
+        if (res.pool == pool_ && !res.lend && res.start > now_ && res.start < *unlent_from_) {
+          unlent_from_ = res.start;
+        }
+      }
+    }
+    return *unlent_from_;
+  }
+
   std::set<RankKey>::const_iterator it_;
+  PoolId pool_;
   Timestamp now_;
-  Timestamp unlent_from_;
+  std::optional<Timestamp> unlent_from_;
   Bid bid_;
 };
 
@@ -2015,13 +2041,7 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
     for (uint32_t id : r.reserved_side) {
       if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
     }
-    Timestamp unlent_from = Timestamp::Max();
-    for (const Reservation& res : state_.reservations()) {
-      if (res.pool == pool.id && !res.lend && res.start > now && res.start < unlent_from) {
-        unlent_from = res.start;
-      }
-    }
-    BookPending pending(*this, r, now, unlent_from);
+    BookPending pending(*this, r, pool.id, now);
     results->push_back(Clear(holders, pending, std::move((*supplies)[pool.id.value() - 1]), now));
     for (uint32_t id : r.reserved_side) not_bidding_[id] = 0;
   }

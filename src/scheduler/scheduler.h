@@ -126,6 +126,8 @@ class Scheduler {
   // Signal mode (docs/market.md, "Elastic jobs"): the job has taken in resize generation
   // `generation`; its units under notice that the generation leaves out give their GPUs back.
   Status ResizeAcked(JobId job, int32_t attempt, int32_t generation, Timestamp now);
+  // Whether the job taking in `generation` frees any of its units (what ResizeAcked would do).
+  bool AckFrees(const Job& j, int64_t generation) const;
   // Two-phase start on agent nodes: the agent of `node` runs `attempt`; the job goes starting ->
   // running once the agents of all its nodes have confirmed (an invalid `node`: all at once). A
   // notice that came while starting stands; the job stays under notice.

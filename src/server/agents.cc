@@ -255,7 +255,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     const Job& j = st.job(jid);
     // A gang member that has ended waits for the others elsewhere; nothing runs here.
     if (Contains(j.ended, id)) continue;
-    const Placement all = j.units.empty() ? j.placement : st.AttemptPlacement(j);
+    const Placement all = st.AttemptPlacement(j);
     if (std::none_of(all.slices.begin(), all.slices.end(),
                      [&](const NodeSlice& s) { return s.node == id; })) {
       continue;  // a unit granted while the attempt runs joins the next (restart mode)
@@ -398,10 +398,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // Signal mode: the job took in a resize generation; units it leaves out are freed.
       if (status == "running" && e.contains("resize_ack")) {
         const int64_t gen = e["resize_ack"].get<int64_t>();
-        const bool frees = std::any_of(j.units.begin(), j.units.end(), [&](JobId u) {
-          return st.job(u).state == JobState::kPreempting && st.job(u).shrink_generation <= gen;
-        });
-        if (frees && gen <= j.resize_generation) {
+        if (sched_.AckFrees(j, gen)) {
           json ack = cmd;
           ack["generation"] = gen;
           (void)ApplyInternal("resize_ack", ack.dump(), &log);
