@@ -2052,10 +2052,6 @@ void Scheduler::StagePlacement(Timestamp now, std::vector<ClearingResult>* resul
     PoolRuntime& r = rt(pool.id);
     ClearingResult& cr = (*results)[pool.id.value() - 1];
     for (Start& s : cr.starts) Bind(state_.job(s.job), std::move(s.placement), Tier::kSpot, now);
-    outcome_.resize(state_.jobs().size() + 1, Outcome::kNone);
-    for (JobId j : cr.unplaced) outcome_[j.value()] = Outcome::kUnplaced;
-    for (JobId j : cr.infeasible) outcome_[j.value()] = Outcome::kInfeasible;
-    for (JobId j : cr.waiting) outcome_[j.value()] = Outcome::kWaiting;
     r.claims.clear();
     for (JobId j : cr.waiting) r.claims.insert(j.value());
     r.highest_unplaced = cr.highest_unplaced;
@@ -2169,8 +2165,7 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
     return say("below_price",
                "its limit is below the pool's reserve price " + cfg.reserve_price.ToString());
   }
-  const Outcome o = id.value() < outcome_.size() ? outcome_[id.value()] : Outcome::kNone;
-  if (o == Outcome::kWaiting || r.claims.count(id.value())) {
+  if (r.claims.count(id.value())) {  // the last clearing's waiting bids
     return say("claimed", "holds a claim on GPUs that jobs under notice are freeing");
   }
   if (j.submitted > last_decided_) return say("not_decided", "submitted since the last cycle");

@@ -389,9 +389,6 @@ class Scheduler {
   std::set<std::pair<int64_t, uint32_t>> cooldowns_;  // (until, job): units not bidding
   std::set<uint32_t> dep_waiting_;    // pending jobs whose dependencies have not resolved
   std::vector<uint8_t> not_bidding_;  // scratch for StageClearing, by job id
-  // What the last clearing did with each bid it read, by job id (Why).
-  enum class Outcome : uint8_t { kNone, kUnplaced, kInfeasible, kWaiting, kSkipped };
-  std::vector<Outcome> outcome_;
   class BookPending;
 };
 
