@@ -20,6 +20,7 @@ namespace rsv::testing {
 struct HttpResult {
   int status = 0;  // 0: no connection
   std::string body;
+  std::string headers;  // the status line and header fields, as received
 };
 
 // A connected socket to 127.0.0.1:port, or -1.
@@ -61,6 +62,7 @@ inline HttpResult Http(int port, const std::string& method, const std::string& p
   r.status = std::atoi(resp.c_str() + 9);
   size_t split = resp.find("\r\n\r\n");
   if (split != std::string::npos) r.body = resp.substr(split + 4);
+  r.headers = resp.substr(0, split);
   return r;
 }
 

@@ -51,6 +51,98 @@ struct ServerTest : ::testing::Test {
 
 // "Why is my job pending": a reason with its numbers and a place in the queue, from the
 // scheduler's last decision; only for the job's own tenant.
+// Lists page through cursors (RFC 8288 Link), reads of active jobs and the market walk only
+// unfinished jobs, the ledger labels and rolls up, and bad query values get a 400 naming them.
+TEST_F(ServerTest, ListsPageAndLedgerRollsUp) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  std::string a = Token(s, "a"), b = Token(s, "b");
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto r = s.Post("/v1/jobs", a, R"({"pool":"h100","gpus":1,"limit_price":"2"})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(json::parse(r.body)["id"]);
+  }
+  ASSERT_EQ(s.Post("/v1/jobs/" + std::to_string(ids[1]) + "/cancel", a, "{}").status, 200);
+  ASSERT_EQ(s.Post("/v1/jobs", b, R"({"pool":"h100","gpus":1,"limit_price":"2"})").status, 201);
+  // Newest first, two a page: a's active jobs are 5, 4, 3, 1 (2 was cancelled).
+  std::vector<int64_t> seen;
+  std::string next = "/v1/jobs?order=desc&limit=2&state=active";
+  for (int page = 0; page < 5 && !next.empty(); ++page) {
+    auto r = s.Get(next, a);
+    ASSERT_EQ(r.status, 200) << r.body;
+    for (const json& j : json::parse(r.body)) seen.push_back(j["id"]);
+    size_t at = r.headers.find("Link: <");
+    next =
+        at == std::string::npos ? "" : r.headers.substr(at + 7, r.headers.find('>', at) - at - 7);
+    if (!next.empty()) {
+      EXPECT_NE(r.headers.find(">; rel=\"next\""), std::string::npos);
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<int64_t>{ids[4], ids[3], ids[2], ids[0]}));
+  auto all = json::parse(s.Get("/v1/jobs?state=all&after=" + std::to_string(ids[0]), a).body);
+  ASSERT_EQ(all.size(), 4u);  // oldest first from the cursor, the cancelled one included
+  EXPECT_EQ(all[0]["id"], ids[1]);
+  for (const char* bad : {"state=done", "limit=0", "limit=10001", "order=up", "after=x",
+                          "tier=gold", "positions=yes"}) {
+    auto r = s.Get(std::string("/v1/jobs?") + bad, a);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find(std::string("\"field\":\"") +
+                          std::string(bad).substr(0, std::string(bad).find('=')) + "\""),
+              std::string::npos)
+        << bad << ": " << r.body;
+  }
+  // The ledger: every entry says what it is to the reader; per hour it is one row per label.
+  // (b's running job is charged as time passes: wait for two charges.)
+  while (json::parse(s.Get("/v1/ledger", b).body)["entries"].size() < 2) {
+  }
+  auto raw = json::parse(s.Get("/v1/ledger?limit=1", b).body);
+  ASSERT_EQ(raw["entries"].size(), 1u) << raw.dump();
+  EXPECT_EQ(raw["entries"][0]["what"], "spot_charge");
+  if (raw.contains("next_after")) {
+    auto more = json::parse(
+        s.Get("/v1/ledger?limit=1&after=" + raw["next_after"].dump(), b).body)["entries"];
+    ASSERT_FALSE(more.empty());
+    EXPECT_GT(more[0]["seq"].get<int64_t>(), raw["entries"][0]["seq"].get<int64_t>());
+  }
+  auto hourly = json::parse(s.Get("/v1/ledger?group=hour", b).body);
+  for (const json& g : hourly["entries"]) {
+    EXPECT_TRUE(g.contains("hour_us") && g.contains("entries") && g.contains("amount")) << g;
+  }
+  EXPECT_EQ(s.Get("/v1/ledger?group=day", b).status, 400);
+  // Who am I, and the waste report (a tenant sees its own rows only).
+  EXPECT_EQ(json::parse(s.Get("/v1/whoami", a).body)["tenant"], "a");
+  EXPECT_EQ(json::parse(s.Get("/v1/whoami", kAdmin).body)["admin"], true);
+  auto waste = s.Get("/v1/waste", a);
+  ASSERT_EQ(waste.status, 200) << waste.body;
+  EXPECT_TRUE(json::parse(waste.body)["unmet_spot_gpu_s"].contains("h100"));
+  auto usage = json::parse(s.Get("/v1/usage", a).body);
+  int64_t sum = 0;
+  for (const char* st : {"reserved_used", "lent", "spot_used", "idle_reserved", "idle", "down"})
+    sum += usage["h100"]["now"][st].get<int64_t>();
+  EXPECT_EQ(sum, 16);
+}
+
+// docs/dashboard.md: the page and its assets come from the binary, under a strict policy.
+TEST_F(ServerTest, TheDashboardIsServedUnderAStrictPolicy) {
+  ServerProcess s(db, config, kAdmin);
+  ASSERT_TRUE(s.Start());
+  auto page = s.Get("/", "");
+  ASSERT_EQ(page.status, 200);
+  EXPECT_NE(page.body.find("/assets/app.js"), std::string::npos);
+  EXPECT_NE(page.headers.find("Content-Security-Policy: default-src 'none'; script-src 'self'"),
+            std::string::npos)
+      << page.headers;
+  EXPECT_NE(page.headers.find("X-Frame-Options: DENY"), std::string::npos);
+  for (const char* asset : {"app.js", "app.css", "uPlot.min.js", "uPlot.min.css"}) {
+    auto r = s.Get(std::string("/assets/") + asset, "");
+    EXPECT_EQ(r.status, 200) << asset;
+    EXPECT_GT(r.body.size(), 1000u) << asset;
+  }
+  EXPECT_EQ(s.Get("/assets/..%2Fetc%2Fpasswd", "").status, 404);
+  EXPECT_EQ(s.Get("/assets/nope.js", "").status, 404);
+}
+
 TEST_F(ServerTest, APendingJobSaysWhyAndWhere) {
   ServerProcess s(db, config, kAdmin);
   ASSERT_TRUE(s.Start());
@@ -306,9 +398,15 @@ TEST_F(ServerTest, CrashLosesNothingAcknowledged) {
     for (auto& th : clients) th.join();
     s = std::make_unique<ServerProcess>(db, config, kAdmin);
     ASSERT_TRUE(s->Start());
-    auto list = s->Get("/v1/jobs?limit=1000000", kAdmin);
-    ASSERT_EQ(list.status, 200);
-    json jobs = json::parse(list.body);
+    json jobs = json::array();  // every job, page by page
+    for (int64_t after = 0;;) {
+      auto list = s->Get("/v1/jobs?state=all&limit=500&after=" + std::to_string(after), kAdmin);
+      ASSERT_EQ(list.status, 200) << list.body;
+      json page = json::parse(list.body);
+      for (json& j : page) jobs.push_back(std::move(j));
+      if (page.size() < 500) break;
+      after = jobs.back()["id"];
+    }
     std::map<std::string, int> seen;
     for (const json& j : jobs) {
       ASSERT_TRUE(j.contains("id") && j.contains("state") && j.contains("gpus")) << j.dump();

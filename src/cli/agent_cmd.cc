@@ -426,6 +426,7 @@ int RunUp(const UpFlags& f) {
   std::cout << "Reservoir is up: server " << url << ", one local agent with " << gpus_line
             << " in pool " << pool << ".\n"
             << "  admin token: " << token << "   (kept in " << dir << "/admin-token)\n"
+            << "  dashboard:   " << url << "/   (sign in with the admin token)\n"
             << "  logs: " << dir << "/server.log, " << dir << "/agent.log\n\n"
             << "In another shell:\n"
             << "  export RESERVOIR_URL=" << url << " RESERVOIR_TOKEN=" << token << "\n"

@@ -28,6 +28,7 @@ Action AddReservations(CLI::App& app);
 Action AddReturn(CLI::App& app);
 Action AddMarket(CLI::App& app);
 Action AddLedger(CLI::App& app);
+Action AddWaste(CLI::App& app);
 Action AddNodes(CLI::App& app);
 Action AddTenants(CLI::App& app);
 Action AddToken(CLI::App& app);

@@ -190,7 +190,7 @@ Action AddJobs(CLI::App& app) {
   s->add_option("--pool", f->pool, "Only this pool");
   s->add_option("--tenant", f->tenant, "Only this tenant's (admin)");
   return [f] {
-    std::string q = "/v1/jobs?limit=100000";
+    std::string q = "/v1/jobs?limit=1000";
     if (!f->state.empty()) {
       q += "&state=" + f->state;
     } else if (!f->all) {
@@ -199,7 +199,24 @@ Action AddJobs(CLI::App& app) {
     if (!f->tenant.empty()) q += "&tenant=" + f->tenant;
     if (!f->tier.empty()) q += "&tier=" + f->tier;
     if (!f->pool.empty()) q += "&pool=" + f->pool;
-    return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {
+    // Page by page (the API's cursor is the last id seen), into one list.
+    CallResult all;
+    all.status = 200;
+    json merged = json::array();
+    for (int64_t after = 0;;) {
+      CallResult page = Call(f->c, "GET", q + "&after=" + std::to_string(after));
+      if (page.status != 200) {
+        all = page;
+        break;
+      }
+      json rows = json::parse(page.body, nullptr, false);
+      if (!rows.is_array() || rows.empty()) break;
+      for (json& r : rows) merged.push_back(std::move(r));
+      if (rows.size() < 1000) break;
+      after = merged.back()["id"].get<int64_t>();
+    }
+    if (all.status == 200) all.body = merged.dump();
+    return Print(f->c, all, [](const std::string& b) {
       std::vector<std::vector<std::string>> rows;
       for (const json& j : json::parse(b)) {
         std::string gpus = std::to_string(j["gpus"].get<int>());

@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
        {rsv::cli::AddSubmit, rsv::cli::AddJobs, rsv::cli::AddJob, rsv::cli::AddWhy,
         rsv::cli::AddCancel, rsv::cli::AddRelease, rsv::cli::AddLogs, rsv::cli::AddReserve,
         rsv::cli::AddReservations, rsv::cli::AddReturn, rsv::cli::AddMarket, rsv::cli::AddLedger,
-        rsv::cli::AddNodes, rsv::cli::AddTenants, rsv::cli::AddToken}) {
+        rsv::cli::AddWaste, rsv::cli::AddNodes, rsv::cli::AddTenants, rsv::cli::AddToken}) {
     add(adder);
   }
   try {

@@ -39,14 +39,19 @@ Action AddLedger(CLI::App& app) {
   struct Flags {
     ClientFlags c;
     std::string tenant;
+    std::string by;
   };
   auto f = std::make_shared<Flags>();
   CLI::App* s = app.add_subcommand("ledger", "Your charges, credits and balance");
   AddClientFlags(s, &f->c);
   s->add_option("--tenant", f->tenant, "Admin only: this tenant's ledger");
+  s->add_option("--by", f->by, "Roll entries up: hour or job (default: the last 20 entries)")
+      ->check(CLI::IsMember({"hour", "job"}));
   return [f] {
-    std::string q = "/v1/ledger" + (f->tenant.empty() ? "" : "?tenant=" + f->tenant);
-    return Print(f->c, Call(f->c, "GET", q), [](const std::string& b) {
+    std::string q = "/v1/ledger?";
+    if (!f->tenant.empty()) q += "tenant=" + f->tenant + "&";
+    if (!f->by.empty()) q += "group=" + f->by;
+    return Print(f->c, Call(f->c, "GET", q), [f](const std::string& b) {
       json l = json::parse(b);
       std::cout << l["account"].get<std::string>() << ": balance "
                 << l["balance"].get<std::string>() << " (charges "
@@ -54,13 +59,69 @@ Action AddLedger(CLI::App& app) {
                 << l["credits"].get<std::string>() << ")\n";
       std::vector<std::vector<std::string>> rows;
       const json& e = l["entries"];
-      for (size_t i = e.size() > 20 ? e.size() - 20 : 0; i < e.size(); ++i) {
-        rows.push_back({std::to_string(e[i]["seq"].get<int64_t>()), e[i]["kind"], e[i]["amount"],
-                        e[i].contains("job")           ? "job " + e[i]["job"].dump()
-                        : e[i].contains("reservation") ? "reservation " + e[i]["reservation"].dump()
-                                                       : ""});
+      auto target = [](const json& r) {
+        return r.contains("job")           ? "job " + r["job"].dump()
+               : r.contains("reservation") ? "reservation " + r["reservation"].dump()
+                                           : std::string();
+      };
+      for (size_t i = e.size() > 20 && f->by.empty() ? e.size() - 20 : 0; i < e.size(); ++i) {
+        const json& r = e[i];
+        if (f->by == "hour") {
+          rows.push_back({LocalTime(r["hour_us"]), r["what"], r["pool"],
+                          std::to_string(r["entries"].get<int64_t>()), r["amount"]});
+        } else if (f->by == "job") {
+          rows.push_back({target(r), r["what"], LocalTime(r["from_us"]), LocalTime(r["to_us"]),
+                          std::to_string(r["entries"].get<int64_t>()), r["amount"]});
+        } else {
+          rows.push_back({LocalTime(r["at_us"]), r["what"], r["amount"], target(r)});
+        }
       }
-      if (!rows.empty()) PrintTable({"SEQ", "KIND", "AMOUNT", "FOR"}, rows);
+      if (rows.empty()) return;
+      if (f->by == "hour") {
+        PrintTable({"HOUR", "WHAT", "POOL", "ENTRIES", "AMOUNT"}, rows);
+      } else if (f->by == "job") {
+        PrintTable({"FOR", "WHAT", "FROM", "TO", "ENTRIES", "AMOUNT"}, rows);
+      } else {
+        PrintTable({"TIME", "WHAT", "AMOUNT", "FOR"}, rows);
+      }
+    });
+  };
+}
+
+Action AddWaste(CLI::App& app) {
+  auto c = std::make_shared<ClientFlags>();
+  CLI::App* s = app.add_subcommand(
+      "waste", "Reserved GPU-hours by what became of them, per tenant and pool, and unmet demand");
+  AddClientFlags(s, c.get());
+  return [c] {
+    return Print(*c, Call(*c, "GET", "/v1/waste"), [](const std::string& b) {
+      json w = json::parse(b);
+      auto hours = [](double s) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.1f", s / 3600);
+        return std::string(buf);
+      };
+      auto part = [&](const json& r, const char* k) {
+        double total = r["reserved_gpu_s"].get<double>(), v = r[k].get<double>();
+        char buf[16];
+        std::snprintf(buf, sizeof buf, " (%.0f%%)", total > 0 ? 100 * v / total : 0.0);
+        return hours(v) + buf;
+      };
+      std::vector<std::vector<std::string>> rows;
+      for (const json& r : w["reserved"]) {
+        rows.push_back({r["tenant"], r["pool"], hours(r["reserved_gpu_s"].get<double>()),
+                        part(r, "owner_used_gpu_s"), part(r, "lent_sold_gpu_s"),
+                        part(r, "idle_unsold_gpu_s"), part(r, "not_lendable_gpu_s")});
+      }
+      std::cout << "Reserved GPU-hours:\n";
+      PrintTable(
+          {"TENANT", "POOL", "RESERVED", "OWNER USED", "LENT+SOLD", "IDLE UNSOLD", "NOT LENDABLE"},
+          rows);
+      std::cout << "Unmet spot demand (GPU-hours bids waited):";
+      for (const auto& [pool, s] : w["unmet_spot_gpu_s"].items()) {
+        std::cout << " " << pool << " " << hours(s.get<double>());
+      }
+      std::cout << "\n";
     });
   };
 }

@@ -120,7 +120,8 @@ int RunServer(const ServerFlags& f) {
   }
   std::string host = f.listen.substr(0, f.listen.rfind(':'));
   std::cout << "reservoir server listening on http://" << host << ":" << *port << " (db " << f.db
-            << ", " << control.commands_replayed() << " commands replayed)" << std::endl;
+            << ", " << control.commands_replayed()
+            << " commands replayed); the dashboard is at / on the same address" << std::endl;
   if (!f.port_file.empty()) {
     std::ofstream(f.port_file + ".tmp") << *port << "\n";
     std::rename((f.port_file + ".tmp").c_str(), f.port_file.c_str());

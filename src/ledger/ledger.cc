@@ -21,14 +21,15 @@ Status Ledger::Post(const LedgerEntry& entry) {
     return Internal("ledger entry does not balance: postings sum to " + sum.ToString());
   }
   for (const Posting& p : entry.postings) {
-    if (p.account.is_operator()) {
-      operator_balance_ += p.amount;
-      continue;
+    Totals* totals = &operator_totals_;
+    if (!p.account.is_operator()) {
+      size_t t = p.account.tenant.value();
+      if (tenant_totals_.size() <= t) tenant_totals_.resize(t + 1);
+      totals = &tenant_totals_[t];
+      if (entry.kind == EntryKind::kSpotCharge && p.amount > Money()) lending_credits_ += p.amount;
     }
-    size_t t = p.account.tenant.value();
-    if (tenant_balance_.size() <= t) tenant_balance_.resize(t + 1);
-    tenant_balance_[t] += p.amount;
-    if (entry.kind == EntryKind::kSpotCharge && p.amount > Money()) lending_credits_ += p.amount;
+    totals->balance += p.amount;
+    (p.amount < Money() ? totals->charges : totals->credits) += p.amount;
   }
   if (keep_entries_) {
     entries_.push_back(entry);
@@ -38,15 +39,15 @@ Status Ledger::Post(const LedgerEntry& entry) {
   return Status::Ok();
 }
 
-Money Ledger::Balance(Account a) const {
-  if (a.is_operator()) return operator_balance_;
+Ledger::Totals Ledger::TotalsOf(Account a) const {
+  if (a.is_operator()) return operator_totals_;
   size_t t = a.tenant.value();
-  return t < tenant_balance_.size() ? tenant_balance_[t] : Money();
+  return t < tenant_totals_.size() ? tenant_totals_[t] : Totals{};
 }
 
 Money Ledger::Sum() const {
-  Money s = operator_balance_;
-  for (Money m : tenant_balance_) s += m;
+  Money s = operator_totals_.balance;
+  for (const Totals& m : tenant_totals_) s += m.balance;
   return s;
 }
 

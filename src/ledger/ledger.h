@@ -47,7 +47,10 @@ class Ledger {
   // Refuses (and changes nothing) when the postings do not sum to zero.
   Status Post(const LedgerEntry& entry);
 
-  Money Balance(Account a) const;
+  Money Balance(Account a) const { return TotalsOf(a).balance; }
+  // All an account was ever charged (negative) and credited.
+  Money Charges(Account a) const { return TotalsOf(a).charges; }
+  Money Credits(Account a) const { return TotalsOf(a).credits; }
   Money Sum() const;  // of all balances; zero unless something is badly wrong
   // Everything spot charges have credited to tenants (owners of lent GPUs), gross.
   Money LendingCredits() const { return lending_credits_; }
@@ -57,8 +60,12 @@ class Ledger {
 
  private:
   std::vector<LedgerEntry> entries_;
-  std::vector<Money> tenant_balance_;  // index = tenant id
-  Money operator_balance_;
+  struct Totals {
+    Money balance, charges, credits;
+  };
+  Totals TotalsOf(Account a) const;
+  std::vector<Totals> tenant_totals_;  // index = tenant id
+  Totals operator_totals_;
   Money lending_credits_;
   int64_t next_seq_ = 1;
   bool keep_entries_ = true;

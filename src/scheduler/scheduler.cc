@@ -780,12 +780,12 @@ void Scheduler::BookInsert(const Job& j) {
   // steps over them.
   if (HoldsGpus(j.state)) return;
   PoolRuntime& r = rt(j.spec.pool);
-  r.book.insert(KeyOf(j));
+  if (r.book.insert(KeyOf(j)).second) r.book_gpus += j.spec.gpus;
 }
 
 void Scheduler::BookErase(const Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  r.book.erase(KeyOf(j));
+  if (r.book.erase(KeyOf(j)) > 0) r.book_gpus -= j.spec.gpus;
 }
 
 void Scheduler::Enqueue(Job& j) {
@@ -1195,6 +1195,7 @@ void Scheduler::Accrue(Timestamp now) {
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
     r.price_integral += static_cast<__int128>(r.price.micros()) * dt;
+    AccrueReservedTime(pool.id, r, dt);
     if (r.spot_held == 0) continue;
     const PoolConfig& cfg = pool.config;
     LedgerEntry& e = accrual_entry_;  // reused: no allocation per step
@@ -1215,24 +1216,9 @@ void Scheduler::Accrue(Timestamp now) {
       e.postings.push_back({Account::Of(t), Money::Micros(-amount)});
     }
     if (total == 0) continue;
-    // Who lends, and how many spot GPUs sit on lent capacity.
-    int32_t reserved_total = 0;
-    std::vector<std::pair<TenantId, int32_t>> lenders;
-    int32_t lent_total = 0;
-    for (const auto& [t, active] : r.active_reserved) {
-      reserved_total += active;
-      auto u = r.reserved_used.find(t);
-      int32_t used = u == r.reserved_used.end() ? 0 : u->second;
-      auto l = r.active_lend.find(t);
-      int32_t lend = l == r.active_lend.end() ? 0 : l->second;
-      int32_t lent = std::min(lend, std::max(0, active - used));
-      if (lent > 0) {
-        lenders.emplace_back(t, lent);
-        lent_total += lent;
-      }
-    }
-    int32_t unreserved = std::max(0, r.budget_capacity - reserved_total);
-    int32_t on_lent = std::min(lent_total, std::max(0, r.spot_held - unreserved));
+    const Lending lend = LendingOf(r);
+    const auto& lenders = lend.lenders;
+    const int32_t lent_total = lend.lent_total, on_lent = lend.on_lent;
     int64_t to_owners = 0;
     if (on_lent > 0) {
       to_owners = static_cast<int64_t>(static_cast<__int128>(total) * on_lent *
@@ -1255,6 +1241,67 @@ void Scheduler::Accrue(Timestamp now) {
     Status st = ledger_.Post(e);
     if (!st.ok()) violations_.push_back(st.ToString());
   }
+}
+
+Scheduler::Lending Scheduler::LendingOf(const PoolRuntime& r) const {
+  Lending out;
+  for (const auto& [t, active] : r.active_reserved) {
+    out.reserved_total += active;
+    auto u = r.reserved_used.find(t);
+    int32_t used = u == r.reserved_used.end() ? 0 : u->second;
+    auto l = r.active_lend.find(t);
+    int32_t lend = l == r.active_lend.end() ? 0 : l->second;
+    int32_t lent = std::min(lend, std::max(0, active - used));
+    if (lent > 0) {
+      out.lenders.emplace_back(t, lent);
+      out.lent_total += lent;
+    }
+  }
+  int32_t unreserved = std::max(0, r.budget_capacity - out.reserved_total);
+  out.on_lent = std::min(out.lent_total, std::max(0, r.spot_held - unreserved));
+  return out;
+}
+
+void Scheduler::AccrueReservedTime(PoolId pool, PoolRuntime& r, int64_t dt) {
+  r.unmet_spot += r.book_gpus * dt;
+  if (r.active_reserved.empty()) return;
+  const Lending lend = LendingOf(r);
+  for (const auto& [t, active] : r.active_reserved) {
+    if (active == 0) continue;
+    auto u = r.reserved_used.find(t);
+    int32_t used = std::min(active, u == r.reserved_used.end() ? 0 : std::max(0, u->second));
+    auto l = r.active_lend.find(t);
+    int32_t lent = std::min(l == r.active_lend.end() ? 0 : l->second, active - used);
+    int64_t sold = 0;
+    if (lent > 0 && lend.lent_total > 0) {
+      sold =
+          static_cast<int64_t>(static_cast<__int128>(lend.on_lent) * dt * lent / lend.lent_total);
+    }
+    ReservedTime& time = reserved_time_[{pool.value(), t.value()}];
+    time.owner_used += int64_t{used} * dt;
+    time.lent_sold += sold;
+    time.idle_unsold += int64_t{lent} * dt - sold;
+    time.not_lendable += int64_t{active - used - lent} * dt;
+  }
+}
+
+PoolUsage Scheduler::Usage(PoolId pool) const {
+  const PoolRuntime& r = rt(pool);
+  PoolUsage u;
+  for (const auto& [t, gpus] : r.reserved_used) u.reserved_used += gpus;
+  const int32_t ready = r.budget_capacity;
+  u.down = std::max(0, r.installed - ready);
+  u.lent = LendingOf(r).on_lent;
+  u.spot_used = r.spot_held - u.lent;
+  int32_t reserved_total = 0;
+  for (const auto& [t, active] : r.active_reserved) reserved_total += active;
+  int32_t busy = u.reserved_used + r.spot_held;
+  u.idle_reserved =
+      std::min(std::max(0, ready - busy), std::max(0, reserved_total - u.reserved_used - u.lent));
+  u.idle = std::max(0, ready - busy - u.idle_reserved);
+  u.pending_bids = static_cast<int32_t>(r.book.size());
+  u.pending_bid_gpus = r.book_gpus;
+  return u;
 }
 
 void Scheduler::OpenSpot(Job& j, Timestamp now) {

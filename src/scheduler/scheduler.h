@@ -79,6 +79,30 @@ struct PendingWhy {
   std::optional<Timestamp> starts;  // reservation_not_started: when the next one starts
 };
 
+// Reserved GPU time by what became of it, per pool and tenant, in GPU-microseconds
+// (docs/market.md, "The waste report"). The four parts sum to the time reserved.
+struct ReservedTime {
+  int64_t owner_used = 0;    // held by the owner's own reserved-tier jobs
+  int64_t lent_sold = 0;     // lent, and held by spot jobs
+  int64_t idle_unsold = 0;   // lent, but no spot job held it
+  int64_t not_lendable = 0;  // idle under reservations that do not lend
+};
+
+// A pool's GPUs now, each counted in exactly one state: the six sum to the GPUs installed.
+// `lent` is spot work on reserved GPUs, `spot_used` spot work on unreserved ones (the split the
+// ledger credits owners by).
+struct PoolUsage {
+  int32_t reserved_used = 0;
+  int32_t lent = 0;
+  int32_t spot_used = 0;
+  int32_t idle_reserved = 0;  // reserved, idle: lendable without a buyer, or not lendable
+  int32_t idle = 0;           // unreserved and idle
+  int32_t down = 0;           // on nodes that are not ready
+  int32_t pending_bids = 0;   // spot bids waiting (units included)
+  int64_t pending_bid_gpus = 0;
+  bool operator==(const PoolUsage&) const = default;
+};
+
 struct Quote {
   Admission admission;  // by count and by shape (docs/market.md, "What a reservation guarantees")
   Placement binding;    // the GPUs it would hold, when admitted
@@ -172,6 +196,15 @@ class Scheduler {
   Money ChargedForJob(JobId job) const;
   int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
   int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
+  PoolUsage Usage(PoolId pool) const;
+  // The time of the last command or cycle applied (money and reserved time accrue up to it).
+  Timestamp last_accrual() const { return last_accrual_; }
+  // Reserved GPU time since the start, by (pool, tenant) id values; and the GPU time spot bids
+  // waited in a pool (unmet demand). Both GPU-microseconds, accrued like money.
+  const std::map<std::pair<uint32_t, uint32_t>, ReservedTime>& reserved_time() const {
+    return reserved_time_;
+  }
+  int64_t UnmetSpotTime(PoolId pool) const { return pools_[pool.value() - 1].unmet_spot; }
   // All invariants of docs/architecture.md against the current state; returns the violations found.
   // `cycle_done`: a cycle has just decided at `now` (invariant 3, the price, and 7, the owner's
   // guarantee, hold only then: a submission or exit since the last cycle is not decided yet).
@@ -245,7 +278,19 @@ class Scheduler {
     bool index_stale = false;                    // nodes were added since `free` was built
     int32_t preempting = 0;                      // jobs under notice in this pool
     int32_t budget = 0;
+    int64_t book_gpus = 0;   // GPUs the bids in `book` ask for
+    int64_t unmet_spot = 0;  // GPU-microseconds bids waited
   };
+  // Who lends in a pool now, and how many spot GPUs sit on lent capacity: the split both the
+  // money and the reserved time follow.
+  struct Lending {
+    std::vector<std::pair<TenantId, int32_t>> lenders;  // lending and idle, by tenant id
+    int32_t lent_total = 0;
+    int32_t reserved_total = 0;
+    int32_t on_lent = 0;
+  };
+  Lending LendingOf(const PoolRuntime& r) const;
+  void AccrueReservedTime(PoolId pool, PoolRuntime& r, int64_t dt);
 
   PoolRuntime& rt(PoolId p) { return pools_[p.value() - 1]; }
   const PoolRuntime& rt(PoolId p) const { return pools_[p.value() - 1]; }
@@ -374,7 +419,8 @@ class Scheduler {
   Timestamp last_cycle_;
   Timestamp last_decided_;  // the last cycle, or the last submission decided incrementally
   std::optional<Timestamp> wakeup_after_cycle_;  // NextWakeup(last_cycle_), cached
-  LedgerEntry accrual_entry_;                    // scratch for Accrue
+  std::map<std::pair<uint32_t, uint32_t>, ReservedTime> reserved_time_;
+  LedgerEntry accrual_entry_;  // scratch for Accrue
   // Per job: spot charges and spot-held time of closed intervals, and the open interval's start.
   struct SpotAccount {
     int64_t charged = 0;

@@ -92,6 +92,54 @@ TEST(Scheduler, RejectionSaysWhatFitsAndChargesNothing) {
   EXPECT_EQ(q->admission.largest_fit, 4);
 }
 
+// docs/market.md, "The waste report": reserved GPU time splits into used by the owner, lent and
+// sold, idle and unsold, and not lendable, and the pool's GPUs now into six states.
+TEST(Scheduler, ReservedTimeSplitsByWhatBecameOfIt) {
+  Fixture f;
+  ASSERT_TRUE(f.s.Reserve({f.a, f.pool, 8, T(0), T(7200), true}, T(0)).ok());
+  ASSERT_TRUE(f.s.Reserve({f.b, f.pool, 4, T(0), T(7200), false}, T(0)).ok());
+  JobSpec own = f.Spot(2, 1);
+  own.tenant = f.a;
+  own.tier = Tier::kReserved;
+  Result<JobId> mine = f.s.SubmitAndDecide(own, T(0));
+  ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+  Result<JobId> s1 = f.s.SubmitAndDecide(f.Spot(4, 5), T(0));
+  Result<JobId> s2 = f.s.SubmitAndDecide(f.Spot(4, 5), T(0));
+  Result<JobId> waits = f.s.SubmitAndDecide(f.Spot(4, 2), T(0));
+  ASSERT_TRUE(s1.ok() && s2.ok() && waits.ok());
+  f.s.RunCycle(T(0));
+  for (JobId j : {*mine, *s1, *s2}) ASSERT_TRUE(HoldsGpus(f.s.state().job(j).state));
+  ASSERT_EQ(f.s.state().job(*waits).state, JobState::kPending);
+  // 16 GPUs: a reserves 8 and lends, b reserves 4 and does not; 4 are unreserved. Spot holds 8:
+  // the 4 unreserved first, then 4 of a's 6 idle ones.
+  PoolUsage u = f.s.Usage(f.pool);
+  EXPECT_EQ(u.reserved_used, 2);
+  EXPECT_EQ(u.lent, 4);
+  EXPECT_EQ(u.spot_used, 4);
+  EXPECT_EQ(u.idle_reserved, 6);  // a's 2 unsold, b's 4 not lendable
+  EXPECT_EQ(u.idle, 0);
+  EXPECT_EQ(u.down, 0);
+  EXPECT_EQ(u.pending_bids, 1);
+  EXPECT_EQ(u.pending_bid_gpus, 4);
+  f.s.RunCycle(T(3600));
+  constexpr int64_t kHourUs = 3'600'000'000;
+  const auto& time = f.s.reserved_time();
+  const ReservedTime& a = time.at({f.pool.value(), f.a.value()});
+  EXPECT_EQ(a.owner_used, 2 * kHourUs);
+  EXPECT_EQ(a.lent_sold, 4 * kHourUs);
+  EXPECT_EQ(a.idle_unsold, 2 * kHourUs);
+  EXPECT_EQ(a.not_lendable, 0);
+  const ReservedTime& b = time.at({f.pool.value(), f.b.value()});
+  EXPECT_EQ(b.owner_used + b.lent_sold + b.idle_unsold, 0);
+  EXPECT_EQ(b.not_lendable, 4 * kHourUs);
+  EXPECT_EQ(f.s.UnmetSpotTime(f.pool), 4 * kHourUs);
+  // The money follows the same split: a is credited for the GPUs it lent and were sold, and an
+  // account's charges and credits sum to its balance.
+  const Account acct = Account::Of(f.a);
+  EXPECT_GT(f.s.ledger().Credits(acct), Money());
+  EXPECT_EQ(f.s.ledger().Charges(acct) + f.s.ledger().Credits(acct), f.s.ledger().Balance(acct));
+}
+
 TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
   struct CountingTicker : Ticker {
     mutable int64_t t = 0;

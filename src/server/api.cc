@@ -8,6 +8,7 @@
 
 #include "common/sha256.h"
 #include "common/text.h"
+#include "server/web_assets.h"
 
 namespace rsv::server {
 namespace {
@@ -126,6 +127,8 @@ struct Route {
   const char* methods;  // as in the Allow header
 };
 constexpr Route kRoutes[] = {
+    {"/", "GET"},  // the dashboard (docs/dashboard.md) and its assets
+    {"/assets/{name}", "GET"},
     {"/healthz", "GET"},
     {"/metrics", "GET"},
     {"/v1/tenants", "GET, POST"},
@@ -151,6 +154,10 @@ constexpr Route kRoutes[] = {
     {"/v1/market", "GET"},
     {"/v1/market/history", "GET"},
     {"/v1/ledger", "GET"},
+    {"/v1/ledger/summary", "GET"},
+    {"/v1/usage", "GET"},
+    {"/v1/waste", "GET"},
+    {"/v1/whoami", "GET"},
     {"/v1/events", "GET"},
 };
 
@@ -212,7 +219,7 @@ Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const 
   auto it = query.find(k);
   if (it == query.end()) return def;
   const std::string& v = it->second;
-  if (v.empty() || v.size() > 15 || v.find_first_not_of("0123456789") != std::string::npos ||
+  if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos ||
       std::stoll(v) < lo || std::stoll(v) > hi) {
     return InvalidArgument(
         k, "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi));
@@ -276,6 +283,26 @@ std::string ErrorBody(const Status& s) {
   return json{{"error", e}}.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+// The dashboard's files, with a policy that lets the page run only its own scripts and styles
+// and talk only to this server (docs/dashboard.md, "Security").
+HttpResponse Asset(const std::string& name) {
+  const WebAsset* a = FindWebAsset(name);
+  if (!a) return Error(NotFound("no such resource: /assets/" + Printable(name, 200)));
+  HttpResponse r{200, a->content_type,
+                 std::string(reinterpret_cast<const char*>(a->data), a->size)};
+  r.headers = {{"Content-Security-Policy",
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+               {"Cache-Control", "no-cache"},
+               {"Referrer-Policy", "no-referrer"},
+               {"X-Frame-Options", "DENY"}};
+  return r;
+}
+
+}  // namespace
+
 void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {
   // Every request gets an id, a duration in the metrics and one structured log line.
   const int64_t id = next_request_id_.fetch_add(1) + 1;
@@ -307,6 +334,10 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
       req.target.find('?') == std::string::npos
           ? std::map<std::string, std::string>()
           : ParseQuery(req.target.substr(req.target.find('?') + 1));
+  if (route->path[1] == '\0' || route->path[1] == 'a') {  // "/", "/assets/{name}"
+    reply(Asset(path == "/" ? "index.html" : path.substr(8)));
+    return;
+  }
   if (path == "/healthz") {
     reply(HttpResponse{200, "application/json", R"({"status":"ok"})"});
     return;
@@ -357,8 +388,19 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
                       [reply](Result<Reply> r) { reply(ToHttp(r)); });
   };
   auto read = [&](const std::string& what) {
-    Result<std::string> r = control_->Read(what, *caller, query);
-    reply(r.ok() ? HttpResponse{200, "application/json", *r} : Error(r.status()));
+    std::string next;
+    Result<std::string> r = control_->Read(what, *caller, query, &next);
+    if (!r.ok()) return reply(Error(r.status()));
+    HttpResponse out{200, "application/json", *r};
+    if (!next.empty()) {  // RFC 8288: the same query, from the next page's cursor
+      std::string q;
+      const char* key = query.count("order") && query.at("order") == "desc" ? "before" : "after";
+      for (const auto& [k, v] : query) {
+        if (k != "after" && k != "before") q += k + "=" + v + "&";
+      }
+      out.headers.emplace_back("Link", "<" + path + "?" + q + key + "=" + next + ">; rel=\"next\"");
+    }
+    reply(std::move(out));
   };
   auto id_of = [&](const std::string& s, int64_t* out) {
     if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) {
@@ -678,19 +720,30 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     if (parts.size() == 2 && parts[1] == "history") return read("market/history");
   }
   if (first == "ledger" && parts.size() == 1 && m == "GET") return read("ledger");
+  if (first == "ledger" && parts.size() == 2 && m == "GET") return read("ledger/summary");
+  if (first == "usage" && m == "GET") return read("usage");
+  if (first == "waste" && m == "GET") return read("waste");
+  if (first == "whoami" && m == "GET") {
+    json who = {{"admin", caller->admin}};
+    if (!caller->tenant_name.empty()) who["tenant"] = caller->tenant_name;
+    if (!caller->node.empty()) who["node"] = caller->node;
+    return reply(HttpResponse{200, "application/json", who.dump()});
+  }
   if (first == "events" && parts.size() == 1 && m == "GET") {
     RSV_API_TRY(since, QueryInt(query, "since", 0, int64_t{1} << 50));
     RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
+    RSV_API_TRY(job, QueryInt(query, "job", 0, 1'000'000'000));
     auto respond = [reply](std::string events, int64_t last) {
       reply(HttpResponse{200, "application/json",
                          "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
     };
     if (wait == 0) {
       int64_t last = 0;
-      std::string events = control_->EventsSince(since, *caller, &last);
+      std::string events = control_->EventsSince(since, *caller, &last, job);
       return respond(std::move(events), last);
     }
-    control_->WaitForEvents(since, *caller, clock_->Now() + Duration::Seconds(wait), respond);
+    control_->WaitForEvents(since, *caller, clock_->Now() + Duration::Seconds(wait),
+                            static_cast<uint32_t>(job), respond);
     return;
   }
 #undef RSV_API_TRY

@@ -29,7 +29,8 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::string allow;  // the Allow header of a 405
+  std::string allow;                                         // the Allow header of a 405
+  std::vector<std::pair<std::string, std::string>> headers;  // more: Link, security headers
 };
 
 // A new API token: `prefix` and 48 hex digits from /dev/urandom. Only its hash is stored.

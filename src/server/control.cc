@@ -13,6 +13,37 @@ using json = nlohmann::json;
 
 std::string MoneyStr(Money m) { return m.ToString(); }
 
+// What a posting is to its account's holder: a spot charge credits owners' lending and the
+// operator's share.
+std::string_view PostingLabel(const LedgerEntry& e, const Posting& p) {
+  if (e.kind != EntryKind::kSpotCharge) return EntryKindName(e.kind);
+  if (p.account.is_operator()) return "operator_share";
+  return p.amount < Money() ? "spot_charge" : "lending_credit";
+}
+
+// Microseconds as decimal seconds, exactly ("12.000500").
+std::string SecondsStr(int64_t us) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s%lld.%06lld", us < 0 ? "-" : "",
+                static_cast<long long>(std::llabs(us) / 1'000'000),
+                static_cast<long long>(std::llabs(us) % 1'000'000));
+  return buf;
+}
+
+// A pool's GPUs by state, in the order /metrics and /v1/usage list them; they sum to the
+// GPUs installed.
+std::vector<std::pair<const char*, int32_t>> UsageStates(const PoolUsage& u) {
+  return {{"reserved_used", u.reserved_used}, {"lent", u.lent}, {"spot_used", u.spot_used},
+          {"idle_reserved", u.idle_reserved}, {"idle", u.idle}, {"down", u.down}};
+}
+
+std::vector<std::pair<const char*, int64_t>> ReservedTimeParts(const ReservedTime& t) {
+  return {{"owner_used", t.owner_used},
+          {"lent_sold", t.lent_sold},
+          {"idle_unsold", t.idle_unsold},
+          {"not_lendable", t.not_lendable}};
+}
+
 Result<Money> MoneyOf(const json& j, const std::string& field) {
   if (!j.is_string()) return InvalidArgument(field, "must be a decimal string like \"2.5\"");
   Result<Money> m = Money::Parse(j.get<std::string>());
@@ -303,6 +334,7 @@ Status ControlPlane::Start() {
       r = Internal(std::string("malformed body: ") + e.what());
     }
     ++replayed_;
+    SampleUsageLocked();
     // A logged command was valid when it was applied; refusing it now means the log and the
     // code disagree, which must not be papered over.
     if (!r.ok()) {
@@ -331,6 +363,24 @@ void ControlPlane::DrainEvents() {
       price_history_[e.pool.value()].emplace_back(e.at.micros(), e.price.micros());
     }
     if (e.type == EventType::kJobPreempted) ++preemptions_;
+  }
+  SampleUsageLocked();
+}
+
+void ControlPlane::SampleUsageLocked() {
+  // GPUs by state, kept at every change for the dashboard's history (GET /v1/usage).
+  const int64_t now = sched_.last_accrual().micros();
+  if (now == 0) return;  // nothing has happened yet
+  for (const Pool& p : sched_.state().pools()) {
+    PoolUsage u = sched_.Usage(p.id);
+    auto& h = usage_history_[p.id.value()];
+    if (!h.empty() && h.back().second == u) continue;
+    if (!h.empty() && h.back().first == now) {
+      h.back().second = u;
+    } else {
+      h.emplace_back(now, u);
+    }
+    if (h.size() > kUsagePoints) h.pop_front();
   }
 }
 
@@ -705,8 +755,136 @@ Status ControlPlane::WithinLimits(const ReservationRequest& r, Timestamp now) {
   return Status::Ok();
 }
 
+void ControlPlane::RefreshUnfinishedLocked() {
+  const auto& jobs = sched_.state().jobs();
+  for (; jobs_indexed_ < jobs.size(); ++jobs_indexed_) {
+    unfinished_.insert(static_cast<uint32_t>(jobs_indexed_ + 1));
+  }
+  for (auto it = unfinished_.begin(); it != unfinished_.end();) {
+    const Job& j = sched_.state().job(JobId(*it));
+    if (!IsTerminal(j.state)) {
+      ++it;
+      continue;
+    }
+    ++finished_[std::string(JobStateName(j.state))];
+    it = unfinished_.erase(it);
+  }
+}
+
+// GET /v1/jobs: filters, then one page in id order from a cursor (docs/api/openapi.yaml).
+std::string ControlPlane::JobsLocked(const Caller& caller,
+                                     const std::map<std::string, std::string>& q, std::string* next,
+                                     Status* error) {
+  const ClusterState& st = sched_.state();
+  auto get = [&](const std::string& k) {
+    auto it = q.find(k);
+    return it == q.end() ? std::string() : it->second;
+  };
+  auto number = [&](const std::string& k, int64_t def, int64_t lo, int64_t hi, int64_t* out) {
+    std::string v = get(k);
+    if (v.empty()) {
+      *out = def;
+      return true;
+    }
+    if (v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoll(v) < lo || std::stoll(v) > hi) {
+      *error = InvalidArgument(
+          k, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+      return false;
+    }
+    *out = std::stoll(v);
+    return true;
+  };
+  const std::string state = get("state"), tier = get("tier"), pool = get("pool"),
+                    tenant = get("tenant"), order = get("order");
+  static const std::set<std::string> kStates = {"",         "active",   "all",        "pending",
+                                                "starting", "running",  "preempting", "succeeded",
+                                                "failed",   "cancelled"};
+  if (!kStates.count(state)) {
+    *error = InvalidArgument("state",
+                             "must be active, all or a job state (pending, starting, "
+                             "running, preempting, succeeded, failed, cancelled)");
+    return {};
+  }
+  if (!tier.empty() && !ParseTier(tier).ok()) {
+    *error = InvalidArgument("tier", "must be reserved, spot or auto");
+    return {};
+  }
+  if (order != "" && order != "asc" && order != "desc") {
+    *error = InvalidArgument("order", "must be asc (oldest first) or desc (newest first)");
+    return {};
+  }
+  int64_t limit = 0, after = 0, before = 0;
+  if (!number("limit", 1000, 1, 10000, &limit) || !number("after", 0, 0, INT32_MAX, &after) ||
+      !number("before", 0, 0, INT32_MAX, &before)) {
+    return {};
+  }
+  const bool desc = order == "desc";
+  // Queue positions cost a walk of the bids ahead of each pending job: only when asked.
+  const std::string with_positions = get("positions");
+  if (with_positions != "" && with_positions != "true" && with_positions != "false") {
+    *error = InvalidArgument("positions", "must be true or false");
+    return {};
+  }
+  const bool positions = with_positions == "true";
+  RefreshUnfinishedLocked();
+  const bool only_unfinished = state == "active" || state == "pending" || state == "starting" ||
+                               state == "running" || state == "preempting";
+  const int64_t n = static_cast<int64_t>(st.jobs().size());
+  // The ids a page walks, from the cursor on: unfinished ones, or every job ever submitted.
+  std::vector<uint32_t> page;
+  auto take = [&](uint32_t id) {
+    const Job& j = st.job(JobId(id));
+    if (!(caller.admin || j.spec.tenant == caller.tenant)) return;
+    if (state == "active" ? IsTerminal(j.state)
+                          : !state.empty() && state != "all" && JobStateName(j.state) != state) {
+      return;
+    }
+    if (!tier.empty() && TierName(j.spec.tier) != tier) return;
+    if (!pool.empty() && st.pool(j.spec.pool).config.name != pool) return;
+    if (!tenant.empty() && st.tenant(j.spec.tenant).name != tenant) return;
+    page.push_back(id);
+  };
+  const size_t want = static_cast<size_t>(limit) + 1;  // one more tells whether a next page exists
+  if (only_unfinished && !desc) {
+    for (auto it = unfinished_.upper_bound(static_cast<uint32_t>(after));
+         it != unfinished_.end() && page.size() < want; ++it) {
+      take(*it);
+    }
+  } else if (only_unfinished) {
+    auto it =
+        before > 0 ? unfinished_.lower_bound(static_cast<uint32_t>(before)) : unfinished_.end();
+    while (it != unfinished_.begin() && page.size() < want) take(*--it);
+  } else if (!desc) {
+    for (int64_t id = after + 1; id <= n && page.size() < want; ++id) take(id);
+  } else {
+    for (int64_t id = before > 0 ? std::min(before - 1, n) : n; id >= 1 && page.size() < want;
+         --id) {
+      take(id);
+    }
+  }
+  if (page.size() == want) {
+    page.pop_back();
+    if (next) *next = std::to_string(page.back());
+  }
+  std::string out = "[";
+  for (uint32_t id : page) {
+    const Job& j = st.job(JobId(id));
+    json row = JobJson(st, j);
+    if (Result<PendingWhy> w = sched_.Why(j.id, positions); w.ok()) {
+      row["reason"] = w->reason;
+      row["reason_detail"] = w->detail;
+      if (positions) row["position"] = w->position;
+    }
+    if (out.size() > 1) out += ",";
+    out += row.dump();
+  }
+  return out + "]";
+}
+
 Result<std::string> ControlPlane::Read(const std::string& what, const Caller& caller,
-                                       const std::map<std::string, std::string>& q) {
+                                       const std::map<std::string, std::string>& q,
+                                       std::string* next) {
   std::lock_guard<std::mutex> lock(mu_);
   const ClusterState& st = sched_.state();
   auto visible = [&](TenantId t) { return caller.admin || t == caller.tenant; };
@@ -744,10 +922,25 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     json out = json::array();
     for (const Node& n : st.nodes()) {
       int32_t used = 0;
-      for (JobId j : n.gpu_job) used += j.valid();
-      json node = {{"name", n.name},         {"pool", st.pool(n.pool).config.name},
-                   {"gpus", n.gpus},         {"used", used},
-                   {"topology", n.topology}, {"state", NodeStateName(n.state)}};
+      // Per GPU: the job on it, 0 for another tenant's job, null when free.
+      json gpu_jobs = json::array();
+      for (JobId j : n.gpu_job) {
+        used += j.valid();
+        if (!j.valid()) {
+          gpu_jobs.push_back(nullptr);
+        } else {
+          const Job& job = st.job(j);
+          JobId shown = job.unit_of.valid() ? job.unit_of : j;
+          gpu_jobs.push_back(visible(job.spec.tenant) ? shown.value() : 0);
+        }
+      }
+      json node = {{"name", n.name},
+                   {"pool", st.pool(n.pool).config.name},
+                   {"gpus", n.gpus},
+                   {"used", used},
+                   {"topology", n.topology},
+                   {"state", NodeStateName(n.state)},
+                   {"gpu_jobs", std::move(gpu_jobs)}};
       auto link = agents_.find(n.id.value());
       if (link != agents_.end()) {
         const AgentLink& a = link->second;
@@ -762,28 +955,10 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     return out.dump();
   }
   if (what == "jobs") {
-    std::string state = get("state"), tier = get("tier"), pool = get("pool"),
-                tenant = get("tenant");
-    size_t limit = 1000;
-    if (!get("limit").empty()) limit = std::strtoul(get("limit").c_str(), nullptr, 10);
-    json out = json::array();
-    for (const Job& j : st.jobs()) {
-      if (!visible(j.spec.tenant)) continue;
-      if (state == "active" ? IsTerminal(j.state)
-                            : !state.empty() && JobStateName(j.state) != state) {
-        continue;
-      }
-      if (!tier.empty() && TierName(j.spec.tier) != tier) continue;
-      if (!pool.empty() && st.pool(j.spec.pool).config.name != pool) continue;
-      if (!tenant.empty() && st.tenant(j.spec.tenant).name != tenant) continue;
-      out.push_back(JobJson(st, j));
-      if (Result<PendingWhy> w = sched_.Why(j.id, /*with_position=*/false); w.ok()) {
-        out.back()["reason"] = w->reason;
-        out.back()["reason_detail"] = w->detail;
-      }
-      if (out.size() >= limit) break;
-    }
-    return out.dump();
+    Status error;
+    std::string out = JobsLocked(caller, q, next, &error);
+    if (!error.ok()) return error;
+    return out;
   }
   if (what.rfind("job/", 0) == 0) {
     uint32_t id = static_cast<uint32_t>(std::strtoul(what.c_str() + 4, nullptr, 10));
@@ -835,19 +1010,15 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     return ReservationJson(st, st.reservation(ReservationId(id))).dump();
   }
   if (what == "market") {
+    RefreshUnfinishedLocked();
     json out = json::array();
     for (const Pool& p : st.pools()) {
-      int32_t spot_used = 0, reserved_used = 0, pending = 0, pending_gpus = 0;
+      const PoolUsage u = sched_.Usage(p.id);
       std::map<int64_t, int32_t> depth;  // limit → GPUs bid, pending spot
-      for (const Job& j : st.jobs()) {
-        if (j.spec.pool != p.id) continue;
-        if (HoldsGpus(j.state))
-          (j.running_as == Tier::kSpot ? spot_used : reserved_used) += j.spec.gpus;
-        if (j.state == JobState::kPending && j.spec.tier != Tier::kReserved) {
-          ++pending;
-          pending_gpus += j.spec.gpus;
+      for (uint32_t id : unfinished_) {
+        const Job& j = st.job(JobId(id));
+        if (j.spec.pool == p.id && j.state == JobState::kPending && j.spec.tier != Tier::kReserved)
           depth[j.limit.micros()] += j.spec.gpus;
-        }
       }
       json book = json::array();
       for (auto it = depth.rbegin(); it != depth.rend(); ++it) {
@@ -857,13 +1028,66 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
                      {"price", MoneyStr(sched_.Price(p.id))},
                      {"reserve_price", MoneyStr(p.config.reserve_price)},
                      {"supply_gpus", sched_.SpotBudget(p.id)},
-                     {"spot_used_gpus", spot_used},
-                     {"reserved_used_gpus", reserved_used},
-                     {"demand_pending_bids", pending},
-                     {"demand_pending_gpus", pending_gpus},
+                     {"spot_used_gpus", u.spot_used + u.lent},
+                     {"lent_gpus", u.lent},
+                     {"reserved_used_gpus", u.reserved_used},
+                     {"demand_pending_bids", u.pending_bids},
+                     {"demand_pending_gpus", u.pending_bid_gpus},
                      {"order_book", book}});
     }
     return out.dump();
+  }
+  if (what == "usage") {
+    // Each pool's GPUs by state now and at every change since `since_us`.
+    int64_t since = 0;
+    if (!get("since_us").empty()) {
+      const std::string v = get("since_us");
+      if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos)
+        return InvalidArgument("since_us", "must be a time in microseconds since the epoch");
+      since = std::stoll(v);
+    }
+    auto usage_json = [](const PoolUsage& u) {
+      json o = json::object();
+      for (const auto& [state, n] : UsageStates(u)) o[state] = n;
+      o["pending_bids"] = u.pending_bids;
+      o["pending_bid_gpus"] = u.pending_bid_gpus;
+      return o;
+    };
+    json out = json::object();
+    for (const Pool& p : st.pools()) {
+      json history = json::array();
+      for (const auto& [t, u] : usage_history_[p.id.value()]) {
+        if (t < since) continue;
+        json point = usage_json(u);
+        point["at_us"] = t;
+        history.push_back(std::move(point));
+      }
+      out[p.config.name] = {{"now", usage_json(sched_.Usage(p.id))},
+                            {"price", MoneyStr(sched_.Price(p.id))},
+                            {"history", std::move(history)}};
+    }
+    return out.dump();
+  }
+  if (what == "waste") {
+    // Reserved GPU time by what became of it, per pool and tenant (docs/market.md).
+    json rows = json::array();
+    for (const auto& [key, t] : sched_.reserved_time()) {
+      if (!visible(TenantId(key.second))) continue;
+      json row = {{"pool", st.pool(PoolId(key.first)).config.name},
+                  {"tenant", st.tenant(TenantId(key.second)).name}};
+      int64_t total = 0;
+      for (const auto& [use, us] : ReservedTimeParts(t)) {
+        row[std::string(use) + "_gpu_s"] = static_cast<double>(us) / 1e6;
+        total += us;
+      }
+      row["reserved_gpu_s"] = static_cast<double>(total) / 1e6;
+      rows.push_back(std::move(row));
+    }
+    json unmet = json::object();
+    for (const Pool& p : st.pools()) {
+      unmet[p.config.name] = static_cast<double>(sched_.UnmetSpotTime(p.id)) / 1e6;
+    }
+    return json{{"reserved", rows}, {"unmet_spot_gpu_s", unmet}}.dump();
   }
   if (what == "market/history") {
     json out = json::object();
@@ -876,49 +1100,141 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     }
     return out.dump();
   }
-  if (what == "ledger") {
+  if (what == "ledger" || what == "ledger/summary") {
+    // docs/api/openapi.yaml: entries labelled by what they are to the account's holder, one page
+    // from the cursor `after` (a seq), or rolled up per hour or per job; the summary sums the
+    // money flow per pool since `since_us`.
+    auto cursor = [&](const std::string& k, int64_t def, int64_t lo,
+                      int64_t hi) -> Result<int64_t> {
+      const std::string v = get(k);
+      if (v.empty()) return def;
+      if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos ||
+          std::stoll(v) < lo || std::stoll(v) > hi)
+        return InvalidArgument(
+            k, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+      return std::stoll(v);
+    };
+    RSV_ASSIGN_OR_RETURN(int64_t after, cursor("after", 0, 0, int64_t{1} << 60));
+    RSV_ASSIGN_OR_RETURN(int64_t limit, cursor("limit", 1000, 1, 10000));
+    RSV_ASSIGN_OR_RETURN(int64_t since, cursor("since_us", 0, 0, int64_t{1} << 60));
+    const std::string group = get("group");
+    if (group != "" && group != "hour" && group != "job")
+      return InvalidArgument("group", "must be hour or job");
     TenantId t = caller.tenant;
     if (caller.admin && !get("tenant").empty()) {
       auto id = st.FindTenant(get("tenant"));
       if (!id) return NotFound("no such tenant");
       t = *id;
     }
-    json entries = json::array();
-    Money charges, credits;
-    for (const LedgerEntry& e : sched_.ledger().entries()) {
-      for (const Posting& p : e.postings) {
-        bool mine = caller.admin && !t.valid() ? p.account.is_operator() : p.account.tenant == t;
-        if (!mine || (t.valid() && p.account.is_operator())) continue;
-        (p.amount < Money() ? charges : credits) += p.amount;
-        if (entries.size() < 1000) {
-          json row = {{"seq", e.seq},
-                      {"at_us", e.at.micros()},
-                      {"kind", EntryKindName(e.kind)},
-                      {"amount", MoneyStr(p.amount)}};
-          if (e.job.valid()) row["job"] = e.job.value();
-          if (e.reservation.valid()) row["reservation"] = e.reservation.value();
-          entries.push_back(row);
+    const auto& all = sched_.ledger().entries();
+    // Entries are in time order: start at the first at or after `since`.
+    auto first =
+        std::lower_bound(all.begin(), all.end(), since,
+                         [](const LedgerEntry& e, int64_t at) { return e.at.micros() < at; });
+    if (what == "ledger/summary") {
+      // Tenants see their own postings; admin sees every account.
+      std::map<std::string, std::map<std::string, Money>> pools;
+      for (auto e = first; e != all.end(); ++e) {
+        for (const Posting& p : e->postings) {
+          if (!caller.admin && p.account.tenant != caller.tenant) continue;
+          Money& m = pools[st.pool(e->pool).config.name][std::string(PostingLabel(*e, p))];
+          m += p.amount;
         }
       }
+      json out = json::object();
+      for (const Pool& p : st.pools()) {
+        json row = json::object();
+        for (const char* k : {"spot_charge", "lending_credit", "operator_share",
+                              "reservation_charge", "return_credit"}) {
+          auto it = pools[p.config.name].find(k);
+          row[k] = MoneyStr(it == pools[p.config.name].end() ? Money() : it->second);
+        }
+        out[p.config.name] = row;
+      }
+      return json{{"since_us", since}, {"pools", out}}.dump();
+    }
+    json entries = json::array();
+    std::map<std::tuple<int64_t, int64_t, std::string>, json> groups;  // (hour | job, res, what)
+    int64_t next_after = 0;
+    if (group.empty()) {  // a page starts after the cursor's seq (seqs are increasing)
+      first = std::upper_bound(first, all.end(), after,
+                               [](int64_t seq, const LedgerEntry& e) { return seq < e.seq; });
+    }
+    auto mine = [&](const Posting& p) {
+      if (caller.admin && !t.valid()) return p.account.is_operator();
+      return !p.account.is_operator() && p.account.tenant == t;
+    };
+    for (auto e = first; e != all.end(); ++e) {
+      if (group.empty() && static_cast<int64_t>(entries.size()) >= limit) {
+        if (std::any_of(e->postings.begin(), e->postings.end(), mine)) {
+          next_after = entries.back()["seq"].get<int64_t>();  // a page ends between entries
+          break;
+        }
+        continue;
+      }
+      for (const Posting& p : e->postings) {
+        if (!mine(p)) continue;
+        const std::string label(PostingLabel(*e, p));
+        if (!group.empty()) {
+          auto key = group == "hour" ? std::tuple<int64_t, int64_t, std::string>(
+                                           e->at.micros() / 3'600'000'000 * 3'600'000'000, 0, label)
+                                     : std::tuple<int64_t, int64_t, std::string>(
+                                           e->job.value(), e->reservation.value(), label);
+          json& g = groups[key];
+          if (g.is_null()) {
+            g = {{"what", label},
+                 {"amount_micros", 0},
+                 {"entries", 0},
+                 {"pool", st.pool(e->pool).config.name},
+                 {"from_us", e->at.micros()}};
+            if (group == "hour") g["hour_us"] = std::get<0>(key);
+            if (group == "job" && e->job.valid()) g["job"] = e->job.value();
+            if (group == "job" && e->reservation.valid()) g["reservation"] = e->reservation.value();
+          }
+          g["amount_micros"] = g["amount_micros"].get<int64_t>() + p.amount.micros();
+          g["entries"] = g["entries"].get<int64_t>() + 1;
+          g["to_us"] = e->at.micros();
+          continue;
+        }
+        json row = {{"seq", e->seq},
+                    {"at_us", e->at.micros()},
+                    {"kind", EntryKindName(e->kind)},
+                    {"what", label},
+                    {"pool", st.pool(e->pool).config.name},
+                    {"amount", MoneyStr(p.amount)}};
+        if (e->job.valid()) row["job"] = e->job.value();
+        if (e->reservation.valid()) row["reservation"] = e->reservation.value();
+        entries.push_back(row);
+      }
+    }
+    for (auto& [key, g] : groups) {
+      g["amount"] = MoneyStr(Money::Micros(g["amount_micros"].get<int64_t>()));
+      g.erase("amount_micros");
+      entries.push_back(std::move(g));
     }
     Account acct = t.valid() ? Account::Of(t) : Account::Operator();
-    return json{{"account", t.valid() ? st.tenant(t).name : "operator"},
+    json out = {{"account", t.valid() ? st.tenant(t).name : "operator"},
                 {"balance", MoneyStr(sched_.ledger().Balance(acct))},
-                {"charges", MoneyStr(charges)},
-                {"credits", MoneyStr(credits)},
-                {"entries", entries}}
-        .dump();
+                {"charges", MoneyStr(sched_.ledger().Charges(acct))},
+                {"credits", MoneyStr(sched_.ledger().Credits(acct))},
+                {"entries", entries}};
+    if (next_after > 0) {
+      out["next_after"] = next_after;
+      if (next) *next = std::to_string(next_after);
+    }
+    return out.dump();
   }
   return NotFound("no such resource");
 }
 
-std::string ControlPlane::EventsLocked(int64_t since, const Caller& caller, int64_t* last,
-                                       bool* any) const {
+std::string ControlPlane::EventsLocked(int64_t since, const Caller& caller, uint32_t job,
+                                       int64_t* last, bool* any) const {
   std::string out = "[";
   bool first = true;
   for (size_t i = static_cast<size_t>(std::max<int64_t>(0, since)); i < events_.size(); ++i) {
     TenantId owner = event_owner_[i].first;
     if (!caller.admin && owner.valid() && owner != caller.tenant) continue;
+    if (job != 0 && event_owner_[i].second.value() != job) continue;
     if (!first) out += ",";
     out += events_[i];
     first = false;
@@ -928,28 +1244,29 @@ std::string ControlPlane::EventsLocked(int64_t since, const Caller& caller, int6
   return out + "]";
 }
 
-std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64_t* last) {
+std::string ControlPlane::EventsSince(int64_t since, const Caller& caller, int64_t* last,
+                                      uint32_t job) {
   std::lock_guard<std::mutex> lock(mu_);
-  return EventsLocked(since, caller, last, nullptr);
+  return EventsLocked(since, caller, job, last, nullptr);
 }
 
 void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp deadline,
-                                 std::function<void(std::string, int64_t)> reply) {
+                                 uint32_t job, std::function<void(std::string, int64_t)> reply) {
   std::string events;
   int64_t last = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     bool any = false;
-    events = EventsLocked(since, caller, &last, &any);
+    events = EventsLocked(since, caller, job, &last, &any);
     if (!any) {
-      waiters_.push_back(
-          Waiter{deadline, [this, since, caller, reply](bool timed_out) -> std::function<void()> {
-                   int64_t last = 0;
-                   bool any = false;
-                   std::string events = EventsLocked(since, caller, &last, &any);
-                   if (!any && !timed_out) return {};
-                   return [reply, events = std::move(events), last] { reply(events, last); };
-                 }});
+      waiters_.push_back(Waiter{
+          deadline, [this, since, caller, job, reply](bool timed_out) -> std::function<void()> {
+            int64_t last = 0;
+            bool any = false;
+            std::string events = EventsLocked(since, caller, job, &last, &any);
+            if (!any && !timed_out) return {};
+            return [reply, events = std::move(events), last] { reply(events, last); };
+          }});
       return;
     }
   }
@@ -978,37 +1295,26 @@ std::string ControlPlane::Metrics() {
   auto line = [&](const std::string& s) { o += s + "\n"; };
   line("# HELP reservoir_gpus GPUs by pool and state.");
   line("# TYPE reservoir_gpus gauge");
-  std::map<std::string, int64_t> jobs_by_state;
+  RefreshUnfinishedLocked();
+  // Pending jobs by pool and tier, and every job by state, from the unfinished ones and the
+  // counts of finished ones.
+  std::map<std::pair<uint32_t, std::string>, int64_t> queue;
+  std::map<std::string, int64_t> states = finished_;
+  for (const char* s :
+       {"pending", "starting", "running", "preempting", "succeeded", "failed", "cancelled"}) {
+    states.try_emplace(s, 0);
+  }
+  for (uint32_t id : unfinished_) {
+    const Job& j = st.job(JobId(id));
+    ++states[std::string(JobStateName(j.state))];
+    if (j.state == JobState::kPending)
+      ++queue[{j.spec.pool.value(), std::string(TierName(j.spec.tier))}];
+  }
   for (const Pool& p : st.pools()) {
-    int32_t ready = 0, down = 0, reserved = 0, spot = 0;
-    for (NodeId id : st.pool_nodes(p.id)) {
-      const Node& n = st.node(id);
-      (n.state == NodeState::kReady ? ready : down) += n.gpus;
-    }
-    std::map<std::string, int32_t> queue;
-    for (const Job& j : st.jobs()) {
-      if (j.spec.pool != p.id) continue;
-      if (HoldsGpus(j.state)) (j.running_as == Tier::kSpot ? spot : reserved) += j.spec.gpus;
-      if (j.state == JobState::kPending) queue[std::string(TierName(j.spec.tier))]++;
-    }
-    int32_t active_reserved = 0;
-    for (const Reservation& r : st.reservations()) {
-      if (r.pool == p.id && r.ActiveAt(clock_->Now())) active_reserved += r.gpus;
-    }
-    int32_t lent = std::max(0, std::min(spot, active_reserved - reserved));
-    int32_t idle = std::max(0, ready - reserved - spot);
-    std::string pl = "pool=\"" + p.config.name + "\"";
-    line("reservoir_gpus{" + pl + ",state=\"reserved_used\"} " + std::to_string(reserved));
-    line("reservoir_gpus{" + pl + ",state=\"spot_used\"} " + std::to_string(spot));
-    line("reservoir_gpus{" + pl + ",state=\"lent\"} " + std::to_string(lent));
-    line("reservoir_gpus{" + pl + ",state=\"idle\"} " + std::to_string(idle));
-    line("reservoir_gpus{" + pl + ",state=\"down\"} " + std::to_string(down));
-    for (const char* tier : {"reserved", "spot", "auto"}) {
-      queue.try_emplace(tier, 0);
-    }
-    o += "";
-    for (const auto& [tier, n] : queue) {
-      jobs_by_state["queue{" + pl + ",tier=\"" + tier + "\"}"] = n;
+    const PoolUsage u = sched_.Usage(p.id);
+    const std::string pl = "pool=\"" + p.config.name + "\"";
+    for (const auto& [state, n] : UsageStates(u)) {
+      line("reservoir_gpus{" + pl + ",state=\"" + state + "\"} " + std::to_string(n));
     }
   }
   line("# HELP reservoir_spot_price Clearing price per GPU-hour.");
@@ -1018,19 +1324,34 @@ std::string ControlPlane::Metrics() {
   }
   line("# HELP reservoir_queue_length Pending jobs by pool and tier.");
   line("# TYPE reservoir_queue_length gauge");
-  for (const auto& [k, n] : jobs_by_state) {
-    line("reservoir_queue_length" + k.substr(5) + " " + std::to_string(n));
+  for (const Pool& p : st.pools()) {
+    for (const char* tier : {"auto", "reserved", "spot"}) {
+      auto it = queue.find({p.id.value(), tier});
+      line("reservoir_queue_length{pool=\"" + p.config.name + "\",tier=\"" + tier + "\"} " +
+           std::to_string(it == queue.end() ? 0 : it->second));
+    }
   }
-  std::map<std::string, int64_t> states;
-  for (const char* s :
-       {"pending", "starting", "running", "preempting", "succeeded", "failed", "cancelled"}) {
-    states[s] = 0;
-  }
-  for (const Job& j : st.jobs()) states[std::string(JobStateName(j.state))]++;
   line("# HELP reservoir_jobs Jobs by state.");
   line("# TYPE reservoir_jobs gauge");
   for (const auto& [s, n] : states)
     line("reservoir_jobs{state=\"" + s + "\"} " + std::to_string(n));
+  line(
+      "# HELP reservoir_gpu_seconds_total Reserved GPU time by what became of it "
+      "(docs/market.md, \"The waste report\").");
+  line("# TYPE reservoir_gpu_seconds_total counter");
+  for (const auto& [key, t] : sched_.reserved_time()) {
+    const std::string labels = "pool=\"" + st.pool(PoolId(key.first)).config.name + "\",tenant=\"" +
+                               st.tenant(TenantId(key.second)).name + "\",use=\"";
+    for (const auto& [use, us] : ReservedTimeParts(t)) {
+      line("reservoir_gpu_seconds_total{" + labels + use + "\"} " + SecondsStr(us));
+    }
+  }
+  line("# HELP reservoir_unmet_spot_gpu_seconds_total GPU time spot bids waited unserved.");
+  line("# TYPE reservoir_unmet_spot_gpu_seconds_total counter");
+  for (const Pool& p : st.pools()) {
+    line("reservoir_unmet_spot_gpu_seconds_total{pool=\"" + p.config.name + "\"} " +
+         SecondsStr(sched_.UnmetSpotTime(p.id)));
+  }
   line("# HELP reservoir_agent_last_sync_age_seconds Time since each agent's node last synced.");
   line("# TYPE reservoir_agent_last_sync_age_seconds gauge");
   for (const auto& [node, link] : agents_) {

@@ -5,12 +5,14 @@
 // Knows nothing of HTTP; JSON appears only as strings at this boundary.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -84,13 +86,16 @@ class ControlPlane {
   bool HasAdmin();
 
   // Reads (JSON text), scoped to the caller.
+  // A list read one page long sets `next` to the cursor of the page after it (empty: last).
   Result<std::string> Read(const std::string& what, const Caller& caller,
-                           const std::map<std::string, std::string>& query);
+                           const std::map<std::string, std::string>& query,
+                           std::string* next = nullptr);
   // Events after `since` visible to the caller, as a JSON array, and the last seq.
-  std::string EventsSince(int64_t since, const Caller& caller, int64_t* last);
+  // `job`: only that job's events (0: all).
+  std::string EventsSince(int64_t since, const Caller& caller, int64_t* last, uint32_t job = 0);
   // Long-poll: calls `reply` (once) with the events after `since` as soon as there are any the
   // caller may see, or with none at `deadline`.
-  void WaitForEvents(int64_t since, const Caller& caller, Timestamp deadline,
+  void WaitForEvents(int64_t since, const Caller& caller, Timestamp deadline, uint32_t job,
                      std::function<void(std::string events, int64_t last)> reply);
   std::string Metrics();
 
@@ -118,7 +123,8 @@ class ControlPlane {
   // The configured limits on one reservation (ServerConfig::reservation_limits).
   Status WithinLimits(const ReservationRequest& r, Timestamp now);
   void DrainEvents();
-  std::string EventsLocked(int64_t since, const Caller& caller, int64_t* last, bool* any) const;
+  std::string EventsLocked(int64_t since, const Caller& caller, uint32_t job, int64_t* last,
+                           bool* any) const;
   // Waiters whose answer is ready or whose time ran out; the caller runs them after unlocking.
   std::vector<std::function<void()>> TakeReadyWaiters(Timestamp now);
   void RunReadyWaiters();
@@ -182,6 +188,18 @@ class ControlPlane {
   std::vector<std::string> events_;                      // JSON per event; events_[i] has seq i + 1
   std::vector<std::pair<TenantId, JobId>> event_owner_;  // tenant of each event's job
   std::map<uint32_t, std::vector<std::pair<int64_t, int64_t>>> price_history_;  // pool → (t, µ)
+  // Each pool's GPUs by state at every change: pool → (time µs, usage), the last kUsagePoints.
+  std::map<uint32_t, std::deque<std::pair<int64_t, PoolUsage>>> usage_history_;
+  static constexpr size_t kUsagePoints = 20000;
+  void SampleUsageLocked();
+  // Jobs not finished yet, by id, and how many finished in each state: reads of active jobs,
+  // the market and /metrics walk these, never the whole history.
+  void RefreshUnfinishedLocked();
+  std::set<uint32_t> unfinished_;
+  size_t jobs_indexed_ = 0;  // jobs ever seen by RefreshUnfinishedLocked
+  std::map<std::string, int64_t> finished_;
+  std::string JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,
+                         std::string* next, Status* error);
   int64_t preemptions_ = 0;
   int64_t replayed_ = 0;
   int64_t cycles_ = 0;

@@ -178,6 +178,8 @@ class Session : public std::enable_shared_from_this<Session> {
     res->set(http::field::server, "reservoir");
     res->set(http::field::content_type, r.content_type);
     if (!r.allow.empty()) res->set(http::field::allow, r.allow);
+    res->set("X-Content-Type-Options", "nosniff");
+    for (const auto& [name, value] : r.headers) res->set(name, value);
     res->keep_alive(keep_alive_);
     res->body() = std::move(r.body);
     res->prepare_payload();
