@@ -228,6 +228,18 @@ TEST_F(ServerTest, TheCliSpeaksPlainly) {
   out = cli("logs 1 --json", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_FALSE(json::parse(out.substr(0, out.find('\n')), nullptr, false).is_discarded()) << out;
+  // Several words after -- are argv: quoted for the job's shell, so it runs them as typed.
+  out = cli("submit --tenant a --pool h100 --gpus 1 --limit 2 --json -- sh -c 'echo a; echo b'",
+            &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(json::parse(out)["command"], "sh -c 'echo a; echo b'") << out;
+  out = cli("waste", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("OWNER USED"), std::string::npos) << out;
+  bool row = false;  // a's reservation of 8 GPUs in h100
+  for (size_t at = out.find("\na "); at != std::string::npos; at = out.find("\na ", at + 1))
+    row = row || out.substr(at, out.find('\n', at + 1) - at).find("h100") != std::string::npos;
+  EXPECT_TRUE(row) << out;
   out = cli("submit --help", &code);
   EXPECT_NE(out.find("--tier TEXT=spot"), std::string::npos) << out;  // help shows defaults
 }

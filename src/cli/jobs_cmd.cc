@@ -17,6 +17,17 @@ namespace {
 
 using json = nlohmann::json;
 
+// A word for sh: as is when it has nothing the shell would read, else in single quotes.
+std::string ShellQuote(const std::string& w) {
+  if (!w.empty() && w.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                        "0123456789_./:=@%+,-") == std::string::npos) {
+    return w;
+  }
+  std::string out = "'";
+  for (char c : w) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 std::string Nodes(const json& j) {
   std::string out;
   for (const json& p : j.value("placement", json::array())) {
@@ -83,7 +94,11 @@ Action AddSubmit(CLI::App& app) {
   return [f] {
     json body = {{"tier", f->tier}};
     std::string cmd;
-    for (const std::string& w : f->command) cmd += (cmd.empty() ? "" : " ") + w;
+    // One word is a command line as written (`-- "python a.py | tee log"`); several are argv,
+    // quoted for the job's shell so that `-- sh -c 'echo a; echo b'` runs as typed.
+    for (const std::string& w : f->command) {
+      cmd += (cmd.empty() ? "" : " ") + (f->command.size() == 1 ? w : ShellQuote(w));
+    }
     GpuRange gpus;
     if (!f->gpus.empty()) {
       Result<GpuRange> r = ParseGpuRange(f->gpus);
