@@ -105,6 +105,14 @@ TEST_F(ServerTest, ListsPageAndLedgerRollsUp) {
     ASSERT_FALSE(more.empty());
     EXPECT_GT(more[0]["seq"].get<int64_t>(), raw["entries"][0]["seq"].get<int64_t>());
   }
+  // Newest first, from the cursor of the page before.
+  auto newest = json::parse(s.Get("/v1/ledger?order=desc&limit=1", b).body);
+  ASSERT_EQ(newest["entries"].size(), 1u) << newest.dump();
+  ASSERT_TRUE(newest.contains("next_before")) << newest.dump();
+  auto older = json::parse(
+      s.Get("/v1/ledger?order=desc&limit=1&before=" + newest["next_before"].dump(), b).body);
+  ASSERT_EQ(older["entries"].size(), 1u) << older.dump();
+  EXPECT_LT(older["entries"][0]["seq"].get<int64_t>(), newest["entries"][0]["seq"].get<int64_t>());
   auto hourly = json::parse(s.Get("/v1/ledger?group=hour", b).body);
   for (const json& g : hourly["entries"]) {
     EXPECT_TRUE(g.contains("hour_us") && g.contains("entries") && g.contains("amount")) << g;

@@ -443,7 +443,7 @@
   }
 
   VIEWS.reservations = async (view) => {
-    const [list, pools] = await Promise.all([get('/v1/reservations'), get('/v1/pools')]);
+    const [list, pools, usage] = await Promise.all([get('/v1/reservations'), get('/v1/pools'), get('/v1/usage')]);
     const tenants = app.who.admin ? await get('/v1/tenants') : [];
     const nowUs = Date.now() * 1000;
     const live = list.filter((r) => r.end_us > nowUs - 24 * HOUR_US);
@@ -463,8 +463,15 @@
       const now = h('div', { class: 'now', title: 'now' });
       now.style.left = x(nowUs);
       g.append(now);
+      // Each holder's GPUs now: reserved, used by its jobs, lent (idle and lendable), sold.
+      const owners = Object.entries((usage[p.name] || {}).owners || {});
       return h('section', { class: 'card' }, h('h2', {}, `Pool ${p.name}`),
-        h('p', { class: 'muted' }, `${when(from)} → ${when(to)} · red line: now`), g);
+        h('p', { class: 'muted' }, `${when(from)} → ${when(to)} · red line: now`), g,
+        owners.length ? table([
+          ['tenant', 'Now: tenant', (o) => o.tenant], ['reserved', 'Reserved', (o) => o.reserved, true],
+          ['used', 'Used by its jobs', (o) => o.used, true], ['lent', 'Lent (idle, lendable)', (o) => o.lent, true],
+          ['sold', 'Of which sold to spot', (o) => o.sold, true],
+        ], owners.map(([tenant, o]) => Object.assign({ id: tenant, tenant }, o)), { label: `Reserved GPUs of pool ${p.name} now` }) : null);
     });
     const out = h('p', { 'aria-live': 'polite', id: 'r-quote' });
     const request = (quote) => {

@@ -50,7 +50,7 @@ Action AddLedger(CLI::App& app) {
   return [f] {
     std::string q = "/v1/ledger?";
     if (!f->tenant.empty()) q += "tenant=" + f->tenant + "&";
-    if (!f->by.empty()) q += "group=" + f->by;
+    q += f->by.empty() ? "order=desc&limit=20" : "group=" + f->by;
     return Print(f->c, Call(f->c, "GET", q), [f](const std::string& b) {
       json l = json::parse(b);
       std::cout << l["account"].get<std::string>() << ": balance "
@@ -64,8 +64,9 @@ Action AddLedger(CLI::App& app) {
                : r.contains("reservation") ? "reservation " + r["reservation"].dump()
                                            : std::string();
       };
-      for (size_t i = e.size() > 20 && f->by.empty() ? e.size() - 20 : 0; i < e.size(); ++i) {
-        const json& r = e[i];
+      for (size_t k = 0; k < e.size(); ++k) {
+        // The newest 20 come newest first: print them oldest first, like the roll-ups.
+        const json& r = f->by.empty() ? e[e.size() - 1 - k] : e[k];
         if (f->by == "hour") {
           rows.push_back({LocalTime(r["hour_us"]), r["what"], r["pool"],
                           std::to_string(r["entries"].get<int64_t>()), r["amount"]});

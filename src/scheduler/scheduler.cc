@@ -1247,11 +1247,12 @@ Scheduler::Lending Scheduler::LendingOf(const PoolRuntime& r) const {
   Lending out;
   for (const auto& [t, active] : r.active_reserved) {
     out.reserved_total += active;
+    if (active == 0) continue;
     auto u = r.reserved_used.find(t);
-    int32_t used = u == r.reserved_used.end() ? 0 : u->second;
+    int32_t used = std::min(active, u == r.reserved_used.end() ? 0 : std::max(0, u->second));
     auto l = r.active_lend.find(t);
-    int32_t lend = l == r.active_lend.end() ? 0 : l->second;
-    int32_t lent = std::min(lend, std::max(0, active - used));
+    int32_t lent = std::min(l == r.active_lend.end() ? 0 : l->second, active - used);
+    out.owners.push_back({t, active, used, lent, 0});
     if (lent > 0) {
       out.lenders.emplace_back(t, lent);
       out.lent_total += lent;
@@ -1259,6 +1260,9 @@ Scheduler::Lending Scheduler::LendingOf(const PoolRuntime& r) const {
   }
   int32_t unreserved = std::max(0, r.budget_capacity - out.reserved_total);
   out.on_lent = std::min(out.lent_total, std::max(0, r.spot_held - unreserved));
+  for (OwnerNow& o : out.owners) {
+    if (o.lent > 0) o.sold = static_cast<int32_t>(int64_t{out.on_lent} * o.lent / out.lent_total);
+  }
   return out;
 }
 
@@ -1266,39 +1270,43 @@ void Scheduler::AccrueReservedTime(PoolId pool, PoolRuntime& r, int64_t dt) {
   r.unmet_spot += r.book_gpus * dt;
   if (r.active_reserved.empty()) return;
   const Lending lend = LendingOf(r);
-  for (const auto& [t, active] : r.active_reserved) {
-    if (active == 0) continue;
-    auto u = r.reserved_used.find(t);
-    int32_t used = std::min(active, u == r.reserved_used.end() ? 0 : std::max(0, u->second));
-    auto l = r.active_lend.find(t);
-    int32_t lent = std::min(l == r.active_lend.end() ? 0 : l->second, active - used);
+  for (const OwnerNow& o : lend.owners) {
     int64_t sold = 0;
-    if (lent > 0 && lend.lent_total > 0) {
+    if (o.lent > 0) {
       sold =
-          static_cast<int64_t>(static_cast<__int128>(lend.on_lent) * dt * lent / lend.lent_total);
+          static_cast<int64_t>(static_cast<__int128>(lend.on_lent) * dt * o.lent / lend.lent_total);
     }
-    ReservedTime& time = reserved_time_[{pool.value(), t.value()}];
-    time.owner_used += int64_t{used} * dt;
+    ReservedTime& time = reserved_time_[{pool.value(), o.tenant.value()}];
+    time.owner_used += int64_t{o.used} * dt;
     time.lent_sold += sold;
-    time.idle_unsold += int64_t{lent} * dt - sold;
-    time.not_lendable += int64_t{active - used - lent} * dt;
+    time.idle_unsold += int64_t{o.lent} * dt - sold;
+    time.not_lendable += int64_t{o.reserved - o.used - o.lent} * dt;
   }
 }
+
+std::vector<OwnerNow> Scheduler::OwnersNow(PoolId pool) const { return LendingOf(rt(pool)).owners; }
 
 PoolUsage Scheduler::Usage(PoolId pool) const {
   const PoolRuntime& r = rt(pool);
   PoolUsage u;
+  // Down: the free GPUs of nodes that are not ready (what jobs still hold on a draining node is
+  // theirs). Read from the nodes, so it is right between cycles too.
+  int32_t installed = 0;
+  for (NodeId id : state_.pool_nodes(pool)) {
+    const Node& n = state_.node(id);
+    installed += n.gpus;
+    if (n.state == NodeState::kReady) continue;
+    for (JobId j : n.gpu_job) u.down += !j.valid();
+  }
   for (const auto& [t, gpus] : r.reserved_used) u.reserved_used += gpus;
-  const int32_t ready = r.budget_capacity;
-  u.down = std::max(0, r.installed - ready);
-  u.lent = LendingOf(r).on_lent;
+  const Lending lend = LendingOf(r);
+  u.lent = lend.on_lent;
   u.spot_used = r.spot_held - u.lent;
-  int32_t reserved_total = 0;
-  for (const auto& [t, active] : r.active_reserved) reserved_total += active;
-  int32_t busy = u.reserved_used + r.spot_held;
-  u.idle_reserved =
-      std::min(std::max(0, ready - busy), std::max(0, reserved_total - u.reserved_used - u.lent));
-  u.idle = std::max(0, ready - busy - u.idle_reserved);
+  const int32_t available = installed - u.down;
+  const int32_t busy = u.reserved_used + r.spot_held;
+  u.idle_reserved = std::min(std::max(0, available - busy),
+                             std::max(0, lend.reserved_total - u.reserved_used - u.lent));
+  u.idle = std::max(0, available - busy - u.idle_reserved);
   u.pending_bids = static_cast<int32_t>(r.book.size());
   u.pending_bid_gpus = r.book_gpus;
   return u;

@@ -103,6 +103,16 @@ struct PoolUsage {
   bool operator==(const PoolUsage&) const = default;
 };
 
+// One reservation holder's GPUs in a pool now: reserved (active), used by its own jobs, lent
+// (idle and lendable), and of those sold to spot jobs (the same split as the money).
+struct OwnerNow {
+  TenantId tenant;
+  int32_t reserved = 0;
+  int32_t used = 0;
+  int32_t lent = 0;
+  int32_t sold = 0;
+};
+
 struct Quote {
   Admission admission;  // by count and by shape (docs/market.md, "What a reservation guarantees")
   Placement binding;    // the GPUs it would hold, when admitted
@@ -197,6 +207,7 @@ class Scheduler {
   int32_t ReservedInUse(TenantId tenant, PoolId pool) const;
   int32_t SpotBudget(PoolId pool) const { return pools_[pool.value() - 1].budget; }
   PoolUsage Usage(PoolId pool) const;
+  std::vector<OwnerNow> OwnersNow(PoolId pool) const;  // by tenant id
   // The time of the last command or cycle applied (money and reserved time accrue up to it).
   Timestamp last_accrual() const { return last_accrual_; }
   // Reserved GPU time since the start, by (pool, tenant) id values; and the GPU time spot bids
@@ -284,6 +295,7 @@ class Scheduler {
   // Who lends in a pool now, and how many spot GPUs sit on lent capacity: the split both the
   // money and the reserved time follow.
   struct Lending {
+    std::vector<OwnerNow> owners;                       // every active holder, by tenant id
     std::vector<std::pair<TenantId, int32_t>> lenders;  // lending and idle, by tenant id
     int32_t lent_total = 0;
     int32_t reserved_total = 0;

@@ -121,6 +121,15 @@ TEST(Scheduler, ReservedTimeSplitsByWhatBecameOfIt) {
   EXPECT_EQ(u.down, 0);
   EXPECT_EQ(u.pending_bids, 1);
   EXPECT_EQ(u.pending_bid_gpus, 4);
+  std::vector<OwnerNow> owners = f.s.OwnersNow(f.pool);
+  ASSERT_EQ(owners.size(), 2u);
+  EXPECT_EQ(owners[0].tenant, f.a);
+  EXPECT_EQ(owners[0].reserved, 8);
+  EXPECT_EQ(owners[0].used, 2);
+  EXPECT_EQ(owners[0].lent, 6);
+  EXPECT_EQ(owners[0].sold, 4);
+  EXPECT_EQ(owners[1].reserved, 4);
+  EXPECT_EQ(owners[1].lent + owners[1].sold + owners[1].used, 0);
   f.s.RunCycle(T(3600));
   constexpr int64_t kHourUs = 3'600'000'000;
   const auto& time = f.s.reserved_time();
@@ -133,6 +142,15 @@ TEST(Scheduler, ReservedTimeSplitsByWhatBecameOfIt) {
   EXPECT_EQ(b.owner_used + b.lent_sold + b.idle_unsold, 0);
   EXPECT_EQ(b.not_lendable, 4 * kHourUs);
   EXPECT_EQ(f.s.UnmetSpotTime(f.pool), 4 * kHourUs);
+  // A draining node: its free GPUs are down, what its jobs hold stays theirs; the six states
+  // still sum to the GPUs installed.
+  const Node& n1 = f.s.state().nodes()[0];
+  int32_t free_on_n1 = 0;
+  for (JobId j : n1.gpu_job) free_on_n1 += !j.valid();
+  ASSERT_TRUE(f.s.SetNodeState(n1.id, NodeState::kDraining, T(3600)).ok());
+  u = f.s.Usage(f.pool);
+  EXPECT_EQ(u.down, free_on_n1);
+  EXPECT_EQ(u.reserved_used + u.lent + u.spot_used + u.idle_reserved + u.idle + u.down, 16);
   // The money follows the same split: a is credited for the GPUs it lent and were sold, and an
   // account's charges and credits sum to its balance.
   const Account acct = Account::Of(f.a);

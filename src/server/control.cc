@@ -334,7 +334,7 @@ Status ControlPlane::Start() {
       r = Internal(std::string("malformed body: ") + e.what());
     }
     ++replayed_;
-    SampleUsageLocked();
+    if (c.kind == "cycle") SampleUsageLocked();
     // A logged command was valid when it was applied; refusing it now means the log and the
     // code disagree, which must not be papered over.
     if (!r.ok()) {
@@ -364,11 +364,11 @@ void ControlPlane::DrainEvents() {
     }
     if (e.type == EventType::kJobPreempted) ++preemptions_;
   }
-  SampleUsageLocked();
 }
 
 void ControlPlane::SampleUsageLocked() {
-  // GPUs by state, kept at every change for the dashboard's history (GET /v1/usage).
+  // GPUs by state after each cycle that changed them, for the dashboard's history (GET
+  // /v1/usage). Not journaled: after a restart it holds what the logged cycles rebuild.
   const int64_t now = sched_.last_accrual().micros();
   if (now == 0) return;  // nothing has happened yet
   for (const Pool& p : sched_.state().pools()) {
@@ -471,6 +471,7 @@ void ControlPlane::Tick() {
     // ledger it rebuilds is the live one, entry for entry.
     decisions = r.events + static_cast<int32_t>(sched_.ledger().entries().size() - entries_before);
     DrainEvents();
+    SampleUsageLocked();  // once a cycle: the history's points are cycles that changed something
     // Queued under the lock (the log's order is the order of application). Timeouts decided
     // here are logged before the cycle that may have acted on them.
     if (!QueueLocked(&agent_log, [this] { RunReadyWaiters(); })) ready = TakeReadyWaiters(c.at);
@@ -1062,8 +1063,16 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
         point["at_us"] = t;
         history.push_back(std::move(point));
       }
+      // Each reservation holder's GPUs now (a tenant sees its own).
+      json owners = json::object();
+      for (const OwnerNow& o : sched_.OwnersNow(p.id)) {
+        if (!visible(o.tenant)) continue;
+        owners[st.tenant(o.tenant).name] = {
+            {"reserved", o.reserved}, {"used", o.used}, {"lent", o.lent}, {"sold", o.sold}};
+      }
       out[p.config.name] = {{"now", usage_json(sched_.Usage(p.id))},
                             {"price", MoneyStr(sched_.Price(p.id))},
+                            {"owners", std::move(owners)},
                             {"history", std::move(history)}};
     }
     return out.dump();
@@ -1102,8 +1111,8 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
   }
   if (what == "ledger" || what == "ledger/summary") {
     // docs/api/openapi.yaml: entries labelled by what they are to the account's holder, one page
-    // from the cursor `after` (a seq), or rolled up per hour or per job; the summary sums the
-    // money flow per pool since `since_us`.
+    // from a cursor (oldest first from `after`, or newest first before `before`), or rolled up
+    // per hour or per job; the summary sums the money flow per pool since `since_us`.
     auto cursor = [&](const std::string& k, int64_t def, int64_t lo,
                       int64_t hi) -> Result<int64_t> {
       const std::string v = get(k);
@@ -1115,11 +1124,14 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
       return std::stoll(v);
     };
     RSV_ASSIGN_OR_RETURN(int64_t after, cursor("after", 0, 0, int64_t{1} << 60));
+    RSV_ASSIGN_OR_RETURN(int64_t before, cursor("before", 0, 0, int64_t{1} << 60));
     RSV_ASSIGN_OR_RETURN(int64_t limit, cursor("limit", 1000, 1, 10000));
     RSV_ASSIGN_OR_RETURN(int64_t since, cursor("since_us", 0, 0, int64_t{1} << 60));
-    const std::string group = get("group");
+    const std::string group = get("group"), order = get("order");
     if (group != "" && group != "hour" && group != "job")
       return InvalidArgument("group", "must be hour or job");
+    if (order != "" && order != "asc" && order != "desc")
+      return InvalidArgument("order", "must be asc (oldest first) or desc (newest first)");
     TenantId t = caller.tenant;
     if (caller.admin && !get("tenant").empty()) {
       auto id = st.FindTenant(get("tenant"));
@@ -1127,18 +1139,22 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
       t = *id;
     }
     const auto& all = sched_.ledger().entries();
-    // Entries are in time order: start at the first at or after `since`.
+    // Entries are in time and seq order: start at the first at or after `since`.
     auto first =
         std::lower_bound(all.begin(), all.end(), since,
                          [](const LedgerEntry& e, int64_t at) { return e.at.micros() < at; });
     if (what == "ledger/summary") {
-      // Tenants see their own postings; admin sees every account.
+      // Tenants see their own postings; admin sees every tenant's, and the operator's share of
+      // spot charges (the operator's side of a reservation is the tenant's charge, not new money).
       std::map<std::string, std::map<std::string, Money>> pools;
       for (auto e = first; e != all.end(); ++e) {
         for (const Posting& p : e->postings) {
-          if (!caller.admin && p.account.tenant != caller.tenant) continue;
-          Money& m = pools[st.pool(e->pool).config.name][std::string(PostingLabel(*e, p))];
-          m += p.amount;
+          const std::string_view label = PostingLabel(*e, p);
+          if (caller.admin ? p.account.is_operator() && label != "operator_share"
+                           : p.account.tenant != caller.tenant) {
+            continue;
+          }
+          pools[st.pool(e->pool).config.name][std::string(label)] += p.amount;
         }
       }
       json out = json::object();
@@ -1153,33 +1169,23 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
       }
       return json{{"since_us", since}, {"pools", out}}.dump();
     }
-    json entries = json::array();
-    std::map<std::tuple<int64_t, int64_t, std::string>, json> groups;  // (hour | job, res, what)
-    int64_t next_after = 0;
-    if (group.empty()) {  // a page starts after the cursor's seq (seqs are increasing)
-      first = std::upper_bound(first, all.end(), after,
-                               [](int64_t seq, const LedgerEntry& e) { return seq < e.seq; });
-    }
     auto mine = [&](const Posting& p) {
       if (caller.admin && !t.valid()) return p.account.is_operator();
       return !p.account.is_operator() && p.account.tenant == t;
     };
-    for (auto e = first; e != all.end(); ++e) {
-      if (group.empty() && static_cast<int64_t>(entries.size()) >= limit) {
-        if (std::any_of(e->postings.begin(), e->postings.end(), mine)) {
-          next_after = entries.back()["seq"].get<int64_t>();  // a page ends between entries
-          break;
-        }
-        continue;
-      }
-      for (const Posting& p : e->postings) {
-        if (!mine(p)) continue;
-        const std::string label(PostingLabel(*e, p));
-        if (!group.empty()) {
-          auto key = group == "hour" ? std::tuple<int64_t, int64_t, std::string>(
-                                           e->at.micros() / 3'600'000'000 * 3'600'000'000, 0, label)
-                                     : std::tuple<int64_t, int64_t, std::string>(
-                                           e->job.value(), e->reservation.value(), label);
+    json entries = json::array();
+    int64_t next_cursor = 0;
+    if (!group.empty()) {
+      // One row per (hour, pool, label) or (job, reservation, label), over every entry.
+      std::map<std::tuple<int64_t, int64_t, std::string>, json> groups;
+      for (auto e = first; e != all.end(); ++e) {
+        for (const Posting& p : e->postings) {
+          if (!mine(p)) continue;
+          const std::string label(PostingLabel(*e, p));
+          const int64_t hour = e->at.micros() / 3'600'000'000 * 3'600'000'000;
+          auto key = group == "hour" ? std::make_tuple(hour, int64_t{e->pool.value()}, label)
+                                     : std::make_tuple(int64_t{e->job.value()},
+                                                       int64_t{e->reservation.value()}, label);
           json& g = groups[key];
           if (g.is_null()) {
             g = {{"what", label},
@@ -1187,30 +1193,53 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
                  {"entries", 0},
                  {"pool", st.pool(e->pool).config.name},
                  {"from_us", e->at.micros()}};
-            if (group == "hour") g["hour_us"] = std::get<0>(key);
+            if (group == "hour") g["hour_us"] = hour;
             if (group == "job" && e->job.valid()) g["job"] = e->job.value();
             if (group == "job" && e->reservation.valid()) g["reservation"] = e->reservation.value();
           }
           g["amount_micros"] = g["amount_micros"].get<int64_t>() + p.amount.micros();
           g["entries"] = g["entries"].get<int64_t>() + 1;
           g["to_us"] = e->at.micros();
-          continue;
         }
-        json row = {{"seq", e->seq},
-                    {"at_us", e->at.micros()},
-                    {"kind", EntryKindName(e->kind)},
-                    {"what", label},
-                    {"pool", st.pool(e->pool).config.name},
-                    {"amount", MoneyStr(p.amount)}};
-        if (e->job.valid()) row["job"] = e->job.value();
-        if (e->reservation.valid()) row["reservation"] = e->reservation.value();
-        entries.push_back(row);
       }
-    }
-    for (auto& [key, g] : groups) {
-      g["amount"] = MoneyStr(Money::Micros(g["amount_micros"].get<int64_t>()));
-      g.erase("amount_micros");
-      entries.push_back(std::move(g));
+      for (auto& [key, g] : groups) {
+        g["amount"] = MoneyStr(Money::Micros(g["amount_micros"].get<int64_t>()));
+        g.erase("amount_micros");
+        entries.push_back(std::move(g));
+      }
+    } else {
+      // One page; it ends between entries, so an entry with two postings for the account (a
+      // tenant buying spot and lending in the same step) is never split.
+      auto visit = [&](const LedgerEntry& e) {
+        if (!std::any_of(e.postings.begin(), e.postings.end(), mine)) return true;
+        if (static_cast<int64_t>(entries.size()) >= limit) {
+          next_cursor = entries.back()["seq"].get<int64_t>();
+          return false;
+        }
+        for (const Posting& p : e.postings) {
+          if (!mine(p)) continue;
+          json row = {{"seq", e.seq},
+                      {"at_us", e.at.micros()},
+                      {"kind", EntryKindName(e.kind)},
+                      {"what", PostingLabel(e, p)},
+                      {"pool", st.pool(e.pool).config.name},
+                      {"amount", MoneyStr(p.amount)}};
+          if (e.job.valid()) row["job"] = e.job.value();
+          if (e.reservation.valid()) row["reservation"] = e.reservation.value();
+          entries.push_back(std::move(row));
+        }
+        return true;
+      };
+      auto by_seq = [](int64_t seq, const LedgerEntry& e) { return seq < e.seq; };
+      if (order != "desc") {
+        for (auto e = std::upper_bound(first, all.end(), after, by_seq); e != all.end(); ++e) {
+          if (!visit(*e)) break;
+        }
+      } else {
+        auto e = before > 0 ? std::upper_bound(first, all.end(), before - 1, by_seq) : all.end();
+        while (e != first && visit(*--e)) {
+        }
+      }
     }
     Account acct = t.valid() ? Account::Of(t) : Account::Operator();
     json out = {{"account", t.valid() ? st.tenant(t).name : "operator"},
@@ -1218,9 +1247,9 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
                 {"charges", MoneyStr(sched_.ledger().Charges(acct))},
                 {"credits", MoneyStr(sched_.ledger().Credits(acct))},
                 {"entries", entries}};
-    if (next_after > 0) {
-      out["next_after"] = next_after;
-      if (next) *next = std::to_string(next_after);
+    if (next_cursor > 0) {
+      out[order == "desc" ? "next_before" : "next_after"] = next_cursor;
+      if (next) *next = std::to_string(next_cursor);
     }
     return out.dump();
   }

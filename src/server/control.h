@@ -188,7 +188,8 @@ class ControlPlane {
   std::vector<std::string> events_;                      // JSON per event; events_[i] has seq i + 1
   std::vector<std::pair<TenantId, JobId>> event_owner_;  // tenant of each event's job
   std::map<uint32_t, std::vector<std::pair<int64_t, int64_t>>> price_history_;  // pool → (t, µ)
-  // Each pool's GPUs by state at every change: pool → (time µs, usage), the last kUsagePoints.
+  // Each pool's GPUs by state after every cycle that changed them: pool → (time µs, usage), the
+  // last kUsagePoints.
   std::map<uint32_t, std::deque<std::pair<int64_t, PoolUsage>>> usage_history_;
   static constexpr size_t kUsagePoints = 20000;
   void SampleUsageLocked();

@@ -231,6 +231,9 @@ try {
     const l = (await call(admin, 'GET', '/v1/ledger?tenant=team-a')).body;
     assert.equal(await page.locator('[data-balance]').textContent(), l.balance);
   });
+  await test('no page error, CSP violation or console error in the whole run', async () => {
+    assert.deepEqual(problems, []);
+  });
 } catch (e) {
   failures.push(`setup: ${e.message}`);
   console.log(`FAIL setup\n     ${e.stack}\n--- reservoir up ---\n${upOut}`);
