@@ -182,6 +182,14 @@ TEST_F(ServerTest, APendingJobSaysWhyAndWhere) {
   json j = json::parse(s.Get("/v1/jobs/" + std::to_string(id), b).body);
   EXPECT_EQ(j["reason"], w["reason"]);
   EXPECT_EQ(j["position"], 1);
+  // A page of the list with positions: the same places, from one walk of the book.
+  json listed = json::parse(s.Get("/v1/jobs?state=pending&positions=true", b).body);
+  ASSERT_EQ(listed.size(), 2u) << listed.dump();
+  EXPECT_EQ(listed[0]["id"], id);
+  EXPECT_EQ(listed[0]["position"], 1);
+  EXPECT_EQ(listed[1]["id"], second);
+  EXPECT_EQ(listed[1]["position"], 2);
+  EXPECT_EQ(listed[1]["reason"], "below_price");
   // Another tenant cannot ask; a running job is not pending.
   EXPECT_EQ(s.Get("/v1/jobs/" + std::to_string(id) + "/why", a).status, 404);
   auto running = s.Get("/v1/jobs/1/why", a);

@@ -2143,6 +2143,19 @@ std::optional<Timestamp> Scheduler::NextWakeup(Timestamp after) const {
 // ---------------------------------------------------------------------------------------------
 // Why a job is pending (docs/market.md, "Why a job is pending")
 
+std::map<uint32_t, int32_t> Scheduler::BookPositions(PoolId pool,
+                                                     const std::set<uint32_t>& jobs) const {
+  std::map<uint32_t, int32_t> out;
+  int32_t place = 0;
+  for (const RankKey& k : rt(pool).book) {
+    ++place;
+    if (!jobs.count(k.job)) continue;
+    out[k.job] = place;
+    if (out.size() == jobs.size()) break;
+  }
+  return out;
+}
+
 Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
   if (!state_.HasJob(id)) return NotFound("no such job");
   const Job& j = state_.job(id);

@@ -192,6 +192,9 @@ class Scheduler {
   // A pending job's reason and queue position (NotFound / FailedPrecondition otherwise).
   // `with_position`: count its place in the book (linear in the bids ahead of it).
   Result<PendingWhy> Why(JobId job, bool with_position = true) const;
+  // The 1-based places of `jobs` among the pool's pending spot bids (those bidding), in one walk
+  // of the book: for a page of jobs at once.
+  std::map<uint32_t, int32_t> BookPositions(PoolId pool, const std::set<uint32_t>& jobs) const;
   const ClusterState& state() const { return state_; }
   const Ledger& ledger() const { return ledger_; }
   Money Price(PoolId pool) const { return pools_[pool.value() - 1].price; }

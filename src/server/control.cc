@@ -868,14 +868,26 @@ std::string ControlPlane::JobsLocked(const Caller& caller,
     page.pop_back();
     if (next) *next = std::to_string(page.back());
   }
+  // Positions: one walk of each pool's book for the whole page.
+  std::map<uint32_t, std::set<uint32_t>> pending_by_pool;
+  std::map<uint32_t, int32_t> places;
+  if (positions) {
+    for (uint32_t id : page) {
+      const Job& j = st.job(JobId(id));
+      if (j.state == JobState::kPending) pending_by_pool[j.spec.pool.value()].insert(id);
+    }
+    for (const auto& [pool, ids] : pending_by_pool) {
+      places.merge(sched_.BookPositions(PoolId(pool), ids));
+    }
+  }
   std::string out = "[";
   for (uint32_t id : page) {
     const Job& j = st.job(JobId(id));
     json row = JobJson(st, j);
-    if (Result<PendingWhy> w = sched_.Why(j.id, positions); w.ok()) {
+    if (Result<PendingWhy> w = sched_.Why(j.id, /*with_position=*/false); w.ok()) {
       row["reason"] = w->reason;
       row["reason_detail"] = w->detail;
-      if (positions) row["position"] = w->position;
+      if (positions) row["position"] = places.count(id) ? places[id] : 0;
     }
     if (out.size() > 1) out += ",";
     out += row.dump();
