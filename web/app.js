@@ -631,8 +631,8 @@
         const i = inv[g] || {};
         const job = n.gpu_jobs ? n.gpu_jobs[g] : null;
         rows.push({ id: `${n.name}/${g}`, node: n.name, gpu: g, state: n.state, pool: n.pool,
-          job, name: i.name || '', util: i.utilization_pct, mem: i.memory_used_mib !== undefined ? `${i.memory_used_mib}/${i.memory_total_mib || '?'} MiB` : (i.memory_mib ? `${i.memory_mib} MiB` : ''),
-          health: n.agent ? (n.agent.health || 'healthy') : 'no agent', seen: n.agent ? n.agent.last_seen_us : undefined, probe: n.agent ? n.agent.probe : '' });
+          job, name: i.name || '', util: i.utilization_pct, mem: i.memory_mib ? `${i.memory_mib} MiB` : '',
+          health: i.healthy === false ? 'unhealthy' : n.agent ? (n.agent.health || 'healthy') : 'no agent', seen: n.agent ? n.agent.last_seen_us : undefined, probe: n.agent ? n.agent.probe : '' });
       }
     }
     const adminButtons = (n) => (app.who.admin ? h('button', { type: 'button', onclick: () => {

@@ -23,7 +23,7 @@ Action AddReserve(CLI::App& app) {
   AddClientFlags(s, &f->c);
   s->add_option("--pool", f->pool, "Pool");
   s->add_option("--gpus", f->gpus, "GPUs")->required();
-  s->add_option("--for", f->duration, "Duration (e.g. 8h)");
+  s->add_option("--for", f->duration, "Duration, with a unit (e.g. 90m, 8h, 2d)")->required();
   s->add_flag("--quote", f->quote, "Only show the price and whether it fits");
   s->add_flag("--no-lend", f->no_lend, "Keep idle reserved GPUs out of the spot market");
   s->add_option("--tenant", f->tenant, "Admin only: the tenant to reserve for");

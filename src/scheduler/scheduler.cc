@@ -248,8 +248,7 @@ Result<ReservationId> Scheduler::Reserve(const ReservationRequest& req, Timestam
                       "that size fits: whole nodes plus the rest on one node); at most " +
                       std::to_string(q.admission.largest_fit) + " fit";
     if (q.admission.earliest_start) {
-      msg += "; all " + std::to_string(req.gpus) +
-             " fit from t=" + std::to_string(q.admission.earliest_start->micros()) + "us";
+      msg += "; all " + std::to_string(req.gpus) + " fit from " + When(*q.admission.earliest_start);
     } else {
       msg += "; the pool has only " + std::to_string(q.reservable) + " reservable GPUs";
     }

@@ -24,6 +24,13 @@ constexpr int64_t kMaxLogChunk = 256 * 1024;  // bytes per Logs reply
 // The JSON text, with invalid UTF-8 in job output replaced rather than refused.
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+// A span for people: "10.1s".
+std::string Seconds(Duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(d.micros()) / 1e6);
+  return buf;
+}
+
 bool IsInt(const json& o, const char* k) { return o.contains(k) && o[k].is_number_integer(); }
 
 // The shape of an agent's report; errors name the field.
@@ -159,7 +166,7 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
       (void)ApplyInternal("node_state",
                           json{{"node", n.name},
                                {"state", "down"},
-                               {"reason", "no heartbeat for " + (now - link.last_seen).ToString()}}
+                               {"reason", "no heartbeat for " + Seconds(now - link.last_seen)}}
                               .dump(),
                           log);
       continue;
