@@ -66,7 +66,7 @@
   }
   const ago = (us) => `${dur((Date.now() * 1000 - us) / 1e6)} ago`;
   const money = (s) => (s === undefined ? '' : Number(s).toFixed(2));
-  const gpuh = (s) => (s / 3600).toFixed(1);
+  const gpuh = (s) => (s / 3600).toFixed(2);
   const pct = (a, b) => (b > 0 ? `${(100 * a / b).toFixed(0)}%` : '–');
 
   // ---- API ---------------------------------------------------------------------------------
@@ -475,6 +475,7 @@
     });
     const out = h('p', { 'aria-live': 'polite', id: 'r-quote' });
     const request = (quote) => {
+      if (/^\d+$/.test(val('r-for'))) throw new Error(`For: give a unit, e.g. ${val('r-for')}h or ${val('r-for')}m`);
       const body = { pool: val('r-pool'), gpus: Number(val('r-gpus')), duration: val('r-for'),
         lend: $('r-lend').checked, quote_only: quote };
       if (val('r-start')) body.start_us = new Date(val('r-start')).getTime() * 1000;
@@ -494,7 +495,9 @@
     h('button', { type: 'button', onclick: async () => {
       try {
         const r = (await api('POST', '/v1/reservations', request(true))).data;
-        out.textContent = `Quote: ${r.price_per_gpu_hour}/GPU-h, ${r.total || r.charged || ''} in all` + (r.admission ? ` (${r.admission})` : '');
+        out.textContent = r.admitted
+          ? `Fits: ${money(r.price_per_gpu_hour)}/GPU-h, ${money(r.total)} for the whole window.`
+          : `Does not fit: at most ${r.largest_fit} GPUs fit over this window (the price would be ${money(r.price_per_gpu_hour)}/GPU-h).`;
       } catch (e) { out.textContent = e.message; }
     } }, 'Quote'),
     h('button', { type: 'submit', class: 'primary' }, 'Book'));
@@ -507,7 +510,7 @@
         ['price_per_gpu_hour', 'Price/GPU-h', (r) => money(r.price_per_gpu_hour), true],
         ['charged', 'Charged', (r) => money(r.charged), true],
         ['ret', 'Actions', (r) => ((app.who.admin || r.tenant === app.who.tenant) && r.end_us > nowUs
-          ? h('button', { type: 'button', onclick: () => act(`Reservation ${r.id} returned.`, () => api('POST', `/v1/reservations/${r.id}/return`, {})) }, `Return ${r.id}`) : '')],
+          ? h('button', { type: 'button', onclick: () => act(`Reservation ${r.id} returned.`, () => api('POST', `/v1/reservations/${r.id}/return`, {})) }, `Return reservation ${r.id}`) : '')],
       ], list, { label: 'Reservations', sort: 'id', dir: -1, empty: 'No reservations.' }));
   };
 
@@ -546,18 +549,29 @@
     for (const f of later) f();
   };
   // What N more GPUs would have to bid to run now, from the book alone (placement not
-  // considered): above the bid that would otherwise hold the N-th GPU from the top of supply.
+  // considered): free spot GPUs cost the price; beyond them a bid must outbid the cheapest
+  // running spot jobs by the increment, and stay above the bids already waiting.
   function spotEstimate(m, n) {
-    if (!(n > 0)) return 'gpus: give a positive number';
-    const free = m.supply_gpus - m.spot_used_gpus;
-    let above = 0;
-    for (const b of m.order_book) {
-      if (above + n > m.supply_gpus) break;
-      above += b.gpus;
-      if (above + n > m.supply_gpus) return `About ${(Number(b.limit_price) + 0.01).toFixed(2)}/GPU-h: above the bids for ${above - b.gpus} GPUs ahead (estimate from the order book; placement not considered).`;
-    }
+    if (!(n > 0)) return 'GPUs: give a positive number.';
     if (n > m.supply_gpus) return `${n} GPUs exceed the spot supply of ${m.supply_gpus}: no price buys them now.`;
-    return `About ${Math.max(Number(m.price), Number(m.reserve_price)).toFixed(2)}/GPU-h: ${free} GPUs are free for spot now (estimate; placement not considered).`;
+    const free = Math.max(0, m.supply_gpus - m.spot_used_gpus);
+    let price = Math.max(Number(m.price), Number(m.reserve_price));
+    let need = n - free;
+    let outbid = 0;
+    const inc = Math.max(Number(m.min_increment), 0.000001);  // a tie does not outbid
+    for (const b of m.held) {
+      if (need <= 0) break;
+      price = Math.max(price, Number(b.limit_price) + inc);
+      need -= b.gpus;
+      outbid += b.gpus;
+    }
+    if (need > 0) return `${n} GPUs: more than spot jobs hold and is free; no price buys them now.`;
+    const waiting = m.order_book.length ? Number(m.order_book[0].limit_price) : 0;
+    if (waiting >= price && free < n + m.demand_pending_gpus) price = waiting + inc;
+    const shown = price.toFixed(6).replace(/0+$/, '').replace(/\.$/, '.00');  // 5.000001, 2.5
+    return `About ${shown}/GPU-h for ${n} GPUs: ${Math.min(n, free)} free for spot now` +
+      (outbid ? `, the rest by outbidding running spot jobs holding ${outbid} GPUs` : '') +
+      ' (an estimate from the book; placement is not considered).';
   }
 
   const ledgerView = { group: 'hour', tenant: '' };
@@ -592,7 +606,7 @@
       ['hour_us', 'Hour', (r) => when(r.hour_us)], ['what', 'What', (r) => r.what], ['pool', 'Pool', (r) => r.pool],
       ['entries', 'Entries', (r) => r.entries, true], ['amount', 'Amount', (r) => r.amount, true],
     ] : ledgerView.group === 'job' ? [
-      ['job', 'Job', (r) => (r.job ? h('a', { href: `#/jobs/${r.job}` }, r.job) : '')], ['reservation', 'Reservation', (r) => r.reservation || ''],
+      ['job', 'Job', (r) => (r.job ? h('a', { href: `#/jobs/${r.job}` }, r.job) : r.reservation ? '' : 'spot, all jobs')], ['reservation', 'Reservation', (r) => r.reservation || ''],
       ['what', 'What', (r) => r.what], ['from_us', 'From', (r) => when(r.from_us)], ['to_us', 'To', (r) => when(r.to_us)],
       ['entries', 'Entries', (r) => r.entries, true], ['amount', 'Amount', (r) => r.amount, true],
     ] : [
@@ -604,13 +618,13 @@
     view.replaceChildren(h('h1', {}, 'Ledger'),
       h('form', { class: 'inline', 'aria-label': 'Ledger view', onsubmit: (e) => e.preventDefault() },
         app.who.admin ? select('l-tenant', 'Account', [['', 'operator']].concat(tenants.map((t) => [t.name, t.name])), ledgerView.tenant, (v) => { ledgerView.tenant = v; redraw(); }) : null,
-        select('l-group', 'Show', [['hour', 'per hour'], ['job', 'per job or reservation'], ['', 'every entry']], ledgerView.group, (v) => { ledgerView.group = v; redraw(); }),
+        select('l-group', 'Show', [['hour', 'per hour'], ['job', 'per reservation (spot: per pool)'], ['', 'every entry']], ledgerView.group, (v) => { ledgerView.group = v; redraw(); }),
         csv),
       h('section', { class: 'card' }, h('dl', { class: 'kv' },
         h('dt', {}, 'account'), h('dd', {}, l.account), h('dt', {}, 'balance'), h('dd', { 'data-balance': '' }, l.balance),
         h('dt', {}, 'charges'), h('dd', {}, l.charges), h('dt', {}, 'credits'), h('dd', {}, l.credits))),
       chartDiv, body, h('p', {}, more));
-    if (ledgerView.group === 'hour' && rows.length) {
+    if (ledgerView.group === 'hour' && new Set(rows.map((r) => r.hour_us)).size >= 2) {
       teardownCharts();
       const byHour = new Map();
       for (const r of rows) byHour.set(r.hour_us, (byHour.get(r.hour_us) || 0) + Number(r.amount));
@@ -680,7 +694,7 @@
         ['idle_unsold_gpu_s', 'Idle, unsold', cell('idle_unsold'), true],
         ['not_lendable_gpu_s', 'Idle, not lendable', cell('not_lendable'), true],
         ['split', 'Split', bar],
-      ], w.reserved.map((r) => Object.assign({ id: `${r.tenant}/${r.pool}` }, r)), { label: 'Reserved GPU time', empty: 'No reservations have been active yet.' }),
+      ], w.reserved.map((r) => Object.assign({ id: `${r.tenant}/${r.pool}` }, r)), { label: 'Reserved GPU time', empty: app.who.admin ? 'No reservations have been active yet.' : 'None of your reservations has been active yet.' }),
       h('h2', {}, 'Unmet spot demand'),
       table([['pool', 'Pool', (r) => r.pool], ['s', 'GPU-hours bids waited', (r) => gpuh(r.s), true]],
         Object.entries(w.unmet_spot_gpu_s).map(([pool, s]) => ({ id: pool, pool, s })), { label: 'Unmet spot demand' }));

@@ -60,9 +60,10 @@ Action AddLedger(CLI::App& app) {
       std::vector<std::vector<std::string>> rows;
       const json& e = l["entries"];
       auto target = [](const json& r) {
+        // Spot money is posted per pool and step, for all its jobs at once.
         return r.contains("job")           ? "job " + r["job"].dump()
                : r.contains("reservation") ? "reservation " + r["reservation"].dump()
-                                           : std::string();
+                                           : std::string("spot, all jobs");
       };
       for (size_t k = 0; k < e.size(); ++k) {
         // The newest 20 come newest first: print them oldest first, like the roll-ups.
@@ -99,7 +100,7 @@ Action AddWaste(CLI::App& app) {
       json w = json::parse(b);
       auto hours = [](double s) {
         char buf[32];
-        std::snprintf(buf, sizeof buf, "%.1f", s / 3600);
+        std::snprintf(buf, sizeof buf, "%.2f", s / 3600);
         return std::string(buf);
       };
       auto part = [&](const json& r, const char* k) {

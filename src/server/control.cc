@@ -1028,10 +1028,18 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     for (const Pool& p : st.pools()) {
       const PoolUsage u = sched_.Usage(p.id);
       std::map<int64_t, int32_t> depth;  // limit → GPUs bid, pending spot
+      std::map<int64_t, int32_t> held;   // limit → GPUs held by spot jobs (what a bid outbids)
       for (uint32_t id : unfinished_) {
         const Job& j = st.job(JobId(id));
-        if (j.spec.pool == p.id && j.state == JobState::kPending && j.spec.tier != Tier::kReserved)
+        if (j.spec.pool != p.id) continue;
+        if (j.state == JobState::kPending && j.spec.tier != Tier::kReserved)
           depth[j.limit.micros()] += j.spec.gpus;
+        if (HoldsGpus(j.state) && j.running_as == Tier::kSpot)
+          held[j.limit.micros()] += j.spec.gpus;
+      }
+      json held_book = json::array();
+      for (const auto& [limit, gpus] : held) {  // cheapest first: the first to be outbid
+        held_book.push_back({{"limit_price", MoneyStr(Money::Micros(limit))}, {"gpus", gpus}});
       }
       json book = json::array();
       for (auto it = depth.rbegin(); it != depth.rend(); ++it) {
@@ -1046,7 +1054,9 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
                      {"reserved_used_gpus", u.reserved_used},
                      {"demand_pending_bids", u.pending_bids},
                      {"demand_pending_gpus", u.pending_bid_gpus},
-                     {"order_book", book}});
+                     {"min_increment", MoneyStr(p.config.min_increment)},
+                     {"order_book", book},
+                     {"held", held_book}});
     }
     return out.dump();
   }

@@ -149,6 +149,20 @@ try {
     assert.deepEqual(r.list, []);
   });
 
+  await test('the market says what 4 GPUs would cost, above the spot jobs it must outbid', async () => {
+    await page.goto(`${base}/#/market`);
+    await page.fill('#q-gpus-gpu', '4');
+    await page.getByRole('button', { name: 'What would they cost now?' }).click();
+    // team-b lends its 8 reserved GPUs and team-a's spot job at 5 holds all of them: 4 more
+    // must outbid it.
+    const m = (await call(admin, 'GET', '/v1/market')).body[0];
+    assert.equal(m.supply_gpus, 8, JSON.stringify(m));
+    assert.deepEqual(m.held, [{ limit_price: '5.000000', gpus: 8 }]);
+    const text = await until('the estimate', async () => page.locator('#q-out-gpu').textContent());
+    assert.match(text, /^About 5\.\d+\/GPU-h for 4 GPUs: 0 free for spot now, the rest by outbidding running spot jobs holding 8 GPUs/);
+    assert.ok(Number(text.match(/About ([\d.]+)/)[1]) > 5, text);
+  });
+
   await test('a pending job shows the reason the scheduler gives', async () => {
     waitingA = (await call(tokenA, 'POST', '/v1/jobs', { pool: 'gpu', gpus: 4, tier: 'spot', limit_price: '1.5', name: 'a-waits', command: 'sleep 600' })).body;
     const why = await until('a reason for the waiting job', async () => {
@@ -231,6 +245,19 @@ try {
     const l = (await call(admin, 'GET', '/v1/ledger?tenant=team-a')).body;
     assert.equal(await page.locator('[data-balance]').textContent(), l.balance);
   });
+  await test('a reservation quote says plainly whether the GPUs fit', async () => {
+    await page.goto(`${base}/#/reservations`);
+    await page.locator('#page-reservations h1').waitFor();
+    await page.fill('#r-gpus', '8');
+    await page.fill('#r-for', '2');
+    await page.getByRole('button', { name: 'Quote' }).click();
+    await until('a unit to be asked for', async () => (await page.locator('#r-quote').textContent()).includes('give a unit'));
+    await page.fill('#r-for', '1h');
+    await page.getByRole('button', { name: 'Quote' }).click();
+    // team-b's reservation holds all 8 GPUs for 2 hours.
+    await until('the refusal', async () => (await page.locator('#r-quote').textContent()).startsWith('Does not fit: at most 0 GPUs'));
+  });
+
   await test('no page error, CSP violation or console error in the whole run', async () => {
     assert.deepEqual(problems, []);
   });
