@@ -118,6 +118,11 @@ TEST_F(ServerTest, ListsPageAndLedgerRollsUp) {
     EXPECT_TRUE(g.contains("hour_us") && g.contains("entries") && g.contains("amount")) << g;
   }
   EXPECT_EQ(s.Get("/v1/ledger?group=day", b).status, 400);
+  // A reservation starting in the past is refused, not silently moved to now.
+  auto past =
+      s.Post("/v1/reservations", a, R"({"pool":"h100","gpus":1,"duration":"1h","start_us":1})");
+  EXPECT_EQ(past.status, 400) << past.body;
+  EXPECT_NE(past.body.find("\"field\":\"start_us\""), std::string::npos) << past.body;
   // Who am I, and the waste report (a tenant sees its own rows only).
   EXPECT_EQ(json::parse(s.Get("/v1/whoami", a).body)["tenant"], "a");
   EXPECT_EQ(json::parse(s.Get("/v1/whoami", kAdmin).body)["admin"], true);

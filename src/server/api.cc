@@ -564,6 +564,11 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     }
     if (!duration && end == 0)
       return reply(Error(InvalidArgument("end_us", "end_us or duration is required")));
+    // A start in the past is a mistake, not "now" (0 or absent is now); a minute of slack for
+    // clients whose clocks differ a little. Checked here, not when the command is applied, so
+    // that logs written before this check still replay.
+    if (start > 0 && start < (clock_->Now() - Duration::Seconds(60)).micros())
+      return reply(Error(InvalidArgument("start_us", "is in the past (0 or absent: now)")));
     json cmd = {{"tenant", who},     {"pool", pool}, {"gpus", gpus},
                 {"start_us", start}, {"lend", lend}, {"quote_only", quote}};
     if (duration) {
