@@ -248,10 +248,9 @@ nlohmann::json ControlPlane::ResizeLocked(const Job& j, NodeId here) const {
   return out;
 }
 
-std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
+std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit) const {
   const ClusterState& st = sched_.state();
   const Node& n = st.node(id);
-  json jobs = json::array();
   std::string key = std::string(NodeStateName(n.state)) + ";";
   std::vector<JobId> seen;
   for (JobId jid : n.gpu_job) {
@@ -263,52 +262,64 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
     // A gang member that has ended waits for the others elsewhere; nothing runs here.
     if (Contains(j.ended, id)) continue;
     const Placement all = st.AttemptPlacement(j);
-    if (std::none_of(all.slices.begin(), all.slices.end(),
-                     [&](const NodeSlice& s) { return s.node == id; })) {
-      continue;  // a unit granted while the attempt runs joins the next (restart mode)
-    }
-    json gpus = json::array();
+    int32_t here = 0;
     for (const NodeSlice& s : all.slices) {
-      if (s.node != id) continue;
-      for (int g = 0; g < n.gpus; ++g) {
-        if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
-      }
+      if (s.node == id) here += std::popcount(s.gpu_mask);
     }
+    if (here == 0) continue;  // a unit granted while the attempt runs joins the next (restart mode)
     // A member on a node a grow added to a running job (signal mode) starts there.
     const bool joining = j.state == JobState::kRunning && j.spec.elastic() &&
                          j.spec.resize_mode == ResizeMode::kSignal && !Contains(j.confirmed, id);
-    json e = {{"job", jid.value()},
-              {"attempt", j.attempt},
-              {"state", joining ? "starting" : JobStateName(j.state)},
-              {"name", j.spec.name},
-              {"tenant", st.tenant(j.spec.tenant).name},
-              {"tenant_id", j.spec.tenant.value()},
-              {"gpus", gpus},
-              {"command", j.spec.command},
-              {"env", j.spec.env},
-              {"workdir", j.spec.workdir}};
-    if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
-    if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
-    if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
-    e["gang"] = GangLocked(j, all, id);
-    if (j.state == JobState::kPreempting) {
-      e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
-                     {"reason", j.preempt_reason},
-                     {"price", sched_.Price(j.spec.pool).ToString()}};
-    } else if (j.resizing) {  // restart mode: this attempt stops; the next runs at the new size
-      e["notice"] = {{"deadline_us", j.resize_deadline.micros()},
-                     {"reason", "resize"},
-                     {"price", sched_.Price(j.spec.pool).ToString()}};
-    }
-    if (j.spec.elastic() && j.spec.resize_mode == ResizeMode::kSignal) {
-      e["resize"] = ResizeLocked(j, id);
-    }
+    if (visit) visit(j, all, joining);
     key += std::to_string(jid.value()) + ":" + std::to_string(j.attempt) + ":" +
            std::string(JobStateName(j.state)) + (joining ? ":j" : "") + ":" +
            std::to_string(j.resize_generation) + (j.resizing ? ":r" : "") + ":" +
-           std::to_string(gpus.size()) + ";";
-    jobs.push_back(std::move(e));
+           std::to_string(here) + ";";
   }
+  return key;
+}
+
+std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
+  const ClusterState& st = sched_.state();
+  const Node& n = st.node(id);
+  json jobs = json::array();
+  const std::string key =
+      DesiredKeyLocked(id, [&](const Job& j, const Placement& all, bool joining) {
+        json gpus = json::array();
+        for (const NodeSlice& s : all.slices) {
+          if (s.node != id) continue;
+          for (int g = 0; g < n.gpus; ++g) {
+            if ((s.gpu_mask >> g) & 1) gpus.push_back(g);
+          }
+        }
+        json e = {{"job", j.id.value()},
+                  {"attempt", j.attempt},
+                  {"state", joining ? "starting" : JobStateName(j.state)},
+                  {"name", j.spec.name},
+                  {"tenant", st.tenant(j.spec.tenant).name},
+                  {"tenant_id", j.spec.tenant.value()},
+                  {"gpus", gpus},
+                  {"command", j.spec.command},
+                  {"env", j.spec.env},
+                  {"workdir", j.spec.workdir}};
+        if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
+        if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
+        if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
+        e["gang"] = GangLocked(j, all, id);
+        if (j.state == JobState::kPreempting) {
+          e["notice"] = {{"deadline_us", j.notice_deadline.micros()},
+                         {"reason", j.preempt_reason},
+                         {"price", sched_.Price(j.spec.pool).ToString()}};
+        } else if (j.resizing) {  // restart mode: this attempt stops; the next runs at the new size
+          e["notice"] = {{"deadline_us", j.resize_deadline.micros()},
+                         {"reason", "resize"},
+                         {"price", sched_.Price(j.spec.pool).ToString()}};
+        }
+        if (j.spec.elastic() && j.spec.resize_mode == ResizeMode::kSignal) {
+          e["resize"] = ResizeLocked(j, id);
+        }
+        jobs.push_back(std::move(e));
+      });
   *version = Sha256Hex(key).substr(0, 16);
   return Dump(json{{"node", n.name},
                    {"state", NodeStateName(n.state)},
@@ -449,12 +460,14 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     immediate = reported || !log.empty() || version != r.value("known", "") || deadline <= now;
     if (!immediate) {
       NodeId nid = *id;
-      std::string known = version;
+      // A parked agent is answered once its desired set changes: each change compares only
+      // the set's key (no JSON, no hash), and builds the reply for the agents it changed.
+      std::string known = DesiredKeyLocked(nid);
       waiters_.push_back(
           Waiter{deadline, [this, nid, known, done](bool timed_out) -> std::function<void()> {
+                   if (!timed_out && DesiredKeyLocked(nid) == known) return {};
                    std::string v;
                    std::string body = DesiredLocked(nid, &v);
-                   if (v == known && !timed_out) return {};
                    // Answering is hearing from it: the agent counts its contact from the reply.
                    auto link = agents_.find(nid.value());
                    if (link != agents_.end()) link->second.last_seen = clock_->Now();

@@ -155,6 +155,10 @@ class ControlPlane {
   std::map<uint32_t, int64_t> checkpoint_markers_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
+  // What the node's desired set depends on, as a string (its version is this key's hash);
+  // `visit` sees each job it holds (the attempt's GPUs, whether this member is joining).
+  using DesiredVisit = std::function<void(const Job&, const Placement& all, bool joining)>;
+  std::string DesiredKeyLocked(NodeId node, const DesiredVisit& visit = {}) const;
   // What the member of `j` on node `here` needs to join its gang (rank, peers, port), for the
   // GPUs `all` (the attempt's, or a resize's target).
   nlohmann::json GangLocked(const Job& j, const Placement& all, NodeId here) const;
