@@ -177,8 +177,7 @@
     input.focus();
   }
   function teardown() {
-    for (const u of app.charts) u.destroy();
-    app.charts = [];
+    teardownCharts();
     for (const f of app.stop) f();
     app.stop = [];
     app.refresh = null;

@@ -1216,7 +1216,6 @@ void Scheduler::Accrue(Timestamp now) {
     }
     if (total == 0) continue;
     const Lending lend = LendingOf(r);
-    const auto& lenders = lend.lenders;
     const int32_t lent_total = lend.lent_total, on_lent = lend.on_lent;
     int64_t to_owners = 0;
     if (on_lent > 0) {
@@ -1227,12 +1226,14 @@ void Scheduler::Accrue(Timestamp now) {
     // Split among lenders in proportion to what they lend; remainders by tenant id.
     const size_t first_owner = e.postings.size();
     int64_t given = 0;
-    for (const auto& [t, lent] : lenders) {
-      int64_t share = to_owners * lent / lent_total;
+    for (const OwnerNow& o : lend.owners) {
+      if (o.lent == 0) continue;
+      int64_t share = to_owners * o.lent / lent_total;
       given += share;
-      e.postings.push_back({Account::Of(t), Money::Micros(share)});
+      e.postings.push_back({Account::Of(o.tenant), Money::Micros(share)});
     }
-    for (size_t i = 0; given < to_owners; i = (i + 1) % lenders.size()) {
+    const size_t lenders = e.postings.size() - first_owner;
+    for (size_t i = 0; given < to_owners; i = (i + 1) % lenders) {
       e.postings[first_owner + i].amount += Money::Micros(1);
       ++given;
     }
@@ -1252,10 +1253,7 @@ Scheduler::Lending Scheduler::LendingOf(const PoolRuntime& r) const {
     auto l = r.active_lend.find(t);
     int32_t lent = std::min(l == r.active_lend.end() ? 0 : l->second, active - used);
     out.owners.push_back({t, active, used, lent, 0});
-    if (lent > 0) {
-      out.lenders.emplace_back(t, lent);
-      out.lent_total += lent;
-    }
+    out.lent_total += lent;
   }
   int32_t unreserved = std::max(0, r.budget_capacity - out.reserved_total);
   out.on_lent = std::min(out.lent_total, std::max(0, r.spot_held - unreserved));

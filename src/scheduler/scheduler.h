@@ -298,8 +298,7 @@ class Scheduler {
   // Who lends in a pool now, and how many spot GPUs sit on lent capacity: the split both the
   // money and the reserved time follow.
   struct Lending {
-    std::vector<OwnerNow> owners;                       // every active holder, by tenant id
-    std::vector<std::pair<TenantId, int32_t>> lenders;  // lending and idle, by tenant id
+    std::vector<OwnerNow> owners;  // every active holder, by tenant id (lenders: lent > 0)
     int32_t lent_total = 0;
     int32_t reserved_total = 0;
     int32_t on_lent = 0;

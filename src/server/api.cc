@@ -213,20 +213,6 @@ HttpResponse ToHttp(const Result<Reply>& r) {
   return r.ok() ? HttpResponse{r->status, "application/json", r->body} : Error(r.status());
 }
 
-// A non-negative integer query parameter in [lo, hi], or `def` when absent; errors name it.
-Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const std::string& k,
-                         int64_t lo, int64_t hi, int64_t def = 0) {
-  auto it = query.find(k);
-  if (it == query.end()) return def;
-  const std::string& v = it->second;
-  if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoll(v) < lo || std::stoll(v) > hi) {
-    return InvalidArgument(
-        k, "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi));
-  }
-  return std::stoll(v);
-}
-
 }  // namespace
 
 bool ValidAddress(const std::string& s) {
@@ -334,7 +320,7 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
       req.target.find('?') == std::string::npos
           ? std::map<std::string, std::string>()
           : ParseQuery(req.target.substr(req.target.find('?') + 1));
-  if (route->path[1] == '\0' || route->path[1] == 'a') {  // "/", "/assets/{name}"
+  if (std::string_view(route->path) == "/" || std::string_view(route->path) == "/assets/{name}") {
     reply(Asset(path == "/" ? "index.html" : path.substr(8)));
     return;
   }

@@ -756,6 +756,19 @@ Status ControlPlane::WithinLimits(const ReservationRequest& r, Timestamp now) {
   return Status::Ok();
 }
 
+Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const std::string& k,
+                         int64_t lo, int64_t hi, int64_t def) {
+  auto it = query.find(k);
+  if (it == query.end()) return def;
+  const std::string& v = it->second;
+  if (v.empty() || v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoll(v) < lo || std::stoll(v) > hi) {
+    return InvalidArgument(
+        k, "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi));
+  }
+  return std::stoll(v);
+}
+
 void ControlPlane::RefreshUnfinishedLocked() {
   const auto& jobs = sched_.state().jobs();
   for (; jobs_indexed_ < jobs.size(); ++jobs_indexed_) {
@@ -773,28 +786,13 @@ void ControlPlane::RefreshUnfinishedLocked() {
 }
 
 // GET /v1/jobs: filters, then one page in id order from a cursor (docs/api/openapi.yaml).
-std::string ControlPlane::JobsLocked(const Caller& caller,
-                                     const std::map<std::string, std::string>& q, std::string* next,
-                                     Status* error) {
+Result<std::string> ControlPlane::JobsLocked(const Caller& caller,
+                                             const std::map<std::string, std::string>& q,
+                                             std::string* next) {
   const ClusterState& st = sched_.state();
   auto get = [&](const std::string& k) {
     auto it = q.find(k);
     return it == q.end() ? std::string() : it->second;
-  };
-  auto number = [&](const std::string& k, int64_t def, int64_t lo, int64_t hi, int64_t* out) {
-    std::string v = get(k);
-    if (v.empty()) {
-      *out = def;
-      return true;
-    }
-    if (v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoll(v) < lo || std::stoll(v) > hi) {
-      *error = InvalidArgument(
-          k, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
-      return false;
-    }
-    *out = std::stoll(v);
-    return true;
   };
   const std::string state = get("state"), tier = get("tier"), pool = get("pool"),
                     tenant = get("tenant"), order = get("order");
@@ -802,31 +800,22 @@ std::string ControlPlane::JobsLocked(const Caller& caller,
                                                 "starting", "running",  "preempting", "succeeded",
                                                 "failed",   "cancelled"};
   if (!kStates.count(state)) {
-    *error = InvalidArgument("state",
-                             "must be active, all or a job state (pending, starting, "
-                             "running, preempting, succeeded, failed, cancelled)");
-    return {};
+    return InvalidArgument("state",
+                           "must be active, all or a job state (pending, starting, "
+                           "running, preempting, succeeded, failed, cancelled)");
   }
-  if (!tier.empty() && !ParseTier(tier).ok()) {
-    *error = InvalidArgument("tier", "must be reserved, spot or auto");
-    return {};
-  }
-  if (order != "" && order != "asc" && order != "desc") {
-    *error = InvalidArgument("order", "must be asc (oldest first) or desc (newest first)");
-    return {};
-  }
-  int64_t limit = 0, after = 0, before = 0;
-  if (!number("limit", 1000, 1, 10000, &limit) || !number("after", 0, 0, INT32_MAX, &after) ||
-      !number("before", 0, 0, INT32_MAX, &before)) {
-    return {};
-  }
+  if (!tier.empty() && !ParseTier(tier).ok())
+    return InvalidArgument("tier", "must be reserved, spot or auto");
+  if (order != "" && order != "asc" && order != "desc")
+    return InvalidArgument("order", "must be asc (oldest first) or desc (newest first)");
+  RSV_ASSIGN_OR_RETURN(int64_t limit, QueryInt(q, "limit", 1, 10000, 1000));
+  RSV_ASSIGN_OR_RETURN(int64_t after, QueryInt(q, "after", 0, INT32_MAX));
+  RSV_ASSIGN_OR_RETURN(int64_t before, QueryInt(q, "before", 0, INT32_MAX));
   const bool desc = order == "desc";
   // Queue positions cost a walk of the bids ahead of each pending job: only when asked.
   const std::string with_positions = get("positions");
-  if (with_positions != "" && with_positions != "true" && with_positions != "false") {
-    *error = InvalidArgument("positions", "must be true or false");
-    return {};
-  }
+  if (with_positions != "" && with_positions != "true" && with_positions != "false")
+    return InvalidArgument("positions", "must be true or false");
   const bool positions = with_positions == "true";
   RefreshUnfinishedLocked();
   const bool only_unfinished = state == "active" || state == "pending" || state == "starting" ||
@@ -967,12 +956,7 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     }
     return out.dump();
   }
-  if (what == "jobs") {
-    Status error;
-    std::string out = JobsLocked(caller, q, next, &error);
-    if (!error.ok()) return error;
-    return out;
-  }
+  if (what == "jobs") return JobsLocked(caller, q, next);
   if (what.rfind("job/", 0) == 0) {
     uint32_t id = static_cast<uint32_t>(std::strtoul(what.c_str() + 4, nullptr, 10));
     if (!st.HasJob(JobId(id)) || !visible(st.job(JobId(id)).spec.tenant)) {
@@ -1062,13 +1046,7 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
   }
   if (what == "usage") {
     // Each pool's GPUs by state now and at every change since `since_us`.
-    int64_t since = 0;
-    if (!get("since_us").empty()) {
-      const std::string v = get("since_us");
-      if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos)
-        return InvalidArgument("since_us", "must be a time in microseconds since the epoch");
-      since = std::stoll(v);
-    }
+    RSV_ASSIGN_OR_RETURN(int64_t since, QueryInt(q, "since_us", 0, int64_t{1} << 60));
     auto usage_json = [](const PoolUsage& u) {
       json o = json::object();
       for (const auto& [state, n] : UsageStates(u)) o[state] = n;
@@ -1135,20 +1113,10 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     // docs/api/openapi.yaml: entries labelled by what they are to the account's holder, one page
     // from a cursor (oldest first from `after`, or newest first before `before`), or rolled up
     // per hour or per job; the summary sums the money flow per pool since `since_us`.
-    auto cursor = [&](const std::string& k, int64_t def, int64_t lo,
-                      int64_t hi) -> Result<int64_t> {
-      const std::string v = get(k);
-      if (v.empty()) return def;
-      if (v.size() > 18 || v.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoll(v) < lo || std::stoll(v) > hi)
-        return InvalidArgument(
-            k, "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
-      return std::stoll(v);
-    };
-    RSV_ASSIGN_OR_RETURN(int64_t after, cursor("after", 0, 0, int64_t{1} << 60));
-    RSV_ASSIGN_OR_RETURN(int64_t before, cursor("before", 0, 0, int64_t{1} << 60));
-    RSV_ASSIGN_OR_RETURN(int64_t limit, cursor("limit", 1000, 1, 10000));
-    RSV_ASSIGN_OR_RETURN(int64_t since, cursor("since_us", 0, 0, int64_t{1} << 60));
+    RSV_ASSIGN_OR_RETURN(int64_t after, QueryInt(q, "after", 0, int64_t{1} << 60));
+    RSV_ASSIGN_OR_RETURN(int64_t before, QueryInt(q, "before", 0, int64_t{1} << 60));
+    RSV_ASSIGN_OR_RETURN(int64_t limit, QueryInt(q, "limit", 1, 10000, 1000));
+    RSV_ASSIGN_OR_RETURN(int64_t since, QueryInt(q, "since_us", 0, int64_t{1} << 60));
     const std::string group = get("group"), order = get("order");
     if (group != "" && group != "hour" && group != "job")
       return InvalidArgument("group", "must be hour or job");

@@ -61,6 +61,10 @@ struct ServerConfig {
 // 64, "max_duration": "30d", "max_total": "100000"}, "TENANT": {...}}}; errors name the field.
 Result<ServerConfig> ParseServerConfig(const std::string& json_text);
 
+// A non-negative integer query parameter in [lo, hi], or `def` when absent; errors name it.
+Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const std::string& k,
+                         int64_t lo, int64_t hi, int64_t def = 0);
+
 // A reply body (JSON) and HTTP status; errors are rendered by the API layer.
 struct Reply {
   int status = 200;
@@ -203,8 +207,8 @@ class ControlPlane {
   std::set<uint32_t> unfinished_;
   size_t jobs_indexed_ = 0;  // jobs ever seen by RefreshUnfinishedLocked
   std::map<std::string, int64_t> finished_;
-  std::string JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,
-                         std::string* next, Status* error);
+  Result<std::string> JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,
+                                 std::string* next);
   int64_t preemptions_ = 0;
   int64_t replayed_ = 0;
   int64_t cycles_ = 0;
