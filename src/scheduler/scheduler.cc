@@ -1227,7 +1227,7 @@ void Scheduler::Accrue(Timestamp now) {
     const size_t first_owner = e.postings.size();
     int64_t given = 0;
     for (const OwnerNow& o : lend.owners) {
-      if (o.lent == 0) continue;
+      if (o.lent <= 0) continue;
       int64_t share = to_owners * o.lent / lent_total;
       given += share;
       e.postings.push_back({Account::Of(o.tenant), Money::Micros(share)});

@@ -273,7 +273,10 @@ std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit)
     if (visit) visit(j, all, joining);
     key += std::to_string(jid.value()) + ":" + std::to_string(j.attempt) + ":" +
            std::string(JobStateName(j.state)) + (joining ? ":j" : "") + ":" +
-           std::to_string(j.resize_generation) + (j.resizing ? ":r" : "") + ":" +
+           std::to_string(j.resize_generation) +
+           // A later shrink can bring a restart-mode resize's deadline forward: the notice
+           // changes, so the agent must hear of it.
+           (j.resizing ? ":r" + std::to_string(j.resize_deadline.micros()) : "") + ":" +
            std::to_string(here) + ";";
   }
   return key;
