@@ -1,5 +1,8 @@
 #include <sqlite3.h>
 
+#include <chrono>
+#include <thread>
+
 #include "store/store.h"
 
 namespace rsv {
@@ -8,6 +11,9 @@ namespace {
 Status SqliteError(sqlite3* db, const std::string& what) {
   return Status(Code::kUnavailable, what + ": " + (db ? sqlite3_errmsg(db) : "no database"));
 }
+
+// The store's clock for the lease, in µs since the epoch (julianday is exact to the ms).
+constexpr char kNowUs[] = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000000.0) AS INTEGER)";
 
 class SqliteStore final : public Store {
  public:
@@ -25,7 +31,14 @@ class SqliteStore final : public Store {
         "  seq INTEGER PRIMARY KEY,"
         "  at_us INTEGER NOT NULL,"
         "  kind TEXT NOT NULL,"
-        "  body TEXT NOT NULL);";
+        "  body TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS lease ("
+        "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+        "  epoch INTEGER NOT NULL,"
+        "  holder TEXT NOT NULL,"
+        "  address TEXT NOT NULL,"
+        "  expires_us INTEGER NOT NULL);"
+        "INSERT OR IGNORE INTO lease VALUES (1, 0, '', '', 0);";
     char* err = nullptr;
     if (sqlite3_exec(db_, schema, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown";
@@ -36,18 +49,29 @@ class SqliteStore final : public Store {
                            &insert_, nullptr) != SQLITE_OK) {
       return SqliteError(db_, "preparing insert");
     }
-    Result<int64_t> last = LastSeq();
-    if (!last.ok()) return last.status();
-    last_seq_ = *last;
     return Status::Ok();
   }
 
   Status Append(std::vector<Command>& commands) override {
     if (commands.empty()) return Status::Ok();
+    std::lock_guard<std::mutex> lock(mu_);
+    // IMMEDIATE takes the write lock first: the lease and the last seq cannot change under us.
     if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
       return SqliteError(db_, "begin");
     }
-    int64_t seq = last_seq_;
+    auto fail = [&](Status s) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      for (Command& r : commands) r.seq = 0;
+      return s;
+    };
+    if (fence_ > 0) {
+      Result<int64_t> epoch = Int("SELECT epoch FROM lease WHERE id = 1");
+      if (!epoch.ok()) return fail(epoch.status());
+      if (*epoch != fence_) return fail(DeposedError(fence_, *epoch));
+    }
+    Result<int64_t> last = Int("SELECT COALESCE(MAX(seq), 0) FROM commands");
+    if (!last.ok()) return fail(last.status());
+    int64_t seq = *last;
     for (Command& c : commands) {
       c.seq = ++seq;
       sqlite3_reset(insert_);
@@ -55,29 +79,24 @@ class SqliteStore final : public Store {
       sqlite3_bind_int64(insert_, 2, c.at.micros());
       sqlite3_bind_text(insert_, 3, c.kind.data(), static_cast<int>(c.kind.size()), SQLITE_STATIC);
       sqlite3_bind_text(insert_, 4, c.body.data(), static_cast<int>(c.body.size()), SQLITE_STATIC);
-      if (sqlite3_step(insert_) != SQLITE_DONE) {
-        Status s = SqliteError(db_, "insert");
-        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-        for (Command& r : commands) r.seq = 0;
-        return s;
-      }
+      if (sqlite3_step(insert_) != SQLITE_DONE) return fail(SqliteError(db_, "insert"));
     }
     if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      Status s = SqliteError(db_, "commit");
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      for (Command& r : commands) r.seq = 0;
-      return s;
+      return fail(SqliteError(db_, "commit"));
     }
-    last_seq_ = seq;
     return Status::Ok();
   }
 
-  Status ForEach(const std::function<Status(const Command&)>& fn) const override {
+  Status ForEachAfter(int64_t after,
+                      const std::function<Status(const Command&)>& fn) const override {
+    std::lock_guard<std::mutex> lock(mu_);
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT seq, at_us, kind, body FROM commands ORDER BY seq", -1, &st,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT seq, at_us, kind, body FROM commands WHERE seq > ? ORDER BY seq",
+                           -1, &st, nullptr) != SQLITE_OK) {
       return SqliteError(db_, "preparing select");
     }
+    sqlite3_bind_int64(st, 1, after);
     Status out;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -96,21 +115,99 @@ class SqliteStore final : public Store {
   }
 
   Result<int64_t> LastSeq() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return Int("SELECT COALESCE(MAX(seq), 0) FROM commands");
+  }
+
+  Result<Lease> ReadLease() const override {
+    std::lock_guard<std::mutex> lock(mu_);
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT COALESCE(MAX(seq), 0) FROM commands", -1, &st, nullptr) !=
-        SQLITE_OK) {
-      return SqliteError(db_, "preparing max");
+    const std::string q =
+        std::string("SELECT epoch, holder, address, expires_us > ") + kNowUs + " FROM lease";
+    if (sqlite3_prepare_v2(db_, q.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing lease read");
     }
-    int64_t v = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    Lease l;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+      l.epoch = sqlite3_column_int64(st, 0);
+      l.holder = reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
+      l.address = reinterpret_cast<const char*>(sqlite3_column_text(st, 2));
+      l.live = sqlite3_column_int64(st, 3) != 0;
+    }
     sqlite3_finalize(st);
-    return v;
+    return l;
+  }
+
+  Result<int64_t> TakeLease(const std::string& holder, const std::string& address,
+                            Duration ttl) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string q = std::string(
+                              "UPDATE lease SET epoch = epoch + 1, holder = ?, address = ?, "
+                              "expires_us = ") +
+                          kNowUs + " + ? WHERE id = 1 AND (expires_us <= " + kNowUs +
+                          " OR holder = ?) RETURNING epoch";
+    Result<int64_t> epoch = Step(q, {holder, address}, ttl.micros(), holder);
+    if (epoch.ok() && *epoch > 0) fence_ = *epoch;
+    return epoch;
+  }
+
+  Result<bool> RenewLease(int64_t epoch, Duration ttl) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string q = std::string("UPDATE lease SET expires_us = ") + kNowUs +
+                          " + ? WHERE id = 1 AND epoch = ? RETURNING epoch";
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, q.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing lease renewal");
+    }
+    sqlite3_bind_int64(st, 1, ttl.micros());
+    sqlite3_bind_int64(st, 2, epoch);
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "renewing the lease");
+    return rc == SQLITE_ROW;
+  }
+
+  void WaitForAppend(Duration timeout) override {
+    std::this_thread::sleep_for(std::chrono::microseconds(timeout.micros()));
   }
 
  private:
+  // One integer from a query with no parameters (0 when it returns no row).
+  Result<int64_t> Int(const char* q) const {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, q, -1, &st, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing a read");
+    }
+    int64_t v = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "a read");
+    return v;
+  }
+  // The take-lease update: binds (holder, address, ttl µs, holder); the epoch or 0 (no row).
+  Result<int64_t> Step(const std::string& q, const std::vector<std::string>& text, int64_t ttl,
+                       const std::string& holder) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, q.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing the lease update");
+    }
+    sqlite3_bind_text(st, 1, text[0].data(), static_cast<int>(text[0].size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, text[1].data(), static_cast<int>(text[1].size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, ttl);
+    sqlite3_bind_text(st, 4, holder.data(), static_cast<int>(holder.size()), SQLITE_STATIC);
+    int64_t v = 0;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "taking the lease");
+    return v;
+  }
+
+  mutable std::mutex mu_;  // one connection: one transaction at a time
   sqlite3* db_;
   sqlite3_stmt* insert_ = nullptr;
-  int64_t last_seq_ = 0;
+  int64_t fence_ = 0;  // the epoch this store's appends are checked against (0: none)
 };
 
 }  // namespace
@@ -129,45 +226,6 @@ Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
   auto store = std::make_unique<SqliteStore>(db);
   RSV_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<Store>(std::move(store));
-}
-
-GroupCommitter::GroupCommitter(Store* store) : store_(store), thread_([this] { Run(); }) {}
-
-GroupCommitter::~GroupCommitter() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
-}
-
-void GroupCommitter::Submit(Command command, std::function<void(Status, int64_t)> done) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(Pending{std::move(command), std::move(done)});
-  }
-  cv_.notify_one();
-}
-
-void GroupCommitter::Run() {
-  while (true) {
-    std::deque<Pending> batch;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty() && stopping_) return;
-      batch.swap(queue_);
-    }
-    std::vector<Command> commands;
-    commands.reserve(batch.size());
-    for (Pending& p : batch) commands.push_back(std::move(p.command));
-    Status s = store_->Append(commands);
-    ++batches_;
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (batch[i].done) batch[i].done(s, commands[i].seq);
-    }
-  }
 }
 
 }  // namespace rsv

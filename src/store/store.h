@@ -1,8 +1,10 @@
-// store: durable storage of the control plane's command log. Every state change the server
-// accepts is a Command appended here before it is acknowledged; on restart the log is replayed
-// through the scheduler, which rebuilds the whole state deterministically. The Store interface
-// is what SQLite (and later PostgreSQL) implement; store_contract_test.cc is the suite every
-// implementation must pass. Depends on common/ only; never on scheduler/ or server/.
+// store: durable storage of the control plane's command log and of its leadership lease. Every
+// state change the server accepts is a Command appended here before it is acknowledged; on
+// restart the log is replayed through the scheduler, which rebuilds the whole state
+// deterministically, and a standby tails it to keep the same state warm. The lease (docs/ha.md)
+// lets one server of several lead; its epoch fences every append. The Store interface is what
+// SQLite and PostgreSQL implement; store_contract_test.cc is the suite both pass. Depends on
+// common/ only; never on scheduler/ or server/.
 #pragma once
 
 #include <condition_variable>
@@ -27,20 +29,61 @@ struct Command {
   std::string body;  // JSON
 };
 
+// The leadership lease: one row, held by one server until it expires by the store's clock (so
+// the servers' own clocks may disagree). Each takeover increments the epoch, the fencing token
+// the holder's appends are checked against (docs/ha.md).
+struct Lease {
+  int64_t epoch = 0;    // 0: never taken
+  std::string holder;   // the holding process's id
+  std::string address;  // where its API is reached (its advertised URL)
+  bool live = false;    // held and not expired, now
+};
+
 class Store {
  public:
   virtual ~Store() = default;
-  // Appends the commands in one transaction and assigns their seqs; returns once they are
-  // durable. On error nothing was appended.
+  // Appends the commands in one transaction and assigns their seqs (the next after the log's
+  // last); returns once they are durable. On error nothing was appended. Once this store took
+  // the lease (TakeLease), an append whose epoch is no longer the lease's fails with Deposed()
+  // and appends nothing: the check and the insert are one transaction.
   virtual Status Append(std::vector<Command>& commands) = 0;
-  // Calls fn for every command in seq order; stops at the first error fn returns.
-  virtual Status ForEach(const std::function<Status(const Command&)>& fn) const = 0;
+  // Calls fn for every command with seq > `after`, in seq order; stops at the first error fn
+  // returns.
+  virtual Status ForEachAfter(int64_t after,
+                              const std::function<Status(const Command&)>& fn) const = 0;
+  Status ForEach(const std::function<Status(const Command&)>& fn) const {
+    return ForEachAfter(0, fn);
+  }
   virtual Result<int64_t> LastSeq() const = 0;
+
+  virtual Result<Lease> ReadLease() const = 0;
+  // Takes the lease for `ttl` when it is free or expired (or already `holder`'s): returns the new
+  // epoch, which fences this store's appends from now on; 0 when another holder's lease is live.
+  virtual Result<int64_t> TakeLease(const std::string& holder, const std::string& address,
+                                    Duration ttl) = 0;
+  // Extends the lease of `epoch` by `ttl` from now; false when the lease has another epoch (this
+  // holder was deposed).
+  virtual Result<bool> RenewLease(int64_t epoch, Duration ttl) = 0;
+  // Waits up to `timeout` for a hint that another process appended (PostgreSQL: NOTIFY; SQLite:
+  // none, it sleeps). Only a hint: a follower reads the log after it either way.
+  virtual void WaitForAppend(Duration timeout) = 0;
 };
 
+// The error an append of a deposed leader fails with (its epoch is no longer the lease's).
+Status DeposedError(int64_t epoch, int64_t current);
+bool Deposed(const Status& s);
+
 // SQLite in WAL mode with synchronous=FULL: a committed append survives a crash of the process
-// or the machine. Creates the file and schema if missing.
+// or the machine. Creates the file and schema if missing. Several processes may open one file
+// (on one host): the lease picks which of them writes.
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+// PostgreSQL through libpq: `url` is a libpq connection URI ("postgresql://user@host/db",
+// "postgresql:///db?host=/run/postgresql"). Creates the schema if missing. A lost connection is
+// re-established at the next call.
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url);
+// PostgreSQL for a "postgresql://" or "postgres://" URL, otherwise SQLite at that path.
+Result<std::unique_ptr<Store>> OpenStore(const std::string& db);
+bool IsPostgresUrl(const std::string& db);
 
 // Batches appends from many threads into one transaction (one fsync for many requests). Submit
 // returns at once; `done` runs on the committer thread after the batch is durable (or failed).

@@ -1,11 +1,13 @@
-// The contract every Store implementation passes (SQLite now; PostgreSQL will be added to the
-// factory list). Typed over factories that open a fresh store and reopen an existing one.
+// The contract every Store implementation passes: SQLite and PostgreSQL (a real server, started
+// once for this test binary). Typed over factories that open a fresh store and reopen it.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <filesystem>
 #include <set>
+#include <thread>
 
+#include "store/pg_test_instance.h"
 #include "store/store.h"
 
 namespace rsv {
@@ -26,12 +28,40 @@ struct SqliteFactory {
   Result<std::unique_ptr<Store>> Open() { return OpenSqliteStore(path); }
 };
 
+// One PostgreSQL server for the whole binary; each factory gets a database of its own.
+testing::PostgresInstance* Postgres() {
+  static testing::PostgresInstance* pg = [] {
+    auto* p = new testing::PostgresInstance();
+    std::string error;
+    if (!p->Start(&error)) {
+      ADD_FAILURE() << error;
+      return static_cast<testing::PostgresInstance*>(nullptr);
+    }
+    std::atexit([] { delete Postgres(); });
+    return p;
+  }();
+  return pg;
+}
+
+struct PostgresFactory {
+  std::string url;
+  PostgresFactory() {
+    static int n = 0;
+    const std::string db = "contract_" + std::to_string(n++);
+    if (Postgres() && Postgres()->CreateDatabase(db)) url = Postgres()->Url(db);
+  }
+  Result<std::unique_ptr<Store>> Open() {
+    if (url.empty()) return Status(Code::kUnavailable, "no PostgreSQL server for the test");
+    return OpenPostgresStore(url);
+  }
+};
+
 template <typename Factory>
-class StoreContract : public testing::Test {
+class StoreContract : public ::testing::Test {
  protected:
   Factory factory;
 };
-using Factories = testing::Types<SqliteFactory>;
+using Factories = ::testing::Types<SqliteFactory, PostgresFactory>;
 TYPED_TEST_SUITE(StoreContract, Factories);
 
 Command Cmd(const std::string& kind, const std::string& body, int64_t at = 7) {
@@ -138,6 +168,87 @@ TYPED_TEST(StoreContract, GroupCommitterBatchesConcurrentAppendsWithoutLoss) {
   EXPECT_EQ(*seqs.begin(), 1);
   EXPECT_EQ(*seqs.rbegin(), 2000);
   EXPECT_EQ(All(**s).size(), 2000u);
+}
+
+TYPED_TEST(StoreContract, ForEachAfterReadsTheTail) {
+  auto s = this->factory.Open();
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  std::vector<Command> batch;
+  for (int i = 0; i < 25000; ++i) batch.push_back(Cmd("submit", std::to_string(i)));
+  ASSERT_TRUE((*s)->Append(batch).ok());  // more than one insert and one read page
+  int64_t expect = 20001;
+  ASSERT_TRUE((*s)->ForEachAfter(20000,
+                                 [&](const Command& c) {
+                                   EXPECT_EQ(c.seq, expect);
+                                   EXPECT_EQ(c.body, std::to_string(expect - 1));
+                                   ++expect;
+                                   return Status::Ok();
+                                 })
+                  .ok());
+  EXPECT_EQ(expect, 25001);
+  EXPECT_EQ(*(*s)->LastSeq(), 25000);
+}
+
+// Two processes' views of one database: a second store on it follows the first one's appends,
+// and appends after the last seq either wrote.
+TYPED_TEST(StoreContract, TwoStoresOnOneDatabaseShareTheLog) {
+  auto a = this->factory.Open();
+  auto b = this->factory.Open();
+  ASSERT_TRUE(a.ok() && b.ok());
+  std::vector<Command> one = {Cmd("a", "1"), Cmd("a", "2")};
+  ASSERT_TRUE((*a)->Append(one).ok());
+  std::vector<Command> two = {Cmd("b", "3")};
+  ASSERT_TRUE((*b)->Append(two).ok());
+  EXPECT_EQ(two[0].seq, 3);
+  std::vector<Command> three = {Cmd("a", "4")};
+  ASSERT_TRUE((*a)->Append(three).ok());
+  EXPECT_EQ(three[0].seq, 4);
+  EXPECT_EQ(All(**b).size(), 4u);
+}
+
+TYPED_TEST(StoreContract, TheLeaseFencesADeposedHolder) {
+  auto a = this->factory.Open();
+  auto b = this->factory.Open();
+  ASSERT_TRUE(a.ok() && b.ok());
+  Result<Lease> none = (*a)->ReadLease();
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->epoch, 0);
+  EXPECT_FALSE(none->live);
+
+  // A takes it; B cannot while it is live; A renews it.
+  Result<int64_t> ea = (*a)->TakeLease("a", "http://a", Duration::Seconds(60));
+  ASSERT_TRUE(ea.ok()) << ea.status().ToString();
+  EXPECT_EQ(*ea, 1);
+  EXPECT_EQ(*(*b)->TakeLease("b", "http://b", Duration::Seconds(60)), 0);
+  Result<Lease> held = (*b)->ReadLease();
+  EXPECT_TRUE(held->live);
+  EXPECT_EQ(held->holder, "a");
+  EXPECT_EQ(held->address, "http://a");
+  EXPECT_TRUE(*(*a)->RenewLease(1, Duration::Seconds(60)));
+  std::vector<Command> first = {Cmd("x", "1")};
+  ASSERT_TRUE((*a)->Append(first).ok());
+
+  // A lets it lapse (renewed to expire at once): B takes it with a new epoch.
+  EXPECT_TRUE(*(*a)->RenewLease(1, Duration::Micros(0)));
+  Result<int64_t> eb = (*b)->TakeLease("b", "http://b", Duration::Seconds(60));
+  ASSERT_TRUE(eb.ok());
+  EXPECT_EQ(*eb, 2);
+
+  // A, deposed, can neither renew nor append: nothing of its batch lands.
+  EXPECT_FALSE(*(*a)->RenewLease(1, Duration::Seconds(60)));
+  std::vector<Command> late = {Cmd("x", "late"), Cmd("x", "later")};
+  Status st = (*a)->Append(late);
+  EXPECT_TRUE(Deposed(st)) << st.ToString();
+  EXPECT_EQ(late[0].seq, 0);
+  std::vector<Command> mine = {Cmd("y", "2")};
+  ASSERT_TRUE((*b)->Append(mine).ok());
+  EXPECT_EQ(mine[0].seq, 2);
+  std::vector<Command> all = All(**a);
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].body, "2");
+  // The holder of a live lease may take it again (a restart with the same id): a new epoch.
+  EXPECT_EQ(*(*b)->TakeLease("b", "http://b2", Duration::Seconds(60)), 3);
+  EXPECT_EQ((*a)->ReadLease()->address, "http://b2");
 }
 
 }  // namespace

@@ -1,0 +1,283 @@
+// The command log and the lease on PostgreSQL (libpq). One connection serves appends, reads and
+// the lease (a mutex keeps one transaction at a time on it); a second one, opened on first use,
+// LISTENs for the NOTIFY every append sends. The lease expires by the database's clock.
+#include <libpq-fe.h>
+#include <poll.h>
+
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+
+namespace rsv {
+namespace {
+
+struct ResultDeleter {
+  void operator()(PGresult* r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
+
+constexpr int kRowsPerInsert = 5000;  // 4 parameters a row, under libpq's 65,535
+constexpr int kRowsPerRead = 10000;   // a follower reads the log in pages of this many
+
+class PostgresStore final : public Store {
+ public:
+  explicit PostgresStore(std::string url) : url_(std::move(url)) {}
+  ~PostgresStore() override {
+    if (conn_) PQfinish(conn_);
+    if (listen_) PQfinish(listen_);
+  }
+
+  Status Init() {
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    // Two servers starting on an empty database at once: the advisory lock makes one create the
+    // schema while the other waits (CREATE ... IF NOT EXISTS alone can still collide).
+    return Exec(
+        "SELECT pg_advisory_lock(7428577);"
+        "CREATE TABLE IF NOT EXISTS commands ("
+        "  seq BIGINT PRIMARY KEY,"
+        "  at_us BIGINT NOT NULL,"
+        "  kind TEXT NOT NULL,"
+        "  body TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS lease ("
+        "  id INT PRIMARY KEY CHECK (id = 1),"
+        "  epoch BIGINT NOT NULL,"
+        "  holder TEXT NOT NULL,"
+        "  address TEXT NOT NULL,"
+        "  expires TIMESTAMPTZ NOT NULL);"
+        "INSERT INTO lease VALUES (1, 0, '', '', '-infinity') ON CONFLICT DO NOTHING;"
+        "SELECT pg_advisory_unlock(7428577);",
+        "creating the schema");
+  }
+
+  Status Append(std::vector<Command>& commands) override {
+    if (commands.empty()) return Status::Ok();
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    auto fail = [&](Status s) {
+      PgResult(PQexec(conn_, "ROLLBACK"));
+      for (Command& r : commands) r.seq = 0;
+      return s;
+    };
+    RSV_RETURN_IF_ERROR(Exec("BEGIN", "begin"));
+    // FOR SHARE: a takeover's update of the lease waits for this transaction, so an append
+    // checked against the old epoch is committed before the new leader reads the log's tail.
+    PgResult r(PQexec(conn_,
+                      "SELECT epoch, (SELECT COALESCE(MAX(seq), 0) FROM commands) FROM lease "
+                      "WHERE id = 1 FOR SHARE"));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) {
+      return fail(Error("reading the lease", r.get()));
+    }
+    const int64_t epoch = std::atoll(PQgetvalue(r.get(), 0, 0));
+    int64_t seq = std::atoll(PQgetvalue(r.get(), 0, 1));
+    if (fence_ > 0 && epoch != fence_) return fail(DeposedError(fence_, epoch));
+    std::vector<std::string> text;
+    for (size_t first = 0; first < commands.size(); first += kRowsPerInsert) {
+      const size_t n = std::min(commands.size() - first, static_cast<size_t>(kRowsPerInsert));
+      std::string q = "INSERT INTO commands(seq, at_us, kind, body) VALUES ";
+      text.clear();
+      text.reserve(n * 2);
+      std::vector<const char*> values;
+      values.reserve(n * 4);
+      for (size_t i = 0; i < n; ++i) {
+        Command& c = commands[first + i];
+        c.seq = ++seq;
+        const int p = static_cast<int>(i) * 4;
+        q += (i ? ",($" : "($") + std::to_string(p + 1) + ",$" + std::to_string(p + 2) + ",$" +
+             std::to_string(p + 3) + ",$" + std::to_string(p + 4) + ")";
+        text.push_back(std::to_string(c.seq));
+        text.push_back(std::to_string(c.at.micros()));
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const Command& c = commands[first + i];
+        values.push_back(text[2 * i].c_str());
+        values.push_back(text[2 * i + 1].c_str());
+        values.push_back(c.kind.c_str());
+        values.push_back(c.body.c_str());
+      }
+      PgResult ins(PQexecParams(conn_, q.c_str(), static_cast<int>(values.size()), nullptr,
+                                values.data(), nullptr, nullptr, 0));
+      if (PQresultStatus(ins.get()) != PGRES_COMMAND_OK) {
+        return fail(Error("inserting commands", ins.get()));
+      }
+    }
+    // The NOTIFY is delivered at the commit, to every follower listening.
+    PgResult done(PQexec(conn_, "NOTIFY reservoir_log; COMMIT"));
+    if (PQresultStatus(done.get()) != PGRES_COMMAND_OK) {
+      return fail(Error("committing", done.get()));
+    }
+    return Status::Ok();
+  }
+
+  Status ForEachAfter(int64_t after,
+                      const std::function<Status(const Command&)>& fn) const override {
+    // In pages, so the connection is free between them (the lease is renewed on it).
+    while (true) {
+      PgResult page;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        RSV_RETURN_IF_ERROR(ConnectLocked());
+        const std::string from = std::to_string(after);
+        const std::string limit = std::to_string(kRowsPerRead);
+        const char* params[] = {from.c_str(), limit.c_str()};
+        page.reset(PQexecParams(conn_,
+                                "SELECT seq, at_us, kind, body FROM commands WHERE seq > $1 "
+                                "ORDER BY seq LIMIT $2",
+                                2, nullptr, params, nullptr, nullptr, 0));
+        if (PQresultStatus(page.get()) != PGRES_TUPLES_OK) {
+          return Error("reading the log", page.get());
+        }
+      }
+      const int rows = PQntuples(page.get());
+      for (int i = 0; i < rows; ++i) {
+        Command c;
+        c.seq = std::atoll(PQgetvalue(page.get(), i, 0));
+        c.at = Timestamp::FromMicros(std::atoll(PQgetvalue(page.get(), i, 1)));
+        c.kind = PQgetvalue(page.get(), i, 2);
+        c.body.assign(PQgetvalue(page.get(), i, 3), PQgetlength(page.get(), i, 3));
+        RSV_RETURN_IF_ERROR(fn(c));
+        after = c.seq;
+      }
+      if (rows < kRowsPerRead) return Status::Ok();
+    }
+  }
+
+  Result<int64_t> LastSeq() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    PgResult r(PQexec(conn_, "SELECT COALESCE(MAX(seq), 0) FROM commands"));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return Error("reading the last seq", r.get());
+    return static_cast<int64_t>(std::atoll(PQgetvalue(r.get(), 0, 0)));
+  }
+
+  Result<Lease> ReadLease() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    PgResult r(PQexec(conn_, "SELECT epoch, holder, address, expires > now() FROM lease"));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) {
+      return Error("reading the lease", r.get());
+    }
+    Lease l;
+    l.epoch = std::atoll(PQgetvalue(r.get(), 0, 0));
+    l.holder = PQgetvalue(r.get(), 0, 1);
+    l.address = PQgetvalue(r.get(), 0, 2);
+    l.live = PQgetvalue(r.get(), 0, 3)[0] == 't';
+    return l;
+  }
+
+  Result<int64_t> TakeLease(const std::string& holder, const std::string& address,
+                            Duration ttl) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    const std::string us = std::to_string(ttl.micros());
+    const char* params[] = {holder.c_str(), address.c_str(), us.c_str()};
+    // clock_timestamp(), not now(): now() is the transaction's start, and the row lock may have
+    // been waited for.
+    PgResult r(PQexecParams(
+        conn_,
+        "UPDATE lease SET epoch = epoch + 1, holder = $1, address = $2, "
+        "expires = clock_timestamp() + make_interval(secs => $3::bigint / 1e6) "
+        "WHERE id = 1 AND (expires <= clock_timestamp() OR holder = $1) RETURNING epoch",
+        3, nullptr, params, nullptr, nullptr, 0));
+    if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) return Error("taking the lease", r.get());
+    if (PQntuples(r.get()) == 0) return int64_t{0};
+    fence_ = std::atoll(PQgetvalue(r.get(), 0, 0));
+    return fence_;
+  }
+
+  Result<bool> RenewLease(int64_t epoch, Duration ttl) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    const std::string us = std::to_string(ttl.micros());
+    const std::string e = std::to_string(epoch);
+    const char* params[] = {us.c_str(), e.c_str()};
+    PgResult r(PQexecParams(conn_,
+                            "UPDATE lease SET expires = clock_timestamp() + "
+                            "make_interval(secs => $1::bigint / 1e6) WHERE id = 1 AND epoch = $2",
+                            2, nullptr, params, nullptr, nullptr, 0));
+    if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return Error("renewing the lease", r.get());
+    return std::string(PQcmdTuples(r.get())) == "1";
+  }
+
+  void WaitForAppend(Duration timeout) override {
+    std::lock_guard<std::mutex> lock(listen_mu_);
+    if (!listen_ || PQstatus(listen_) != CONNECTION_OK) {
+      if (listen_) PQfinish(listen_);
+      listen_ = PQconnectdb(url_.c_str());
+      if (PQstatus(listen_) == CONNECTION_OK) {
+        PgResult(PQexec(listen_, "LISTEN reservoir_log"));
+      }
+    }
+    const int ms = static_cast<int>(timeout.micros() / 1000);
+    if (PQstatus(listen_) != CONNECTION_OK) {  // no hint to wait for: the poll interval it is
+      ::poll(nullptr, 0, ms);
+      return;
+    }
+    if (Drain()) return;  // a notice arrived already
+    pollfd p{PQsocket(listen_), POLLIN, 0};
+    ::poll(&p, 1, ms);
+    Drain();
+  }
+
+ private:
+  // Consumes what arrived on the listening connection; whether it held a notification.
+  bool Drain() {
+    PQconsumeInput(listen_);
+    bool any = false;
+    while (PGnotify* n = PQnotifies(listen_)) {
+      any = true;
+      PQfreemem(n);
+    }
+    return any;
+  }
+
+  // (Re)connects when there is no healthy connection.
+  Status ConnectLocked() const {
+    if (conn_ && PQstatus(conn_) == CONNECTION_OK) return Status::Ok();
+    if (conn_) {
+      PQreset(conn_);
+    } else {
+      conn_ = PQconnectdb(url_.c_str());
+    }
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      return Status(Code::kUnavailable,
+                    std::string("connecting to PostgreSQL: ") + PQerrorMessage(conn_), "db");
+    }
+    PgResult(PQexec(conn_, "SET client_min_messages = warning"));
+    return Status::Ok();
+  }
+  Status Exec(const char* sql, const char* what) const {
+    PgResult r(PQexec(conn_, sql));
+    const ExecStatusType st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Error(what, r.get());
+    return Status::Ok();
+  }
+  Status Error(const std::string& what, const PGresult* r) const {
+    std::string msg = r ? PQresultErrorMessage(r) : "";
+    if (msg.empty()) msg = PQerrorMessage(conn_);
+    while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+    return Status(Code::kUnavailable, what + ": " + msg);
+  }
+
+  const std::string url_;
+  mutable std::mutex mu_;  // one transaction at a time on conn_
+  mutable PGconn* conn_ = nullptr;
+  int64_t fence_ = 0;  // the epoch this store's appends are checked against (0: none)
+  std::mutex listen_mu_;
+  PGconn* listen_ = nullptr;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
+  auto store = std::make_unique<PostgresStore>(url);
+  Status s = store->Init();
+  if (!s.ok()) return Status(s.code(), s.message(), "db");
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace rsv
