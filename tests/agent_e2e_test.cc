@@ -22,6 +22,7 @@
 #include <thread>
 #include <tuple>
 
+#include "agent_process.h"
 #include "common/units.h"
 #include "server_process.h"
 
@@ -29,134 +30,10 @@ namespace rsv {
 namespace {
 
 using json = nlohmann::json;
+using rsv::testing::AgentProcess;
 using rsv::testing::ServerProcess;
 
 const char kAdmin[] = "e2e-admin-token";
-
-// A `reservoir agent` child; ready once it logs that it registered.
-class AgentProcess {
- public:
-  // `checkpoint_root` is shared by all agents, as shared storage is on a fleet.
-  AgentProcess(int port, std::string node, std::string state_dir, std::string checkpoint_root,
-               std::vector<std::string> extra = {})
-      : port_(port),
-        node_(std::move(node)),
-        state_dir_(std::move(state_dir)),
-        checkpoint_root_(std::move(checkpoint_root)),
-        extra_(std::move(extra)) {}
-  ~AgentProcess() { Kill(); }
-
-  bool Start() {
-    // Its own node's token, in a file only its owner reads (never the admin token).
-    const std::string token_file = state_dir_ + ".token";
-    auto minted =
-        rsv::testing::Http(port_, "POST", "/v1/tokens", kAdmin, json{{"node", node_}}.dump());
-    if (minted.status != 201) return false;
-    {
-      std::ofstream(token_file) << json::parse(minted.body)["token"].get<std::string>() << "\n";
-      std::filesystem::permissions(token_file, std::filesystem::perms(0600));
-    }
-    int err[2];
-    if (::pipe(err) != 0) return false;
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::dup2(err[1], 2);
-      ::close(err[0]);
-      ::close(err[1]);
-      std::vector<std::string> args = {RESERVOIR_BIN,
-                                       "agent",
-                                       "--server",
-                                       "http://127.0.0.1:" + std::to_string(port_),
-                                       "--token-file",
-                                       token_file,
-                                       "--pool",
-                                       "h100",
-                                       "--node-id",
-                                       node_,
-                                       "--topology",
-                                       "z/r",
-                                       "--fake-gpus",
-                                       "8",
-                                       "--state-dir",
-                                       state_dir_,
-                                       "--checkpoint-root",
-                                       checkpoint_root_};
-      args.insert(args.end(), extra_.begin(), extra_.end());
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    ::close(err[1]);
-    FILE* in = ::fdopen(err[0], "r");
-    char line[4096];
-    bool registered = false;
-    while (!registered && std::fgets(line, sizeof line, in)) {
-      Append(line);
-      registered = std::strstr(line, "registered with") != nullptr;
-    }
-    // Keep draining the agent's log so it never blocks on a full pipe.
-    ended_ = false;
-    drain_ = std::thread([this, in] {
-      char l[4096];
-      while (std::fgets(l, sizeof l, in)) Append(l);
-      std::fclose(in);
-      std::lock_guard<std::mutex> lock(mu_);
-      ended_ = true;
-      grew_.notify_all();
-    });
-    return registered;
-  }
-
-  // The host dies: the agent and every process of its jobs get SIGKILL at once.
-  void KillHost() {
-    std::ifstream in(state_dir_ + "/agent.json");
-    json s = json::parse(in, nullptr, true);
-    for (const json& a : s["attempts"]) {
-      if (a["pid"].get<int>() > 0) ::kill(-a["pid"].get<int>(), SIGKILL);
-    }
-    Kill();
-  }
-
-  void Kill() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      pid_ = -1;
-    }
-    if (drain_.joinable()) drain_.join();
-  }
-
-  std::string log() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return log_;
-  }
-  // Blocks until the agent has logged `text` (true), or its log ended or two minutes passed
-  // (false: a bound so a broken agent fails the test instead of hanging it).
-  bool WaitForLog(const std::string& text) {
-    std::unique_lock<std::mutex> lock(mu_);
-    grew_.wait_for(lock, std::chrono::minutes(2),
-                   [&] { return log_.find(text) != std::string::npos || ended_; });
-    return log_.find(text) != std::string::npos;
-  }
-
- private:
-  void Append(const char* l) {
-    std::lock_guard<std::mutex> lock(mu_);
-    log_ += l;
-    grew_.notify_all();
-  }
-  int port_;
-  std::string node_, state_dir_, checkpoint_root_;
-  std::vector<std::string> extra_;
-  std::condition_variable grew_;
-  bool ended_ = false;
-  pid_t pid_ = -1;
-  std::thread drain_;
-  std::mutex mu_;
-  std::string log_;
-};
 
 // The server's event stream, read with long-polls.
 class Events {

@@ -148,6 +148,10 @@ class ServerProcess {
     stdout_ = nullptr;
   }
 
+  // Sends `sig` and returns (SIGSTOP, SIGCONT: the process stays).
+  void Signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
   int port() const { return port_; }
   HttpResult Get(const std::string& path, const std::string& token) const {
     return rsv::testing::Http(port_, "GET", path, token);

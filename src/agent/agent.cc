@@ -67,7 +67,10 @@ std::string Health(const std::vector<GpuInfo>& gpus) {
 }  // namespace
 
 Agent::Agent(AgentConfig config, std::unique_ptr<GpuProbe> probe, const Clock* clock)
-    : config_(std::move(config)), probe_(std::move(probe)), clock_(clock) {
+    : config_(std::move(config)),
+      probe_(std::move(probe)),
+      clock_(clock),
+      servers_(config_.server, /*patience_ms=*/0) {  // the sync loop retries itself
   if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
 }
 
@@ -84,11 +87,13 @@ void Agent::Log(const std::string& line) {
 }
 
 bool Agent::ServerIsLocal() const {
-  std::string host = config_.server;
-  if (host.rfind("http://", 0) == 0) host = host.substr(7);
-  if (host.rfind("[::1]", 0) == 0) return true;
-  host = host.substr(0, host.find_first_of(":/"));
-  return host == "localhost" || host.rfind("127.", 0) == 0;
+  for (std::string host : servers_.urls()) {
+    if (host.rfind("http://", 0) == 0) host = host.substr(7);
+    if (host.rfind("[::1]", 0) == 0) continue;
+    host = host.substr(0, host.find_first_of(":/"));
+    if (host != "localhost" && host.rfind("127.", 0) != 0) return false;
+  }
+  return true;
 }
 
 Duration Agent::FenceAfter() const {
@@ -179,15 +184,15 @@ bool Agent::Register() {
                {"topology", config_.topology}, {"probe", probe_->kind()},
                {"cgroups", cgroup_note_},      {"inventory", Inventory(*gpus)}};
   if (!config_.address.empty()) body["address"] = config_.address;
-  HttpReply r = HttpCall(config_.server, "POST", "/v1/nodes/" + config_.node + "/register",
-                         config_.token, Dump(body), wake_[0], 10'000);
+  HttpReply r = servers_.Call("POST", "/v1/nodes/" + config_.node + "/register", config_.token,
+                              Dump(body), wake_[0], 10'000);
   if (r.status == 200 || r.status == 201) {
     last_heard_ = clock_->Now();
     Touch();
     json reply = json::parse(r.body, nullptr, false);
     if (!reply.is_discarded())
       heartbeat_s_ = std::max<int64_t>(1, reply.value("heartbeat_timeout_s", heartbeat_s_));
-    Log("registered with " + config_.server + ": " + std::to_string(gpus->size()) + " " +
+    Log("registered with " + servers_.current() + ": " + std::to_string(gpus->size()) + " " +
         probe_->kind() + " GPUs in pool " + config_.pool);
     last_error_.clear();
     return true;
@@ -336,9 +341,9 @@ bool Agent::Sync(bool urgent) {
     timeout_ms = std::min(timeout_ms, std::max<int64_t>(1, (kill.first - now) / 1000 + 1));
   }
   const Timestamp began = clock_->Now();
-  HttpReply r = HttpCall(config_.server, "POST",
-                         "/v1/nodes/" + config_.node + "/sync?wait=" + std::to_string(wait_s),
-                         config_.token, Dump(report), wake_[0], static_cast<int>(timeout_ms));
+  HttpReply r =
+      servers_.Call("POST", "/v1/nodes/" + config_.node + "/sync?wait=" + std::to_string(wait_s),
+                    config_.token, Dump(report), wake_[0], static_cast<int>(timeout_ms));
   if (r.interrupted || (r.status == 0 && r.error == "timed out")) return true;  // go round again
   if (r.status == 404) {
     Log("the server does not know this node: registering again");

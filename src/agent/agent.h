@@ -20,6 +20,7 @@
 #include "agent/executor.h"
 #include "agent/gpu_probe.h"
 #include "common/clock.h"
+#include "common/http_client.h"
 
 namespace rsv::agent {
 
@@ -31,7 +32,7 @@ struct JobUsers {
 };
 
 struct AgentConfig {
-  std::string server;  // http://host:port
+  std::string server;  // http://host:port, or several: a leader and its standbys (docs/ha.md)
   std::string token;   // the node's token (or an admin token)
   std::string pool;
   std::string node;      // node id; default: the host name
@@ -73,7 +74,7 @@ class Agent {
   void CollectExits();
   // How long out of touch with the server before the attempts stop themselves.
   Duration FenceAfter() const;
-  // Whether the server's URL names this host's loopback (a refusal there proves it is down).
+  // Whether every server's URL names this host's loopback (a refusal there proves it is down).
   bool ServerIsLocal() const;
   void SaveState();
   void LoadState();
@@ -109,6 +110,7 @@ class Agent {
   bool ResizePending() const;  // a shrink the job has not acknowledged yet
   std::string last_error_;
   bool started_ = false;
+  ServerSet servers_;         // the call goes to whichever leads
   bool refused_ = false;      // the server refused the registration: the agent exits
   int64_t heartbeat_s_ = 10;  // the server's heartbeat timeout, from its replies
   Timestamp last_heard_;      // when the last successful sync began  // an attempt was

@@ -181,7 +181,7 @@ int RunAgent(AgentFlags f) {
   if (f.address.empty()) {
     // The address this host reaches the server from: on the same network, its peers reach it
     // there too. (A loopback server gives 127.0.0.1: a one-host fleet.)
-    f.address = LocalAddressToward(f.server);
+    f.address = LocalAddressToward(f.server.substr(0, f.server.find(',')));
     if (f.address.empty()) f.address = f.node;
   }
   if (!server::ValidAddress(f.address)) {
@@ -465,7 +465,9 @@ int RunUp(const UpFlags& f) {
 Action AddAgent(CLI::App& app) {
   auto f = std::make_shared<AgentFlags>();
   CLI::App* s = app.add_subcommand("agent", "Run the agent of one GPU host");
-  s->add_option("--server", f->server, "Server URL (default $RESERVOIR_URL)");
+  s->add_option("--server", f->server,
+                "Server URL, or several separated by commas: a leader and its standbys (default "
+                "$RESERVOIR_URL)");
   s->add_option("--token", f->token, "Refused: a token on the command line is visible to all");
   s->add_option("--token-file", f->token_file,
                 "File (mode 600) holding the node's token (default: $RESERVOIR_TOKEN)");

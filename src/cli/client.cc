@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "common/http_client.h"
@@ -12,7 +13,9 @@
 namespace rsv::cli {
 
 void AddClientFlags(CLI::App* sub, ClientFlags* f) {
-  sub->add_option("--url", f->url, "Server URL (default $RESERVOIR_URL or http://127.0.0.1:8080)");
+  sub->add_option("--url", f->url,
+                  "Server URL, or several separated by commas: a leader and its standbys (default "
+                  "$RESERVOIR_URL or http://127.0.0.1:8080)");
   sub->add_option("--token", f->token, "API token (default $RESERVOIR_TOKEN)");
   sub->add_flag("--json", f->json, "Print the server's JSON instead of a table");
 }
@@ -25,7 +28,10 @@ CallResult Call(const ClientFlags& flags, const std::string& method, const std::
   if (url.empty()) url = "http://127.0.0.1:8080";
   std::string token = flags.token;
   if (token.empty() && std::getenv("RESERVOIR_TOKEN")) token = std::getenv("RESERVOIR_TOKEN");
-  HttpReply h = HttpCall(url, method, path, token, body);
+  // Several servers (a leader and its standbys): the one that answered last is asked first.
+  static std::map<std::string, ServerSet> sets;
+  ServerSet& servers = sets.try_emplace(url, url).first->second;
+  HttpReply h = servers.Call(method, path, token, body);
   r.status = h.status;
   r.body = std::move(h.body);
   r.transport_error = std::move(h.error);

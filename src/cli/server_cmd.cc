@@ -1,8 +1,10 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include "server/api.h"
 #include "server/control.h"
 #include "server/http.h"
+#include "server/leadership.h"
 
 namespace rsv::cli {
 namespace {
@@ -26,6 +29,9 @@ namespace {
 struct ServerFlags {
   std::string listen = "127.0.0.1:8080";
   std::string db = "./reservoir.db";
+  std::string advertise;  // default: http://LISTEN (the host name for a wildcard address)
+  std::string name;       // default: the host name
+  std::string lease = "5s";
   std::string config;
   std::string port_file;
   std::string log_dir;
@@ -33,7 +39,10 @@ struct ServerFlags {
   server::HttpLimits limits;
 };
 
-int RunServer(const ServerFlags& f) {
+// RunServer's result when the server stepped down: run it again, as a standby.
+constexpr int kStartAgain = -1;
+
+int RunServer(const ServerFlags& f, int* bound_port) {
   ::umask(077);  // the database and jobs' output are readable by this user only
   server::ServerConfig config;
   if (!f.config.empty()) {
@@ -67,31 +76,26 @@ int RunServer(const ServerFlags& f) {
     std::cerr << "reservoir server: --threads must be 1-64\n";
     return 2;
   }
-  Result<std::unique_ptr<Store>> store = OpenSqliteStore(f.db);
+  Result<Duration> lease = Duration::Parse(f.lease);
+  if (!lease.ok() || *lease < Duration::Seconds(1) || *lease > Duration::Minutes(10)) {
+    std::cerr << "reservoir server: --lease must be a duration from 1s to 10m (e.g. 5s)\n";
+    return 2;
+  }
+  if (!f.advertise.empty() && f.advertise.rfind("http://", 0) != 0) {
+    std::cerr << "reservoir server: --advertise must be an http:// URL\n";
+    return 2;
+  }
+  Result<std::unique_ptr<Store>> store = OpenStore(f.db);
   if (!store.ok()) {
     std::cerr << "reservoir server: " << store.status().ToString() << "\n";
     return 1;
   }
   SystemClock clock;
   server::ControlPlane control(config, std::move(*store), &clock);
-  Status started = control.Start();
-  if (!started.ok()) {
-    std::cerr << "reservoir server: " << started.ToString() << "\n";
+  Status loaded = control.Load();
+  if (!loaded.ok()) {
+    std::cerr << "reservoir server: " << loaded.ToString() << "\n";
     return 1;
-  }
-  if (!control.HasAdmin()) {
-    const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
-    std::string token = env && *env ? env : server::RandomToken("rsv_admin_");
-    std::promise<Status> done;
-    nlohmann::json body = {{"admin", true}, {"hash", Sha256Hex(token)}};
-    control.Execute("token", body.dump(),
-                    [&](Result<server::Reply> r) { done.set_value(r.status()); });
-    Status s = done.get_future().get();
-    if (!s.ok()) {
-      std::cerr << "reservoir server: creating the admin token: " << s.ToString() << "\n";
-      return 1;
-    }
-    if (!(env && *env)) std::cout << "admin token (shown once): " << token << std::endl;
   }
   // SIGINT/SIGTERM end the server cleanly: block them here, wait for them on one thread.
   sigset_t signals;
@@ -101,7 +105,8 @@ int RunServer(const ServerFlags& f) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   // Structured logs: one JSON object per line on stderr, with the request id.
-  auto log = spdlog::stderr_logger_mt("reservoir");
+  auto log =
+      spdlog::get("reservoir") ? spdlog::get("reservoir") : spdlog::stderr_logger_mt("reservoir");
   log->set_pattern(R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l",%v})",
                    spdlog::pattern_time_type::utc);
   SteadyTicker ticker;
@@ -118,10 +123,48 @@ int RunServer(const ServerFlags& f) {
     std::cerr << "reservoir server: " << port.status().ToString() << "\n";
     return 1;
   }
-  std::string host = f.listen.substr(0, f.listen.rfind(':'));
-  std::cout << "reservoir server listening on http://" << host << ":" << *port << " (db " << f.db
-            << ", " << control.commands_replayed()
-            << " commands replayed); the dashboard is at / on the same address" << std::endl;
+  const std::string host = f.listen.substr(0, f.listen.rfind(':'));
+  *bound_port = *port;
+
+  // High availability (docs/ha.md): every server on one store runs the same loop; the one that
+  // holds the lease leads, the others follow the log and take over when it lapses.
+  char hostname[256] = {};
+  ::gethostname(hostname, sizeof hostname - 1);
+  server::LeadershipOptions ha;
+  ha.holder = f.name.empty() ? std::string(hostname) : f.name;
+  const bool wildcard = host == "0.0.0.0" || host == "[::]" || host == "::";
+  ha.address = f.advertise.empty() ? "http://" + (wildcard ? std::string(hostname) : host) + ":" +
+                                         std::to_string(*port)
+                                   : f.advertise;
+  ha.lease = *lease;
+  ha.renew_every = Duration::Micros(std::max<int64_t>(lease->micros() / 5, 200'000));
+  std::atomic<bool> stepped_down{false};
+  control.OnStepDown([&](const std::string&) {
+    stepped_down = true;
+    http.Stop();  // and start again as a standby (RunServer's caller)
+  });
+  server::Leadership leadership(
+      &control, ha, &clock, [log](const std::string& line) { log->info(R"("ha":"{}")", line); });
+  leadership.Start();
+  if (control.leading() && !control.HasAdmin()) {
+    const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
+    std::string token = env && *env ? env : server::RandomToken("rsv_admin_");
+    std::promise<Status> done;
+    nlohmann::json body = {{"admin", true}, {"hash", Sha256Hex(token)}};
+    control.Execute("token", body.dump(),
+                    [&](Result<server::Reply> r) { done.set_value(r.status()); });
+    Status s = done.get_future().get();
+    if (!s.ok()) {
+      std::cerr << "reservoir server: creating the admin token: " << s.ToString() << "\n";
+      return 1;
+    }
+    if (!(env && *env)) std::cout << "admin token (shown once): " << token << std::endl;
+  }
+  std::cout << "reservoir server listening on http://" << host << ":" << *port << " ("
+            << (IsPostgresUrl(f.db) ? "PostgreSQL" : "db " + f.db) << ", "
+            << control.commands_replayed() << " commands replayed, "
+            << (control.leading() ? "leading" : "standby of " + control.Leader().first)
+            << "); the dashboard is at / on the same address" << std::endl;
   if (!f.port_file.empty()) {
     std::ofstream(f.port_file + ".tmp") << *port << "\n";
     std::rename((f.port_file + ".tmp").c_str(), f.port_file.c_str());
@@ -130,12 +173,28 @@ int RunServer(const ServerFlags& f) {
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
+    if (sig == SIGTERM && stepped_down) return;  // woken below to end
     std::cout << "reservoir server: stopping" << std::endl;
     http.Stop();
   });
   http.Run(f.threads);
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
+  leadership.Stop();
+  if (stepped_down) {
+    // Deposed by a server of the same name: two servers share one (a restart takes its own
+    // lease back at once), and restarting would depose that one in turn, back and forth.
+    Result<Lease> now = control.store()->ReadLease();
+    if (now.ok() && now->live && now->holder == ha.holder) {
+      std::cerr << "reservoir server: another server on this database runs as '" << ha.holder
+                << "'; give each server its own --name\n";
+      return 1;
+    }
+    // What this process applied may hold commands that never became durable: it starts again
+    // from the log, as a standby of whoever leads now.
+    std::cout << "reservoir server: stepped down; starting again as a standby" << std::endl;
+    return kStartAgain;
+  }
   return 0;
 }
 
@@ -145,7 +204,19 @@ Action AddServer(CLI::App& app) {
   auto f = std::make_shared<ServerFlags>();
   CLI::App* s = app.add_subcommand("server", "Run the control plane (REST API, scheduler, store)");
   s->add_option("--listen", f->listen, "HOST:PORT to listen on (port 0 picks one)");
-  s->add_option("--db", f->db, "SQLite database file");
+  s->add_option("--db", f->db,
+                "SQLite database file, or a PostgreSQL URL (postgresql://USER@HOST/DB): several "
+                "servers on one database make one leader and its standbys (docs/ha.md)");
+  s->add_option("--advertise", f->advertise,
+                "This server's URL as clients and agents reach it, handed out by standbys "
+                "(default http://LISTEN)");
+  s->add_option("--name", f->name,
+                "This server's name among the servers on one database, one per server; a "
+                "restart under the same name takes its lease back at once (default: the host "
+                "name)");
+  s->add_option("--lease", f->lease,
+                "How long the leader's lease lasts without renewal (renewed every fifth of it; "
+                "a standby takes over after it lapses)");
   s->add_option("--config", f->config,
                 "Config file (JSON: pools, nodes, tick, heartbeat_timeout, start_timeout)");
   s->add_option("--threads", f->threads, "HTTP threads");
@@ -157,7 +228,15 @@ Action AddServer(CLI::App& app) {
   s->add_option("--log-dir", f->log_dir,
                 "Where job output shipped by agents is kept (default DB.logs)");
   s->add_option("--port-file", f->port_file, "Write the bound port to this file");
-  return [f] { return RunServer(*f); };
+  return [f] {
+    ServerFlags flags = *f;
+    int port = 0;
+    int rc;
+    while ((rc = RunServer(flags, &port)) == kStartAgain) {
+      flags.listen = flags.listen.substr(0, flags.listen.rfind(':') + 1) + std::to_string(port);
+    }
+    return rc;
+  };
 }
 
 }  // namespace rsv::cli

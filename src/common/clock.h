@@ -47,4 +47,8 @@ class SteadyTicker final : public Ticker {
   int64_t Nanos() const override;
 };
 
+// Waits `d` of real time. For retry loops against real servers (a client going round its
+// servers, a standby's poll), never in a decision.
+void SleepFor(Duration d);
+
 }  // namespace rsv

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 
@@ -104,6 +105,7 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
     r.refused = all_refused;
     return r;
   }
+  r.connected = true;
   std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + hostport +
                     "\r\nConnection: close\r\nContent-Type: application/json\r\n";
   if (!token.empty()) req += "Authorization: Bearer " + token + "\r\n";
@@ -138,6 +140,66 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
   size_t split = resp.find("\r\n\r\n");
   if (split != std::string::npos) r.body = resp.substr(split + 4);
   return r;
+}
+
+bool IsStandbyReply(const HttpReply& r) {
+  return r.status == 503 && (r.body.find("is a standby") != std::string::npos ||
+                             r.body.find("is not the leader") != std::string::npos);
+}
+
+std::string StandbyLeader(const HttpReply& r) {
+  if (!IsStandbyReply(r)) return "";
+  const std::string key = "\"leader\":\"";
+  size_t at = r.body.find(key);
+  if (at == std::string::npos) return "";
+  at += key.size();
+  size_t end = r.body.find('"', at);
+  return end == std::string::npos ? "" : r.body.substr(at, end - at);
+}
+
+ServerSet::ServerSet(const std::string& urls, int patience_ms) : patience_ms_(patience_ms) {
+  size_t start = 0;
+  while (start <= urls.size()) {
+    size_t comma = urls.find(',', start);
+    if (comma == std::string::npos) comma = urls.size();
+    std::string u = urls.substr(start, comma - start);
+    while (!u.empty() && u.back() == '/') u.pop_back();
+    if (!u.empty()) urls_.push_back(u);
+    start = comma + 1;
+  }
+  if (urls_.empty()) urls_.push_back("");  // HttpCall names the problem
+}
+
+HttpReply ServerSet::Call(const std::string& method, const std::string& path,
+                          const std::string& token, const std::string& body, int interrupt_fd,
+                          int timeout_ms) {
+  const Timestamp deadline = clock_.Now() + Duration::Millis(patience_ms_);
+  while (true) {
+    HttpReply last;
+    bool all_refused = true;
+    for (size_t tried = 0; tried < urls_.size(); ++tried) {
+      HttpReply r = HttpCall(urls_[current_], method, path, token, body, interrupt_fd, timeout_ms);
+      const bool unsent = r.status == 0 && !r.connected && !r.interrupted;
+      if (!unsent && !IsStandbyReply(r)) return r;
+      all_refused = all_refused && r.refused;
+      last = std::move(r);
+      // Straight to the leader a standby names (learning it when it is not in the list yet),
+      // else the next server.
+      const std::string leader = StandbyLeader(last);
+      size_t next = (current_ + 1) % urls_.size();
+      if (!leader.empty()) {
+        auto known = std::find(urls_.begin(), urls_.end(), leader);
+        if (known == urls_.end()) known = urls_.insert(urls_.end(), leader);
+        next = static_cast<size_t>(known - urls_.begin());
+      }
+      current_ = next;
+    }
+    last.refused = all_refused;  // nothing listens at any of the servers' addresses
+    if (clock_.Now() >= deadline) return last;
+    // One server that cannot be reached: said at once, as without standbys.
+    if (urls_.size() == 1 && !IsStandbyReply(last)) return last;
+    SleepFor(Duration::Millis(200));
+  }
 }
 
 }  // namespace rsv

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <string>
+#include <vector>
+
+#include "common/clock.h"
 
 namespace rsv {
 
@@ -12,13 +15,41 @@ struct HttpReply {
   std::string body;
   std::string error;
   bool interrupted = false;
-  bool refused = false;  // nothing listens at the address (ECONNREFUSED)
+  bool refused = false;    // nothing listens at the address (ECONNREFUSED)
+  bool connected = false;  // false: the request was never sent
 };
 
 // `url` is "http://host[:port]"; `path` includes any query. timeout_ms < 0: no limit.
 HttpReply HttpCall(const std::string& url, const std::string& method, const std::string& path,
                    const std::string& token, const std::string& body, int interrupt_fd = -1,
                    int timeout_ms = -1);
+
+// A leader and its standbys (docs/ha.md), given as "URL1,URL2,...". A call goes to the server
+// that answered the last one; when that server cannot be reached, or answers as a standby (503
+// naming the leader), the call moves to the leader it names or the next server, round the list
+// until one leads or `patience_ms` runs out (a takeover takes up to the lease, 5 s by default).
+// A request is sent again only when no server could have applied it: never connected, or
+// refused by a standby. A reply that reached no leader is `refused` when every server refused the
+// connection. Not thread-safe: one per thread.
+class ServerSet {
+ public:
+  explicit ServerSet(const std::string& urls, int patience_ms = 15000);
+  HttpReply Call(const std::string& method, const std::string& path, const std::string& token,
+                 const std::string& body, int interrupt_fd = -1, int timeout_ms = -1);
+  // The server the next call goes to first.
+  const std::string& current() const { return urls_[current_]; }
+  const std::vector<std::string>& urls() const { return urls_; }
+
+ private:
+  std::vector<std::string> urls_;
+  size_t current_ = 0;
+  int patience_ms_;
+  SystemClock clock_;
+};
+
+// The leader a standby's 503 reply names ("" when the reply is not a standby's).
+std::string StandbyLeader(const HttpReply& r);
+bool IsStandbyReply(const HttpReply& r);
 
 // The address of this host that packets to the server at `url` leave from (the route's source,
 // found without sending anything), as text: what peers on the same network can reach. Empty

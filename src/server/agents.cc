@@ -140,18 +140,19 @@ Result<Reply> ControlPlane::ApplyInternal(const std::string& kind, const std::st
   return r;
 }
 
-bool ControlPlane::QueueLocked(std::vector<Command>* log, std::function<void()> then) {
+bool ControlPlane::QueueLocked(std::vector<Command>* log, std::function<void(Status)> then) {
   if (log->empty()) return false;
-  auto left = std::make_shared<size_t>(log->size());
-  auto after = std::make_shared<std::function<void()>>(std::move(then));
+  struct Left {
+    size_t n;
+    Status first_error;
+    std::function<void(Status)> then;
+  };
+  auto left = std::make_shared<Left>(Left{log->size(), Status::Ok(), std::move(then)});
   for (Command& c : *log) {
     // The committer calls back in order, on one thread.
-    committer_->Submit(std::move(c), [left, after](Status s, int64_t) {
-      if (!s.ok()) {
-        std::fprintf(stderr, "fatal: could not persist a command: %s\n", s.ToString().c_str());
-        std::abort();
-      }
-      if (--*left == 0) (*after)();
+    PersistLocked(std::move(c), [left](Status s) {
+      if (!s.ok() && left->first_error.ok()) left->first_error = s;
+      if (--left->n == 0) left->then(left->first_error);
     });
   }
   log->clear();
@@ -175,7 +176,10 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
     for (JobId j : n.gpu_job) {
       if (!j.valid() || std::find(late.begin(), late.end(), j) != late.end()) continue;
       const Job& job = st.job(j);
-      if (job.state == JobState::kStarting && now - job.started > config_.start_timeout) {
+      // Timed from when this server began leading, if later: a start decided by the last
+      // leader gets a whole timeout to be confirmed here.
+      const Timestamp since = std::max(job.started, start_grace_from_);
+      if (job.state == JobState::kStarting && now - since > config_.start_timeout) {
         late.push_back(j);
       }
     }
@@ -342,6 +346,10 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
   bool immediate = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!leading_) {
+      return done(
+          Status(Code::kUnavailable, "this server is a standby: agents sync with the leader"));
+    }
     const ClusterState& st = sched_.state();
     const Timestamp now = clock_->Now();
     std::optional<NodeId> id = st.FindNode(node);
@@ -484,7 +492,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       reply_body = Dump(out);
     }
     // Queued under the lock: the log's order is the order commands were applied in.
-    if (QueueLocked(&log, [this, done, reply_body] {
+    if (QueueLocked(&log, [this, done, reply_body](Status s) {
+          if (!s.ok()) return done(s);
           done(Reply{200, reply_body});
           RunReadyWaiters();
         })) {

@@ -324,8 +324,28 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
     reply(Asset(path == "/" ? "index.html" : path.substr(8)));
     return;
   }
+  const auto [leader, epoch] = control_->Leader();
   if (path == "/healthz") {
-    reply(HttpResponse{200, "application/json", R"({"status":"ok"})"});
+    json h = {{"status", "ok"},
+              {"role", control_->leading() ? "leader" : "standby"},
+              {"applied_seq", control_->applied_seq()}};
+    if (!leader.empty()) h["leader"] = leader;
+    if (epoch > 0) h["epoch"] = epoch;
+    reply(HttpResponse{200, "application/json", h.dump()});
+    return;
+  }
+  // A standby serves nothing but its health and metrics: its state trails the leader's. It
+  // names the leader, which clients given several servers turn to (docs/ha.md).
+  if (path != "/metrics" && !control_->leading()) {
+    const bool known = !leader.empty() && !control_->stepped_down();
+    json e = {{"code", "unavailable"},
+              {"message", known ? "this server is a standby; the leader is " + leader
+                                : "this server is not the leader; another server leads or is "
+                                  "taking over"}};
+    if (known) e["leader"] = leader;
+    HttpResponse r{503, "application/json", json{{"error", e}}.dump()};
+    r.headers = {{"Retry-After", "1"}};
+    reply(std::move(r));
     return;
   }
   if (path == "/metrics") {

@@ -317,7 +317,18 @@ ControlPlane::ControlPlane(ServerConfig config, std::unique_ptr<Store> store, co
 
 ControlPlane::~ControlPlane() { committer_.reset(); }
 
+namespace {
+Status NotLeading() {
+  return Status(Code::kUnavailable, "this server is a standby: writes go to the leader");
+}
+}  // namespace
+
 Status ControlPlane::Start() {
+  RSV_RETURN_IF_ERROR(Load());
+  return Lead();
+}
+
+Status ControlPlane::Load() {
   std::lock_guard<std::mutex> lock(mu_);
   for (const PoolConfig& p : config_.pools) RSV_RETURN_IF_ERROR(sched_.AddPool(p).status());
   for (const auto& n : config_.nodes) {
@@ -326,29 +337,97 @@ Status ControlPlane::Start() {
       return InvalidArgument("nodes", "node " + n.name + ": unknown pool '" + n.pool + "'");
     RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
   }
-  Status s = store_->ForEach([&](const Command& c) {
-    Result<Reply> r = Internal("not applied");
-    try {
-      r = Apply(c, true);
-    } catch (const json::exception& e) {  // a field of the wrong type: the log was altered
-      r = Internal(std::string("malformed body: ") + e.what());
-    }
-    ++replayed_;
-    if (c.kind == "cycle") SampleUsageLocked();
-    // A logged command was valid when it was applied; refusing it now means the log and the
-    // code disagree, which must not be papered over.
-    if (!r.ok()) {
-      return Internal("replaying command " + std::to_string(c.seq) + " (" + c.kind +
-                      "): " + r.status().ToString());
-    }
-    return Status::Ok();
-  });
-  RSV_RETURN_IF_ERROR(s);
+  RSV_RETURN_IF_ERROR(store_->ForEach([&](const Command& c) { return ApplyLoggedLocked(c); }));
   DrainEvents();
-  // Agents get a full heartbeat timeout from now to reach the restarted server.
-  for (auto& [node, link] : agents_) link.last_seen = clock_->Now();
-  committer_ = std::make_unique<GroupCommitter>(store_.get());
   return Status::Ok();
+}
+
+Status ControlPlane::ApplyLoggedLocked(const Command& c) {
+  Result<Reply> r = Internal("not applied");
+  try {
+    r = Apply(c, true);
+  } catch (const json::exception& e) {  // a field of the wrong type: the log was altered
+    r = Internal(std::string("malformed body: ") + e.what());
+  }
+  ++replayed_;
+  applied_seq_ = c.seq;
+  if (c.kind == "cycle") SampleUsageLocked();
+  // A logged command was valid when it was applied; refusing it now means the log and the code
+  // disagree, which must not be papered over.
+  if (!r.ok()) {
+    return Internal("replaying command " + std::to_string(c.seq) + " (" + c.kind +
+                    "): " + r.status().ToString());
+  }
+  return Status::Ok();
+}
+
+Status ControlPlane::CatchUp() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (leading_) return Status::Ok();  // the leader's state is ahead of its log, never behind
+  RSV_RETURN_IF_ERROR(store_->ForEachAfter(applied_seq_, [&](const Command& c) {
+    Status s = ApplyLoggedLocked(c);
+    DrainEvents();
+    return s;
+  }));
+  return Status::Ok();
+}
+
+Status ControlPlane::Lead() {
+  // The lease is ours, so nothing older can still be appended: this tail is the whole log.
+  RSV_RETURN_IF_ERROR(CatchUp());
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stepped_down_) return FailedPrecondition("this server stepped down; restart it to serve");
+  // Agents get a full heartbeat timeout from now to reach this server (restart or takeover),
+  // and a start decided by the last leader gets a full start timeout to be confirmed here.
+  const Timestamp now = clock_->Now();
+  for (auto& [node, link] : agents_) link.last_seen = now;
+  start_grace_from_ = now;
+  committer_ = std::make_unique<GroupCommitter>(store_.get());
+  leading_ = true;
+  return Status::Ok();
+}
+
+void ControlPlane::StepDown(const std::string& why) {
+  if (stepped_down_.exchange(true)) return;
+  leading_ = false;
+  std::fprintf(stderr, "reservoir server: stepping down: %s\n", why.c_str());
+  if (on_step_down_) on_step_down_(why);
+}
+
+void ControlPlane::Quiesce() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    leading_ = false;  // from here Execute, Tick and Sync leave the committer alone
+  }
+  committer_.reset();  // commits what is queued; its callbacks may take the lock
+}
+
+void ControlPlane::SetLeader(std::string address, int64_t epoch) {
+  std::lock_guard<std::mutex> lock(leader_mu_);
+  leader_address_ = std::move(address);
+  leader_epoch_ = epoch;
+}
+
+std::pair<std::string, int64_t> ControlPlane::Leader() const {
+  std::lock_guard<std::mutex> lock(leader_mu_);
+  return {leader_address_, leader_epoch_};
+}
+
+void ControlPlane::PersistLocked(Command c, std::function<void(Status)> then) {
+  // The committer calls back in order, on its own thread (which may wait for the lock: never
+  // the reverse).
+  committer_->Submit(std::move(c), [this, then = std::move(then)](Status s, int64_t seq) {
+    if (s.ok()) applied_seq_ = seq;
+    if (!s.ok()) {
+      // Applied but not durable: memory and log disagree. Nothing more is acknowledged; a
+      // restart (as a standby, when another server leads now) rebuilds the state from the log.
+      StepDown(Deposed(s) ? s.message() : "could not persist a command: " + s.ToString());
+      s = Status(Code::kUnavailable,
+                 "not recorded: this server stopped leading before the write was durable; "
+                 "retry at the leader");
+    }
+    if (then) then(s);
+  });
 }
 
 void ControlPlane::DrainEvents() {
@@ -416,6 +495,7 @@ void ControlPlane::Execute(const std::string& kind, const std::string& body,
   c.body = body;
   Result<Reply> r = Internal("unreached");
   std::lock_guard<std::mutex> lock(mu_);
+  if (!leading_) return done(NotLeading());
   c.at = clock_->Now();
   r = Apply(c, false);
   DrainEvents();
@@ -425,13 +505,8 @@ void ControlPlane::Execute(const std::string& kind, const std::string& body,
   }
   Reply reply = *r;
   // Queued while the lock is held, so the log's order is the order commands were applied in.
-  // The committer calls back on its own thread (which may wait for the lock: never the reverse).
-  committer_->Submit(std::move(c), [this, done = std::move(done), reply](Status s, int64_t) {
-    if (!s.ok()) {
-      // Applied but not durable: memory and log disagree. Stop; a restart replays the log.
-      std::fprintf(stderr, "fatal: could not persist a command: %s\n", s.ToString().c_str());
-      std::abort();
-    }
+  PersistLocked(std::move(c), [this, done = std::move(done), reply](Status s) {
+    if (!s.ok()) return done(s);
     done(reply);
     RunReadyWaiters();  // long-polls see the events once they are durable
   });
@@ -455,6 +530,7 @@ void ControlPlane::Tick() {
   int32_t decisions = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (!leading_) return;
     c.at = clock_->Now();
     CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
@@ -473,15 +549,13 @@ void ControlPlane::Tick() {
     DrainEvents();
     SampleUsageLocked();  // once a cycle: the history's points are cycles that changed something
     // Queued under the lock (the log's order is the order of application). Timeouts decided
-    // here are logged before the cycle that may have acted on them.
-    if (!QueueLocked(&agent_log, [this] { RunReadyWaiters(); })) ready = TakeReadyWaiters(c.at);
-    if (decisions > 0) {  // a cycle that decided nothing and moved no money is not logged
-      committer_->Submit(std::move(c), [](Status s, int64_t) {
-        if (!s.ok()) {
-          std::fprintf(stderr, "fatal: could not persist a cycle: %s\n", s.ToString().c_str());
-          std::abort();
-        }
-      });
+    // here are logged before the cycle that may have acted on them. A cycle that decided
+    // nothing and moved no money is not logged. Agents hear of the decisions once they are
+    // durable: a start a leader's crash lost is never started.
+    const Timestamp now = c.at;
+    if (decisions > 0) agent_log.push_back(std::move(c));
+    if (!QueueLocked(&agent_log, [this](Status) { RunReadyWaiters(); })) {
+      ready = TakeReadyWaiters(now);
     }
   }
   for (auto& fn : ready) fn();

@@ -5,6 +5,7 @@
 // Knows nothing of HTTP; JSON appears only as strings at this boundary.
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -76,8 +77,34 @@ class ControlPlane {
   ControlPlane(ServerConfig config, std::unique_ptr<Store> store, const Clock* clock);
   ~ControlPlane();
 
-  // Loads pools and nodes from the config, then replays the command log.
+  // Loads pools and nodes from the config, replays the command log and leads: one server alone
+  // on its store (tests). `reservoir server` runs Load, then Lead once it holds the lease.
   Status Start();
+
+  // --- High availability (docs/ha.md) ---
+  // Loads the config and replays the log without leading: a standby.
+  Status Load();
+  // Applies what was appended to the log since (a standby follows the leader's writes).
+  Status CatchUp();
+  // Takes over: applies the log's tail, gives every agent a fresh heartbeat timeout and starts
+  // accepting writes. The caller holds the lease (its store appends under the lease's epoch).
+  Status Lead();
+  // Whether this server accepts writes: it leads and has not stepped down.
+  bool leading() const { return leading_.load(); }
+  // Stops accepting writes for good (the lease was lost, or an append failed): the applied
+  // state may hold commands that never became durable, so only a restart may serve again.
+  // Runs the OnStepDown callback once.
+  void StepDown(const std::string& why);
+  // Stops accepting writes and waits until every queued one is durable (a clean stop, before
+  // the lease is handed over).
+  void Quiesce();
+  void OnStepDown(std::function<void(const std::string& why)> fn) { on_step_down_ = std::move(fn); }
+  bool stepped_down() const { return stepped_down_.load(); }
+  int64_t applied_seq() const { return applied_seq_.load(); }
+  // The leader's API address and lease epoch, as this server last learned them.
+  void SetLeader(std::string address, int64_t epoch);
+  std::pair<std::string, int64_t> Leader() const;
+  Store* store() { return store_.get(); }
 
   // Applies a mutation now and calls `done` once it is durable (or refused: nothing changes).
   void Execute(const std::string& kind, const std::string& body,
@@ -124,6 +151,20 @@ class ControlPlane {
 
  private:
   Result<Reply> Apply(const Command& c, bool replay);
+  // Applies one command read back from the log (replay and following); an error means the
+  // log and the code disagree.
+  Status ApplyLoggedLocked(const Command& c);
+  // Queues one applied command for the log; `then` runs on the committer's thread with the
+  // append's status (not ok: this server stepped down and the command was not recorded).
+  void PersistLocked(Command c, std::function<void(Status)> then);
+  std::atomic<bool> leading_{false};
+  Timestamp start_grace_from_;  // when this server began leading: starts are timed from then
+  std::atomic<bool> stepped_down_{false};
+  std::atomic<int64_t> applied_seq_{0};
+  std::function<void(const std::string&)> on_step_down_;
+  mutable std::mutex leader_mu_;
+  std::string leader_address_;
+  int64_t leader_epoch_ = 0;
   // The configured limits on one reservation (ServerConfig::reservation_limits).
   Status WithinLimits(const ReservationRequest& r, Timestamp now);
   void DrainEvents();
@@ -178,7 +219,8 @@ class ControlPlane {
   // Queues `log` for the command log, in order, while the caller holds mu_ (so the log's order
   // is the order commands were applied in); `then` runs on the committer's thread once all are
   // durable. False (and `then` not run) when `log` is empty: the caller runs it after unlocking.
-  bool QueueLocked(std::vector<Command>* log, std::function<void()> then);
+  // `then` gets the first failure, if any (this server stepped down; nothing more was recorded).
+  bool QueueLocked(std::vector<Command>* log, std::function<void(Status)> then);
   // Heartbeat and start timeouts, at each tick.
   void CheckAgentsLocked(Timestamp now, std::vector<Command>* log);
   std::string LogPathOf(uint32_t job, int32_t attempt, const std::string& suffix = "") const;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <future>
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
@@ -80,6 +81,85 @@ TEST(ControlReplay, MemberCommandsTrackEachMember) {
   json stopping = ReplayJob(log);
   EXPECT_EQ(stopping["state"], "preempting") << stopping.dump();
   EXPECT_EQ(stopping["preempt_reason"], "gang member ended: exit 3 on node n2");
+}
+
+// docs/ha.md: a standby on the same log follows the leader to the same state; once it holds the
+// lease, the old leader's next write is refused (nothing of it recorded) and it steps down.
+TEST(ControlHa, AStandbyFollowsTheLogAndFencesTheOldLeader) {
+  const std::string db = ::testing::TempDir() + "/rsv_ha_control.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+  auto cfg = ParseServerConfig(
+      R"({"pools": [{"name": "gpu", "reserve_price": "1"}],
+          "nodes": [{"name": "n", "pool": "gpu", "gpus": 8}]})");
+  ASSERT_TRUE(cfg.ok());
+  ManualClock clock(Timestamp::FromMicros(100'000'000));
+  auto s1 = OpenSqliteStore(db);
+  auto s2 = OpenSqliteStore(db);
+  ASSERT_TRUE(s1.ok() && s2.ok());
+  ControlPlane leader(*cfg, std::move(*s1), &clock);
+  ControlPlane standby(*cfg, std::move(*s2), &clock);
+  ASSERT_EQ(*leader.store()->TakeLease("a", "http://a", Duration::Seconds(60)), 1);
+  ASSERT_TRUE(leader.Start().ok());
+  ASSERT_TRUE(standby.Load().ok());
+  EXPECT_FALSE(standby.leading());
+  std::string why;
+  leader.OnStepDown([&](const std::string& w) { why = w; });
+
+  // Runs one write and waits for its answer (the committer replies on its own thread).
+  auto write = [](ControlPlane& c, const std::string& kind, const json& body) {
+    std::promise<Status> answer;
+    c.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+    return answer.get_future().get();
+  };
+  ASSERT_TRUE(write(leader, "tenant", {{"name", "t"}}).ok());
+  ASSERT_TRUE(write(leader, "submit",
+                    {{"tenant", "t"}, {"pool", "gpu"}, {"gpus", 3}, {"limit_micros", 2'000'000}})
+                  .ok());
+  clock.Advance(Duration::Seconds(1));
+  leader.Tick();  // places it: a logged cycle
+  ASSERT_TRUE(write(leader, "submit",
+                    {{"tenant", "t"}, {"pool", "gpu"}, {"gpus", 2}, {"limit_micros", 3'000'000}})
+                  .ok());
+  clock.Advance(Duration::Seconds(1));
+  leader.Tick();                                                  // charges accrue: a logged cycle
+  ASSERT_TRUE(write(leader, "tenant", {{"name", "sync"}}).ok());  // after the cycles: durable
+
+  ASSERT_TRUE(standby.CatchUp().ok());
+  EXPECT_EQ(standby.applied_seq(), leader.applied_seq());
+  EXPECT_GE(standby.applied_seq(), 6);
+  Caller admin;
+  admin.admin = true;
+  for (const char* what : {"jobs", "ledger", "market", "nodes"}) {
+    const std::map<std::string, std::string> q = {{"state", "all"}};
+    Result<std::string> theirs = standby.Read(what, admin, q), ours = leader.Read(what, admin, q);
+    ASSERT_TRUE(theirs.ok() && ours.ok()) << what;
+    EXPECT_EQ(*theirs, *ours) << what;
+  }
+
+  // The leader's lease lapses (a pause) and the standby takes over with the next epoch.
+  ASSERT_TRUE(*leader.store()->RenewLease(1, Duration::Micros(0)));
+  ASSERT_EQ(*standby.store()->TakeLease("b", "http://b", Duration::Seconds(60)), 2);
+  ASSERT_TRUE(standby.Lead().ok());
+  EXPECT_TRUE(standby.leading());
+  // The old leader still believes it leads: its write is applied in its memory, refused by the
+  // store, answered as not recorded, and it steps down.
+  Status late = write(leader, "tenant", {{"name", "late"}});
+  EXPECT_EQ(late.code(), Code::kUnavailable) << late.ToString();
+  EXPECT_FALSE(leader.leading());
+  EXPECT_NE(why.find("deposed"), std::string::npos) << why;
+  EXPECT_EQ(write(leader, "tenant", {{"name", "later"}}).code(), Code::kUnavailable);
+  // The new leader writes; the log holds its history and none of the old leader's late writes.
+  EXPECT_TRUE(write(standby, "tenant", {{"name", "u"}}).ok());
+  int lates = 0;
+  ASSERT_TRUE(standby.store()
+                  ->ForEach([&](const Command& c) {
+                    lates += c.body.find("late") != std::string::npos;
+                    return Status::Ok();
+                  })
+                  .ok());
+  EXPECT_EQ(lates, 0);
+  leader.Quiesce();
+  standby.Quiesce();
 }
 
 }  // namespace

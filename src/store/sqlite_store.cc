@@ -1,8 +1,6 @@
 #include <sqlite3.h>
 
-#include <chrono>
-#include <thread>
-
+#include "common/clock.h"
 #include "store/store.h"
 
 namespace rsv {
@@ -167,9 +165,7 @@ class SqliteStore final : public Store {
     return rc == SQLITE_ROW;
   }
 
-  void WaitForAppend(Duration timeout) override {
-    std::this_thread::sleep_for(std::chrono::microseconds(timeout.micros()));
-  }
+  void WaitForAppend(Duration timeout) override { SleepFor(timeout); }
 
  private:
   // One integer from a query with no parameters (0 when it returns no row).

@@ -1,0 +1,300 @@
+// High availability, end to end (docs/ha.md): two `reservoir server` processes on one real
+// PostgreSQL database, an agent given both, real job processes. The leader is SIGKILLed at a
+// seeded moment while clients submit, or SIGSTOPped past its lease and woken again. Waits are on
+// the servers' replies (bounded polls of /healthz), never on a fixed sleep.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "agent_process.h"
+#include "common/rng.h"
+#include "server_process.h"
+#include "store/pg_test_instance.h"
+
+namespace rsv {
+namespace {
+
+using json = nlohmann::json;
+using rsv::testing::AgentProcess;
+using rsv::testing::Http;
+using rsv::testing::HttpResult;
+using rsv::testing::ServerProcess;
+
+const char kAdmin[] = "e2e-admin-token";  // AgentProcess mints node tokens with it
+
+rsv::testing::PostgresInstance* Postgres() {
+  static rsv::testing::PostgresInstance* pg = [] {
+    auto* p = new rsv::testing::PostgresInstance();
+    std::string error;
+    if (!p->Start(&error)) {
+      ADD_FAILURE() << error;
+      return static_cast<rsv::testing::PostgresInstance*>(nullptr);
+    }
+    std::atexit([] { delete Postgres(); });
+    return p;
+  }();
+  return pg;
+}
+
+// Polls `port`'s /healthz (every 20 ms, at most `limit`) until `pred` holds; the last reply.
+json HealthUntil(int port, const std::function<bool(const json&)>& pred,
+                 std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  json h;
+  while (std::chrono::steady_clock::now() < end) {
+    HttpResult r = Http(port, "GET", "/healthz");
+    h = r.status == 200 ? json::parse(r.body) : json();
+    if (!h.is_null() && pred(h)) return h;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return h;
+}
+
+struct HaTest : ::testing::Test {
+  std::string dir, url;
+  void SetUp() override {
+    static int n = 0;
+    dir = (std::filesystem::temp_directory_path() /
+           ("rsv_ha_" + std::to_string(::getpid()) + "_" + std::to_string(n)))
+              .string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::filesystem::permissions(dir, std::filesystem::perms(0755));  // jobs run as their tenant
+    ASSERT_NE(Postgres(), nullptr);
+    const std::string db = "ha_" + std::to_string(n++);
+    ASSERT_TRUE(Postgres()->CreateDatabase(db));
+    url = Postgres()->Url(db);
+    std::ofstream(dir + "/config.json")
+        << R"({"tick": "200ms", "heartbeat_timeout": "10s", "start_timeout": "30s",
+              "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25"}]})";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir); }
+  std::unique_ptr<ServerProcess> Server(const std::string& name) {
+    auto s = std::make_unique<ServerProcess>(
+        url, dir + "/config.json", kAdmin, "127.0.0.1:0",
+        std::vector<std::string>{"--name", name, "--lease", "2s", "--log-dir",
+                                 dir + "/logs-" + name});
+    EXPECT_TRUE(s->Start());
+    return s;
+  }
+};
+
+// Every job of the server at `port`, by name.
+std::map<std::string, int> JobNames(int port, std::string* error) {
+  std::map<std::string, int> seen;
+  for (int64_t after = 0;;) {
+    HttpResult list =
+        Http(port, "GET", "/v1/jobs?state=all&limit=1000&after=" + std::to_string(after), kAdmin);
+    if (list.status != 200) {
+      *error = list.body;
+      return seen;
+    }
+    json page = json::parse(list.body);
+    for (const json& j : page) seen[j["name"]]++;
+    if (page.size() < 1000) return seen;
+    after = page.back()["id"];
+  }
+}
+
+TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
+  for (uint64_t seed : {1, 2}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    if (seed > 1) {
+      TearDown();
+      SetUp();
+    }
+    Rng rng(seed);
+    const int kill_after = static_cast<int>(rng.Range(20, 120));
+    auto a = Server("a");
+    json ha = HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; });
+    ASSERT_EQ(ha["role"], "leader") << ha.dump();
+    auto b = Server("b");
+    ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
+              "standby");
+    const std::string servers = "http://127.0.0.1:" + std::to_string(a->port()) +
+                                ",http://127.0.0.1:" + std::to_string(b->port());
+    AgentProcess n1(a->port(), "n1", dir + "/n1", dir + "/checkpoints");
+    n1.servers = servers;
+    ASSERT_TRUE(n1.Start()) << n1.log();
+    ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"t"})").status, 201);
+
+    // A long job that must ride through the failover untouched.
+    HttpResult long_job = a->Post("/v1/jobs", kAdmin,
+                                  json{{"tenant", "t"},
+                                       {"pool", "h100"},
+                                       {"gpus", 2},
+                                       {"limit_price", "5"},
+                                       {"name", "long"},
+                                       {"command", "exec sleep 600"}}
+                                      .dump());
+    ASSERT_EQ(long_job.status, 201) << long_job.body;
+    const int64_t long_id = json::parse(long_job.body)["id"];
+    for (int i = 0; i < 500; ++i) {
+      HttpResult j = a->Get("/v1/jobs/" + std::to_string(long_id), kAdmin);
+      if (json::parse(j.body)["state"] == "running") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_EQ(json::parse(a->Get("/v1/jobs/" + std::to_string(long_id), kAdmin).body)["state"],
+              "running");
+
+    // Four clients submit short jobs (they start and exit on the agent) to whichever server
+    // leads; an acknowledged name must survive, and no name may appear twice.
+    std::mutex mu;
+    std::condition_variable cv;
+    std::set<std::string> acked;
+    int acked_after_kill = 0;
+    std::atomic<bool> killed{false}, stop{false};
+    std::chrono::steady_clock::time_point killed_at, first_ack_after;
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 4; ++c) {
+      clients.emplace_back([&, c] {
+        int port = a->port();
+        for (int i = 0; !stop; ++i) {
+          const std::string name = "c" + std::to_string(c) + "-" + std::to_string(i);
+          HttpResult r = Http(port, "POST", "/v1/jobs", kAdmin,
+                              json{{"tenant", "t"},
+                                   {"pool", "h100"},
+                                   {"gpus", 1},
+                                   {"limit_price", "2"},
+                                   {"name", name},
+                                   {"command", "true"}}
+                                  .dump());
+          if (r.status != 201) {  // a dead leader or a standby: the other server, next name
+            port = port == a->port() ? b->port() : a->port();
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            continue;
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          acked.insert(name);
+          if (killed && port == b->port()) {  // the new leader's acknowledgements
+            if (acked_after_kill++ == 0) first_ack_after = std::chrono::steady_clock::now();
+          }
+          cv.notify_all();
+        }
+      });
+    }
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return static_cast<int>(acked.size()) >= kill_after; });
+      killed_at = std::chrono::steady_clock::now();
+      killed = true;
+    }
+    a->Kill(SIGKILL);
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] {
+        return acked_after_kill >= 40;
+      })) << "the standby did not take over";
+    }
+    stop = true;
+    for (auto& th : clients) th.join();
+    const double took_s = std::chrono::duration<double>(first_ack_after - killed_at).count();
+    std::printf(
+        "seed %llu: killed after %d acknowledgements; the standby acknowledged a write "
+        "%.2f s later\n",
+        static_cast<unsigned long long>(seed), kill_after, took_s);
+    EXPECT_LT(took_s, 10.0);  // the lease is 2 s here
+
+    json hb = HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; });
+    EXPECT_EQ(hb["epoch"], 2);
+    std::string error;
+    std::map<std::string, int> seen = JobNames(b->port(), &error);
+    ASSERT_TRUE(error.empty()) << error;
+    for (const auto& [name, n] : seen) EXPECT_EQ(n, 1) << "duplicate " << name;
+    for (const std::string& name : acked) EXPECT_TRUE(seen.count(name)) << "lost " << name;
+
+    // The long job kept its first attempt, and nothing was requeued or preempted.
+    json lj = json::parse(b->Get("/v1/jobs/" + std::to_string(long_id), kAdmin).body);
+    EXPECT_EQ(lj["state"], "running");
+    EXPECT_EQ(lj["attempt"], 1);
+    HttpResult ev = b->Get("/v1/events?since=0", kAdmin);
+    ASSERT_EQ(ev.status, 200);
+    int requeued = 0, preempted = 0;
+    const json events = json::parse(ev.body)["events"];
+    for (const json& e : events) {
+      requeued += e["type"] == "JobRequeued";
+      preempted += e["type"] == "JobPreempted";
+    }
+    EXPECT_EQ(requeued, 0) << ev.body.substr(0, 2000);
+    EXPECT_EQ(preempted, 0);
+    EXPECT_EQ(n1.log().find("stopped: no contact"), std::string::npos) << n1.log();
+    // The agent works for the new leader: a job submitted to it runs on the agent and ends.
+    HttpResult after = b->Post("/v1/jobs", kAdmin,
+                               json{{"tenant", "t"},
+                                    {"pool", "h100"},
+                                    {"gpus", 1},
+                                    {"limit_price", "2"},
+                                    {"name", "after"},
+                                    {"command", "true"}}
+                                   .dump());
+    ASSERT_EQ(after.status, 201) << after.body;
+    const std::string after_id = std::to_string(json::parse(after.body)["id"].get<int64_t>());
+    std::string state;
+    for (int i = 0; i < 3000 && state != "succeeded"; ++i) {
+      state = json::parse(b->Get("/v1/jobs/" + after_id, kAdmin).body)["state"];
+      if (state != "succeeded") std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_EQ(state, "succeeded");
+    // The money balances: what the tenant was charged, the operator was credited.
+    json tl = json::parse(b->Get("/v1/ledger?tenant=t&limit=1", kAdmin).body);
+    json ol = json::parse(b->Get("/v1/ledger?limit=1", kAdmin).body);  // the operator's
+    ASSERT_TRUE(tl.contains("balance") && ol.contains("balance")) << tl.dump() << ol.dump();
+    auto micros = [](const json& l) {
+      return std::llround(std::stod(l["balance"].get<std::string>()) * 1e6);
+    };
+    EXPECT_EQ(micros(tl) + micros(ol), 0) << tl.dump() << " " << ol.dump();
+    n1.Kill();
+  }
+}
+
+TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
+  auto a = Server("a");
+  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  auto b = Server("b");
+  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
+            "standby");
+  // A standby refuses writes and names the leader.
+  HttpResult refused = b->Post("/v1/tenants", kAdmin, R"({"name":"x"})");
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(json::parse(refused.body)["error"]["leader"],
+            "http://127.0.0.1:" + std::to_string(a->port()));
+  ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
+
+  a->Signal(SIGSTOP);  // paused past its lease: B takes over
+  json hb = HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; });
+  ASSERT_EQ(hb["role"], "leader");
+  EXPECT_EQ(hb["epoch"], 2);
+  ASSERT_EQ(b->Post("/v1/tenants", kAdmin, R"({"name":"after"})").status, 201);
+
+  // A wakes with an expired lease: it may not write. It steps down and comes back as B's standby.
+  a->Signal(SIGCONT);
+  HttpResult late = a->Post("/v1/tenants", kAdmin, R"({"name":"late"})");
+  EXPECT_NE(late.status, 201) << late.body;
+  json ha = HealthUntil(
+      a->port(), [&](const json& h) { return h["role"] == "standby" && h.value("epoch", 0) == 2; });
+  EXPECT_EQ(ha["role"], "standby") << ha.dump();
+  EXPECT_EQ(ha["leader"], "http://127.0.0.1:" + std::to_string(b->port()));
+
+  // One history: B's, followed by A.
+  HttpResult tenants = b->Get("/v1/tenants", kAdmin);
+  EXPECT_NE(tenants.body.find("\"before\""), std::string::npos);
+  EXPECT_NE(tenants.body.find("\"after\""), std::string::npos);
+  EXPECT_EQ(tenants.body.find("\"late\""), std::string::npos) << tenants.body;
+  ASSERT_EQ(b->Post("/v1/tenants", kAdmin, R"({"name":"later"})").status, 201);
+  json caught = HealthUntil(a->port(), [&](const json& h) {
+    return h["applied_seq"] == json::parse(Http(b->port(), "GET", "/healthz").body)["applied_seq"];
+  });
+  EXPECT_EQ(caught["role"], "standby");
+}
+
+}  // namespace
+}  // namespace rsv
