@@ -474,7 +474,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // A parked agent is answered once its desired set changes: each change compares only
       // the set's key (no JSON, no hash), and builds the reply for the agents it changed.
       std::string known = DesiredKeyLocked(nid);
-      waiters_.push_back(
+      node_waiters_[nid.value()].push_back(
           Waiter{deadline, [this, nid, known, done](bool timed_out) -> std::function<void()> {
                    if (!timed_out && DesiredKeyLocked(nid) == known) return {};
                    std::string v;

@@ -438,6 +438,7 @@ void ControlPlane::DrainEvents() {
     if (e.reservation.valid()) owner = sched_.state().reservation(e.reservation).tenant;
     events_.push_back(j.dump());
     event_owner_.emplace_back(owner, e.job);
+    MarkTouchedLocked(e);
     if (e.type == EventType::kPriceChanged) {
       price_history_[e.pool.value()].emplace_back(e.at.micros(), e.price.micros());
     }
@@ -531,6 +532,7 @@ void ControlPlane::Tick() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!leading_) return;
+    poll_all_ = true;  // every parked agent is polled once a tick (ControlPlane::Waiter)
     c.at = clock_->Now();
     CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
@@ -1366,18 +1368,64 @@ void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp 
   reply(std::move(events), last);
 }
 
+void ControlPlane::MarkTouchedLocked(const Event& e) {
+  const ClusterState& st = sched_.state();
+  auto mark = [&](NodeId n) {
+    if (!n.valid()) return;
+    if (touched_.size() <= n.value()) touched_.resize(st.nodes().size() + 1, 0);
+    if (!touched_[n.value()]) touched_list_.push_back(n.value());
+    touched_[n.value()] = 1;
+  };
+  auto mark_all = [&](const Placement& p) {
+    for (const NodeSlice& s : p.slices) mark(s.node);
+  };
+  mark(e.node);
+  if (!e.job.valid() || !st.HasJob(e.job)) return;
+  const Job& j = st.job(e.job);
+  // An elastic job's unit changes the whole job's gang (signal mode: every member's resize).
+  const Job& whole = j.unit_of.valid() ? st.job(j.unit_of) : j;
+  for (const Job* x : {&j, &whole}) {
+    mark_all(x->placement);
+    mark_all(x->last_placement);
+  }
+  mark_all(st.AttemptPlacement(whole));
+  mark_all(st.ResizeTarget(whole));
+}
+
 std::vector<std::function<void()>> ControlPlane::TakeReadyWaiters(Timestamp now) {
   std::vector<std::function<void()>> ready;
-  std::vector<Waiter> keep;
-  for (Waiter& w : waiters_) {
-    std::function<void()> fire = w.poll(now >= w.deadline);
-    if (fire) {
-      ready.push_back(std::move(fire));
-    } else {
-      keep.push_back(std::move(w));
+  // Polls `list`, keeping the waiters that have no answer yet.
+  auto poll = [&](std::vector<Waiter>& list) {
+    size_t kept = 0;
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::function<void()> fire = list[i].poll(now >= list[i].deadline);
+      if (fire) {
+        ready.push_back(std::move(fire));
+      } else {
+        if (kept != i) list[kept] = std::move(list[i]);
+        ++kept;
+      }
+    }
+    list.resize(kept);
+  };
+  poll(waiters_);
+  // A parked agent whose node no change touched is not polled: its set cannot have changed.
+  // A tick polls them all (a change no event names, and their deadlines).
+  auto poll_node = [&](std::map<uint32_t, std::vector<Waiter>>::iterator it) {
+    poll(it->second);
+    return it->second.empty() ? node_waiters_.erase(it) : std::next(it);
+  };
+  if (poll_all_) {
+    for (auto it = node_waiters_.begin(); it != node_waiters_.end();) it = poll_node(it);
+  } else {
+    for (uint32_t n : touched_list_) {
+      auto it = node_waiters_.find(n);
+      if (it != node_waiters_.end()) poll_node(it);
     }
   }
-  waiters_.swap(keep);
+  for (uint32_t n : touched_list_) touched_[n] = 0;
+  touched_list_.clear();
+  poll_all_ = false;
   return ready;
 }
 

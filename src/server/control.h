@@ -180,6 +180,16 @@ class ControlPlane {
     std::function<std::function<void()>(bool timed_out)> poll;
   };
   std::vector<Waiter> waiters_;
+  // Parked agents, by node: polled only when a change touched their node, and at each tick
+  // (which also answers those whose time ran out).
+  std::map<uint32_t, std::vector<Waiter>> node_waiters_;
+  // Nodes whose desired sets a change since the last poll may have touched: the nodes of the
+  // jobs and nodes its events name. A tick polls every parked agent anyway (`poll_all_`), so a
+  // change no event names reaches its agent within a tick.
+  void MarkTouchedLocked(const Event& e);
+  std::vector<uint8_t> touched_;  // by node id
+  std::vector<uint32_t> touched_list_;
+  bool poll_all_ = false;
 
   // What the server knows of the agent running a node. Not journaled except registration:
   // after a restart every registered agent gets a fresh heartbeat timeout.
