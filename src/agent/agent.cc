@@ -329,8 +329,10 @@ bool Agent::Sync(bool urgent) {
   // A shrink waiting for the job's acknowledgement: the server hears of it at once (the GPUs
   // it frees are someone's), so this sync does not park (the loop paces it).
   urgent = urgent || !sent.empty() || !logs.empty() || ResizePending();
-  int64_t wait_s =
-      urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, heartbeat_s_ / 2));
+  // With standbys, a quarter of the heartbeat timeout: a frozen leader (it accepts connections
+  // and answers nothing) is left for the next server well before this agent fences its jobs.
+  const int64_t most = servers_.urls().size() > 1 ? heartbeat_s_ / 4 : heartbeat_s_ / 2;
+  int64_t wait_s = urgent ? 0 : std::max<int64_t>(1, std::min<int64_t>(config_.wait_s, most));
   // A server that accepts but does not answer must not keep the agent from fencing (below).
   int64_t timeout_ms = wait_s * 1000 + 2000;
   const int64_t now = clock_->Now().micros();

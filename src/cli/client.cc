@@ -31,7 +31,9 @@ CallResult Call(const ClientFlags& flags, const std::string& method, const std::
   // Several servers (a leader and its standbys): the one that answered last is asked first.
   static std::map<std::string, ServerSet> sets;
   ServerSet& servers = sets.try_emplace(url, url).first->second;
-  HttpReply h = servers.Call(method, path, token, body);
+  // A server that answers nothing (frozen, or its host gone quiet) gives way after 75 s: longer
+  // than any long-poll (60 s at most).
+  HttpReply h = servers.Call(method, path, token, body, -1, 75'000);
   r.status = h.status;
   r.body = std::move(h.body);
   r.transport_error = std::move(h.error);

@@ -5,12 +5,14 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -63,7 +65,11 @@ int RunServer(const ServerFlags& f, int* bound_port) {
   } else {
     config = *server::ParseServerConfig("{}");
   }
-  config.log_dir = f.log_dir.empty() ? f.db + ".logs" : f.log_dir;
+  // Job output beside the SQLite file; for a PostgreSQL URL (never a path: it may hold a
+  // password), reservoir.logs in the working directory.
+  config.log_dir = !f.log_dir.empty()    ? f.log_dir
+                   : IsPostgresUrl(f.db) ? std::string("reservoir.logs")
+                                         : f.db + ".logs";
   if (f.limits.max_connections < 16 || f.limits.max_connections > 1'000'000) {
     std::cerr << "reservoir server: --max-connections must be 16-1000000\n";
     return 2;
@@ -138,10 +144,22 @@ int RunServer(const ServerFlags& f, int* bound_port) {
                                    : f.advertise;
   ha.lease = *lease;
   ha.renew_every = Duration::Micros(std::max<int64_t>(lease->micros() / 5, 200'000));
+  // Stopping (a signal, or a step-down) runs on a thread of its own: writes in flight are
+  // answered and parked long-polls released while the HTTP server can still send the replies,
+  // then it stops.
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  bool stop = false, signalled = false, exiting = false;
   std::atomic<bool> stepped_down{false};
+  auto request_stop = [&](bool by_signal) {
+    std::lock_guard<std::mutex> lock(stop_mu);
+    stop = true;
+    signalled = signalled || by_signal;
+    stop_cv.notify_all();
+  };
   control.OnStepDown([&](const std::string&) {
     stepped_down = true;
-    http.Stop();  // and start again as a standby (RunServer's caller)
+    request_stop(false);  // and start again as a standby (RunServer's caller)
   });
   server::Leadership leadership(
       &control, ha, &clock, [log](const std::string& line) { log->info(R"("ha":"{}")", line); });
@@ -173,19 +191,35 @@ int RunServer(const ServerFlags& f, int* bound_port) {
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    if (sig == SIGTERM && stepped_down) return;  // woken below to end
+    std::lock_guard<std::mutex> lock(stop_mu);
+    if (exiting) return;  // woken below to end
     std::cout << "reservoir server: stopping" << std::endl;
+    stop = signalled = true;
+    stop_cv.notify_all();
+  });
+  std::thread stopper([&] {
+    {
+      std::unique_lock<std::mutex> lock(stop_mu);
+      stop_cv.wait(lock, [&] { return stop; });
+    }
+    leadership.Stop();
     http.Stop();
   });
   http.Run(f.threads);
+  request_stop(false);  // the HTTP server ended by itself
+  stopper.join();
+  {
+    std::lock_guard<std::mutex> lock(stop_mu);
+    exiting = true;
+  }
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
-  leadership.Stop();
+  if (signalled) return 0;  // a signal ends the server, stepped down or not
   if (stepped_down) {
     // Deposed by a server of the same name: two servers share one (a restart takes its own
     // lease back at once), and restarting would depose that one in turn, back and forth.
     Result<Lease> now = control.store()->ReadLease();
-    if (now.ok() && now->live && now->holder == ha.holder) {
+    if (now.ok() && now->live && now->holder == ha.holder && now->epoch != leadership.epoch()) {
       std::cerr << "reservoir server: another server on this database runs as '" << ha.holder
                 << "'; give each server its own --name\n";
       return 1;
@@ -226,7 +260,8 @@ Action AddServer(CLI::App& app) {
   s->add_option("--request-timeout", f->limits.request_timeout_s,
                 "Seconds a client has to send each whole request (idle connections close then)");
   s->add_option("--log-dir", f->log_dir,
-                "Where job output shipped by agents is kept (default DB.logs)");
+                "Where job output shipped by agents is kept (default DB.logs; with PostgreSQL, "
+                "reservoir.logs)");
   s->add_option("--port-file", f->port_file, "Write the bound port to this file");
   return [f] {
     ServerFlags flags = *f;

@@ -13,6 +13,8 @@
 namespace rsv {
 namespace {
 
+constexpr int kConnectTimeoutMs = 5000;
+
 // Waits until `fd` is ready for `events`; false on interrupt or timeout (sets the reply).
 bool WaitFor(int fd, short events, int interrupt_fd, int timeout_ms, HttpReply* r) {
   pollfd fds[2] = {{fd, events, 0}, {interrupt_fd, POLLIN, 0}};
@@ -92,11 +94,24 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
   }
   int fd = -1;
   bool all_refused = true;
+  // A host that is down answers nothing: connecting gives up after kConnectTimeoutMs (or the
+  // call's own timeout, if shorter), so a list of servers moves on to the next.
+  const int connect_ms =
+      timeout_ms < 0 ? kConnectTimeoutMs : std::min(timeout_ms, kConnectTimeoutMs);
   for (addrinfo* a = res; a; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-    if (fd >= 0 && ::connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-    all_refused = all_refused && fd >= 0 && errno == ECONNREFUSED;
-    if (fd >= 0) ::close(fd);
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    int err = rc == 0 ? 0 : errno;
+    if (rc != 0 && err == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      err = ::poll(&p, 1, connect_ms) == 1 ? 0 : ETIMEDOUT;
+      socklen_t len = sizeof err;
+      if (err == 0 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    }
+    if (err == 0) break;
+    all_refused = all_refused && err == ECONNREFUSED;
+    ::close(fd);
     fd = -1;
   }
   freeaddrinfo(res);
@@ -180,18 +195,34 @@ HttpReply ServerSet::Call(const std::string& method, const std::string& path,
     for (size_t tried = 0; tried < urls_.size(); ++tried) {
       HttpReply r = HttpCall(urls_[current_], method, path, token, body, interrupt_fd, timeout_ms);
       const bool unsent = r.status == 0 && !r.connected && !r.interrupted;
-      if (!unsent && !IsStandbyReply(r)) return r;
+      if (r.status == 0 && r.connected && !r.interrupted) {
+        // Sent, and no answer in time: perhaps applied, so not sent again. A hung server (a
+        // frozen leader accepts connections and answers nothing) is not asked first again, nor
+        // followed when a standby names it, until it answers.
+        suspect_ = current_;
+        suspect_until_ = clock_.Now() + kSuspectFor;
+        current_ = (current_ + 1) % urls_.size();
+        return r;
+      }
+      if (!unsent && !IsStandbyReply(r)) {
+        if (suspect_ == current_) suspect_ = kNone;
+        return r;
+      }
       all_refused = all_refused && r.refused;
       last = std::move(r);
       // Straight to the leader a standby names (learning it when it is not in the list yet),
       // else the next server.
       const std::string leader = StandbyLeader(last);
+      if (suspect_ != kNone && clock_.Now() >= suspect_until_) suspect_ = kNone;
       size_t next = (current_ + 1) % urls_.size();
       if (!leader.empty()) {
         auto known = std::find(urls_.begin(), urls_.end(), leader);
         if (known == urls_.end()) known = urls_.insert(urls_.end(), leader);
-        next = static_cast<size_t>(known - urls_.begin());
+        if (static_cast<size_t>(known - urls_.begin()) != suspect_) {
+          next = static_cast<size_t>(known - urls_.begin());
+        }
       }
+      if (next == suspect_ && urls_.size() > 1) next = (next + 1) % urls_.size();
       current_ = next;
     }
     last.refused = all_refused;  // nothing listens at any of the servers' addresses

@@ -29,8 +29,11 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
 // naming the leader), the call moves to the leader it names or the next server, round the list
 // until one leads or `patience_ms` runs out (a takeover takes up to the lease, 5 s by default).
 // A request is sent again only when no server could have applied it: never connected, or
-// refused by a standby. A reply that reached no leader is `refused` when every server refused the
-// connection. Not thread-safe: one per thread.
+// refused by a standby. A call that was sent and timed out is not sent again; that server is
+// skipped for a while (a frozen leader accepts connections and answers nothing), even when a
+// standby still names it.
+// A reply that reached no leader is `refused` when every server refused the connection. Not
+// thread-safe: one per thread.
 class ServerSet {
  public:
   explicit ServerSet(const std::string& urls, int patience_ms = 15000);
@@ -41,8 +44,13 @@ class ServerSet {
   const std::vector<std::string>& urls() const { return urls_; }
 
  private:
+  static constexpr size_t kNone = static_cast<size_t>(-1);
   std::vector<std::string> urls_;
   size_t current_ = 0;
+  size_t suspect_ = kNone;  // the server whose last call timed out: skipped until suspect_until_
+  Timestamp suspect_until_;
+  // Long enough for a standby to take over from a frozen leader (a lease, 5 s by default).
+  static constexpr Duration kSuspectFor = Duration::Seconds(10);
   int patience_ms_;
   SystemClock clock_;
 };

@@ -86,6 +86,21 @@ Status ValidateReport(const json& r) {
   return Status::Ok();
 }
 
+Status StoppedLeading() {
+  return Status(Code::kUnavailable, "this server stopped leading: sync with the leader");
+}
+
+// A sync's reply, for once it may be sent (ControlPlane::WhenDurableLocked).
+std::function<void(bool)> SyncReply(std::function<void(Result<Reply>)> done, std::string body) {
+  return [done = std::move(done), body = std::move(body)](bool ok) {
+    if (ok) {
+      done(Reply{200, body});
+    } else {
+      done(StoppedLeading());
+    }
+  };
+}
+
 }  // namespace
 
 Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
@@ -343,6 +358,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
   std::vector<Command> log;
   json acks = json::array();
   std::string reply_body;
+  std::function<void()> send;
   bool immediate = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -475,15 +491,17 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       // the set's key (no JSON, no hash), and builds the reply for the agents it changed.
       std::string known = DesiredKeyLocked(nid);
       node_waiters_[nid.value()].push_back(
-          Waiter{deadline, [this, nid, known, done](bool timed_out) -> std::function<void()> {
+          Waiter{deadline,
+                 [this, nid, known, done](bool timed_out) -> std::function<void()> {
                    if (!timed_out && DesiredKeyLocked(nid) == known) return {};
                    std::string v;
                    std::string body = DesiredLocked(nid, &v);
                    // Answering is hearing from it: the agent counts its contact from the reply.
                    auto link = agents_.find(nid.value());
                    if (link != agents_.end()) link->second.last_seen = clock_->Now();
-                   return [done, body = std::move(body)] { done(Reply{200, body}); };
-                 }});
+                   return WhenDurableLocked(SyncReply(done, std::move(body)));
+                 },
+                 [done] { done(StoppedLeading()); }});
       return;
     }
     if (!acks.empty()) {
@@ -499,8 +517,10 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
         })) {
       return;
     }
+    // Nothing of this sync to make durable, but the set may show commands that are not yet.
+    send = WhenDurableLocked(SyncReply(done, std::move(reply_body)));
   }
-  done(Reply{200, reply_body});  // nothing to make durable
+  send();
   RunReadyWaiters();
 }
 
@@ -581,12 +601,13 @@ void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, cons
                 : read(attempt, deadline <= clock_->Now());
     }
     if (!now.ok() && now.status().code() == Code::kUnavailable) {  // nothing yet: wait
-      waiters_.push_back(
-          Waiter{deadline, [read, attempt, done](bool timed_out) -> std::function<void()> {
-                   Result<Reply> r = read(attempt, timed_out);
-                   if (!r.ok()) return {};
-                   return [done, r] { done(r); };
-                 }});
+      waiters_.push_back(Waiter{deadline,
+                                [read, attempt, done](bool timed_out) -> std::function<void()> {
+                                  Result<Reply> r = read(attempt, timed_out);
+                                  if (!r.ok()) return {};
+                                  return [done, r] { done(r); };
+                                },
+                                {}});
       return;
     }
   }

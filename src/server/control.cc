@@ -400,6 +400,30 @@ void ControlPlane::Quiesce() {
     leading_ = false;  // from here Execute, Tick and Sync leave the committer alone
   }
   committer_.reset();  // commits what is queued; its callbacks may take the lock
+  std::vector<std::function<void()>> replies;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto answer = [&](std::vector<Waiter>& list) {
+      for (Waiter& w : list) {
+        if (w.refuse) {
+          replies.push_back(std::move(w.refuse));
+        } else if (std::function<void()> fire = w.poll(true)) {
+          replies.push_back(std::move(fire));
+        }
+      }
+      list.clear();
+    };
+    answer(waiters_);
+    for (auto& [node, list] : node_waiters_) answer(list);
+    node_waiters_.clear();
+  }
+  for (auto& r : replies) r();
+}
+
+std::function<void()> ControlPlane::WhenDurableLocked(std::function<void(bool)> reply) {
+  if (durable_ >= queued_) return [reply = std::move(reply)] { reply(true); };
+  after_durable_.emplace_back(queued_, std::move(reply));
+  return [] {};
 }
 
 void ControlPlane::SetLeader(std::string address, int64_t epoch) {
@@ -416,17 +440,34 @@ std::pair<std::string, int64_t> ControlPlane::Leader() const {
 void ControlPlane::PersistLocked(Command c, std::function<void(Status)> then) {
   // The committer calls back in order, on its own thread (which may wait for the lock: never
   // the reverse).
+  ++queued_;
   committer_->Submit(std::move(c), [this, then = std::move(then)](Status s, int64_t seq) {
     if (s.ok()) applied_seq_ = seq;
     if (!s.ok()) {
       // Applied but not durable: memory and log disagree. Nothing more is acknowledged; a
       // restart (as a standby, when another server leads now) rebuilds the state from the log.
-      StepDown(Deposed(s) ? s.message() : "could not persist a command: " + s.ToString());
+      const bool deposed = Deposed(s);
+      StepDown(deposed ? s.message() : "could not persist a command: " + s.ToString());
+      // Deposed: the fence refused the append, so nothing was written. Another failure may
+      // have come after the commit reached the database: the outcome is unknown.
       s = Status(Code::kUnavailable,
-                 "not recorded: this server stopped leading before the write was durable; "
-                 "retry at the leader");
+                 deposed ? "not recorded: this server stopped leading before the write was "
+                           "durable; retry at the leader"
+                         : "perhaps not recorded: the store failed while committing (" +
+                               s.message() + "); check before retrying");
     }
     if (then) then(s);
+    // Replies to agents that waited for this command (and those before it) to be durable.
+    std::vector<std::function<void(bool)>> ready;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++durable_;
+      while (!after_durable_.empty() && after_durable_.front().first <= durable_) {
+        ready.push_back(std::move(after_durable_.front().second));
+        after_durable_.pop_front();
+      }
+    }
+    for (auto& r : ready) r(s.ok());
   });
 }
 
@@ -1354,14 +1395,16 @@ void ControlPlane::WaitForEvents(int64_t since, const Caller& caller, Timestamp 
     bool any = false;
     events = EventsLocked(since, caller, job, &last, &any);
     if (!any) {
-      waiters_.push_back(Waiter{
-          deadline, [this, since, caller, job, reply](bool timed_out) -> std::function<void()> {
-            int64_t last = 0;
-            bool any = false;
-            std::string events = EventsLocked(since, caller, job, &last, &any);
-            if (!any && !timed_out) return {};
-            return [reply, events = std::move(events), last] { reply(events, last); };
-          }});
+      waiters_.push_back(
+          Waiter{deadline,
+                 [this, since, caller, job, reply](bool timed_out) -> std::function<void()> {
+                   int64_t last = 0;
+                   bool any = false;
+                   std::string events = EventsLocked(since, caller, job, &last, &any);
+                   if (!any && !timed_out) return {};
+                   return [reply, events = std::move(events), last] { reply(events, last); };
+                 },
+                 {}});
       return;
     }
   }

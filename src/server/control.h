@@ -95,8 +95,9 @@ class ControlPlane {
   // state may hold commands that never became durable, so only a restart may serve again.
   // Runs the OnStepDown callback once.
   void StepDown(const std::string& why);
-  // Stops accepting writes and waits until every queued one is durable (a clean stop, before
-  // the lease is handed over).
+  // Stops accepting writes, waits until every queued one is answered (durable, or refused after
+  // a step-down) and answers every parked long-poll: a clean stop, or a step-down, while the
+  // HTTP server can still send the replies. Then the lease can be handed over.
   void Quiesce();
   void OnStepDown(std::function<void(const std::string& why)> fn) { on_step_down_ = std::move(fn); }
   bool stepped_down() const { return stepped_down_.load(); }
@@ -157,6 +158,14 @@ class ControlPlane {
   // Queues one applied command for the log; `then` runs on the committer's thread with the
   // append's status (not ok: this server stepped down and the command was not recorded).
   void PersistLocked(Command c, std::function<void(Status)> then);
+  // Agents are shown only durable state (docs/ha.md, "Taking over"): a reply built from the
+  // applied state waits until every command applied before it is durable. `reply(true)`: send
+  // it; `reply(false)`: this server stepped down first (refuse). Returns what the caller runs
+  // after unlocking (a no-op when the reply waits).
+  std::function<void()> WhenDurableLocked(std::function<void(bool ok)> reply);
+  int64_t queued_ = 0;   // commands queued for the log
+  int64_t durable_ = 0;  // of them, answered by the committer (durable, or failed)
+  std::deque<std::pair<int64_t, std::function<void(bool)>>> after_durable_;
   std::atomic<bool> leading_{false};
   Timestamp start_grace_from_;  // when this server began leading: starts are timed from then
   std::atomic<bool> stepped_down_{false};
@@ -178,6 +187,7 @@ class ControlPlane {
   struct Waiter {
     Timestamp deadline;
     std::function<std::function<void()>(bool timed_out)> poll;
+    std::function<void()> refuse;  // how Quiesce answers it; empty: as if its time ran out
   };
   std::vector<Waiter> waiters_;
   // Parked agents, by node: polled only when a change touched their node, and at each tick
@@ -262,7 +272,7 @@ class ControlPlane {
   Result<std::string> JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,
                                  std::string* next);
   int64_t preemptions_ = 0;
-  int64_t replayed_ = 0;
+  std::atomic<int64_t> replayed_{0};
   int64_t cycles_ = 0;
   std::vector<int64_t> cycle_ns_buckets_;  // histogram counts
   int64_t cycle_ns_sum_ = 0;

@@ -23,11 +23,11 @@ void Leadership::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  // Every queued write is made durable (or refused) while the HTTP server that answers it
-  // still exists. Then a clean stop hands over at once: the lease is renewed to expire now.
-  const bool was_leading = control_->leading();
+  // Every queued write is answered (durable, or refused after a step-down) while the HTTP
+  // server that sends the replies still runs. Then the lease is handed over at once: renewed
+  // to expire now, which changes nothing when another server took it meanwhile.
   control_->Quiesce();
-  if (was_leading && epoch_ > 0) (void)control_->store()->RenewLease(epoch_, Duration::Micros(0));
+  if (epoch_ > 0) (void)control_->store()->RenewLease(epoch_, Duration::Micros(0));
 }
 
 bool Leadership::TryToLead() {

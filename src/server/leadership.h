@@ -37,6 +37,8 @@ class Leadership {
   // the loop on a thread of its own.
   void Start();
   void Stop();
+  // The epoch of the lease this server last took (0: never).
+  int64_t epoch() const { return epoch_.load(); }
 
  private:
   void Run();
@@ -46,7 +48,7 @@ class Leadership {
   LeadershipOptions options_;
   const Clock* clock_;
   std::function<void(const std::string&)> say_;
-  int64_t epoch_ = 0;
+  std::atomic<int64_t> epoch_{0};
   Timestamp renewed_;  // when the last renewal that succeeded was made
   std::mutex mu_;
   std::condition_variable cv_;

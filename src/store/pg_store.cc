@@ -23,6 +23,16 @@ using PgResult = std::unique_ptr<PGresult, ResultDeleter>;
 constexpr int kRowsPerInsert = 5000;  // 4 parameters a row, under libpq's 65,535
 constexpr int kRowsPerRead = 10000;   // a follower reads the log in pages of this many
 
+// Connects with timeouts, so a database that stops answering (its host gone, a dropped link)
+// fails calls within seconds instead of the TCP stack's minutes: the leader then steps down
+// before its lease could be taken over (docs/ha.md). Settings in the URL win.
+PGconn* Connect(const std::string& url) {
+  const char* keys[] = {"connect_timeout",     "tcp_user_timeout", "keepalives", "keepalives_idle",
+                        "keepalives_interval", "keepalives_count", "dbname",     nullptr};
+  const char* values[] = {"5", "5000", "1", "5", "2", "2", url.c_str(), nullptr};
+  return PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+}
+
 class PostgresStore final : public Store {
  public:
   explicit PostgresStore(std::string url) : url_(std::move(url)) {}
@@ -34,10 +44,12 @@ class PostgresStore final : public Store {
   Status Init() {
     std::lock_guard<std::mutex> lock(mu_);
     RSV_RETURN_IF_ERROR(ConnectLocked());
-    // Two servers starting on an empty database at once: the advisory lock makes one create the
-    // schema while the other waits (CREATE ... IF NOT EXISTS alone can still collide).
+    // Two servers starting on an empty database at once: the advisory lock (held to the commit)
+    // makes one create the schema while the other waits (CREATE ... IF NOT EXISTS alone can
+    // still collide).
     return Exec(
-        "SELECT pg_advisory_lock(7428577);"
+        "BEGIN;"
+        "SELECT pg_advisory_xact_lock(7428577);"
         "CREATE TABLE IF NOT EXISTS commands ("
         "  seq BIGINT PRIMARY KEY,"
         "  at_us BIGINT NOT NULL,"
@@ -50,7 +62,7 @@ class PostgresStore final : public Store {
         "  address TEXT NOT NULL,"
         "  expires TIMESTAMPTZ NOT NULL);"
         "INSERT INTO lease VALUES (1, 0, '', '', '-infinity') ON CONFLICT DO NOTHING;"
-        "SELECT pg_advisory_unlock(7428577);",
+        "COMMIT;",
         "creating the schema");
   }
 
@@ -207,7 +219,7 @@ class PostgresStore final : public Store {
     std::lock_guard<std::mutex> lock(listen_mu_);
     if (!listen_ || PQstatus(listen_) != CONNECTION_OK) {
       if (listen_) PQfinish(listen_);
-      listen_ = PQconnectdb(url_.c_str());
+      listen_ = Connect(url_);
       if (PQstatus(listen_) == CONNECTION_OK) {
         PgResult(PQexec(listen_, "LISTEN reservoir_log"));
       }
@@ -241,7 +253,7 @@ class PostgresStore final : public Store {
     if (conn_) {
       PQreset(conn_);
     } else {
-      conn_ = PQconnectdb(url_.c_str());
+      conn_ = Connect(url_);
     }
     if (PQstatus(conn_) != CONNECTION_OK) {
       return Status(Code::kUnavailable,
