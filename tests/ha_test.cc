@@ -104,11 +104,11 @@ struct HaTest : ::testing::Test {
               "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25"}]})";
   }
   void TearDown() override { std::filesystem::remove_all(dir); }
-  std::unique_ptr<ServerProcess> Server(const std::string& name) {
+  std::unique_ptr<ServerProcess> Server(const std::string& name, std::string lease = "") {
     auto s = std::make_unique<ServerProcess>(
         url, dir + "/config.json", kAdmin, "127.0.0.1:0",
-        std::vector<std::string>{"--name", name, "--lease", Lease(), "--log-dir",
-                                 dir + "/logs-" + name});
+        std::vector<std::string>{"--name", name, "--lease", lease.empty() ? Lease() : lease,
+                                 "--log-dir", dir + "/logs-" + name});
     EXPECT_TRUE(s->Start());
     return s;
   }
@@ -358,6 +358,43 @@ TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
     return h["applied_seq"] == json::parse(Http(b->port(), "GET", "/healthz").body)["applied_seq"];
   });
   EXPECT_EQ(caught["role"], "standby");
+}
+
+// SIGTERM on the leader: it answers what is in flight, then lets its lease go, so the standby
+// leads at once. The lease here is 10 minutes: B leading within the poll's minute is the handover.
+TEST_F(HaTest, ACleanStopHandsTheLeadOverAtOnce) {
+  auto a = Server("a", "10m");
+  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  auto b = Server("b", "10m");
+  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
+            "standby");
+  ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
+  a->Kill(SIGTERM);  // returns once it exited
+  json hb = HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; });
+  ASSERT_EQ(hb["role"], "leader") << hb.dump();
+  EXPECT_EQ(hb["epoch"], 2);
+  EXPECT_NE(b->Get("/v1/tenants", kAdmin).body.find("\"before\""), std::string::npos);
+  EXPECT_EQ(b->Post("/v1/tenants", kAdmin, R"({"name":"after"})").status, 201);
+}
+
+// The database goes away under a lone leader: it steps down (its appends and renewals fail),
+// waits for the database, and leads again once it is back, with nothing lost.
+TEST_F(HaTest, ALeaderRidesOutADatabaseRestart) {
+  auto a = Server("a");
+  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
+  ASSERT_TRUE(Postgres()->Halt());
+  // A write now cannot be made durable: never acknowledged.
+  HttpResult during = a->Post("/v1/tenants", kAdmin, R"({"name":"during"})");
+  EXPECT_NE(during.status, 201) << during.body;
+  ASSERT_TRUE(Postgres()->Resume());
+  json h = HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; });
+  ASSERT_EQ(h["role"], "leader") << h.dump();
+  HttpResult tenants = a->Get("/v1/tenants", kAdmin);
+  EXPECT_NE(tenants.body.find("\"before\""), std::string::npos) << tenants.body;
+  EXPECT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"after"})").status, 201);
 }
 
 }  // namespace

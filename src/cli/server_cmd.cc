@@ -44,7 +44,8 @@ struct ServerFlags {
 // RunServer's result when the server stepped down: run it again, as a standby.
 constexpr int kStartAgain = -1;
 
-int RunServer(const ServerFlags& f, int* bound_port) {
+// `again`: started again after a step-down (it then waits for an unreachable store).
+int RunServer(const ServerFlags& f, int* bound_port, bool again) {
   ::umask(077);  // the database and jobs' output are readable by this user only
   server::ServerConfig config;
   if (!f.config.empty()) {
@@ -91,7 +92,22 @@ int RunServer(const ServerFlags& f, int* bound_port) {
     std::cerr << "reservoir server: --advertise must be an http:// URL\n";
     return 2;
   }
+  // SIGINT/SIGTERM end the server cleanly: block them here, wait for them on one thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   Result<std::unique_ptr<Store>> store = OpenStore(f.db);
+  // After a step-down (a database that went away, say) the server waits for the store to come
+  // back, trying every second; a signal still ends it. At first start it says what is wrong.
+  for (bool said = false; !store.ok() && again; store = OpenStore(f.db)) {
+    if (!said)
+      std::cerr << "reservoir server: waiting for the store: " << store.status().ToString() << "\n";
+    said = true;
+    const timespec second{1, 0};
+    if (sigtimedwait(&signals, nullptr, &second) > 0) return 0;
+  }
   if (!store.ok()) {
     std::cerr << "reservoir server: " << store.status().ToString() << "\n";
     return 1;
@@ -103,13 +119,6 @@ int RunServer(const ServerFlags& f, int* bound_port) {
     std::cerr << "reservoir server: " << loaded.ToString() << "\n";
     return 1;
   }
-  // SIGINT/SIGTERM end the server cleanly: block them here, wait for them on one thread.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
   // Structured logs: one JSON object per line on stderr, with the request id.
   auto log =
       spdlog::get("reservoir") ? spdlog::get("reservoir") : spdlog::stderr_logger_mt("reservoir");
@@ -267,7 +276,9 @@ Action AddServer(CLI::App& app) {
     ServerFlags flags = *f;
     int port = 0;
     int rc;
-    while ((rc = RunServer(flags, &port)) == kStartAgain) {
+    bool again = false;
+    while ((rc = RunServer(flags, &port, again)) == kStartAgain) {
+      again = true;
       flags.listen = flags.listen.substr(0, flags.listen.rfind(':') + 1) + std::to_string(port);
     }
     return rc;

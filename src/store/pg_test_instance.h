@@ -83,6 +83,17 @@ class PostgresInstance {
     dir_.clear();
   }
 
+  // Stops the server abruptly (as a crash would) and starts it again, its data kept.
+  bool Halt() {
+    return Run({bin_ + "/pg_ctl", "-D", dir_ + "/data", "-m", "immediate", "-w", "stop"}) == 0;
+  }
+  bool Resume() {
+    return Run({bin_ + "/pg_ctl", "-D", dir_ + "/data", "-l", dir_ + "/server.log", "-w", "-t",
+                "60", "-o",
+                "-k " + dir_ + " -c listen_addresses= -c fsync=off -c max_connections=200",
+                "start"}) == 0;
+  }
+
   // A libpq URI for database `db` of this cluster.
   std::string Url(const std::string& db = "postgres") const {
     return "postgresql://reservoir@/" + db + "?host=" + dir_;
