@@ -549,6 +549,10 @@ Action AddLogs(CLI::App& app) {
       }
       attempt = b.value("attempt", attempt);
       offset = b.value("next_offset", offset);
+      if (b.value("expired", false) && offset == 0 && !f->c.json) {
+        std::cerr << "job " << f->job << ": its output was removed (the server keeps a finished "
+                  << "job's output for its output_retention)\n";
+      }
       if (b.value("complete", false)) return 0;
       if (data.empty() && !f->follow) return 0;
     }

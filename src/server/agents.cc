@@ -582,12 +582,17 @@ void ControlPlane::Logs(const Caller& caller, int64_t job, int32_t attempt, cons
                      : static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
     }
     if (data.empty() && !complete && !timed_out) return Status(Code::kUnavailable, "");
-    return Reply{200, Dump(json{{"job", id.value()},
-                                {"attempt", attempt},
-                                {"offset", offset},
-                                {"next_offset", offset + static_cast<int64_t>(data.size())},
-                                {"complete", complete && data.empty()},
-                                {"data", data}})};
+    json out = {{"job", id.value()},
+                {"attempt", attempt},
+                {"offset", offset},
+                {"next_offset", offset + static_cast<int64_t>(data.size())},
+                {"complete", complete && data.empty()},
+                {"data", data}};
+    // Removed with the rest of the job's output, config.output_retention after it finished.
+    if (IsTerminal(j.state) && j.finished + config_.output_retention <= clock_->Now()) {
+      out["expired"] = true;
+    }
+    return Reply{200, Dump(out)};
   };
   Result<Reply> now = NotFound("no such job");
   {

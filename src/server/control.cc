@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/sha256.h"
@@ -178,7 +179,8 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
   if (j.is_discarded() || !j.is_object()) return InvalidArgument("config", "is not a JSON object");
   for (const auto& [k, v] : j.items()) {
     if (k != "pools" && k != "nodes" && k != "tick" && k != "heartbeat_timeout" &&
-        k != "start_timeout" && k != "max_output_mib" && k != "reservation_limits") {
+        k != "start_timeout" && k != "max_output_mib" && k != "reservation_limits" &&
+        k != "output_retention") {
       return InvalidArgument(k.empty() ? "\"\"" : k, "unknown config field");
     }
   }
@@ -222,6 +224,16 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
     Result<Duration> d = Duration::Parse(j[k].get<std::string>());
     if (!d.ok() || *d <= Duration()) return InvalidArgument(k, "must be a positive duration");
     (std::string(k) == "heartbeat_timeout" ? cfg.heartbeat_timeout : cfg.start_timeout) = *d;
+  }
+  if (j.contains("output_retention")) {
+    const json& v = j["output_retention"];
+    Result<Duration> d =
+        v.is_string() ? Duration::Parse(v.get<std::string>()) : Result<Duration>(Duration());
+    if (!v.is_string() || !d.ok() || *d < Duration::Minutes(1)) {
+      return InvalidArgument("output_retention",
+                             "must be a duration of a minute or more, like \"30d\"");
+    }
+    cfg.output_retention = *d;
   }
   if (j.contains("tick")) {
     if (!j["tick"].is_string()) return InvalidArgument("tick", "must be a duration like \"1s\"");
@@ -575,6 +587,7 @@ void ControlPlane::Tick() {
     if (!leading_) return;
     poll_all_ = true;  // every parked agent is polled once a tick (ControlPlane::Waiter)
     c.at = clock_->Now();
+    RemoveExpiredOutputLocked(c.at);
     CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
     const size_t entries_before = sched_.ledger().entries().size();
@@ -886,6 +899,18 @@ Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const 
   return std::stoll(v);
 }
 
+void ControlPlane::RemoveExpiredOutputLocked(Timestamp now) {
+  RefreshUnfinishedLocked();
+  while (!output_kept_.empty() &&
+         Timestamp::FromMicros(output_kept_.begin()->first) + config_.output_retention <= now) {
+    const uint32_t job = output_kept_.begin()->second;
+    output_kept_.erase(output_kept_.begin());
+    if (config_.log_dir.empty()) continue;
+    std::error_code ec;  // a directory already gone (or never made) is what we want
+    std::filesystem::remove_all(config_.log_dir + "/" + std::to_string(job), ec);
+  }
+}
+
 void ControlPlane::RefreshUnfinishedLocked() {
   const auto& jobs = sched_.state().jobs();
   for (; jobs_indexed_ < jobs.size(); ++jobs_indexed_) {
@@ -898,6 +923,7 @@ void ControlPlane::RefreshUnfinishedLocked() {
       continue;
     }
     ++finished_[std::string(JobStateName(j.state))];
+    output_kept_.emplace(j.finished.micros(), *it);
     it = unfinished_.erase(it);
   }
 }

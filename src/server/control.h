@@ -48,6 +48,8 @@ struct ServerConfig {
   std::string log_dir;  // job output shipped by agents (set by `reservoir server`); empty: none
   // Output kept per attempt; what a job writes beyond it is dropped (with a marker line).
   int64_t max_output_bytes = int64_t{64} << 20;
+  // A finished job's output is removed this long after it finished.
+  Duration output_retention = Duration::Hours(24 * 30);
   // What one reservation may be, for every tenant ("default") or one tenant by name; checked
   // when it is booked (never on replay). Zero: no limit.
   struct ReservationLimits {
@@ -58,8 +60,9 @@ struct ServerConfig {
   std::map<std::string, ReservationLimits> reservation_limits = {{"default", {}}};
 };
 // JSON config: {"pools": [...], "nodes": [...], "tick": "1s", "heartbeat_timeout": "10s",
-// "start_timeout": "30s", "max_output_mib": 64, "reservation_limits": {"default": {"max_gpus":
-// 64, "max_duration": "30d", "max_total": "100000"}, "TENANT": {...}}}; errors name the field.
+// "start_timeout": "30s", "max_output_mib": 64, "output_retention": "30d",
+// "reservation_limits": {"default": {"max_gpus": 64, "max_duration": "30d", "max_total":
+// "100000"}, "TENANT": {...}}}; errors name the field.
 Result<ServerConfig> ParseServerConfig(const std::string& json_text);
 
 // A non-negative integer query parameter in [lo, hi], or `def` when absent; errors name it.
@@ -267,6 +270,10 @@ class ControlPlane {
   // the market and /metrics walk these, never the whole history.
   void RefreshUnfinishedLocked();
   std::set<uint32_t> unfinished_;
+  // Finished jobs whose output is still kept, by when they finished (µs): a tick removes the
+  // output of those past ServerConfig::output_retention.
+  std::set<std::pair<int64_t, uint32_t>> output_kept_;
+  void RemoveExpiredOutputLocked(Timestamp now);
   size_t jobs_indexed_ = 0;  // jobs ever seen by RefreshUnfinishedLocked
   std::map<std::string, int64_t> finished_;
   Result<std::string> JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,

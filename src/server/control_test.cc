@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
 
@@ -160,6 +162,61 @@ TEST(ControlHa, AStandbyFollowsTheLogAndFencesTheOldLeader) {
   EXPECT_EQ(lates, 0);
   leader.Quiesce();
   standby.Quiesce();
+}
+
+// A finished job's output is removed output_retention after it finished (at a tick), and a read
+// of it then says so; a running job's output stays however old it is.
+TEST(ControlOutput, FinishedJobsOutputIsRemovedAfterTheRetention) {
+  EXPECT_EQ(ParseServerConfig(R"({"output_retention": "10s"})").status().field(),
+            "output_retention");
+  EXPECT_EQ(ParseServerConfig(R"({"output_retention": 5})").status().field(), "output_retention");
+  auto cfg = ParseServerConfig(
+      R"({"pools": [{"name": "gpu", "reserve_price": "1"}], "output_retention": "1h",
+          "nodes": [{"name": "n", "pool": "gpu", "gpus": 8}]})");
+  ASSERT_TRUE(cfg.ok());
+  const std::string logs = ::testing::TempDir() + "/rsv_output_retention";
+  std::filesystem::remove_all(logs);
+  cfg->log_dir = logs;
+  auto store = OpenSqliteStore(":memory:");
+  ASSERT_TRUE(store.ok());
+  ManualClock clock(Timestamp::FromMicros(100'000'000));
+  ControlPlane control(*cfg, std::move(*store), &clock);
+  ASSERT_TRUE(control.Start().ok());
+  auto write = [&](const std::string& kind, const json& body) {
+    std::promise<Status> answer;
+    control.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+    return answer.get_future().get();
+  };
+  ASSERT_TRUE(write("tenant", {{"name", "t"}}).ok());
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(write("submit",
+                      {{"tenant", "t"}, {"pool", "gpu"}, {"gpus", 1}, {"limit_micros", 2'000'000}})
+                    .ok());
+  }
+  control.Tick();
+  for (int job : {1, 2}) {
+    std::filesystem::create_directories(logs + "/" + std::to_string(job));
+    std::ofstream(logs + "/" + std::to_string(job) + "/attempt-1.log") << "out " << job << "\n";
+  }
+  ASSERT_TRUE(write("exit", {{"job", 1}, {"success", true}}).ok());  // job 2 keeps running
+  clock.Advance(Duration::Minutes(59));
+  control.Tick();
+  EXPECT_TRUE(std::filesystem::exists(logs + "/1/attempt-1.log"));
+  clock.Advance(Duration::Minutes(2));
+  control.Tick();
+  EXPECT_FALSE(std::filesystem::exists(logs + "/1"));
+  EXPECT_TRUE(std::filesystem::exists(logs + "/2/attempt-1.log"));  // still running
+  Caller admin;
+  admin.admin = true;
+  std::promise<Result<Reply>> read;
+  control.Logs(admin, 1, 1, "", 0, clock.Now(), [&](Result<Reply> r) { read.set_value(r); });
+  Result<Reply> r = read.get_future().get();
+  ASSERT_TRUE(r.ok());
+  json body = json::parse(r->body);
+  EXPECT_EQ(body["expired"], true);
+  EXPECT_EQ(body["data"], "");
+  control.Quiesce();
+  std::filesystem::remove_all(logs);
 }
 
 }  // namespace
