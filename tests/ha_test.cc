@@ -242,6 +242,20 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
       lost += !seen.count(name);
     }
 
+    // The agent found the new leader (its syncs to the dead one failed first), and works for it:
+    // a job submitted there runs on the agent and ends. Contact came back before the agent's
+    // fence, or the checks below see the long job stopped and requeued.
+    EXPECT_TRUE(n1.WaitForLog("server reachable again")) << n1.log();
+    HttpResult after = b->Post("/v1/jobs", kAdmin,
+                               json{{"tenant", "t"},
+                                    {"pool", "h100"},
+                                    {"gpus", 1},
+                                    {"limit_price", "2"},
+                                    {"name", "after"},
+                                    {"command", "true"}}
+                                   .dump());
+    ASSERT_EQ(after.status, 201) << after.body;
+    EXPECT_TRUE(WaitForEvent(b->port(), "JobSucceeded", json::parse(after.body)["id"]));
     // The long job kept its first attempt, and nothing was requeued or preempted.
     json lj = json::parse(b->Get("/v1/jobs/" + std::to_string(long_id), kAdmin).body);
     EXPECT_EQ(lj["state"], "running");
@@ -262,17 +276,6 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
         preempted);
     EXPECT_EQ(preempted, 0);
     EXPECT_EQ(n1.log().find("stopped: no contact"), std::string::npos) << n1.log();
-    // The agent works for the new leader: a job submitted to it runs on the agent and ends.
-    HttpResult after = b->Post("/v1/jobs", kAdmin,
-                               json{{"tenant", "t"},
-                                    {"pool", "h100"},
-                                    {"gpus", 1},
-                                    {"limit_price", "2"},
-                                    {"name", "after"},
-                                    {"command", "true"}}
-                                   .dump());
-    ASSERT_EQ(after.status, 201) << after.body;
-    EXPECT_TRUE(WaitForEvent(b->port(), "JobSucceeded", json::parse(after.body)["id"]));
     // The money balances: what the tenant was charged, the operator was credited (one read:
     // the long job keeps paying between two).
     HttpResult summary = b->Get("/v1/ledger/summary", kAdmin);
@@ -288,11 +291,12 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
   }
 }
 
+// With the default lease (5 s) and heartbeat timeout (10 s), as an operator runs it.
 TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
-  auto a = Server("a");
+  auto a = Server("a", "5s");
   ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
             "leader");
-  auto b = Server("b");
+  auto b = Server("b", "5s");
   ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
             "standby");
   // A standby refuses writes and names the leader.
@@ -395,6 +399,21 @@ TEST_F(HaTest, ALeaderRidesOutADatabaseRestart) {
   HttpResult tenants = a->Get("/v1/tenants", kAdmin);
   EXPECT_NE(tenants.body.find("\"before\""), std::string::npos) << tenants.body;
   EXPECT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"after"})").status, 201);
+}
+
+// A second server started under a live leader's name (a typo, or two servers on one host left
+// on the default, the host name) is refused; the leader keeps leading.
+TEST_F(HaTest, ASecondServerUnderTheLeadersNameIsRefused) {
+  auto a = Server("a");
+  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  ServerProcess twin(url, dir + "/config.json", kAdmin, "127.0.0.1:0",
+                     {"--name", "a", "--lease", Lease(), "--log-dir", dir + "/logs-twin"});
+  EXPECT_FALSE(twin.Start());  // it exits before it listens
+  json h = json::parse(Http(a->port(), "GET", "/healthz").body);
+  EXPECT_EQ(h["role"], "leader");
+  EXPECT_EQ(h["epoch"], 1);
+  EXPECT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"still"})").status, 201);
 }
 
 }  // namespace

@@ -87,6 +87,9 @@ void Agent::Log(const std::string& line) {
 }
 
 bool Agent::ServerIsLocal() const {
+  // Given standbys, a refusal proves nothing: another server (perhaps one not in the list) may
+  // lead and count this node's heartbeat.
+  if (servers_.urls().size() > 1) return false;
   for (std::string host : servers_.urls()) {
     if (host.rfind("http://", 0) == 0) host = host.substr(7);
     if (host.rfind("[::1]", 0) == 0) continue;
@@ -215,8 +218,9 @@ void Agent::CollectExits() {
     r.attempt = e.attempt;
     // Killed by its supervisor's fence while this agent was out of touch with the server (see
     // LaunchSpec): it did not fail, it is reported lost, which costs it no restart.
-    const bool fenced =
-        e.signaled && e.code == SIGKILL && clock_->Now() - last_heard_ > FenceAfter();
+    const bool fenced = e.signaled && e.code == SIGKILL &&
+                        (clock_->Now() - last_heard_ > FenceAfter() ||
+                         clock_->Now() - fence_gap_ended_ < Duration::Seconds(5));
     r.status = e.lost || fenced ? "lost" : "exited";
     r.success = e.success();
     r.detail = fenced       ? "stopped: no contact with the server"
@@ -328,7 +332,9 @@ bool Agent::Sync(bool urgent) {
   if (gpus.ok()) report["gpus"] = Inventory(*gpus);
   // A shrink waiting for the job's acknowledgement: the server hears of it at once (the GPUs
   // it frees are someone's), so this sync does not park (the loop paces it).
-  urgent = urgent || !sent.empty() || !logs.empty() || ResizePending();
+  // Back from a failed or unanswered sync: the answer comes at once, so contact with a new
+  // leader counts before the fence (a parked first sync would not).
+  urgent = urgent || !sent.empty() || !logs.empty() || ResizePending() || out_of_touch_;
   // With standbys, a quarter of the heartbeat timeout: a frozen leader (it accepts connections
   // and answers nothing) is left for the next server well before this agent fences its jobs.
   const int64_t most = servers_.urls().size() > 1 ? heartbeat_s_ / 4 : heartbeat_s_ / 2;
@@ -346,7 +352,12 @@ bool Agent::Sync(bool urgent) {
   HttpReply r =
       servers_.Call("POST", "/v1/nodes/" + config_.node + "/sync?wait=" + std::to_string(wait_s),
                     config_.token, Dump(report), wake_[0], static_cast<int>(timeout_ms));
-  if (r.interrupted || (r.status == 0 && r.error == "timed out")) return true;  // go round again
+  if (r.interrupted) return true;  // go round again
+  if (r.status == 0 && r.error == "timed out") {
+    // No answer in time: the next sync (to the next server) asks for an answer at once.
+    out_of_touch_ = true;
+    return true;
+  }
   if (r.status == 404) {
     Log("the server does not know this node: registering again");
     return Register();
@@ -355,6 +366,7 @@ bool Agent::Sync(bool urgent) {
     std::string why = r.status == 0 ? r.error : "HTTP " + std::to_string(r.status) + ": " + r.body;
     if (why != last_error_) Log("sync failed (will retry): " + why);
     last_error_ = why;
+    out_of_touch_ = true;
     if (r.refused && ServerIsLocal()) {
       // Nothing listens at the server's address on this very host: the server is not running,
       // so it cannot declare this node down, and a restarted server gives every agent a fresh
@@ -367,6 +379,10 @@ bool Agent::Sync(bool urgent) {
   }
   if (!last_error_.empty()) Log("server reachable again");
   last_error_.clear();
+  out_of_touch_ = false;
+  // Out of touch past the fence until now: an attempt its supervisor killed meanwhile was
+  // fenced, even if it is reaped after this contact (CollectExits).
+  if (clock_->Now() - last_heard_ > FenceAfter()) fence_gap_ended_ = clock_->Now();
   // The server counts our heartbeat from when it answered (a second of slack for the network),
   // and at least from when the request arrived.
   last_heard_ = std::max(began, clock_->Now() - Duration::Seconds(1));
@@ -592,7 +608,7 @@ int Agent::Run(const std::atomic<bool>* stop, bool stop_jobs) {
     started_ = false;
     if (!Sync(urgent)) {
       if (refused_) return 1;
-      pause(1000);
+      pause(servers_.urls().size() > 1 ? 250 : 1000);  // a takeover is worth looking for
     } else if (ResizePending()) {
       pause(100);  // looking for the job's acknowledgement ten times a second
     }

@@ -74,7 +74,7 @@ class Agent {
   void CollectExits();
   // How long out of touch with the server before the attempts stop themselves.
   Duration FenceAfter() const;
-  // Whether every server's URL names this host's loopback (a refusal there proves it is down).
+  // Whether the one server's URL names this host's loopback (a refusal there proves it is down).
   bool ServerIsLocal() const;
   void SaveState();
   void LoadState();
@@ -109,6 +109,8 @@ class Agent {
   int64_t ResizeAck(uint32_t job) const;
   bool ResizePending() const;  // a shrink the job has not acknowledged yet
   std::string last_error_;
+  bool out_of_touch_ = false;  // the last sync failed or went unanswered
+  Timestamp fence_gap_ended_;  // the last contact that ended a gap longer than the fence
   bool started_ = false;
   ServerSet servers_;         // the call goes to whichever leads
   bool refused_ = false;      // the server refused the registration: the agent exits

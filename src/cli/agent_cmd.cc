@@ -114,6 +114,11 @@ Result<std::map<std::string, std::pair<int64_t, int64_t>>> ParseRunAs(
 int RunAgent(AgentFlags f) {
   if (f.server.empty() && std::getenv("RESERVOIR_URL")) f.server = std::getenv("RESERVOIR_URL");
   if (f.server.empty()) f.server = "http://127.0.0.1:8080";
+  if (std::string bad = BadServerUrls(f.server); !bad.empty()) {
+    std::cerr << "reservoir agent: --server: " << bad << " (give http://HOST:PORT, or several "
+              << "separated by commas)\n";
+    return 2;
+  }
   if (!f.token.empty()) {
     std::cerr << "reservoir agent: --token would show the token to every process on this host "
                  "(/proc/*/cmdline); use --token-file FILE (mode 600) or $RESERVOIR_TOKEN\n";

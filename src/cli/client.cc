@@ -31,9 +31,11 @@ CallResult Call(const ClientFlags& flags, const std::string& method, const std::
   // Several servers (a leader and its standbys): the one that answered last is asked first.
   static std::map<std::string, ServerSet> sets;
   ServerSet& servers = sets.try_emplace(url, url).first->second;
-  // A server that answers nothing (frozen, or its host gone quiet) gives way after 75 s: longer
-  // than any long-poll (60 s at most).
-  HttpReply h = servers.Call(method, path, token, body, -1, 75'000);
+  // A server that answers nothing (frozen, or its host gone quiet) gives way after 15 s, or 75
+  // s for a long-poll (60 s at most); a read then goes to the next server.
+  const bool long_poll = path.find("wait=") != std::string::npos;
+  HttpReply h = servers.Call(method, path, token, body, -1, long_poll ? 75'000 : 15'000);
+  if (h.status == 0 && h.error == "timed out") h.error = "no reply in time from " + url;
   r.status = h.status;
   r.body = std::move(h.body);
   r.transport_error = std::move(h.error);

@@ -19,6 +19,7 @@
 
 #include "cli/commands.h"
 #include "common/clock.h"
+#include "common/http_client.h"
 #include "common/sha256.h"
 #include "server/api.h"
 #include "server/control.h"
@@ -88,8 +89,13 @@ int RunServer(const ServerFlags& f, int* bound_port, bool again) {
     std::cerr << "reservoir server: --lease must be a duration from 1s to 10m (e.g. 5s)\n";
     return 2;
   }
-  if (!f.advertise.empty() && f.advertise.rfind("http://", 0) != 0) {
-    std::cerr << "reservoir server: --advertise must be an http:// URL\n";
+  if (!f.advertise.empty() &&
+      (f.advertise.find(',') != std::string::npos || !BadServerUrls(f.advertise).empty())) {
+    std::cerr << "reservoir server: --advertise must be one http://HOST[:PORT] URL"
+              << (f.advertise.find(',') != std::string::npos
+                      ? ""
+                      : " (" + BadServerUrls(f.advertise) + ")")
+              << "\n";
     return 2;
   }
   // SIGINT/SIGTERM end the server cleanly: block them here, wait for them on one thread.
@@ -172,7 +178,10 @@ int RunServer(const ServerFlags& f, int* bound_port, bool again) {
   });
   server::Leadership leadership(
       &control, ha, &clock, [log](const std::string& line) { log->info(R"("ha":"{}")", line); });
-  leadership.Start();
+  if (Status s = leadership.Start(); !s.ok()) {
+    std::cerr << "reservoir server: " << s.message() << "\n";
+    return 1;
+  }
   if (control.leading() && !control.HasAdmin()) {
     const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
     std::string token = env && *env ? env : server::RandomToken("rsv_admin_");

@@ -18,7 +18,14 @@ constexpr int kConnectTimeoutMs = 5000;
 // Waits until `fd` is ready for `events`; false on interrupt or timeout (sets the reply).
 bool WaitFor(int fd, short events, int interrupt_fd, int timeout_ms, HttpReply* r) {
   pollfd fds[2] = {{fd, events, 0}, {interrupt_fd, POLLIN, 0}};
-  int n = ::poll(fds, interrupt_fd >= 0 ? 2 : 1, timeout_ms);
+  int n;
+  // A signal (the agent's SIGCHLD when a job exits) is not the server's doing: wait on.
+  while ((n = ::poll(fds, interrupt_fd >= 0 ? 2 : 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  if (n < 0) {
+    r->error = "poll failed";
+    return false;
+  }
   if (n == 0) {
     r->error = "timed out";
     return false;
@@ -157,9 +164,35 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
   return r;
 }
 
+std::string BadServerUrls(const std::string& urls) {
+  size_t start = 0;
+  int n = 0;
+  while (start <= urls.size()) {
+    size_t comma = urls.find(',', start);
+    if (comma == std::string::npos) comma = urls.size();
+    const std::string u = urls.substr(start, comma - start);
+    start = comma + 1;
+    if (u.empty()) continue;
+    ++n;
+    if (u.rfind("http://", 0) != 0) return "'" + u + "' does not start with http://";
+    std::string hostport, host, port;
+    SplitUrl(u, &hostport, &host, &port);
+    if (host.empty()) return "'" + u + "' names no host";
+    char* end = nullptr;
+    const long p = std::strtol(port.c_str(), &end, 10);
+    if (port.empty() || *end != '\0' || p < 1 || p > 65535) {
+      return "'" + u + "' has no valid port (1-65535)";
+    }
+  }
+  return n == 0 ? "no server URL given" : "";
+}
+
 bool IsStandbyReply(const HttpReply& r) {
+  // Also a write refused by a leader that stepped down before it was durable ("not recorded:",
+  // not "perhaps not recorded"): nothing of it was applied, so it may go to the new leader.
   return r.status == 503 && (r.body.find("is a standby") != std::string::npos ||
-                             r.body.find("is not the leader") != std::string::npos);
+                             r.body.find("is not the leader") != std::string::npos ||
+                             r.body.find("\"message\":\"not recorded:") != std::string::npos);
 }
 
 std::string StandbyLeader(const HttpReply& r) {
@@ -192,38 +225,56 @@ HttpReply ServerSet::Call(const std::string& method, const std::string& path,
   while (true) {
     HttpReply last;
     bool all_refused = true;
+    std::vector<size_t> failed;  // servers that did not serve this round
+    if (suspect_ != kNone && clock_.Now() >= suspect_until_) suspect_ = kNone;
+    // The next server to ask after `from`: `preferred` (the leader a standby named) when there
+    // is one, else the one after `from`; the suspect only when no other is left this round.
+    auto next_after = [&](size_t from, size_t preferred) {
+      const size_t n = urls_.size();
+      size_t next = preferred != kNone ? preferred : (from + 1) % n;
+      if (next == suspect_) {
+        const size_t other = (next + 1) % n;
+        if (other != suspect_ && std::find(failed.begin(), failed.end(), other) == failed.end()) {
+          next = other;
+        }
+      }
+      return next;
+    };
     for (size_t tried = 0; tried < urls_.size(); ++tried) {
       HttpReply r = HttpCall(urls_[current_], method, path, token, body, interrupt_fd, timeout_ms);
       const bool unsent = r.status == 0 && !r.connected && !r.interrupted;
       if (r.status == 0 && r.connected && !r.interrupted) {
-        // Sent, and no answer in time: perhaps applied, so not sent again. A hung server (a
-        // frozen leader accepts connections and answers nothing) is not asked first again, nor
-        // followed when a standby names it, until it answers.
-        suspect_ = current_;
-        suspect_until_ = clock_.Now() + kSuspectFor;
-        current_ = (current_ + 1) % urls_.size();
-        return r;
+        // Sent, and no answer: perhaps applied, so not sent again (a read excepted). A server
+        // that did not answer in time (a frozen leader accepts connections and answers
+        // nothing) is asked last for a while, even when a standby names it.
+        if (r.error == "timed out") {
+          suspect_ = current_;
+          suspect_until_ = clock_.Now() + kSuspectFor;
+        }
+        failed.push_back(current_);
+        current_ = next_after(current_, kNone);
+        if (method != "GET" || urls_.size() == 1) return r;
+        last = std::move(r);  // a read changes nothing: the next server may answer it
+        all_refused = false;
+        continue;
       }
       if (!unsent && !IsStandbyReply(r)) {
         if (suspect_ == current_) suspect_ = kNone;
         return r;
       }
       all_refused = all_refused && r.refused;
+      failed.push_back(current_);
       last = std::move(r);
       // Straight to the leader a standby names (learning it when it is not in the list yet),
       // else the next server.
       const std::string leader = StandbyLeader(last);
-      if (suspect_ != kNone && clock_.Now() >= suspect_until_) suspect_ = kNone;
-      size_t next = (current_ + 1) % urls_.size();
+      size_t preferred = kNone;
       if (!leader.empty()) {
         auto known = std::find(urls_.begin(), urls_.end(), leader);
         if (known == urls_.end()) known = urls_.insert(urls_.end(), leader);
-        if (static_cast<size_t>(known - urls_.begin()) != suspect_) {
-          next = static_cast<size_t>(known - urls_.begin());
-        }
+        preferred = static_cast<size_t>(known - urls_.begin());
       }
-      if (next == suspect_ && urls_.size() > 1) next = (next + 1) % urls_.size();
-      current_ = next;
+      current_ = next_after(current_, preferred);
     }
     last.refused = all_refused;  // nothing listens at any of the servers' addresses
     if (clock_.Now() >= deadline) return last;

@@ -29,9 +29,10 @@ HttpReply HttpCall(const std::string& url, const std::string& method, const std:
 // naming the leader), the call moves to the leader it names or the next server, round the list
 // until one leads or `patience_ms` runs out (a takeover takes up to the lease, 5 s by default).
 // A request is sent again only when no server could have applied it: never connected, or
-// refused by a standby. A call that was sent and timed out is not sent again; that server is
-// skipped for a while (a frozen leader accepts connections and answers nothing), even when a
-// standby still names it.
+// refused by a standby (or by a leader that stepped down: "not recorded"). A call that was sent
+// and timed out is not sent again, unless it is a GET (a read); that server is skipped for a
+// while (a frozen leader accepts connections and answers nothing), even when a standby still
+// names it.
 // A reply that reached no leader is `refused` when every server refused the connection. Not
 // thread-safe: one per thread.
 class ServerSet {
@@ -54,6 +55,9 @@ class ServerSet {
   int patience_ms_;
   SystemClock clock_;
 };
+
+// Why `urls` ("URL1,URL2,...") is not a list of http://HOST[:PORT] URLs; empty when it is.
+std::string BadServerUrls(const std::string& urls);
 
 // The leader a standby's 503 reply names ("" when the reply is not a standby's).
 std::string StandbyLeader(const HttpReply& r);

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "common/http_client.h"
+
 namespace rsv::server {
 
 Leadership::Leadership(ControlPlane* control, LeadershipOptions options, const Clock* clock,
@@ -10,9 +12,11 @@ Leadership::Leadership(ControlPlane* control, LeadershipOptions options, const C
 
 Leadership::~Leadership() { Stop(); }
 
-void Leadership::Start() {
+Status Leadership::Start() {
   TryToLead();
+  if (!duplicate_.empty()) return FailedPrecondition(duplicate_);
   thread_ = std::thread([this] { Run(); });
+  return Status::Ok();
 }
 
 void Leadership::Stop() {
@@ -32,6 +36,20 @@ void Leadership::Stop() {
 
 bool Leadership::TryToLead() {
   Store* store = control_->store();
+  // The lease is live under this server's own name, taken by another process: a restart after
+  // a crash (take it back at once) or two servers given one --name (leave the live one be).
+  // Its address tells them apart: it answers /healthz as the leader only in the second case.
+  Result<Lease> held = store->ReadLease();
+  if (held.ok() && held->live && held->holder == options_.holder && held->epoch != epoch_ &&
+      held->address != options_.address) {
+    HttpReply r = HttpCall(held->address, "GET", "/healthz", "", "", -1, 1000);
+    if (r.status == 200 && r.body.find("\"role\":\"leader\"") != std::string::npos) {
+      duplicate_ = "another server named '" + options_.holder + "' leads at " + held->address +
+                   "; give each server its own --name";
+      control_->SetLeader(held->address, held->epoch);
+      return false;
+    }
+  }
   Result<int64_t> epoch = store->TakeLease(options_.holder, options_.address, options_.lease);
   if (!epoch.ok()) {
     say_("could not reach the store for the lease: " + epoch.status().ToString());

@@ -33,9 +33,10 @@ class Leadership {
   // lets its lease go so another may take over at once. Before the HTTP server goes.
   ~Leadership();
 
-  // Tries for the lease once: leads at once when it is free (or this holder's). Then starts
-  // the loop on a thread of its own.
-  void Start();
+  // Tries for the lease once: leads at once when it is free (or this holder's, from a process
+  // that is gone). Then starts the loop on a thread of its own. Fails, starting nothing, when
+  // another live server leads under this server's name.
+  Status Start();
   void Stop();
   // The epoch of the lease this server last took (0: never).
   int64_t epoch() const { return epoch_.load(); }
@@ -43,6 +44,7 @@ class Leadership {
  private:
   void Run();
   bool TryToLead();
+  std::string duplicate_;  // set when another live server leads under this one's name
 
   ControlPlane* control_;
   LeadershipOptions options_;
