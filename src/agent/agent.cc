@@ -87,9 +87,9 @@ void Agent::Log(const std::string& line) {
 }
 
 bool Agent::ServerIsLocal() const {
-  // Given standbys, a refusal proves nothing: another server (perhaps one not in the list) may
-  // lead and count this node's heartbeat.
-  if (servers_.urls().size() > 1) return false;
+  // Given standbys, or a server on a shared store (standbys this agent was not told of may lead),
+  // a refusal proves nothing: another server may lead and count this node's heartbeat.
+  if (servers_.urls().size() > 1 || shared_store_) return false;
   for (std::string host : servers_.urls()) {
     if (host.rfind("http://", 0) == 0) host = host.substr(7);
     if (host.rfind("[::1]", 0) == 0) continue;
@@ -193,8 +193,10 @@ bool Agent::Register() {
     last_heard_ = clock_->Now();
     Touch();
     json reply = json::parse(r.body, nullptr, false);
-    if (!reply.is_discarded())
+    if (!reply.is_discarded()) {
       heartbeat_s_ = std::max<int64_t>(1, reply.value("heartbeat_timeout_s", heartbeat_s_));
+      shared_store_ = reply.value("shared_store", false);
+    }
     Log("registered with " + servers_.current() + ": " + std::to_string(gpus->size()) + " " +
         probe_->kind() + " GPUs in pool " + config_.pool);
     last_error_.clear();
@@ -427,6 +429,7 @@ void Agent::Reconcile(const std::string& desired_json) {
   if (d.is_discarded() || !d.contains("jobs")) return;
   known_ = d.value("version", "");
   heartbeat_s_ = std::max<int64_t>(1, d.value("heartbeat_timeout_s", heartbeat_s_));
+  shared_store_ = d.value("shared_store", shared_store_);
   std::map<uint32_t, json> want;
   for (const json& e : d["jobs"]) want[e.value("job", 0u)] = e;
   // Stop what this node should no longer run (cancelled, requeued while we were away).

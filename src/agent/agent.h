@@ -110,6 +110,7 @@ class Agent {
   bool ResizePending() const;  // a shrink the job has not acknowledged yet
   std::string last_error_;
   bool out_of_touch_ = false;  // the last sync failed or went unanswered
+  bool shared_store_ = false;  // the server said its store is shared with standbys
   Timestamp fence_gap_ended_;  // the last contact that ended a gap longer than the fence
   bool started_ = false;
   ServerSet servers_;         // the call goes to whichever leads

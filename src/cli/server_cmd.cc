@@ -84,6 +84,7 @@ int RunServer(const ServerFlags& f, int* bound_port, bool again) {
     std::cerr << "reservoir server: --threads must be 1-64\n";
     return 2;
   }
+  config.shared_store = IsPostgresUrl(f.db);
   Result<Duration> lease = Duration::Parse(f.lease);
   if (!lease.ok() || *lease < Duration::Seconds(1) || *lease > Duration::Minutes(10)) {
     std::cerr << "reservoir server: --lease must be a duration from 1s to 10m (e.g. 5s)\n";

@@ -14,6 +14,7 @@ namespace rsv {
 namespace {
 
 constexpr int kConnectTimeoutMs = 5000;
+constexpr int kHealthCheckMs = 1000;  // a suspect server's health check (ServerSet)
 
 // Waits until `fd` is ready for `events`; false on interrupt or timeout (sets the reply).
 bool WaitFor(int fd, short events, int interrupt_fd, int timeout_ms, HttpReply* r) {
@@ -240,7 +241,22 @@ HttpReply ServerSet::Call(const std::string& method, const std::string& path,
       }
       return next;
     };
+    // A round starts at a server that is not suspect.
+    if (current_ == suspect_ && urls_.size() > 1) current_ = (current_ + 1) % urls_.size();
     for (size_t tried = 0; tried < urls_.size(); ++tried) {
+      if (current_ == suspect_ && urls_.size() > 1) {
+        // No other server serves: ask the one that timed out whether it answers at all (a
+        // health check is answered without the store) before waiting on it again. If it does
+        // not, this round ends and the caller tries again soon (a takeover is near).
+        HttpReply alive =
+            HttpCall(urls_[current_], "GET", "/healthz", "", "", interrupt_fd, kHealthCheckMs);
+        if (alive.status != 200) {
+          if (last.status == 0 && last.error.empty()) last = std::move(alive);
+          all_refused = all_refused && alive.refused;
+          break;
+        }
+        suspect_ = kNone;
+      }
       HttpReply r = HttpCall(urls_[current_], method, path, token, body, interrupt_fd, timeout_ms);
       const bool unsent = r.status == 0 && !r.connected && !r.interrupted;
       if (r.status == 0 && r.connected && !r.interrupted) {

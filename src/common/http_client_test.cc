@@ -93,6 +93,25 @@ TEST(ServerSet, LeavesAFrozenServerAndNeverSendsARequestTwice) {
   EXPECT_EQ(at_next.load(), 1);
 }
 
+// A standby still names the frozen leader (its lease has not lapsed yet): the call is not sent
+// back to it. Only a health check goes there, and, unanswered, the round ends with the standby's
+// reply, so the caller tries again soon.
+TEST(ServerSet, DoesNotWaitOnAFrozenLeaderAStandbyStillNames) {
+  Listener frozen, standby;
+  std::atomic<int> at_standby{0};
+  const std::string named = R"({"error":{"code":"unavailable","leader":")" + frozen.url() +
+                            R"(","message":"this server is a standby; the leader is )" +
+                            frozen.url() + R"("}})";
+  std::thread s = Answer(standby, 1, 503, named, &at_standby);
+  ServerSet set(frozen.url() + "," + standby.url(), /*patience_ms=*/0);
+  EXPECT_EQ(set.Call("POST", "/v1/nodes/n/sync", "t", "{}", -1, 300).status, 0);  // timed out
+  HttpReply r = set.Call("POST", "/v1/nodes/n/sync", "t", "{}", -1, 300);
+  EXPECT_EQ(r.status, 503);  // the standby's: the POST was not sent to the frozen one again
+  EXPECT_TRUE(IsStandbyReply(r));
+  s.join();
+  EXPECT_EQ(at_standby.load(), 1);
+}
+
 TEST(ServerSet, ARefusedConnectionMovesOnAtOnce) {
   Listener down, up;
   const std::string down_url = down.url();

@@ -140,7 +140,9 @@ Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
                               {"pool", st.pool(n.pool).config.name},
                               {"gpus", n.gpus},
                               {"state", NodeStateName(n.state)},
-                              {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()}})};
+                              {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
+                              {"shared_store", config_.shared_store},
+                              {"shared_store", config_.shared_store}})};
 }
 
 Result<Reply> ControlPlane::ApplyInternal(const std::string& kind, const std::string& body,
@@ -347,6 +349,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
                    {"state", NodeStateName(n.state)},
                    {"version", *version},
                    {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
+                   {"shared_store", config_.shared_store},
                    {"jobs", std::move(jobs)}});
 }
 

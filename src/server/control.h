@@ -48,6 +48,9 @@ struct ServerConfig {
   std::string log_dir;  // job output shipped by agents (set by `reservoir server`); empty: none
   // Output kept per attempt; what a job writes beyond it is dropped (with a marker line).
   int64_t max_output_bytes = int64_t{64} << 20;
+  // The store may be shared with standbys (PostgreSQL): agents are told, so that a refused
+  // connection to this server never counts as "no server leads" (docs/ha.md).
+  bool shared_store = false;
   // A finished job's output is removed this long after it finished.
   Duration output_retention = Duration::Hours(24 * 30);
   // What one reservation may be, for every tenant ("default") or one tenant by name; checked
