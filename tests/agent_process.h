@@ -76,11 +76,7 @@ class AgentProcess {
           "--checkpoint-root",
           checkpoint_root_};
       args.insert(args.end(), extra_.begin(), extra_.end());
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+      ExecChild(std::move(args));
     }
     ::close(err[1]);
     FILE* in = ::fdopen(err[0], "r");

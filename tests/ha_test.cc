@@ -31,20 +31,6 @@ using rsv::testing::ServerProcess;
 
 const char kAdmin[] = "e2e-admin-token";  // AgentProcess mints node tokens with it
 
-rsv::testing::PostgresInstance* Postgres() {
-  static rsv::testing::PostgresInstance* pg = [] {
-    auto* p = new rsv::testing::PostgresInstance();
-    std::string error;
-    if (!p->Start(&error)) {
-      ADD_FAILURE() << error;
-      return static_cast<rsv::testing::PostgresInstance*>(nullptr);
-    }
-    std::atexit([] { delete Postgres(); });
-    return p;
-  }();
-  return pg;
-}
-
 // Polls `port`'s /healthz every 20 ms until `pred` holds (a role changes when a lease lapses:
 // there is nothing to long-poll), at most 3,000 times; the last reply.
 json HealthUntil(int port, const std::function<bool(const json&)>& pred) {
@@ -95,10 +81,11 @@ struct HaTest : ::testing::Test {
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     std::filesystem::permissions(dir, std::filesystem::perms(0755));  // jobs run as their tenant
-    ASSERT_NE(Postgres(), nullptr);
+    rsv::testing::PostgresInstance* pg = rsv::testing::SharedPostgres();
+    ASSERT_NE(pg, nullptr);
     const std::string db = "ha_" + std::to_string(n++);
-    ASSERT_TRUE(Postgres()->CreateDatabase(db));
-    url = Postgres()->Url(db);
+    ASSERT_TRUE(pg->CreateDatabase(db));
+    url = pg->Url(db);
     std::ofstream(dir + "/config.json")
         << R"({"tick": "200ms", "heartbeat_timeout": "10s", "start_timeout": "30s",
               "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25"}]})";
@@ -113,6 +100,18 @@ struct HaTest : ::testing::Test {
     return s;
   }
 };
+
+// A job for pool h100, as POST /v1/jobs takes it.
+std::string JobBody(const std::string& tenant, int gpus, const std::string& limit,
+                    const std::string& command, const std::string& name = "") {
+  json body = {{"tenant", tenant},
+               {"pool", "h100"},
+               {"gpus", gpus},
+               {"limit_price", limit},
+               {"command", command}};
+  if (!name.empty()) body["name"] = name;
+  return body.dump();
+}
 
 // Every job of the server at `port`, by name.
 std::map<std::string, int> JobNames(int port, std::string* error) {
@@ -154,14 +153,8 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
     ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"t"})").status, 201);
 
     // A long job that must ride through the failover untouched.
-    HttpResult long_job = a->Post("/v1/jobs", kAdmin,
-                                  json{{"tenant", "t"},
-                                       {"pool", "h100"},
-                                       {"gpus", 2},
-                                       {"limit_price", "5"},
-                                       {"name", "long"},
-                                       {"command", "exec sleep 600"}}
-                                      .dump());
+    HttpResult long_job =
+        a->Post("/v1/jobs", kAdmin, JobBody("t", 2, "5", "exec sleep 600", "long"));
     ASSERT_EQ(long_job.status, 201) << long_job.body;
     const int64_t long_id = json::parse(long_job.body)["id"];
     ASSERT_TRUE(WaitForEvent(a->port(), "JobRunning", long_id));
@@ -183,14 +176,7 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
         int port = a->port();
         for (int i = 0; !stop; ++i) {
           const std::string name = "c" + std::to_string(c) + "-" + std::to_string(i);
-          HttpResult r = Http(port, "POST", "/v1/jobs", kAdmin,
-                              json{{"tenant", "t"},
-                                   {"pool", "h100"},
-                                   {"gpus", 1},
-                                   {"limit_price", "2"},
-                                   {"name", name},
-                                   {"command", "true"}}
-                                  .dump());
+          HttpResult r = Http(port, "POST", "/v1/jobs", kAdmin, JobBody("t", 1, "2", "true", name));
           if (r.status != 201) {  // a dead leader or a standby: the other server, next name
             port = port == a->port() ? b->port() : a->port();
             SleepFor(Duration::Millis(20));
@@ -246,14 +232,7 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
     // a job submitted there runs on the agent and ends. Contact came back before the agent's
     // fence, or the checks below see the long job stopped and requeued.
     EXPECT_TRUE(n1.WaitForLog("server reachable again")) << n1.log();
-    HttpResult after = b->Post("/v1/jobs", kAdmin,
-                               json{{"tenant", "t"},
-                                    {"pool", "h100"},
-                                    {"gpus", 1},
-                                    {"limit_price", "2"},
-                                    {"name", "after"},
-                                    {"command", "true"}}
-                                   .dump());
+    HttpResult after = b->Post("/v1/jobs", kAdmin, JobBody("t", 1, "2", "true", "after"));
     ASSERT_EQ(after.status, 201) << after.body;
     EXPECT_TRUE(WaitForEvent(b->port(), "JobSucceeded", json::parse(after.body)["id"]));
     // The long job kept its first attempt, and nothing was requeued or preempted.
@@ -310,13 +289,7 @@ TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
   n1.servers = "http://127.0.0.1:" + std::to_string(a->port()) +
                ",http://127.0.0.1:" + std::to_string(b->port());
   ASSERT_TRUE(n1.Start()) << n1.log();
-  HttpResult job = a->Post("/v1/jobs", kAdmin,
-                           json{{"tenant", "before"},
-                                {"pool", "h100"},
-                                {"gpus", 2},
-                                {"limit_price", "5"},
-                                {"command", "exec sleep 600"}}
-                               .dump());
+  HttpResult job = a->Post("/v1/jobs", kAdmin, JobBody("before", 2, "5", "exec sleep 600"));
   ASSERT_EQ(job.status, 201) << job.body;
   const int64_t id = json::parse(job.body)["id"];
   ASSERT_TRUE(WaitForEvent(a->port(), "JobRunning", id));
@@ -329,13 +302,7 @@ TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
   EXPECT_EQ(hb["epoch"], 2);
   ASSERT_EQ(b->Post("/v1/tenants", kAdmin, R"({"name":"after"})").status, 201);
   // The agent reached B (a job submitted there runs on it), and the first job kept its attempt.
-  HttpResult other = b->Post("/v1/jobs", kAdmin,
-                             json{{"tenant", "after"},
-                                  {"pool", "h100"},
-                                  {"gpus", 1},
-                                  {"limit_price", "5"},
-                                  {"command", "true"}}
-                                 .dump());
+  HttpResult other = b->Post("/v1/jobs", kAdmin, JobBody("after", 1, "5", "true"));
   ASSERT_EQ(other.status, 201) << other.body;
   ASSERT_TRUE(WaitForEvent(b->port(), "JobSucceeded", json::parse(other.body)["id"]));
   json running = json::parse(b->Get("/v1/jobs/" + std::to_string(id), kAdmin).body);
@@ -389,11 +356,11 @@ TEST_F(HaTest, ALeaderRidesOutADatabaseRestart) {
   ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
             "leader");
   ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
-  ASSERT_TRUE(Postgres()->Halt());
+  ASSERT_TRUE(rsv::testing::SharedPostgres()->Halt());
   // A write now cannot be made durable: never acknowledged.
   HttpResult during = a->Post("/v1/tenants", kAdmin, R"({"name":"during"})");
   EXPECT_NE(during.status, 201) << during.body;
-  ASSERT_TRUE(Postgres()->Resume());
+  ASSERT_TRUE(rsv::testing::SharedPostgres()->Resume());
   json h = HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; });
   ASSERT_EQ(h["role"], "leader") << h.dump();
   HttpResult tenants = a->Get("/v1/tenants", kAdmin);

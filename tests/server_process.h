@@ -98,6 +98,15 @@ struct IdleConnection {
   bool connected = false;
 };
 
+// In a forked child: replaces it with `args` (args[0] is the program); exits 127 if it cannot.
+[[noreturn]] inline void ExecChild(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(argv[0], argv.data());
+  ::_exit(127);
+}
+
 class ServerProcess {
  public:
   // `listen`: HOST:PORT; port 0 picks a free one (see port()).
@@ -119,11 +128,7 @@ class ServerProcess {
       std::vector<std::string> args = {RESERVOIR_BIN, "server", "--listen", listen_,
                                        "--db",        db_,      "--config", config_};
       args.insert(args.end(), extra_.begin(), extra_.end());
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
+      ExecChild(std::move(args));
     }
     ::close(out[1]);
     stdout_ = ::fdopen(out[0], "r");

@@ -587,7 +587,10 @@ void ControlPlane::Tick() {
     if (!leading_) return;
     poll_all_ = true;  // every parked agent is polled once a tick (ControlPlane::Waiter)
     c.at = clock_->Now();
-    RemoveExpiredOutputLocked(c.at);
+    if (c.at >= next_output_sweep_) {  // once a minute: it walks the unfinished jobs
+      RemoveExpiredOutputLocked(c.at);
+      next_output_sweep_ = c.at + Duration::Minutes(1);
+    }
     CheckAgentsLocked(c.at, &agent_log);
     int64_t t0 = ticker_.Nanos();
     const size_t entries_before = sched_.ledger().entries().size();

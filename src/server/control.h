@@ -51,7 +51,7 @@ struct ServerConfig {
   // The store may be shared with standbys (PostgreSQL): agents are told, so that a refused
   // connection to this server never counts as "no server leads" (docs/ha.md).
   bool shared_store = false;
-  // A finished job's output is removed this long after it finished.
+  // A finished job's output is removed this long after it finished (within a minute more).
   Duration output_retention = Duration::Hours(24 * 30);
   // What one reservation may be, for every tenant ("default") or one tenant by name; checked
   // when it is booked (never on replay). Zero: no limit.
@@ -277,7 +277,8 @@ class ControlPlane {
   // output of those past ServerConfig::output_retention.
   std::set<std::pair<int64_t, uint32_t>> output_kept_;
   void RemoveExpiredOutputLocked(Timestamp now);
-  size_t jobs_indexed_ = 0;  // jobs ever seen by RefreshUnfinishedLocked
+  Timestamp next_output_sweep_;  // Tick removes expired output once a minute
+  size_t jobs_indexed_ = 0;      // jobs ever seen by RefreshUnfinishedLocked
   std::map<std::string, int64_t> finished_;
   Result<std::string> JobsLocked(const Caller& caller, const std::map<std::string, std::string>& q,
                                  std::string* next);

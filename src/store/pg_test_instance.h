@@ -153,4 +153,21 @@ class PostgresInstance {
   bool started_ = false;
 };
 
+// One server for the whole test binary, started on first use and stopped at exit; null (and the
+// reason on stderr) when it cannot start. Each test makes a database of its own in it.
+inline PostgresInstance* SharedPostgres() {
+  static PostgresInstance* pg = [] {
+    auto* p = new PostgresInstance();
+    std::string error;
+    if (!p->Start(&error)) {
+      std::fprintf(stderr, "PostgreSQL for the tests: %s\n", error.c_str());
+      delete p;
+      return static_cast<PostgresInstance*>(nullptr);
+    }
+    std::atexit([] { delete SharedPostgres(); });
+    return p;
+  }();
+  return pg;
+}
+
 }  // namespace rsv::testing

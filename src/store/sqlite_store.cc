@@ -144,8 +144,19 @@ class SqliteStore final : public Store {
                               "expires_us = ") +
                           kNowUs + " + ? WHERE id = 1 AND (expires_us <= " + kNowUs +
                           " OR holder = ?) RETURNING epoch";
-    Result<int64_t> epoch = Step(q, {holder, address}, ttl.micros(), holder);
-    if (epoch.ok() && *epoch > 0) fence_ = *epoch;
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, q.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing the lease update");
+    }
+    sqlite3_bind_text(st, 1, holder.data(), static_cast<int>(holder.size()), SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, address.data(), static_cast<int>(address.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, ttl.micros());
+    sqlite3_bind_text(st, 4, holder.data(), static_cast<int>(holder.size()), SQLITE_STATIC);
+    const int rc = sqlite3_step(st);
+    const int64_t epoch = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "taking the lease");
+    if (epoch > 0) fence_ = epoch;  // 0: another holder's lease is live
     return epoch;
   }
 
@@ -181,25 +192,6 @@ class SqliteStore final : public Store {
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "a read");
     return v;
   }
-  // The take-lease update: binds (holder, address, ttl µs, holder); the epoch or 0 (no row).
-  Result<int64_t> Step(const std::string& q, const std::vector<std::string>& text, int64_t ttl,
-                       const std::string& holder) {
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, q.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-      return SqliteError(db_, "preparing the lease update");
-    }
-    sqlite3_bind_text(st, 1, text[0].data(), static_cast<int>(text[0].size()), SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, text[1].data(), static_cast<int>(text[1].size()), SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, ttl);
-    sqlite3_bind_text(st, 4, holder.data(), static_cast<int>(holder.size()), SQLITE_STATIC);
-    int64_t v = 0;
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, "taking the lease");
-    return v;
-  }
-
   mutable std::mutex mu_;  // one connection: one transaction at a time
   sqlite3* db_;
   sqlite3_stmt* insert_ = nullptr;

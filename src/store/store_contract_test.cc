@@ -29,26 +29,13 @@ struct SqliteFactory {
 };
 
 // One PostgreSQL server for the whole binary; each factory gets a database of its own.
-testing::PostgresInstance* Postgres() {
-  static testing::PostgresInstance* pg = [] {
-    auto* p = new testing::PostgresInstance();
-    std::string error;
-    if (!p->Start(&error)) {
-      ADD_FAILURE() << error;
-      return static_cast<testing::PostgresInstance*>(nullptr);
-    }
-    std::atexit([] { delete Postgres(); });
-    return p;
-  }();
-  return pg;
-}
-
 struct PostgresFactory {
   std::string url;
   PostgresFactory() {
     static int n = 0;
     const std::string db = "contract_" + std::to_string(n++);
-    if (Postgres() && Postgres()->CreateDatabase(db)) url = Postgres()->Url(db);
+    testing::PostgresInstance* pg = testing::SharedPostgres();
+    if (pg && pg->CreateDatabase(db)) url = pg->Url(db);
   }
   Result<std::unique_ptr<Store>> Open() {
     if (url.empty()) return Status(Code::kUnavailable, "no PostgreSQL server for the test");

@@ -46,12 +46,16 @@ try {
   while (!existsSync(join(dir, 'port')) || !readFileSync(join(dir, 'port'), 'utf8').trim()) await sleep(50);
   port = Number(readFileSync(join(dir, 'port'), 'utf8'));
   await call('POST', '/v1/tenants', { name: 'bench' });
+  // An emulated agent's node of 8 fake GPUs.
+  const register = async (name, pool) => {
+    const r = await call('POST', `/v1/nodes/${name}/register`, { pool, gpus: 8, probe: 'fake' });
+    if (r.status !== 200) throw new Error(`register ${name}: ${r.status} ${r.body}`);
+  };
   // Emulated agents: register, then long-poll (wait 25 s) with the version they know.
   const parked = [];
   for (let i = 0; i < agents; i++) {
     const name = `parked-${i}`;
-    const r = await call('POST', `/v1/nodes/${name}/register`, { pool: 'parked', gpus: 8, probe: 'fake' });
-    if (r.status !== 200) throw new Error(`register ${name}: ${r.status} ${r.body}`);
+    await register(name, 'parked');
     parked.push((async () => {
       let known = '';
       while (!stop) {
@@ -65,8 +69,7 @@ try {
   const workers = [];
   for (let i = 0; i < working; i++) {
     const name = `work-${i}`;
-    const r = await call('POST', `/v1/nodes/${name}/register`, { pool: 'work', gpus: 8, probe: 'fake' });
-    if (r.status !== 200) throw new Error(`register ${name}: ${r.status} ${r.body}`);
+    await register(name, 'work');
     workers.push((async () => {
       let known = '';
       const confirmed = new Set();  // "job/attempt" reported running
