@@ -199,6 +199,9 @@ int RunServer(const ServerFlags& f, int* bound_port, bool again) {
   }
   std::cout << "reservoir server listening on http://" << host << ":" << *port << " ("
             << (IsPostgresUrl(f.db) ? "PostgreSQL" : "db " + f.db) << ", "
+            << (control.loaded_snapshot() > 0
+                    ? "snapshot at seq " + std::to_string(control.loaded_snapshot()) + " and "
+                    : std::string())
             << control.commands_replayed() << " commands replayed, "
             << (control.leading() ? "leading" : "standby of " + control.Leader().first)
             << "); the dashboard is at / on the same address" << std::endl;

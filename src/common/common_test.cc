@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "common/archive.h"
 #include "common/clock.h"
 #include "common/ids.h"
 #include "common/rng.h"
@@ -162,4 +163,63 @@ TEST(Printable, EscapesControlCharactersAndCuts) {
 }
 
 }  // namespace
+
+// Snapshot encoding: what is written is read back equal, through nested containers; a sink
+// gets the same bytes in pieces; damaged input (cut short, a count larger than the input, a
+// bool that is not 0 or 1) fails without reading past the end or allocating for the count.
+TEST(Archive, RoundTripsNestedStateAndFailsCleanlyOnDamage) {
+  using State = std::tuple<std::map<std::string, std::vector<std::pair<int64_t, Money>>>,
+                           std::set<std::tuple<int32_t, uint32_t>>, std::optional<Timestamp>,
+                           std::deque<std::string>, std::vector<uint64_t>, JobId, bool, Duration>;
+  State in{{{"a", {{1, Money::Units(2)}, {-3, Money::Micros(5)}}}, {"", {}}},
+           {{1, 2u}, {-1, 7u}},
+           Timestamp::FromMicros(42),
+           {"x", std::string("\0y", 2)},
+           {1, ~uint64_t{0}},
+           JobId(9),
+           true,
+           Duration::Seconds(3)};
+  ArchiveWriter w;
+  Save(w, in);
+  const std::string bytes = w.out();
+  State out;
+  ArchiveReader r(bytes);
+  Io(r, out);
+  EXPECT_FALSE(r.failed());
+  EXPECT_TRUE(r.done());
+  EXPECT_TRUE(out == in);
+
+  std::string pieces;
+  int calls = 0;
+  ArchiveWriter sunk(
+      [&](std::string_view p) {
+        ++calls;
+        pieces.append(p);
+        return true;
+      },
+      8);
+  Save(sunk, in);
+  EXPECT_TRUE(sunk.Flush());
+  EXPECT_EQ(pieces, bytes);
+  EXPECT_GT(calls, 3);
+
+  for (size_t cut = 0; cut < bytes.size(); ++cut) {  // every truncation fails
+    State partial;
+    ArchiveReader t(std::string_view(bytes).substr(0, cut));
+    Io(t, partial);
+    EXPECT_TRUE(t.failed()) << cut;
+  }
+  std::string huge(8, '\xff');  // a count of 2^64 - 1 strings in 8 bytes
+  std::vector<std::string> v;
+  ArchiveReader h(huge);
+  Io(h, v);
+  EXPECT_TRUE(h.failed());
+  EXPECT_TRUE(v.empty());
+  bool b = false;
+  const std::string not_a_bool(1, '\2');
+  ArchiveReader two(not_a_bool);
+  Io(two, b);
+  EXPECT_TRUE(two.failed());
+}
+
 }  // namespace rsv

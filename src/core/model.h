@@ -276,6 +276,7 @@ class ClusterState {
   int32_t zone_count() const { return static_cast<int32_t>(zone_names_.size()); }
 
  private:
+  friend struct StateIo;  // snapshots (scheduler/state_io.cc)
   std::vector<Pool> pools_;
   std::vector<Node> nodes_;
   std::vector<Tenant> tenants_;

@@ -59,6 +59,7 @@ class Ledger {
   void set_keep_entries(bool keep) { keep_entries_ = keep; }
 
  private:
+  friend struct StateIo;  // snapshots (scheduler/state_io.cc)
   std::vector<LedgerEntry> entries_;
   struct Totals {
     Money balance, charges, credits;

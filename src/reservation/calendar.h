@@ -35,6 +35,7 @@ class Calendar {
   void Unbook(int32_t gpus, Timestamp start, Timestamp end);
 
  private:
+  friend struct StateIo;                // snapshots (scheduler/state_io.cc)
   std::map<Timestamp, int32_t> delta_;  // booked count changes by delta at each instant
 };
 

@@ -23,6 +23,9 @@
 
 namespace rsv {
 
+class ArchiveWriter;
+class ArchiveReader;
+
 enum class InvariantChecks {
   kOff,
   kPerCycle,  // after the last stage of every cycle (the simulator's default)
@@ -224,7 +227,13 @@ class Scheduler {
   // guarantee, hold only then: a submission or exit since the last cycle is not decided yet).
   std::vector<std::string> CheckInvariants(Timestamp now, bool cycle_done = true) const;
 
+  // Snapshots (docs/ha.md, "Snapshots"): the whole state, written so that LoadState on a
+  // Scheduler with nothing added yet makes it decide exactly as this one would from here.
+  void SaveState(ArchiveWriter& w) const;
+  Status LoadState(ArchiveReader& r);
+
  private:
+  friend struct StateIo;  // scheduler/state_io.cc
   struct RankKey {
     int64_t neg_limit;
     int32_t is_unit;
@@ -255,6 +264,7 @@ class Scheduler {
     const std::vector<uint32_t>& ids() const { return ids_; }
 
    private:
+    friend struct StateIo;
     std::vector<uint32_t> ids_;
     std::vector<int32_t> pos_;
   };

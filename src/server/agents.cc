@@ -129,6 +129,7 @@ Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
   link.probe = b.value("probe", "");
   link.cgroups = b.value("cgroups", "");
   link.inventory = b.contains("inventory") ? Dump(b["inventory"]) : "[]";
+  link.registered_inventory = link.inventory;
   link.address = b.value("address", name);
   if (st.node(*id).state == NodeState::kDown) {
     link.health.clear();
@@ -141,7 +142,6 @@ Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
                               {"gpus", n.gpus},
                               {"state", NodeStateName(n.state)},
                               {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
-                              {"shared_store", config_.shared_store},
                               {"shared_store", config_.shared_store}})};
 }
 

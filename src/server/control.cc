@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/archive.h"
 #include "common/sha256.h"
 
 namespace rsv::server {
@@ -180,7 +181,7 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
   for (const auto& [k, v] : j.items()) {
     if (k != "pools" && k != "nodes" && k != "tick" && k != "heartbeat_timeout" &&
         k != "start_timeout" && k != "max_output_mib" && k != "reservation_limits" &&
-        k != "output_retention") {
+        k != "output_retention" && k != "snapshot_every" && k != "snapshot_interval") {
       return InvalidArgument(k.empty() ? "\"\"" : k, "unknown config field");
     }
   }
@@ -225,15 +226,26 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
     if (!d.ok() || *d <= Duration()) return InvalidArgument(k, "must be a positive duration");
     (std::string(k) == "heartbeat_timeout" ? cfg.heartbeat_timeout : cfg.start_timeout) = *d;
   }
-  if (j.contains("output_retention")) {
-    const json& v = j["output_retention"];
+  // Durations of a minute or more.
+  for (auto [k, out, example] : {std::tuple{"output_retention", &cfg.output_retention, "30d"},
+                                 std::tuple{"snapshot_interval", &cfg.snapshot_interval, "10m"}}) {
+    if (!j.contains(k)) continue;
+    const json& v = j[k];
     Result<Duration> d =
         v.is_string() ? Duration::Parse(v.get<std::string>()) : Result<Duration>(Duration());
     if (!v.is_string() || !d.ok() || *d < Duration::Minutes(1)) {
-      return InvalidArgument("output_retention",
-                             "must be a duration of a minute or more, like \"30d\"");
+      return InvalidArgument(
+          k, std::string("must be a duration of a minute or more, like \"") + example + "\"");
     }
-    cfg.output_retention = *d;
+    *out = *d;
+  }
+  if (j.contains("snapshot_every")) {
+    const json& v = j["snapshot_every"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1'000'000'000) {
+      return InvalidArgument("snapshot_every",
+                             "must be a number of commands from 1 to 1000000000, or 0 for never");
+    }
+    cfg.snapshot_every = v.get<int64_t>();
   }
   if (j.contains("tick")) {
     if (!j["tick"].is_string()) return InvalidArgument("tick", "must be a duration like \"1s\"");
@@ -327,7 +339,14 @@ ControlPlane::ControlPlane(ServerConfig config, std::unique_ptr<Store> store, co
   cycle_ns_buckets_.assign(12, 0);
 }
 
-ControlPlane::~ControlPlane() { committer_.reset(); }
+ControlPlane::~ControlPlane() {
+  committer_.reset();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (snapshot_waiting_) AbandonSnapshotLocked();
+  }
+  if (snapshot_writer_.joinable()) snapshot_writer_.join();
+}
 
 namespace {
 Status NotLeading() {
@@ -340,7 +359,7 @@ Status ControlPlane::Start() {
   return Lead();
 }
 
-Status ControlPlane::Load() {
+Status ControlPlane::Load(bool use_snapshot) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const PoolConfig& p : config_.pools) RSV_RETURN_IF_ERROR(sched_.AddPool(p).status());
   for (const auto& n : config_.nodes) {
@@ -349,12 +368,64 @@ Status ControlPlane::Load() {
       return InvalidArgument("nodes", "node " + n.name + ": unknown pool '" + n.pool + "'");
     RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
   }
-  RSV_RETURN_IF_ERROR(store_->ForEach([&](const Command& c) { return ApplyLoggedLocked(c); }));
+  {
+    ArchiveWriter w;
+    sched_.SaveState(w);
+    config_state_ = std::move(w.out());
+  }
+  // The newest snapshot, when this server can load it; otherwise the whole log, which must then
+  // reach back to its start (docs/ha.md, "Snapshots").
+  std::string unusable;
+  if (use_snapshot) {
+    std::string data;
+    RSV_ASSIGN_OR_RETURN(int64_t seq, store_->LatestSnapshot(&data));
+    if (seq > 0) unusable = SnapshotUnusable(data);
+    if (seq > 0 && unusable.empty()) {
+      const int64_t t0 = ticker_.Nanos();
+      sched_ = Scheduler(SchedulerOptions{.checks = InvariantChecks::kOff});
+      ArchiveReader r(data);
+      Status s = StateIoLocked(r);
+      if (s.ok() && (r.failed() || !r.done())) s = Internal("it is damaged");
+      if (!s.ok()) {
+        return Internal("loading the snapshot at seq " + std::to_string(seq) + ": " + s.message() +
+                        " (delete it from the store's snapshots to start from " +
+                        "the one before it)");
+      }
+      std::fprintf(stderr,
+                   "reservoir server: loaded the snapshot at seq %lld (%.1f MiB) in %.0f ms\n",
+                   static_cast<long long>(seq), static_cast<double>(data.size()) / (1 << 20),
+                   static_cast<double>(ticker_.Nanos() - t0) / 1e6);
+      applied_seq_ = seq;
+      loaded_snapshot_ = seq;
+      snapshot_seq_ = seq;
+      snapshot_bytes_ = static_cast<int64_t>(data.size());
+    } else if (seq > 0) {
+      std::fprintf(stderr,
+                   "reservoir server: not loading the snapshot at seq %lld (%s): replaying the "
+                   "whole log\n",
+                   static_cast<long long>(seq), unusable.c_str());
+    }
+  }
+  Status replayed =
+      store_->ForEachAfter(applied_seq_, [&](const Command& c) { return ApplyLoggedLocked(c); });
+  if (!replayed.ok() && !unusable.empty()) {
+    return Status(replayed.code(), replayed.message() + "; the newest snapshot could not be " +
+                                       "loaded either: " + unusable);
+  }
+  RSV_RETURN_IF_ERROR(replayed);
   DrainEvents();
   return Status::Ok();
 }
 
 Status ControlPlane::ApplyLoggedLocked(const Command& c) {
+  // The log is contiguous from its start or from a snapshot's seq: a jump means the commands
+  // in between were compacted away under this server (a standby far behind), or never here.
+  if (c.seq != applied_seq_ + 1) {
+    return Internal("the log continues at seq " + std::to_string(c.seq) + " but this server " +
+                    "has applied up to seq " + std::to_string(applied_seq_) +
+                    ": the commands between were compacted into a snapshot; a start loads it");
+  }
+  ++since_snapshot_;
   Result<Reply> r = Internal("not applied");
   try {
     r = Apply(c, true);
@@ -394,6 +465,7 @@ Status ControlPlane::Lead() {
   const Timestamp now = clock_->Now();
   for (auto& [node, link] : agents_) link.last_seen = now;
   start_grace_from_ = now;
+  last_snapshot_ = now;
   committer_ = std::make_unique<GroupCommitter>(store_.get());
   leading_ = true;
   return Status::Ok();
@@ -412,6 +484,14 @@ void ControlPlane::Quiesce() {
     leading_ = false;  // from here Execute, Tick and Sync leave the committer alone
   }
   committer_.reset();  // commits what is queued; its callbacks may take the lock
+  std::thread writer;  // a snapshot being written is finished; one never durable is dropped
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (snapshot_waiting_) AbandonSnapshotLocked();
+    writer = std::move(snapshot_writer_);
+    snapshot_cv_.notify_all();
+  }
+  if (writer.joinable()) writer.join();
   std::vector<std::function<void()>> replies;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -453,6 +533,7 @@ void ControlPlane::PersistLocked(Command c, std::function<void(Status)> then) {
   // The committer calls back in order, on its own thread (which may wait for the lock: never
   // the reverse).
   ++queued_;
+  ++since_snapshot_;
   committer_->Submit(std::move(c), [this, then = std::move(then)](Status s, int64_t seq) {
     if (s.ok()) applied_seq_ = seq;
     if (!s.ok()) {
@@ -474,6 +555,13 @@ void ControlPlane::PersistLocked(Command c, std::function<void(Status)> then) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++durable_;
+      if (snapshot_waiting_ && snapshot_count_ == durable_) {
+        if (s.ok()) {
+          WriteSnapshotLocked(seq);  // every command the snapshot holds is durable now
+        } else {
+          AbandonSnapshotLocked();
+        }
+      }
       while (!after_durable_.empty() && after_durable_.front().first <= durable_) {
         ready.push_back(std::move(after_durable_.front().second));
         after_durable_.pop_front();
@@ -587,6 +675,7 @@ void ControlPlane::Tick() {
     if (!leading_) return;
     poll_all_ = true;  // every parked agent is polled once a tick (ControlPlane::Waiter)
     c.at = clock_->Now();
+    MaybeSnapshotLocked(c.at);         // before the cycle: a snapshot never waits for its commit
     if (c.at >= next_output_sweep_) {  // once a minute: it walks the unfinished jobs
       RemoveExpiredOutputLocked(c.at);
       next_output_sweep_ = c.at + Duration::Minutes(1);
@@ -1589,6 +1678,22 @@ std::string ControlPlane::Metrics() {
   std::snprintf(buf, sizeof buf, "%.9f", cycle_ns_sum_ / 1e9);
   line(std::string("reservoir_cycle_duration_seconds_sum ") + buf);
   line("reservoir_cycle_duration_seconds_count " + std::to_string(cycles_));
+  line("# HELP reservoir_snapshot_seq The log seq of the newest snapshot written or loaded.");
+  line("# TYPE reservoir_snapshot_seq gauge");
+  line("reservoir_snapshot_seq " + std::to_string(snapshot_seq_));
+  line("# HELP reservoir_snapshot_bytes Size of the newest snapshot written or loaded.");
+  line("# TYPE reservoir_snapshot_bytes gauge");
+  line("reservoir_snapshot_bytes " + std::to_string(snapshot_bytes_));
+  line("# HELP reservoir_snapshot_pause_seconds How long the last snapshot held writes.");
+  line("# TYPE reservoir_snapshot_pause_seconds gauge");
+  std::snprintf(buf, sizeof buf, "%.6f", snapshot_pause_ns_ / 1e9);
+  line(std::string("reservoir_snapshot_pause_seconds ") + buf);
+  line("# HELP reservoir_snapshots_written_total Snapshots this server wrote.");
+  line("# TYPE reservoir_snapshots_written_total counter");
+  line("reservoir_snapshots_written_total " + std::to_string(snapshots_written_));
+  line("# HELP reservoir_commands_since_snapshot Commands applied since the last snapshot.");
+  line("# TYPE reservoir_commands_since_snapshot gauge");
+  line("reservoir_commands_since_snapshot " + std::to_string(since_snapshot_));
   return o;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <map>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -53,6 +55,11 @@ struct ServerConfig {
   bool shared_store = false;
   // A finished job's output is removed this long after it finished (within a minute more).
   Duration output_retention = Duration::Hours(24 * 30);
+  // The leader snapshots its state (and compacts the log) after this many commands, or after
+  // `snapshot_interval` when any were applied since the last snapshot (docs/ha.md,
+  // "Snapshots"). 0: never.
+  int64_t snapshot_every = 100'000;
+  Duration snapshot_interval = Duration::Minutes(10);
   // What one reservation may be, for every tenant ("default") or one tenant by name; checked
   // when it is booked (never on replay). Zero: no limit.
   struct ReservationLimits {
@@ -64,6 +71,7 @@ struct ServerConfig {
 };
 // JSON config: {"pools": [...], "nodes": [...], "tick": "1s", "heartbeat_timeout": "10s",
 // "start_timeout": "30s", "max_output_mib": 64, "output_retention": "30d",
+// "snapshot_every": 100000, "snapshot_interval": "10m",
 // "reservation_limits": {"default": {"max_gpus": 64, "max_duration": "30d", "max_total":
 // "100000"}, "TENANT": {...}}}; errors name the field.
 Result<ServerConfig> ParseServerConfig(const std::string& json_text);
@@ -88,8 +96,9 @@ class ControlPlane {
   Status Start();
 
   // --- High availability (docs/ha.md) ---
-  // Loads the config and replays the log without leading: a standby.
-  Status Load();
+  // Loads the config, then the newest snapshot and the log after it, without leading: a
+  // standby. `use_snapshot` false: replays the whole log (tests compare the two).
+  Status Load(bool use_snapshot = true);
   // Applies what was appended to the log since (a standby follows the leader's writes).
   Status CatchUp();
   // Takes over: applies the log's tail, gives every agent a fresh heartbeat timeout and starts
@@ -150,6 +159,18 @@ class ControlPlane {
   void Logs(const Caller& caller, int64_t job, int32_t attempt, const std::string& node,
             int64_t offset, Timestamp deadline, std::function<void(Result<Reply>)> done);
 
+  // --- Snapshots (docs/ha.md, "Snapshots") ---
+  // The applied state as a snapshot holds it: equal bytes for equal states. The snapshot test
+  // compares a start from a snapshot and the log's tail with a full replay this way.
+  std::string StateBytes();
+  // The next tick takes a snapshot whatever the thresholds (tests, benchmarks).
+  void SnapshotSoon();
+  // Waits until no snapshot is pending or being written; the last one's outcome: the seq the
+  // log was compacted through (0: none).
+  Result<int64_t> WaitForSnapshot();
+  // The seq of the snapshot Load started from (0: none).
+  int64_t loaded_snapshot() const { return loaded_snapshot_; }
+
   // Called by the API layer to build commands: resolves names under the lock.
   std::optional<TenantId> FindTenant(const std::string& name);
   int64_t commands_replayed() const { return replayed_; }
@@ -157,6 +178,38 @@ class ControlPlane {
   std::vector<std::string> CheckInvariants();
 
  private:
+  // Snapshots: the header and every field of the state below, in one list for both directions.
+  template <class Ar>
+  Status StateIoLocked(Ar& ar);
+  // Why `data` cannot be loaded here (empty: it can): another format, or another config's
+  // pools and nodes.
+  std::string SnapshotUnusable(const std::string& data) const;
+  // A snapshot is due (Tick): a child process forked now writes the state as of now (its
+  // copy-on-write image) to a pipe; the writer thread stores what it reads once every command
+  // the snapshot holds is durable (WriteSnapshotLocked).
+  void MaybeSnapshotLocked(Timestamp now);
+  void WriteSnapshotLocked(int64_t seq);
+  // A snapshot that will never be durable (this server stepped down, or stops): its child is
+  // ended.
+  void AbandonSnapshotLocked();
+  std::string config_state_;  // the state the config alone builds (snapshots must match it)
+  int64_t loaded_snapshot_ = 0;
+  int64_t since_snapshot_ = 0;  // commands applied since the last snapshot (or the start)
+  Timestamp last_snapshot_;     // when the last was taken, or this server began leading
+  bool snapshot_soon_ = false;
+  bool snapshot_busy_ = false;     // taken, not yet written
+  bool snapshot_waiting_ = false;  // taken, waiting for its commands to be durable
+  int64_t snapshot_count_ = 0;     // written once this many of queued_ are durable
+  int snapshot_child_ = 0;         // the process writing it (a pid)
+  int snapshot_pipe_ = -1;         // what it writes, to be read by the writer thread
+  std::thread snapshot_writer_;    // stores one snapshot at a time
+  std::condition_variable snapshot_cv_;
+  Result<int64_t> snapshot_result_ = int64_t{0};
+  int64_t snapshots_written_ = 0;
+  int64_t snapshot_seq_ = 0;  // the newest written (or loaded)
+  int64_t snapshot_bytes_ = 0;
+  int64_t snapshot_pause_ns_ = 0;  // how long the last one held the lock (the fork)
+
   Result<Reply> Apply(const Command& c, bool replay);
   // Applies one command read back from the log (replay and following); an error means the
   // log and the code disagree.
@@ -214,8 +267,9 @@ class ControlPlane {
     std::string probe;      // "nvml" or "fake"
     std::string cgroups;    // "applied" or why not
     std::string inventory;  // JSON array of the node's GPUs (uuid, name, memory, utilization)
-    std::string health;     // empty when healthy
-    std::string address;    // where the node's peers reach it (gangs' MASTER_ADDR, RESERVOIR_NODES)
+    std::string registered_inventory;  // as of its registration (the log's; snapshots hold it)
+    std::string health;                // empty when healthy
+    std::string address;  // where the node's peers reach it (gangs' MASTER_ADDR, RESERVOIR_NODES)
   };
   std::map<uint32_t, AgentLink> agents_;  // by node id
   // The members of attempts whose output they ship: (job, attempt, node id) -> the node's output

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/clock.h"
+#include "common/rng.h"
 #include "store/store.h"
 
 namespace rsv::server {
@@ -217,6 +218,260 @@ TEST(ControlOutput, FinishedJobsOutputIsRemovedAfterTheRetention) {
   EXPECT_EQ(body["data"], "");
   control.Quiesce();
   std::filesystem::remove_all(logs);
+}
+
+// --- Snapshots (docs/ha.md, "Snapshots") ---
+
+// Runs one write and waits for its answer (the committer replies on its own thread).
+Status Write(ControlPlane& c, const std::string& kind, const json& body) {
+  std::promise<Status> answer;
+  c.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+  return answer.get_future().get();
+}
+
+// A seeded mix of what a fleet sees: spot, reserved, auto and elastic jobs of every size (gangs
+// over nodes included), reservations that lend and one that does not, exits, failures, cancels
+// and the passage of time with cycles.
+void Workload(ControlPlane& c, ManualClock& clock, uint64_t seed, int steps) {
+  Rng rng(seed);
+  const char* tenants[] = {"a", "b", "c"};
+  for (const char* t : tenants) (void)Write(c, "tenant", {{"name", t}});
+  (void)Write(c, "reserve",
+              {{"tenant", "a"},
+               {"pool", "gpu"},
+               {"gpus", 8},
+               {"duration_us", int64_t{3600} * 1'000'000},
+               {"lend", true}});
+  (void)Write(c, "reserve",
+              {{"tenant", "b"},
+               {"pool", "gpu"},
+               {"gpus", 4},
+               {"duration_us", int64_t{1800} * 1'000'000},
+               {"lend", false}});
+  int64_t jobs = 0;
+  for (int i = 0; i < steps; ++i) {
+    const std::string tenant = tenants[rng.Uniform(3)];
+    const int64_t job = jobs > 0 ? rng.Range(1, jobs) : 1;
+    switch (rng.Uniform(10)) {
+      case 0:
+      case 1:
+      case 2:
+        jobs += Write(c, "submit",
+                      {{"tenant", tenant},
+                       {"pool", "gpu"},
+                       {"gpus", int64_t{1} << rng.Uniform(5)},
+                       {"limit_micros", rng.Range(1, 6) * 1'000'000},
+                       {"max_restarts", 1}})
+                    .ok();
+        break;
+      case 3:
+        jobs += Write(c, "submit",
+                      {{"tenant", rng.Chance(1, 2) ? "a" : "b"},
+                       {"pool", "gpu"},
+                       {"gpus", rng.Range(1, 4)},
+                       {"tier", "reserved"},
+                       {"fallback_micros", 2'000'000}})
+                    .ok();
+        break;
+      case 4:
+        jobs += Write(c, "submit",
+                      {{"tenant", "a"},
+                       {"pool", "gpu"},
+                       {"gpus", rng.Range(1, 3)},
+                       {"tier", "auto"},
+                       {"limit_micros", 3'000'000}})
+                    .ok();
+        break;
+      case 5:
+        jobs += Write(c, "submit",
+                      {{"tenant", tenant},
+                       {"pool", "gpu"},
+                       {"gpus", 2},
+                       {"max_gpus", 8},
+                       {"gpu_step", 2},
+                       {"limit_micros", rng.Range(2, 5) * 1'000'000},
+                       {"resize_cooldown_s", 10}})
+                    .ok();
+        break;
+      case 6:
+      case 7:
+        (void)Write(c, "exit", {{"job", job}, {"success", rng.Chance(3, 4)}});
+        break;
+      case 8:
+        (void)Write(c, "cancel", {{"job", job}});
+        break;
+      default:
+        clock.Advance(Duration::Seconds(rng.Range(1, 90)));
+        c.Tick();
+    }
+    if (i % 4 == 3) {
+      clock.Advance(Duration::Seconds(1));
+      c.Tick();
+    }
+  }
+}
+
+struct SnapshotFixture {
+  // One file per test: ctest runs tests as processes side by side.
+  std::string db = ::testing::TempDir() + "/rsv_snapshot_" +
+                   ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db";
+  ServerConfig cfg;
+  ManualClock clock{Timestamp::FromMicros(100'000'000)};
+  SnapshotFixture() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+    auto c = ParseServerConfig(
+        R"({"pools": [{"name": "gpu", "reserve_price": "1"}], "snapshot_every": 0,
+            "nodes": [{"name": "r1n", "pool": "gpu", "gpus": 8, "topology": "z/r1", "count": 3},
+                      {"name": "r2n", "pool": "gpu", "gpus": 8, "topology": "z/r2", "count": 3}]})");
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    cfg = *c;
+  }
+  ~SnapshotFixture() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((db + suffix).c_str());
+  }
+  std::unique_ptr<ControlPlane> Open() {
+    auto store = OpenSqliteStore(db);
+    EXPECT_TRUE(store.ok());
+    return std::make_unique<ControlPlane>(cfg, std::move(*store), &clock);
+  }
+};
+
+// What a client can read, everything of it.
+std::map<std::string, std::string> Reads(ControlPlane& c) {
+  Caller admin;
+  admin.admin = true;
+  std::map<std::string, std::string> out;
+  for (const char* what : {"jobs", "ledger", "market", "nodes", "reservations", "tenants", "tokens",
+                           "usage", "waste", "ledger/summary"}) {
+    Result<std::string> r = c.Read(what, admin, {{"state", "all"}, {"limit", "100000"}});
+    out[what] = r.ok() ? *r : r.status().ToString();
+  }
+  int64_t last = 0;
+  out["events"] = c.EventsSince(0, admin, &last);
+  return out;
+}
+
+// A start from a snapshot and the log after it reaches exactly the state a replay of the whole
+// log reaches: the same bytes, field for field. The snapshot is taken by a leader that itself
+// replayed the log, so both starts begin from the same state.
+TEST(ControlSnapshot, ASnapshotAndTheTailEqualAFullReplayByteForByte) {
+  SnapshotFixture f;
+  {
+    auto a = f.Open();
+    ASSERT_TRUE(a->Start().ok());
+    Workload(*a, f.clock, 42, 300);
+    a->Quiesce();
+  }
+  std::string at_snapshot;
+  {
+    auto d = f.Open();
+    ASSERT_TRUE(d->Load(false).ok());
+    ASSERT_EQ(*d->store()->TakeLease("d", "http://d", Duration::Seconds(60)), 1);
+    ASSERT_TRUE(d->Lead().ok());
+    at_snapshot = d->StateBytes();
+    d->SnapshotSoon();
+    d->Tick();
+    Result<int64_t> written = d->WaitForSnapshot();
+    ASSERT_TRUE(written.ok()) << written.status().ToString();
+    EXPECT_EQ(*written, 0);  // the first snapshot compacts nothing
+    Workload(*d, f.clock, 43, 300);
+    d->Quiesce();
+  }
+  auto from_snapshot = f.Open();
+  ASSERT_TRUE(from_snapshot->Load().ok());
+  auto replayed = f.Open();
+  ASSERT_TRUE(replayed->Load(false).ok());
+  EXPECT_GT(from_snapshot->loaded_snapshot(), 100);
+  EXPECT_EQ(from_snapshot->commands_replayed() + from_snapshot->loaded_snapshot(),
+            replayed->commands_replayed());
+  EXPECT_GT(replayed->StateBytes().size(), at_snapshot.size());  // the tail did something
+  EXPECT_TRUE(from_snapshot->StateBytes() == replayed->StateBytes());
+  EXPECT_EQ(Reads(*from_snapshot), Reads(*replayed));
+  EXPECT_TRUE(from_snapshot->CheckInvariants().empty());
+}
+
+// A leader snapshots its live state in the middle of the work; a restart from it and the tail
+// reads what the leader read, and so does a full replay. A second snapshot compacts the log up
+// to the first: starts still load, a full replay is no longer possible, and a standby left
+// behind the compaction is told so (it restarts from the newest snapshot).
+TEST(ControlSnapshot, ALiveSnapshotRestartsToTheLeadersStateAndCompactsTheLog) {
+  SnapshotFixture f;
+  auto a = f.Open();
+  ASSERT_TRUE(a->Start().ok());
+  Workload(*a, f.clock, 7, 200);
+  auto behind = f.Open();  // a standby that will not follow
+  ASSERT_TRUE(behind->Load().ok());
+  ASSERT_TRUE(Write(*a, "tenant", {{"name", "mid"}}).ok());  // the snapshot is past it
+  a->SnapshotSoon();
+  a->Tick();
+  ASSERT_TRUE(a->WaitForSnapshot().ok());
+  Workload(*a, f.clock, 8, 200);
+  a->Tick();
+  ASSERT_TRUE(Write(*a, "tenant", {{"name", "last"}}).ok());  // everything before is durable
+  const std::map<std::string, std::string> leader = Reads(*a);
+  {
+    auto b = f.Open();
+    ASSERT_TRUE(b->Load().ok());
+    EXPECT_GT(b->loaded_snapshot(), 0);
+    EXPECT_EQ(Reads(*b), leader);
+    auto c = f.Open();
+    ASSERT_TRUE(c->Load(false).ok());
+    EXPECT_EQ(Reads(*c), leader);
+  }
+  const int64_t first = behind->applied_seq();
+  a->SnapshotSoon();
+  a->Tick();
+  Result<int64_t> compacted = a->WaitForSnapshot();
+  ASSERT_TRUE(compacted.ok()) << compacted.status().ToString();
+  EXPECT_GT(*compacted, first);
+  int64_t oldest = 0;
+  ASSERT_TRUE(a->store()
+                  ->ForEach([&](const Command& c) {
+                    if (oldest == 0) oldest = c.seq;
+                    return Status::Ok();
+                  })
+                  .ok());
+  EXPECT_EQ(oldest, *compacted + 1);
+  Workload(*a, f.clock, 9, 50);
+  ASSERT_TRUE(Write(*a, "tenant", {{"name", "after"}}).ok());
+
+  auto b = f.Open();
+  ASSERT_TRUE(b->Load().ok());
+  EXPECT_EQ(Reads(*b), Reads(*a));
+  Status full = f.Open()->Load(false);
+  EXPECT_NE(full.message().find("compacted"), std::string::npos) << full.ToString();
+  Status gap = behind->CatchUp();
+  EXPECT_NE(gap.message().find("compacted"), std::string::npos) << gap.ToString();
+  a->Quiesce();
+}
+
+// A snapshot taken under other pools or nodes is not loaded: the whole log is replayed while
+// it reaches back to its start, and a start fails, saying why, once it does not.
+TEST(ControlSnapshot, ASnapshotOfAnotherConfigIsNotLoaded) {
+  SnapshotFixture f;
+  auto a = f.Open();
+  ASSERT_TRUE(a->Start().ok());
+  Workload(*a, f.clock, 3, 60);
+  a->SnapshotSoon();
+  a->Tick();
+  ASSERT_TRUE(a->WaitForSnapshot().ok());
+  ASSERT_TRUE(Write(*a, "tenant", {{"name", "x"}}).ok());
+  const std::map<std::string, std::string> leader = Reads(*a);
+  a->Quiesce();
+  a.reset();
+  ServerConfig other = f.cfg;
+  other.nodes.push_back({"extra", "gpu", "z/r3", 8});
+  auto store = OpenSqliteStore(f.db);
+  ASSERT_TRUE(store.ok());
+  ControlPlane b(other, std::move(*store), &f.clock);
+  ASSERT_TRUE(b.Load().ok());
+  EXPECT_EQ(b.loaded_snapshot(), 0);  // replayed in full, with the extra node
+  Caller admin;
+  admin.admin = true;
+  EXPECT_NE(b.Read("nodes", admin, {})->find("extra"), std::string::npos);
+  EXPECT_EQ(ParseServerConfig(R"({"snapshot_every": -1})").status().field(), "snapshot_every");
+  EXPECT_EQ(ParseServerConfig(R"({"snapshot_interval": "5s"})").status().field(),
+            "snapshot_interval");
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include <sqlite3.h>
 
+#include <initializer_list>
+
 #include "common/clock.h"
 #include "store/store.h"
 
@@ -36,7 +38,16 @@ class SqliteStore final : public Store {
         "  holder TEXT NOT NULL,"
         "  address TEXT NOT NULL,"
         "  expires_us INTEGER NOT NULL);"
-        "INSERT OR IGNORE INTO lease VALUES (1, 0, '', '', 0);";
+        "INSERT OR IGNORE INTO lease VALUES (1, 0, '', '', 0);"
+        "CREATE TABLE IF NOT EXISTS snapshots ("
+        "  seq INTEGER PRIMARY KEY,"
+        "  parts INTEGER NOT NULL,"
+        "  taken_us INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS snapshot_parts ("
+        "  seq INTEGER NOT NULL,"
+        "  part INTEGER NOT NULL,"
+        "  data BLOB NOT NULL,"
+        "  PRIMARY KEY (seq, part));";
     char* err = nullptr;
     if (sqlite3_exec(db_, schema, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown";
@@ -178,12 +189,138 @@ class SqliteStore final : public Store {
 
   void WaitForAppend(Duration timeout) override { SleepFor(timeout); }
 
+  Status SaveSnapshotPart(int64_t seq, int32_t part, std::string_view data) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO snapshot_parts VALUES(?,?,?)", -1, &st,
+                           nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "preparing a snapshot write");
+    }
+    sqlite3_bind_int64(st, 1, seq);
+    sqlite3_bind_int64(st, 2, part);
+    sqlite3_bind_blob64(st, 3, data.data(), data.size(), SQLITE_STATIC);
+    const int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) return SqliteError(db_, "writing a snapshot part");
+    // Copies the part into the database file now: otherwise the WAL grows by the whole snapshot
+    // and the append whose commit crosses the checkpoint threshold copies it all, waiting.
+    sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+    return Status::Ok();
+  }
+
+  Result<int64_t> CommitSnapshot(int64_t seq, int32_t parts) override {
+    Result<int64_t> prev = MakeNewest(seq, parts);
+    if (!prev.ok()) return prev;
+    // Then the old log and parts go, a little at a time: each batch is a short transaction, so
+    // appends wait behind none of them for long (deleting a part reads its whole chain of
+    // pages). What a crash leaves undeleted goes at the next compaction.
+    auto batch = [&](const char* q, int64_t arg) -> Result<int64_t> {
+      std::lock_guard<std::mutex> lock(mu_);
+      Result<int64_t> r = Int(q, {arg});
+      if (!r.ok()) return r.status();
+      const int64_t n = sqlite3_changes(db_);
+      sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      return n;
+    };
+    for (const auto& [q, arg] :
+         {std::pair{"DELETE FROM commands WHERE seq IN (SELECT seq FROM commands WHERE seq <= ?1 "
+                    "ORDER BY seq LIMIT 10000)",
+                    *prev},
+          std::pair{"DELETE FROM snapshot_parts WHERE rowid IN (SELECT rowid FROM snapshot_parts "
+                    "WHERE seq NOT IN (SELECT seq FROM snapshots) AND seq <> ?1 LIMIT 4)",
+                    seq}}) {
+      Result<int64_t> n = int64_t{1};
+      while (n.ok() && *n > 0) n = batch(q, arg);
+      if (!n.ok()) return n.status();
+    }
+    return prev;
+  }
+
  private:
-  // One integer from a query with no parameters (0 when it returns no row).
-  Result<int64_t> Int(const char* q) const {
+  // The snapshot of `seq` becomes the newest (fenced); returns the previous newest's seq.
+  Result<int64_t> MakeNewest(int64_t seq, int32_t parts) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "begin");
+    }
+    auto fail = [&](Status s) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return s;
+    };
+    if (fence_ > 0) {
+      Result<int64_t> epoch = Int("SELECT epoch FROM lease WHERE id = 1");
+      if (!epoch.ok()) return fail(epoch.status());
+      if (*epoch != fence_) return fail(DeposedError(fence_, *epoch));
+    }
+    Result<int64_t> stored = Int("SELECT COUNT(*) FROM snapshot_parts WHERE seq = ?", {seq});
+    Result<int64_t> last = Int("SELECT COALESCE(MAX(seq), 0) FROM commands");
+    Result<int64_t> prev = Int("SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE seq < ?", {seq});
+    for (const auto* r : {&stored, &last, &prev}) {
+      if (!r->ok()) return fail(r->status());
+    }
+    if (*stored != parts || seq > *last) {
+      return fail(Internal("snapshot " + std::to_string(seq) + ": " + std::to_string(*stored) +
+                           " of " + std::to_string(parts) + " parts stored, the log ends at " +
+                           std::to_string(*last)));
+    }
+    const std::string now = std::string("(") + kNowUs + ")";
+    for (const std::string& q : {"INSERT INTO snapshots VALUES(?1, ?2, " + now + ")",
+                                 std::string("DELETE FROM snapshots WHERE seq < ?3")}) {
+      Result<int64_t> r = Int(q.c_str(), {seq, parts, *prev});
+      if (!r.ok()) return fail(r.status());
+    }
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return fail(SqliteError(db_, "commit"));
+    }
+    return *prev;
+  }
+
+ public:
+  Result<int64_t> LatestSnapshot(std::string* data) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    data->clear();
+    // One read transaction: a compaction committed meanwhile cannot remove parts under us.
+    if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "begin");
+    }
+    auto end = [&](Result<int64_t> r) {
+      sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+      return r;
+    };
+    Result<int64_t> seq = Int("SELECT COALESCE(MAX(seq), 0) FROM snapshots");
+    if (!seq.ok() || *seq == 0) return end(seq);
+    Result<int64_t> parts = Int("SELECT parts FROM snapshots WHERE seq = ?", {*seq});
+    if (!parts.ok()) return end(parts.status());
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, "SELECT part, data FROM snapshot_parts WHERE seq = ? ORDER BY part",
+                           -1, &st, nullptr) != SQLITE_OK) {
+      return end(SqliteError(db_, "preparing a snapshot read"));
+    }
+    sqlite3_bind_int64(st, 1, *seq);
+    int64_t next = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int64(st, 0) == next) {
+      data->append(static_cast<const char*>(sqlite3_column_blob(st, 1)),
+                   static_cast<size_t>(sqlite3_column_bytes(st, 1)));
+      ++next;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE || next != *parts) {
+      return end(Internal("snapshot " + std::to_string(*seq) + ": parts missing from the store"));
+    }
+    return end(seq);
+  }
+
+ private:
+  // One integer from a query with integer parameters ?1, ?2, ... (0 when it returns no row).
+  Result<int64_t> Int(const char* q, std::initializer_list<int64_t> params = {}) const {
     sqlite3_stmt* st = nullptr;
     if (sqlite3_prepare_v2(db_, q, -1, &st, nullptr) != SQLITE_OK) {
       return SqliteError(db_, "preparing a read");
+    }
+    int i = 0;
+    for (int64_t p : params) {
+      if (++i <= sqlite3_bind_parameter_count(st)) sqlite3_bind_int64(st, i, p);
     }
     int64_t v = 0;
     int rc = sqlite3_step(st);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -67,7 +68,24 @@ class Store {
   // Waits up to `timeout` for a hint that another process appended (PostgreSQL: NOTIFY; SQLite:
   // none, it sleeps). Only a hint: a follower reads the log after it either way.
   virtual void WaitForAppend(Duration timeout) = 0;
+
+  // --- Snapshots (docs/ha.md, "Snapshots") ---
+  // Stores part `part` of the snapshot of the state after command `seq`. Each part is its own
+  // transaction, so appends go on between parts; nothing reads them before CommitSnapshot.
+  virtual Status SaveSnapshotPart(int64_t seq, int32_t part, std::string_view data) = 0;
+  // Makes the snapshot of `seq` (parts 0 .. parts-1) the newest and compacts, in one transaction
+  // fenced like Append: the commands up to the previous newest snapshot's seq, the snapshots
+  // older than it and every part of a snapshot never committed are deleted. The log so always
+  // reaches back to the older of the two snapshots kept, and a standby behind the newest one
+  // still follows. Returns the seq the log was compacted through (0: nothing was deleted).
+  virtual Result<int64_t> CommitSnapshot(int64_t seq, int32_t parts) = 0;
+  // The newest committed snapshot into `data`; returns its seq (0: there is none).
+  virtual Result<int64_t> LatestSnapshot(std::string* data) const = 0;
 };
+
+// Snapshots are stored in parts of about this many bytes: small enough that an append waits
+// little behind one.
+inline constexpr size_t kSnapshotPartBytes = size_t{1} << 20;
 
 // The error an append of a deposed leader fails with (its epoch is no longer the lease's).
 Status DeposedError(int64_t epoch, int64_t current);

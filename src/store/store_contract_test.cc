@@ -238,5 +238,60 @@ TYPED_TEST(StoreContract, TheLeaseFencesADeposedHolder) {
   EXPECT_EQ((*a)->ReadLease()->address, "http://b2");
 }
 
+// Snapshots: parts are invisible until committed; the newest committed one is read back whole
+// (binary bytes included); committing a second compacts the log through the first, drops older
+// snapshots and parts never committed; a deposed holder cannot commit one.
+TYPED_TEST(StoreContract, SnapshotsAreReadBackWholeAndCompactTheLog) {
+  auto a = this->factory.Open();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  Store& s = **a;
+  std::string data;
+  Result<int64_t> none = s.LatestSnapshot(&data);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(*none, 0);
+  std::vector<Command> log;
+  for (int i = 1; i <= 10; ++i) log.push_back(Cmd("x", std::to_string(i)));
+  ASSERT_TRUE(s.Append(log).ok());
+
+  std::string first(3000, '\0');
+  for (size_t i = 0; i < first.size(); ++i) first[i] = static_cast<char>(i * 7);  // every byte
+  ASSERT_TRUE(s.SaveSnapshotPart(4, 0, std::string_view(first).substr(0, 1000)).ok());
+  ASSERT_TRUE(s.SaveSnapshotPart(4, 1, std::string_view(first).substr(1000)).ok());
+  EXPECT_EQ(*s.LatestSnapshot(&data), 0);      // not committed yet
+  EXPECT_FALSE(s.CommitSnapshot(4, 3).ok());   // a part is missing
+  EXPECT_FALSE(s.CommitSnapshot(11, 2).ok());  // past the log's end
+  Result<int64_t> compacted = s.CommitSnapshot(4, 2);
+  ASSERT_TRUE(compacted.ok()) << compacted.status().ToString();
+  EXPECT_EQ(*compacted, 0);
+  ASSERT_EQ(*s.LatestSnapshot(&data), 4);
+  EXPECT_TRUE(data == first);
+  EXPECT_EQ(All(s).size(), 10u);  // the first snapshot compacts nothing
+
+  ASSERT_TRUE(s.SaveSnapshotPart(6, 0, "abandoned").ok());  // never committed
+  ASSERT_TRUE(s.SaveSnapshotPart(8, 0, "second").ok());
+  compacted = s.CommitSnapshot(8, 1);
+  ASSERT_TRUE(compacted.ok()) << compacted.status().ToString();
+  EXPECT_EQ(*compacted, 4);
+  ASSERT_EQ(*s.LatestSnapshot(&data), 8);
+  EXPECT_EQ(data, "second");
+  std::vector<Command> rest = All(s);
+  ASSERT_EQ(rest.size(), 6u);
+  EXPECT_EQ(rest.front().seq, 5);
+  std::vector<Command> more = {Cmd("x", "11")};
+  ASSERT_TRUE(s.Append(more).ok());
+  EXPECT_EQ(more[0].seq, 11);  // seqs go on after a compaction
+
+  // The lease fences snapshots like appends.
+  auto b = this->factory.Open();
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(*s.TakeLease("a", "http://a", Duration::Seconds(60)), 1);
+  ASSERT_TRUE(*s.RenewLease(1, Duration::Micros(0)));
+  ASSERT_EQ(*(*b)->TakeLease("b", "http://b", Duration::Seconds(60)), 2);
+  ASSERT_TRUE(s.SaveSnapshotPart(10, 0, "late").ok());
+  Result<int64_t> late = s.CommitSnapshot(10, 1);
+  EXPECT_TRUE(Deposed(late.status())) << late.status().ToString();
+  EXPECT_EQ(*(*b)->LatestSnapshot(&data), 8);
+}
+
 }  // namespace
 }  // namespace rsv
