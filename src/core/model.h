@@ -33,6 +33,7 @@ struct PoolConfig {
   int32_t holdback_gpus = 0;          // ready GPUs the calendar never books
 
   Status Validate() const;
+  bool operator==(const PoolConfig&) const = default;
 };
 
 struct Pool {

@@ -66,6 +66,17 @@ Result<PoolId> Scheduler::AddPool(PoolConfig config) {
   return id;
 }
 
+Status Scheduler::SetPoolConfig(PoolId pool, PoolConfig config) {
+  if (!state_.HasPool(pool)) return InvalidArgument("pool", "unknown pool");
+  RSV_RETURN_IF_ERROR(config.Validate());
+  if (config.name != state_.pool(pool).config.name) {
+    return InvalidArgument("name", "a pool keeps its name");
+  }
+  state_.pool(pool).config = std::move(config);
+  at_fixpoint_ = false;  // the next decision is a full cycle under the new config
+  return Status::Ok();
+}
+
 Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
                                   std::string topology) {
   RSV_ASSIGN_OR_RETURN(NodeId id, state_.AddNode(std::move(name), pool, gpus, std::move(topology)));

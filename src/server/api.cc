@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "common/sha256.h"
@@ -119,90 +120,12 @@ std::vector<std::string> Split(const std::string& path) {
   return out;
 }
 
-// Every resource, its path template ("{id}": digits, "{name}": any segment) and the methods
-// it answers. A path that matches no template is a 404; a method it does not answer, a 405 with
-// `Allow`. Metrics are labelled by template, so unknown paths cannot grow them.
-struct Route {
-  const char* path;
-  const char* methods;  // as in the Allow header
-};
-constexpr Route kRoutes[] = {
-    {"/", "GET"},  // the dashboard (docs/dashboard.md) and its assets
-    {"/assets/{name}", "GET"},
-    {"/healthz", "GET"},
-    {"/metrics", "GET"},
-    {"/v1/tenants", "GET, POST"},
-    {"/v1/tenants/{name}", "DELETE"},
-    {"/v1/tokens", "GET, POST"},
-    {"/v1/tokens/revoke", "POST"},
-    {"/v1/pools", "GET"},
-    {"/v1/nodes", "GET, POST"},
-    {"/v1/nodes/{name}/register", "POST"},
-    {"/v1/nodes/{name}/sync", "POST"},
-    {"/v1/nodes/{name}/drain", "POST"},
-    {"/v1/nodes/{name}/undrain", "POST"},
-    {"/v1/reservations", "GET, POST"},
-    {"/v1/reservations/{id}", "GET"},
-    {"/v1/reservations/{id}/return", "POST"},
-    {"/v1/jobs", "GET, POST"},
-    {"/v1/jobs/{id}", "GET"},
-    {"/v1/jobs/{id}/logs", "GET"},
-    {"/v1/jobs/{id}/why", "GET"},
-    {"/v1/jobs/{id}/cancel", "POST"},
-    {"/v1/jobs/{id}/release", "POST"},
-    {"/v1/jobs/{id}/exit", "POST"},
-    {"/v1/market", "GET"},
-    {"/v1/market/history", "GET"},
-    {"/v1/ledger", "GET"},
-    {"/v1/ledger/summary", "GET"},
-    {"/v1/usage", "GET"},
-    {"/v1/waste", "GET"},
-    {"/v1/whoami", "GET"},
-    {"/v1/events", "GET"},
-};
-
 constexpr char kNodeNameRule[] =
     "must be 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit";
 bool ValidNodeName(const std::string& s) {
   return !s.empty() && s.size() <= 64 && std::isalnum(static_cast<unsigned char>(s[0])) &&
          s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
              std::string::npos;
-}
-
-const Route* MatchRoute(const std::vector<std::string>& parts) {
-  static const std::vector<std::vector<std::string>> patterns = [] {
-    std::vector<std::vector<std::string>> out;
-    for (const Route& r : kRoutes) out.push_back(Split(r.path));
-    return out;
-  }();
-  for (size_t k = 0; k < patterns.size(); ++k) {
-    const Route& r = kRoutes[k];
-    const std::vector<std::string>& want = patterns[k];
-    if (want.size() != parts.size()) continue;
-    bool ok = true;
-    for (size_t i = 0; i < want.size() && ok; ++i) {
-      if (want[i] == "{id}") {
-        ok = !parts[i].empty() && parts[i].size() <= 9 &&
-             parts[i].find_first_not_of("0123456789") == std::string::npos;
-      } else if (want[i] != "{name}") {
-        ok = want[i] == parts[i];
-      }
-    }
-    if (ok) return &r;
-  }
-  return nullptr;
-}
-
-bool Allows(const Route& r, const std::string& method) {
-  std::string_view m(r.methods);
-  size_t pos = 0;
-  while (pos < m.size()) {
-    size_t comma = m.find(", ", pos);
-    if (comma == std::string_view::npos) comma = m.size();
-    if (m.substr(pos, comma - pos) == method) return true;
-    pos = comma + 2;
-  }
-  return false;
 }
 
 HttpResponse Error(const Status& s) {
@@ -289,116 +212,67 @@ HttpResponse Asset(const std::string& name) {
 
 }  // namespace
 
-void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {
-  // Every request gets an id, a duration in the metrics and one structured log line.
-  const int64_t id = next_request_id_.fetch_add(1) + 1;
-  const int64_t t0 = ticker_ ? ticker_->Nanos() : 0;
-  std::string path = req.target.substr(0, req.target.find('?'));
-  const Route* route = MatchRoute(Split(path));
-  auto reply = [this, id, t0, method = req.method, route_label = route ? route->path : "unmatched",
-                done = std::move(done)](HttpResponse r) {
-    int64_t ns = ticker_ ? ticker_->Nanos() - t0 : 0;
-    Observe(method, route_label, r.status, ns);
-    if (log_) log_(id, method, route_label, r.status, ns);
-    done(std::move(r));
-  };
-  if (!route) {
-    reply(Error(NotFound("no such resource: " + Printable(path, 200))));
-    return;
+namespace {
+
+// What a handler answers: a response now, or later: the reply was handed to the control plane,
+// which calls it exactly once (a write once it is durable, a long-poll once it has news). Only
+// Call::Later makes a later answer, and a handler can reach the reply only through it; every
+// handler returns an Answer. So every request gets exactly one reply, by construction.
+class Answer {
+ public:
+  Answer(HttpResponse r) : now_(std::move(r)) {}  // NOLINT: a response is an answer
+  Answer(const Status& s) : now_(Error(s)) {}     // NOLINT: an error is an answer
+  std::optional<HttpResponse> now_;
+
+ private:
+  friend class Call;
+  Answer() = default;
+};
+
+// One request, as a handler sees it.
+class Call {
+ public:
+  using ReplyFn = std::function<void(HttpResponse)>;
+  Call(ControlPlane* control, const Clock* clock, std::string path,
+       std::map<std::string, std::string> query, Caller caller, Body body, ReplyFn reply)
+      : control(control),
+        clock(clock),
+        path(std::move(path)),
+        parts(Split(this->path)),
+        query(std::move(query)),
+        caller(std::move(caller)),
+        body(std::move(body)),
+        reply_(std::move(reply)) {}
+  ControlPlane* const control;
+  const Clock* const clock;
+  const std::string path;
+  const std::vector<std::string> parts;  // the path's segments: parts[0] is "v1"
+  const std::map<std::string, std::string> query;
+  const Caller caller;
+  Body body;
+  std::string raw_body;  // as sent (an agent's sync report is passed on whole)
+
+  // Hands the reply to `start`, which must see that it is called once.
+  Answer Later(const std::function<void(ReplyFn)>& start) {
+    start(reply_);
+    return Answer();
   }
-  if (!Allows(*route, req.method)) {
-    HttpResponse r = Error(Status(Code::kInvalidArgument,
-                                  Printable(req.method, 20) + " is not allowed on " + route->path +
-                                      " (allowed: " + route->methods + ")",
-                                  "method"));
-    r.status = 405;
-    r.allow = route->methods;
-    reply(std::move(r));
-    return;
-  }
-  std::map<std::string, std::string> query =
-      req.target.find('?') == std::string::npos
-          ? std::map<std::string, std::string>()
-          : ParseQuery(req.target.substr(req.target.find('?') + 1));
-  if (std::string_view(route->path) == "/" || std::string_view(route->path) == "/assets/{name}") {
-    reply(Asset(path == "/" ? "index.html" : path.substr(8)));
-    return;
-  }
-  const auto [leader, epoch] = control_->Leader();
-  if (path == "/healthz") {
-    json h = {{"status", "ok"},
-              {"role", control_->leading() ? "leader" : "standby"},
-              {"applied_seq", control_->applied_seq()}};
-    if (!leader.empty()) h["leader"] = leader;
-    if (epoch > 0) h["epoch"] = epoch;
-    reply(HttpResponse{200, "application/json", h.dump()});
-    return;
-  }
-  // A standby serves nothing but its health and metrics: its state trails the leader's. It
-  // names the leader, which clients given several servers turn to (docs/ha.md).
-  if (path != "/metrics" && !control_->leading()) {
-    const bool known = !leader.empty() && !control_->stepped_down();
-    json e = {{"code", "unavailable"},
-              {"message", known ? "this server is a standby; the leader is " + leader
-                                : "this server is not the leader; another server leads or is "
-                                  "taking over"}};
-    if (known) e["leader"] = leader;
-    HttpResponse r{503, "application/json", json{{"error", e}}.dump()};
-    r.headers = {{"Retry-After", "1"}};
-    reply(std::move(r));
-    return;
-  }
-  if (path == "/metrics") {
-    reply(HttpResponse{200, "text/plain; version=0.0.4", control_->Metrics() + ApiMetrics()});
-    return;
-  }
-  if (req.body.size() > kMaxBodyBytes) {
-    reply(Error(InvalidArgument("body", "is larger than 1 MiB")));
-    return;
-  }
-  // Authentication.
-  std::string auth = req.authorization;
-  if (auth.rfind("Bearer ", 0) != 0) {
-    reply(Error(Status(Code::kUnauthenticated, "missing bearer token")));
-    return;
-  }
-  std::optional<Caller> caller = control_->Authenticate(auth.substr(7));
-  if (!caller) {
-    reply(Error(Status(Code::kUnauthenticated, "unknown token")));
-    return;
-  }
-  std::vector<std::string> parts = Split(path);
-  if (parts.empty() || parts[0] != "v1") {
-    reply(Error(NotFound("no such resource: " + path)));
-    return;
-  }
-  parts.erase(parts.begin());
-  // A node-scoped token (an agent's) registers and syncs its own node, and nothing else.
-  if (!caller->node.empty()) {
-    bool own = parts.size() == 3 && parts[0] == "nodes" && parts[1] == caller->node &&
-               (parts[2] == "register" || parts[2] == "sync");
-    if (!own) {
-      reply(Error(Status(Code::kPermissionDenied,
-                         "a node token may only register and sync node " + caller->node)));
-      return;
-    }
-  }
-  auto admin_only = [&]() -> bool {
-    if (caller->admin) return true;
-    reply(Error(Status(Code::kPermissionDenied, "this needs an admin token")));
-    return false;
-  };
-  auto execute = [&](const std::string& kind, const json& body) {
+  // A command: answered once it is durable (or refused: nothing changed).
+  Answer Execute(const std::string& kind, const json& command) {
     // Path segments are client bytes: what is not UTF-8 is replaced (and then names nothing).
-    control_->Execute(kind, body.dump(-1, ' ', false, json::error_handler_t::replace),
-                      [reply](Result<Reply> r) { reply(ToHttp(r)); });
-  };
-  auto read = [&](const std::string& what) {
+    return Later([&](ReplyFn reply) {
+      control->Execute(kind, command.dump(-1, ' ', false, json::error_handler_t::replace),
+                       [reply](Result<Reply> r) { reply(ToHttp(r)); });
+    });
+  }
+  // A read; a list read one page long links to the next (RFC 8288: the same query, from the
+  // next page's cursor).
+  Answer Read(const std::string& what) {
     std::string next;
-    Result<std::string> r = control_->Read(what, *caller, query, &next);
-    if (!r.ok()) return reply(Error(r.status()));
+    Result<std::string> r = control->Read(what, caller, query, &next);
+    if (!r.ok()) return r.status();
     HttpResponse out{200, "application/json", *r};
-    if (!next.empty()) {  // RFC 8288: the same query, from the next page's cursor
+    if (!next.empty()) {
       std::string q;
       const char* key = query.count("order") && query.at("order") == "desc" ? "before" : "after";
       for (const auto& [k, v] : query) {
@@ -406,359 +280,500 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
       }
       out.headers.emplace_back("Link", "<" + path + "?" + q + key + "=" + next + ">; rel=\"next\"");
     }
-    reply(std::move(out));
-  };
-  auto id_of = [&](const std::string& s, int64_t* out) {
-    if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) {
-      reply(Error(NotFound("no such resource")));
-      return false;
-    }
-    *out = std::stoll(s);
-    return true;
-  };
-  const std::string& m = req.method;
-  const std::string first = parts.empty() ? "" : parts[0];
-  Result<Body> parsed = Body::Parse(m == "POST" ? req.body : "");
-  if (!parsed.ok()) {
-    reply(Error(parsed.status()));
-    return;
+    return out;
   }
-  Body& body = *parsed;
-  auto fail_on = [&](const Status& s) {
-    if (s.ok()) return false;
-    reply(Error(s));
-    return true;
-  };
-#define RSV_API_TRY(lhs, expr)           \
-  auto lhs##_r = (expr);                 \
-  if (fail_on(lhs##_r.status())) return; \
-  auto lhs = std::move(lhs##_r).value()
+  // The `{id}` segment at `i` (the route matched it: digits, at most 9).
+  int64_t Id(size_t i) const { return std::stoll(parts[i]); }
+  // The caller's tenant id for commands that check ownership (0: the operator).
+  uint32_t Owner() const { return caller.admin ? 0 : caller.tenant.value(); }
+  // The tenant a write is for: the caller's own, or the one an admin names.
+  Result<std::string> Tenant(const std::string& named, const char* verb) const {
+    if (caller.admin) {
+      if (named.empty()) return InvalidArgument("tenant", "is required for admin callers");
+      return named;
+    }
+    if (!named.empty() && named != caller.tenant_name) {
+      return Status(Code::kPermissionDenied, std::string("cannot ") + verb + " for another tenant",
+                    "tenant");
+    }
+    return caller.tenant_name;
+  }
 
-  if (first == "tenants" && parts.size() == 1) {
-    if (m == "GET") return read("tenants");
-    if (m != "POST" || !admin_only()) {
-      if (m != "POST") reply(Error(Status(Code::kInvalidArgument, "method not allowed", "method")));
-      return;
-    }
-    RSV_API_TRY(name, body.String("name", true));
-    if (fail_on(body.NoUnknownFields())) return;
-    return execute("tenant", json{{"name", name}});
+ private:
+  ReplyFn reply_;
+};
+
+#define RSV_API_TRY(lhs, expr)                        \
+  auto lhs##_r = (expr);                              \
+  if (!lhs##_r.ok()) return Answer(lhs##_r.status()); \
+  auto lhs = std::move(lhs##_r).value()
+#define RSV_API_CHECK(expr) \
+  if (Status s_ = (expr); !s_.ok()) return Answer(s_)
+
+Answer ReadAs(Call& c, const char* what) { return c.Read(what); }
+
+Answer PostTenant(Call& c) {
+  RSV_API_TRY(name, c.body.String("name", true));
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  return c.Execute("tenant", json{{"name", name}});
+}
+
+Answer DeleteTenant(Call& c) { return c.Execute("delete_tenant", json{{"name", c.parts[2]}}); }
+
+Answer PostToken(Call& c) {
+  RSV_API_TRY(tenant, c.body.String("tenant", false));
+  RSV_API_TRY(admin, c.body.Bool("admin", false));
+  RSV_API_TRY(node, c.body.String("node", false));
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  if (int(admin) + int(!tenant.empty()) + int(!node.empty()) != 1) {
+    return InvalidArgument("tenant", "give exactly one of tenant, node or admin: true");
   }
-  if (first == "tenants" && parts.size() == 2) {  // DELETE
-    if (!admin_only()) return;
-    return execute("delete_tenant", json{{"name", parts[1]}});
+  if (!tenant.empty() && !c.control->FindTenant(tenant)) {
+    return InvalidArgument("tenant", "unknown tenant '" + tenant + "'");
   }
-  if (first == "tokens" && parts.size() == 1 && m == "GET") {
-    if (!admin_only()) return;
-    return read("tokens");
+  if (!node.empty() && !ValidNodeName(node)) return InvalidArgument("node", kNodeNameRule);
+  std::string token = RandomToken(node.empty() ? "rsv_" : "rsv_node_");
+  const json cmd = {
+      {"tenant", tenant}, {"admin", admin}, {"node", node}, {"hash", Sha256Hex(token)}};
+  return c.Later([&](Call::ReplyFn reply) {
+    c.control->Execute("token", cmd.dump(), [reply, token](Result<Reply> r) {
+      if (!r.ok()) return reply(Error(r.status()));
+      json out = json::parse(r->body);
+      out["token"] = token;  // shown once; only its hash is stored
+      reply(HttpResponse{201, "application/json", out.dump()});
+    });
+  });
+}
+
+Answer RevokeToken(Call& c) {
+  RSV_API_TRY(token, c.body.String("token", false));
+  RSV_API_TRY(token_id, c.body.String("id", false));
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  if (token.empty() == token_id.empty()) {
+    return InvalidArgument("token", "give either token or id (not both)");
   }
-  if (first == "tokens" && parts.size() == 2) {  // POST /v1/tokens/revoke
-    if (!admin_only()) return;
-    RSV_API_TRY(token, body.String("token", false));
-    RSV_API_TRY(token_id, body.String("id", false));
-    if (fail_on(body.NoUnknownFields())) return;
-    if (token.empty() == token_id.empty())
-      return reply(Error(InvalidArgument("token", "give either token or id (not both)")));
-    if (!token_id.empty() && (token_id.size() != 12 ||
-                              token_id.find_first_not_of("0123456789abcdef") != std::string::npos))
-      return reply(
-          Error(InvalidArgument("id", "must be the 12 hex digits `reservoir token --list` shows")));
-    return execute("revoke",
+  if (!token_id.empty() && (token_id.size() != 12 ||
+                            token_id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    return InvalidArgument("id", "must be the 12 hex digits `reservoir token --list` shows");
+  }
+  return c.Execute("revoke",
                    token.empty() ? json{{"id", token_id}} : json{{"hash", Sha256Hex(token)}});
-  }
-  if (first == "tokens" && parts.size() == 1 && m == "POST") {
-    if (!admin_only()) return;
-    RSV_API_TRY(tenant, body.String("tenant", false));
-    RSV_API_TRY(admin, body.Bool("admin", false));
-    RSV_API_TRY(node, body.String("node", false));
-    if (fail_on(body.NoUnknownFields())) return;
-    if (int(admin) + int(!tenant.empty()) + int(!node.empty()) != 1) {
-      reply(Error(InvalidArgument("tenant", "give exactly one of tenant, node or admin: true")));
-      return;
-    }
-    if (!tenant.empty() && !control_->FindTenant(tenant)) {
-      reply(Error(InvalidArgument("tenant", "unknown tenant '" + tenant + "'")));
-      return;
-    }
-    if (!node.empty() && !ValidNodeName(node)) {
-      reply(Error(InvalidArgument("node", kNodeNameRule)));
-      return;
-    }
-    std::string token = RandomToken(node.empty() ? "rsv_" : "rsv_node_");
-    control_->Execute(
-        "token",
-        json{{"tenant", tenant}, {"admin", admin}, {"node", node}, {"hash", Sha256Hex(token)}}
-            .dump(),
-        [reply, token](Result<Reply> r) {
-          if (!r.ok()) return reply(Error(r.status()));
-          json out = json::parse(r->body);
-          out["token"] = token;  // shown once; only its hash is stored
-          reply(HttpResponse{201, "application/json", out.dump()});
-        });
-    return;
-  }
-  if (first == "pools" && parts.size() == 1 && m == "GET") return read("pools");
-  if (first == "nodes" && parts.size() == 1) {
-    if (m == "GET") return read("nodes");
-    if (m != "POST" || !admin_only()) return;
-    RSV_API_TRY(name, body.String("name", true));
-    RSV_API_TRY(pool, body.String("pool", true));
-    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
-    RSV_API_TRY(topology, body.String("topology", false));
-    if (fail_on(body.NoUnknownFields())) return;
-    return execute("node",
+}
+
+Answer PostNode(Call& c) {
+  RSV_API_TRY(name, c.body.String("name", true));
+  RSV_API_TRY(pool, c.body.String("pool", true));
+  RSV_API_TRY(gpus, c.body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
+  RSV_API_TRY(topology, c.body.String("topology", false));
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  return c.Execute("node",
                    json{{"name", name}, {"pool", pool}, {"gpus", gpus}, {"topology", topology}});
+}
+
+Answer RegisterNode(Call& c) {
+  const std::string& name = c.parts[2];
+  if (!ValidNodeName(name)) return InvalidArgument("node", kNodeNameRule);
+  RSV_API_TRY(pool, c.body.String("pool", true));
+  RSV_API_TRY(gpus, c.body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
+  RSV_API_TRY(topology, c.body.String("topology", false));
+  RSV_API_TRY(probe, c.body.String("probe", false));
+  RSV_API_TRY(cgroups, c.body.String("cgroups", false, 1024));
+  RSV_API_TRY(address, c.body.String("address", false));
+  json inventory = c.body.Raw("inventory");
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  if (!inventory.is_null() && !inventory.is_array()) {
+    return InvalidArgument("inventory", "must be an array of GPUs");
   }
-  if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "register") {
-    if (caller->node.empty() && !admin_only()) return;
-    if (!ValidNodeName(parts[1])) return reply(Error(InvalidArgument("node", kNodeNameRule)));
-    RSV_API_TRY(pool, body.String("pool", true));
-    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
-    RSV_API_TRY(topology, body.String("topology", false));
-    RSV_API_TRY(probe, body.String("probe", false));
-    RSV_API_TRY(cgroups, body.String("cgroups", false, 1024));
-    RSV_API_TRY(address, body.String("address", false));
-    json inventory = body.Raw("inventory");
-    if (fail_on(body.NoUnknownFields())) return;
-    if (!inventory.is_null() && !inventory.is_array())
-      return reply(Error(InvalidArgument("inventory", "must be an array of GPUs")));
-    if (!address.empty() && !ValidAddress(address))
-      return reply(Error(InvalidArgument("address", kAddressRule)));
-    return execute("register",
-                   json{{"name", parts[1]},
-                        {"address", address.empty() ? parts[1] : address},
+  if (!address.empty() && !ValidAddress(address)) return InvalidArgument("address", kAddressRule);
+  return c.Execute("register",
+                   json{{"name", name},
+                        {"address", address.empty() ? name : address},
                         {"pool", pool},
                         {"gpus", gpus},
                         {"topology", topology},
                         {"probe", probe},
                         {"cgroups", cgroups},
                         {"inventory", inventory.is_null() ? json::array() : inventory}});
+}
+
+Answer SyncNode(Call& c) {
+  RSV_API_TRY(wait, QueryInt(c.query, "wait", 0, 60));
+  return c.Later([&](Call::ReplyFn reply) {
+    c.control->Sync(c.parts[2], c.raw_body, c.clock->Now() + Duration::Seconds(wait),
+                    [reply](Result<Reply> r) { reply(ToHttp(r)); });
+  });
+}
+
+Answer DrainNode(Call& c) {
+  return c.Execute("node_state", json{{"node", c.parts[2]},
+                                      {"state", c.parts[3] == "drain" ? "draining" : "ready"}});
+}
+
+Answer PostReservation(Call& c) {
+  RSV_API_TRY(pool, c.body.String("pool", true));
+  RSV_API_TRY(gpus, c.body.Int("gpus", true, 0, 1, 1'000'000));
+  RSV_API_TRY(start, c.body.Int("start_us", false, 0, 0, int64_t{1} << 60));
+  RSV_API_TRY(duration, c.body.DurationField("duration"));
+  RSV_API_TRY(end, c.body.Int("end_us", false, 0, 0, int64_t{1} << 60));
+  RSV_API_TRY(lend, c.body.Bool("lend", true));
+  RSV_API_TRY(quote, c.body.Bool("quote_only", false));
+  RSV_API_TRY(tenant, c.body.String("tenant", false));
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  RSV_API_TRY(who, c.Tenant(tenant, "reserve"));
+  if (!duration && end == 0) return InvalidArgument("end_us", "end_us or duration is required");
+  // A start in the past is a mistake, not "now" (0 or absent is now); a minute of slack for
+  // clients whose clocks differ a little. Checked here, not when the command is applied, so
+  // that logs written before this check still replay.
+  if (start > 0 && start < (c.clock->Now() - Duration::Seconds(60)).micros()) {
+    return InvalidArgument("start_us", "is in the past (0 or absent: now)");
   }
-  if (first == "nodes" && parts.size() == 3 && m == "POST" && parts[2] == "sync") {
-    if (caller->node.empty() && !admin_only()) return;
-    RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
-    control_->Sync(parts[1], req.body, clock_->Now() + Duration::Seconds(wait),
-                   [reply](Result<Reply> r) { reply(ToHttp(r)); });
-    return;
+  json cmd = {{"tenant", who},     {"pool", pool}, {"gpus", gpus},
+              {"start_us", start}, {"lend", lend}, {"quote_only", quote}};
+  if (duration) {
+    cmd["duration_us"] = duration->micros();
+  } else {
+    cmd["end_us"] = end;
   }
-  if (first == "nodes" && parts.size() == 3 && m == "POST" &&
-      (parts[2] == "drain" || parts[2] == "undrain")) {
-    if (!admin_only()) return;
-    return execute("node_state",
-                   json{{"node", parts[1]}, {"state", parts[2] == "drain" ? "draining" : "ready"}});
+  return c.Execute("reserve", cmd);
+}
+
+Answer GetReservation(Call& c) { return c.Read("reservation/" + c.parts[2]); }
+
+Answer ReturnReservation(Call& c) {
+  return c.Execute("return", json{{"reservation", c.Id(2)}, {"caller", c.Owner()}});
+}
+
+// gpus: a number (rigid) or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
+Status ParseGpus(const json& range, int64_t* gpus, int64_t* max_gpus, int64_t* step) {
+  auto whole = [](const json& v, int64_t* out) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1'000'000)
+      return false;
+    *out = v.get<int64_t>();
+    return true;
+  };
+  if (range.is_null()) return InvalidArgument("gpus", "is required");
+  if (!range.is_object()) {
+    if (whole(range, gpus)) return Status::Ok();
+    return InvalidArgument("gpus",
+                           "must be an integer from 1 to 1000000 or {\"min\", \"max\", \"step\"}");
   }
-  if (first == "reservations" && parts.size() == 1) {
-    if (m == "GET") return read("reservations");
-    if (m != "POST") return;
-    RSV_API_TRY(pool, body.String("pool", true));
-    RSV_API_TRY(gpus, body.Int("gpus", true, 0, 1, 1'000'000));
-    RSV_API_TRY(start, body.Int("start_us", false, 0, 0, int64_t{1} << 60));
-    RSV_API_TRY(duration, body.DurationField("duration"));
-    RSV_API_TRY(end, body.Int("end_us", false, 0, 0, int64_t{1} << 60));
-    RSV_API_TRY(lend, body.Bool("lend", true));
-    RSV_API_TRY(quote, body.Bool("quote_only", false));
-    RSV_API_TRY(tenant, body.String("tenant", false));
-    if (fail_on(body.NoUnknownFields())) return;
-    std::string who = caller->tenant_name;
-    if (caller->admin) {
-      if (tenant.empty())
-        return reply(Error(InvalidArgument("tenant", "is required for admin callers")));
-      who = tenant;
-    } else if (!tenant.empty() && tenant != who) {
-      return reply(
-          Error(Status(Code::kPermissionDenied, "cannot reserve for another tenant", "tenant")));
-    }
-    if (!duration && end == 0)
-      return reply(Error(InvalidArgument("end_us", "end_us or duration is required")));
-    // A start in the past is a mistake, not "now" (0 or absent is now); a minute of slack for
-    // clients whose clocks differ a little. Checked here, not when the command is applied, so
-    // that logs written before this check still replay.
-    if (start > 0 && start < (clock_->Now() - Duration::Seconds(60)).micros())
-      return reply(Error(InvalidArgument("start_us", "is in the past (0 or absent: now)")));
-    json cmd = {{"tenant", who},     {"pool", pool}, {"gpus", gpus},
-                {"start_us", start}, {"lend", lend}, {"quote_only", quote}};
-    if (duration) {
-      cmd["duration_us"] = duration->micros();
-    } else {
-      cmd["end_us"] = end;
-    }
-    return execute("reserve", cmd);
+  for (const auto& [k, v] : range.items()) {
+    if (k != "min" && k != "max" && k != "step")
+      return InvalidArgument("gpus." + k, "unknown field (min, max, step)");
   }
-  if (first == "reservations" && parts.size() >= 2) {
-    int64_t id = 0;
-    if (!id_of(parts[1], &id)) return;
-    if (parts.size() == 2 && m == "GET") return read("reservation/" + parts[1]);
-    if (parts.size() == 3 && parts[2] == "return" && m == "POST") {
-      return execute("return", json{{"reservation", id},
-                                    {"caller", caller->admin ? 0 : caller->tenant.value()}});
-    }
+  if (!range.contains("min") || !whole(range["min"], gpus))
+    return InvalidArgument("gpus.min", "must be an integer from 1 to 1000000");
+  if (!range.contains("max") || !whole(range["max"], max_gpus))
+    return InvalidArgument("gpus.max", "must be an integer from 1 to 1000000");
+  if (range.contains("step") && !whole(range["step"], step))
+    return InvalidArgument("gpus.step", "must be an integer from 1 to 1000000");
+  if (*max_gpus < *gpus) return InvalidArgument("gpus.max", "must be at least min");
+  return Status::Ok();
+}
+
+Answer PostJob(Call& c) {
+  Body& body = c.body;
+  RSV_API_TRY(name, body.String("name", false));
+  RSV_API_TRY(pool, body.String("pool", true));
+  int64_t gpus = 0, max_gpus = 0, step = 0;
+  RSV_API_CHECK(ParseGpus(body.Raw("gpus"), &gpus, &max_gpus, &step));
+  RSV_API_TRY(resize_mode, body.String("resize_mode", false));
+  if (!resize_mode.empty() && !ParseResizeMode(resize_mode).ok())
+    return InvalidArgument("resize_mode", "must be restart or signal");
+  RSV_API_TRY(cooldown, body.DurationField("resize_cooldown"));
+  RSV_API_TRY(tier, body.String("tier", false));
+  RSV_API_TRY(limit, body.MoneyField("limit_price", false));
+  RSV_API_TRY(fallback, body.MoneyField("fallback_limit", false));
+  RSV_API_TRY(notice, body.DurationField("notice"));
+  RSV_API_TRY(time_limit, body.DurationField("time_limit"));
+  if (time_limit && (time_limit->micros() < 1'000'000 || time_limit->seconds() > 3650 * 86400))
+    return InvalidArgument("time_limit", "must be from 1s to 3650d");
+  RSV_API_TRY(restarts, body.Int("max_restarts", false, 0, -1, 1000));
+  RSV_API_TRY(command, body.String("command", false, 65536));
+  RSV_API_TRY(workdir, body.String("workdir", false, 4096));
+  RSV_API_TRY(tenant, body.String("tenant", false));
+  RSV_API_TRY(cpu_millis, body.Int("cpu_millis", false, 0, 1, 1'000'000));
+  RSV_API_TRY(memory_mib, body.Int("memory_mib", false, 0, 1, int64_t{1} << 30));
+  json env = body.Raw("env");
+  json deps = body.Raw("dependencies");
+  RSV_API_CHECK(body.NoUnknownFields());
+  std::string t = tier.empty() ? "spot" : tier;
+  if (!ParseTier(t).ok()) return InvalidArgument("tier", "must be reserved, spot or auto");
+  if (t != "reserved" && !limit)
+    return InvalidArgument("limit_price", "is required for spot and auto jobs");
+  if (!env.is_null() && (!env.is_array() || std::any_of(env.begin(), env.end(), [](const json& e) {
+        return !e.is_string() || e.get<std::string>().find('=') == std::string::npos;
+      }))) {
+    return InvalidArgument("env", "must be an array of \"NAME=value\" strings");
   }
-  if (first == "jobs" && parts.size() == 1) {
-    if (m == "GET") return read("jobs");
-    if (m != "POST") return;
-    RSV_API_TRY(name, body.String("name", false));
-    RSV_API_TRY(pool, body.String("pool", true));
-    // A number (rigid) or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
-    json range = body.Raw("gpus");
-    int64_t gpus = 0, max_gpus = 0, step = 0;
-    auto whole = [](const json& v, int64_t* out) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1'000'000)
-        return false;
-      *out = v.get<int64_t>();
-      return true;
-    };
-    if (range.is_object()) {
-      for (const auto& [k, v] : range.items()) {
-        if (k != "min" && k != "max" && k != "step")
-          return reply(Error(InvalidArgument("gpus." + k, "unknown field (min, max, step)")));
+  json dep_cmd = json::array();
+  if (!deps.is_null()) {
+    if (!deps.is_array()) return InvalidArgument("dependencies", "must be an array");
+    for (const json& d : deps) {
+      if (!d.is_object() || !d.contains("job") || !d["job"].is_number_integer() ||
+          (d.contains("kind") && d["kind"] != "afterok" && d["kind"] != "afterany")) {
+        return InvalidArgument("dependencies",
+                               "entries are {\"kind\": \"afterok\"|\"afterany\", \"job\": ID}");
       }
-      if (!range.contains("min") || !whole(range["min"], &gpus))
-        return reply(Error(InvalidArgument("gpus.min", "must be an integer from 1 to 1000000")));
-      if (!range.contains("max") || !whole(range["max"], &max_gpus))
-        return reply(Error(InvalidArgument("gpus.max", "must be an integer from 1 to 1000000")));
-      if (range.contains("step") && !whole(range["step"], &step))
-        return reply(Error(InvalidArgument("gpus.step", "must be an integer from 1 to 1000000")));
-      if (max_gpus < gpus) return reply(Error(InvalidArgument("gpus.max", "must be at least min")));
-    } else if (range.is_null()) {
-      return reply(Error(InvalidArgument("gpus", "is required")));
-    } else if (!whole(range, &gpus)) {
-      return reply(Error(InvalidArgument(
-          "gpus", "must be an integer from 1 to 1000000 or {\"min\", \"max\", \"step\"}")));
-    }
-    RSV_API_TRY(resize_mode, body.String("resize_mode", false));
-    if (!resize_mode.empty() && !ParseResizeMode(resize_mode).ok())
-      return reply(Error(InvalidArgument("resize_mode", "must be restart or signal")));
-    RSV_API_TRY(cooldown, body.DurationField("resize_cooldown"));
-    RSV_API_TRY(tier, body.String("tier", false));
-    RSV_API_TRY(limit, body.MoneyField("limit_price", false));
-    RSV_API_TRY(fallback, body.MoneyField("fallback_limit", false));
-    RSV_API_TRY(notice, body.DurationField("notice"));
-    RSV_API_TRY(time_limit, body.DurationField("time_limit"));
-    if (time_limit && (time_limit->micros() < 1'000'000 || time_limit->seconds() > 3650 * 86400))
-      return reply(Error(InvalidArgument("time_limit", "must be from 1s to 3650d")));
-    RSV_API_TRY(restarts, body.Int("max_restarts", false, 0, -1, 1000));
-    RSV_API_TRY(command, body.String("command", false, 65536));
-    RSV_API_TRY(workdir, body.String("workdir", false, 4096));
-    RSV_API_TRY(tenant, body.String("tenant", false));
-    RSV_API_TRY(cpu_millis, body.Int("cpu_millis", false, 0, 1, 1'000'000));
-    RSV_API_TRY(memory_mib, body.Int("memory_mib", false, 0, 1, int64_t{1} << 30));
-    json env = body.Raw("env");
-    json deps = body.Raw("dependencies");
-    if (fail_on(body.NoUnknownFields())) return;
-    std::string t = tier.empty() ? "spot" : tier;
-    if (!ParseTier(t).ok())
-      return reply(Error(InvalidArgument("tier", "must be reserved, spot or auto")));
-    if (t != "reserved" && !limit)
-      return reply(Error(InvalidArgument("limit_price", "is required for spot and auto jobs")));
-    if (!env.is_null() &&
-        (!env.is_array() || std::any_of(env.begin(), env.end(), [](const json& e) {
-          return !e.is_string() || e.get<std::string>().find('=') == std::string::npos;
-        }))) {
-      return reply(Error(InvalidArgument("env", "must be an array of \"NAME=value\" strings")));
-    }
-    json dep_cmd = json::array();
-    if (!deps.is_null()) {
-      if (!deps.is_array())
-        return reply(Error(InvalidArgument("dependencies", "must be an array")));
-      for (const json& d : deps) {
-        if (!d.is_object() || !d.contains("job") || !d["job"].is_number_integer() ||
-            (d.contains("kind") && d["kind"] != "afterok" && d["kind"] != "afterany")) {
-          return reply(Error(InvalidArgument(
-              "dependencies", "entries are {\"kind\": \"afterok\"|\"afterany\", \"job\": ID}")));
-        }
-        dep_cmd.push_back({{"kind", d.value("kind", "afterok")}, {"job", d["job"]}});
-      }
-    }
-    std::string who = caller->tenant_name;
-    if (caller->admin) {
-      if (tenant.empty())
-        return reply(Error(InvalidArgument("tenant", "is required for admin callers")));
-      who = tenant;
-    } else if (!tenant.empty() && tenant != who) {
-      return reply(
-          Error(Status(Code::kPermissionDenied, "cannot submit for another tenant", "tenant")));
-    }
-    json cmd = {{"tenant", who},      {"pool", pool},       {"gpus", gpus},
-                {"tier", t},          {"name", name},       {"max_restarts", restarts},
-                {"command", command}, {"workdir", workdir}, {"dependencies", dep_cmd}};
-    if (limit) cmd["limit_micros"] = limit->micros();
-    if (fallback) cmd["fallback_micros"] = fallback->micros();
-    if (notice) cmd["notice_s"] = notice->seconds();
-    if (time_limit) cmd["time_limit_s"] = time_limit->seconds();
-    if (!env.is_null()) cmd["env"] = env;
-    if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
-    if (memory_mib > 0) cmd["memory_mib"] = memory_mib;
-    if (max_gpus > 0) cmd["max_gpus"] = max_gpus;
-    if (step > 0) cmd["gpu_step"] = step;
-    if (!resize_mode.empty()) cmd["resize_mode"] = resize_mode;
-    if (cooldown) cmd["resize_cooldown_s"] = cooldown->seconds();
-    return execute("submit", cmd);
-  }
-  if (first == "jobs" && parts.size() >= 2) {
-    int64_t id = 0;
-    if (!id_of(parts[1], &id)) return;
-    if (parts.size() == 2 && m == "GET") return read("job/" + parts[1]);
-    if (parts.size() == 3 && parts[2] == "why" && m == "GET") {
-      return read("job/" + std::to_string(id) + "/why");
-    }
-    if (parts.size() == 3 && parts[2] == "logs" && m == "GET") {
-      RSV_API_TRY(attempt, QueryInt(query, "attempt", 1, 1'000'000));
-      RSV_API_TRY(offset, QueryInt(query, "offset", 0, int64_t{1} << 50));
-      RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
-      auto node = query.find("node");
-      const std::string member = node == query.end() ? "" : node->second;
-      if (!member.empty() && !ValidNodeName(member))
-        return reply(Error(InvalidArgument("node", kNodeNameRule)));
-      control_->Logs(*caller, id, static_cast<int32_t>(attempt), member, offset,
-                     clock_->Now() + Duration::Seconds(wait),
-                     [reply](Result<Reply> r) { reply(ToHttp(r)); });
-      return;
-    }
-    if (parts.size() == 3 && m == "POST" &&
-        (parts[2] == "cancel" || parts[2] == "release" || parts[2] == "exit")) {
-      json cmd = {{"job", id}, {"caller", caller->admin ? 0 : caller->tenant.value()}};
-      if (parts[2] == "exit") {
-        if (!admin_only()) return;
-        RSV_API_TRY(success, body.Bool("success", true));
-        cmd["success"] = success;
-      }
-      if (fail_on(body.NoUnknownFields())) return;
-      return execute(parts[2], cmd);
+      dep_cmd.push_back({{"kind", d.value("kind", "afterok")}, {"job", d["job"]}});
     }
   }
-  if (first == "market" && m == "GET") {
-    if (parts.size() == 1) return read("market");
-    if (parts.size() == 2 && parts[1] == "history") return read("market/history");
+  RSV_API_TRY(who, c.Tenant(tenant, "submit"));
+  json cmd = {{"tenant", who},      {"pool", pool},       {"gpus", gpus},
+              {"tier", t},          {"name", name},       {"max_restarts", restarts},
+              {"command", command}, {"workdir", workdir}, {"dependencies", dep_cmd}};
+  if (limit) cmd["limit_micros"] = limit->micros();
+  if (fallback) cmd["fallback_micros"] = fallback->micros();
+  if (notice) cmd["notice_s"] = notice->seconds();
+  if (time_limit) cmd["time_limit_s"] = time_limit->seconds();
+  if (!env.is_null()) cmd["env"] = env;
+  if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
+  if (memory_mib > 0) cmd["memory_mib"] = memory_mib;
+  if (max_gpus > 0) cmd["max_gpus"] = max_gpus;
+  if (step > 0) cmd["gpu_step"] = step;
+  if (!resize_mode.empty()) cmd["resize_mode"] = resize_mode;
+  if (cooldown) cmd["resize_cooldown_s"] = cooldown->seconds();
+  return c.Execute("submit", cmd);
+}
+
+Answer GetJob(Call& c) { return c.Read("job/" + c.parts[2]); }
+Answer WhyJob(Call& c) { return c.Read("job/" + std::to_string(c.Id(2)) + "/why"); }
+
+Answer JobLogs(Call& c) {
+  RSV_API_TRY(attempt, QueryInt(c.query, "attempt", 1, 1'000'000));
+  RSV_API_TRY(offset, QueryInt(c.query, "offset", 0, int64_t{1} << 50));
+  RSV_API_TRY(wait, QueryInt(c.query, "wait", 0, 60));
+  auto node = c.query.find("node");
+  const std::string member = node == c.query.end() ? "" : node->second;
+  if (!member.empty() && !ValidNodeName(member)) return InvalidArgument("node", kNodeNameRule);
+  return c.Later([&](Call::ReplyFn reply) {
+    c.control->Logs(c.caller, c.Id(2), static_cast<int32_t>(attempt), member, offset,
+                    c.clock->Now() + Duration::Seconds(wait),
+                    [reply](Result<Reply> r) { reply(ToHttp(r)); });
+  });
+}
+
+// cancel, release, exit (the operator's, for agentless nodes).
+Answer JobAction(Call& c) {
+  const std::string& action = c.parts[3];
+  json cmd = {{"job", c.Id(2)}, {"caller", c.Owner()}};
+  if (action == "exit") {
+    RSV_API_TRY(success, c.body.Bool("success", true));
+    cmd["success"] = success;
   }
-  if (first == "ledger" && parts.size() == 1 && m == "GET") return read("ledger");
-  if (first == "ledger" && parts.size() == 2 && m == "GET") return read("ledger/summary");
-  if (first == "usage" && m == "GET") return read("usage");
-  if (first == "waste" && m == "GET") return read("waste");
-  if (first == "whoami" && m == "GET") {
-    json who = {{"admin", caller->admin}};
-    if (!caller->tenant_name.empty()) who["tenant"] = caller->tenant_name;
-    if (!caller->node.empty()) who["node"] = caller->node;
-    return reply(HttpResponse{200, "application/json", who.dump()});
+  RSV_API_CHECK(c.body.NoUnknownFields());
+  return c.Execute(action, cmd);
+}
+
+Answer WhoAmI(Call& c) {
+  json who = {{"admin", c.caller.admin}};
+  if (!c.caller.tenant_name.empty()) who["tenant"] = c.caller.tenant_name;
+  if (!c.caller.node.empty()) who["node"] = c.caller.node;
+  return HttpResponse{200, "application/json", who.dump()};
+}
+
+Answer Events(Call& c) {
+  RSV_API_TRY(since, QueryInt(c.query, "since", 0, int64_t{1} << 50));
+  RSV_API_TRY(wait, QueryInt(c.query, "wait", 0, 60));
+  RSV_API_TRY(job, QueryInt(c.query, "job", 0, 1'000'000'000));
+  auto body = [](const std::string& events, int64_t last) {
+    return HttpResponse{200, "application/json",
+                        "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"};
+  };
+  if (wait == 0) {
+    int64_t last = 0;
+    std::string events = c.control->EventsSince(since, c.caller, &last, job);
+    return body(events, last);
   }
-  if (first == "events" && parts.size() == 1 && m == "GET") {
-    RSV_API_TRY(since, QueryInt(query, "since", 0, int64_t{1} << 50));
-    RSV_API_TRY(wait, QueryInt(query, "wait", 0, 60));
-    RSV_API_TRY(job, QueryInt(query, "job", 0, 1'000'000'000));
-    auto respond = [reply](std::string events, int64_t last) {
-      reply(HttpResponse{200, "application/json",
-                         "{\"last_seq\":" + std::to_string(last) + ",\"events\":" + events + "}"});
-    };
-    if (wait == 0) {
-      int64_t last = 0;
-      std::string events = control_->EventsSince(since, *caller, &last, job);
-      return respond(std::move(events), last);
-    }
-    control_->WaitForEvents(since, *caller, clock_->Now() + Duration::Seconds(wait),
-                            static_cast<uint32_t>(job), respond);
-    return;
-  }
+  return c.Later([&](Call::ReplyFn reply) {
+    c.control->WaitForEvents(
+        since, c.caller, c.clock->Now() + Duration::Seconds(wait), static_cast<uint32_t>(job),
+        [reply, body](std::string events, int64_t last) { reply(body(events, last)); });
+  });
+}
+
 #undef RSV_API_TRY
-  reply(Error(NotFound("no such resource: " + req.method + " " + path)));
+#undef RSV_API_CHECK
+
+// Who may call a route: anyone (no token: the dashboard's files, health and metrics, which a
+// standby serves too), any token holder, the operator, or the agent of the node the path names
+// (and the operator). A node's token reaches its agent routes and nothing else.
+enum class Access { kPublic, kAny, kAdmin, kAgent };
+
+// One route: a path template ("{id}": digits, at most 9; "{name}": any segment), a method and
+// its handler. The public routes are answered before authentication (Api::Handle). A path that
+// matches no template is a 404; a method its template does not list, a 405 with `Allow`.
+// Metrics are labelled by template, so unknown paths cannot grow them.
+struct Route {
+  const char* path;
+  const char* method;
+  Access access;
+  Answer (*handler)(Call&);
+};
+const Route kRoutes[] = {
+    {"/", "GET", Access::kPublic, nullptr},  // the dashboard (docs/dashboard.md), its assets
+    {"/assets/{name}", "GET", Access::kPublic, nullptr},
+    {"/healthz", "GET", Access::kPublic, nullptr},
+    {"/metrics", "GET", Access::kPublic, nullptr},
+    {"/v1/tenants", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "tenants"); }},
+    {"/v1/tenants", "POST", Access::kAdmin, PostTenant},
+    {"/v1/tenants/{name}", "DELETE", Access::kAdmin, DeleteTenant},
+    {"/v1/tokens", "GET", Access::kAdmin, [](Call& c) { return ReadAs(c, "tokens"); }},
+    {"/v1/tokens", "POST", Access::kAdmin, PostToken},
+    {"/v1/tokens/revoke", "POST", Access::kAdmin, RevokeToken},
+    {"/v1/pools", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "pools"); }},
+    {"/v1/nodes", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "nodes"); }},
+    {"/v1/nodes", "POST", Access::kAdmin, PostNode},
+    {"/v1/nodes/{name}/register", "POST", Access::kAgent, RegisterNode},
+    {"/v1/nodes/{name}/sync", "POST", Access::kAgent, SyncNode},
+    {"/v1/nodes/{name}/drain", "POST", Access::kAdmin, DrainNode},
+    {"/v1/nodes/{name}/undrain", "POST", Access::kAdmin, DrainNode},
+    {"/v1/reservations", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "reservations"); }},
+    {"/v1/reservations", "POST", Access::kAny, PostReservation},
+    {"/v1/reservations/{id}", "GET", Access::kAny, GetReservation},
+    {"/v1/reservations/{id}/return", "POST", Access::kAny, ReturnReservation},
+    {"/v1/jobs", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "jobs"); }},
+    {"/v1/jobs", "POST", Access::kAny, PostJob},
+    {"/v1/jobs/{id}", "GET", Access::kAny, GetJob},
+    {"/v1/jobs/{id}/logs", "GET", Access::kAny, JobLogs},
+    {"/v1/jobs/{id}/why", "GET", Access::kAny, WhyJob},
+    {"/v1/jobs/{id}/cancel", "POST", Access::kAny, JobAction},
+    {"/v1/jobs/{id}/release", "POST", Access::kAny, JobAction},
+    {"/v1/jobs/{id}/exit", "POST", Access::kAdmin, JobAction},
+    {"/v1/market", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "market"); }},
+    {"/v1/market/history", "GET", Access::kAny,
+     [](Call& c) { return ReadAs(c, "market/history"); }},
+    {"/v1/ledger", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "ledger"); }},
+    {"/v1/ledger/summary", "GET", Access::kAny,
+     [](Call& c) { return ReadAs(c, "ledger/summary"); }},
+    {"/v1/usage", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "usage"); }},
+    {"/v1/waste", "GET", Access::kAny, [](Call& c) { return ReadAs(c, "waste"); }},
+    {"/v1/whoami", "GET", Access::kAny, WhoAmI},
+    {"/v1/events", "GET", Access::kAny, Events},
+};
+
+// The rows whose template matches the path (one per method), in table order.
+std::vector<const Route*> MatchRoutes(const std::vector<std::string>& parts) {
+  static const std::vector<std::vector<std::string>> patterns = [] {
+    std::vector<std::vector<std::string>> out;
+    for (const Route& r : kRoutes) out.push_back(Split(r.path));
+    return out;
+  }();
+  std::vector<const Route*> out;
+  for (size_t k = 0; k < patterns.size(); ++k) {
+    const std::vector<std::string>& want = patterns[k];
+    if (want.size() != parts.size()) continue;
+    if (!out.empty() && std::string_view(out.front()->path) != kRoutes[k].path) continue;
+    bool ok = true;
+    for (size_t i = 0; i < want.size() && ok; ++i) {
+      if (want[i] == "{id}") {
+        ok = !parts[i].empty() && parts[i].size() <= 9 &&
+             parts[i].find_first_not_of("0123456789") == std::string::npos;
+      } else if (want[i] != "{name}") {
+        ok = want[i] == parts[i];
+      }
+    }
+    if (ok) out.push_back(&kRoutes[k]);
+  }
+  return out;
+}
+
+// Everything a request goes through before its handler, in order: the route and method, the
+// public routes, a standby's refusal, authentication, a node token's scope, the body, access.
+Answer Dispatch(const HttpRequest& req, const std::string& path,
+                const std::vector<const Route*>& routes, ControlPlane* control, const Clock* clock,
+                const std::function<std::string()>& api_metrics, Call::ReplyFn reply) {
+  if (routes.empty()) return NotFound("no such resource: " + Printable(path, 200));
+  const Route* route = nullptr;
+  std::string allow;
+  for (const Route* r : routes) {
+    allow += (allow.empty() ? "" : ", ") + std::string(r->method);
+    if (req.method == r->method) route = r;
+  }
+  if (!route) {
+    HttpResponse r = Error(Status(Code::kInvalidArgument,
+                                  Printable(req.method, 20) + " is not allowed on " +
+                                      routes.front()->path + " (allowed: " + allow + ")",
+                                  "method"));
+    r.status = 405;
+    r.allow = allow;
+    return r;
+  }
+  const std::string_view tmpl(route->path);
+  if (tmpl == "/" || tmpl == "/assets/{name}") {
+    return Asset(path == "/" ? "index.html" : path.substr(8));
+  }
+  const auto [leader, epoch] = control->Leader();
+  if (tmpl == "/healthz") {
+    json h = {{"status", "ok"},
+              {"role", control->leading() ? "leader" : "standby"},
+              {"applied_seq", control->applied_seq()}};
+    if (!leader.empty()) h["leader"] = leader;
+    if (epoch > 0) h["epoch"] = epoch;
+    return HttpResponse{200, "application/json", h.dump()};
+  }
+  if (tmpl == "/metrics") {
+    return HttpResponse{200, "text/plain; version=0.0.4", control->Metrics() + api_metrics()};
+  }
+  // A standby serves nothing but the public routes: its state trails the leader's. It names
+  // the leader, which clients given several servers turn to (docs/ha.md).
+  if (!control->leading()) {
+    const bool known = !leader.empty() && !control->stepped_down();
+    json e = {{"code", "unavailable"},
+              {"message", known ? "this server is a standby; the leader is " + leader
+                                : "this server is not the leader; another server leads or is "
+                                  "taking over"}};
+    if (known) e["leader"] = leader;
+    HttpResponse r{503, "application/json", json{{"error", e}}.dump()};
+    r.headers = {{"Retry-After", "1"}};
+    return r;
+  }
+  if (req.body.size() > Api::kMaxBodyBytes) return InvalidArgument("body", "is larger than 1 MiB");
+  if (req.authorization.rfind("Bearer ", 0) != 0) {
+    return Status(Code::kUnauthenticated, "missing bearer token");
+  }
+  std::optional<Caller> caller = control->Authenticate(req.authorization.substr(7));
+  if (!caller) return Status(Code::kUnauthenticated, "unknown token");
+  const std::vector<std::string> parts = Split(path);
+  // A node-scoped token (an agent's) registers and syncs its own node, and nothing else.
+  if (!caller->node.empty() && !(route->access == Access::kAgent && parts[2] == caller->node)) {
+    return Status(Code::kPermissionDenied,
+                  "a node token may only register and sync node " + caller->node);
+  }
+  Result<Body> body = Body::Parse(req.method == "POST" ? req.body : "");
+  if (!body.ok()) return body.status();
+  if ((route->access == Access::kAdmin && !caller->admin) ||
+      (route->access == Access::kAgent && caller->node.empty() && !caller->admin)) {
+    return Status(Code::kPermissionDenied, "this needs an admin token");
+  }
+  const size_t q = req.target.find('?');
+  Call call(control, clock, path,
+            q == std::string::npos ? std::map<std::string, std::string>()
+                                   : ParseQuery(req.target.substr(q + 1)),
+            *caller, std::move(*body), std::move(reply));
+  call.raw_body = req.body;
+  return route->handler(call);
+}
+
+}  // namespace
+
+void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {
+  // Every request gets an id, a duration in the metrics and one structured log line.
+  const int64_t id = next_request_id_.fetch_add(1) + 1;
+  const int64_t t0 = ticker_ ? ticker_->Nanos() : 0;
+  std::string path = req.target.substr(0, req.target.find('?'));
+  const std::vector<const Route*> routes = MatchRoutes(Split(path));
+  auto reply = [this, id, t0, method = req.method,
+                route_label = routes.empty() ? "unmatched" : routes.front()->path,
+                done = std::move(done)](HttpResponse r) {
+    int64_t ns = ticker_ ? ticker_->Nanos() - t0 : 0;
+    Observe(method, route_label, r.status, ns);
+    if (log_) log_(id, method, route_label, r.status, ns);
+    done(std::move(r));
+  };
+  Answer answer = Dispatch(
+      req, path, routes, control_, clock_, [this] { return ApiMetrics(); }, reply);
+  if (answer.now_) reply(std::move(*answer.now_));
 }
 
 void Api::Observe(const std::string& method, const std::string& route, int status, int64_t ns) {

@@ -1,5 +1,6 @@
 #include "server/control.h"
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -343,7 +344,11 @@ ControlPlane::~ControlPlane() {
   committer_.reset();
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (snapshot_waiting_) AbandonSnapshotLocked();
+    if (snapshot_waiting_) {
+      AbandonSnapshotLocked();
+    } else if (snapshot_child_ > 0) {
+      ::kill(snapshot_child_, SIGKILL);
+    }
   }
   if (snapshot_writer_.joinable()) snapshot_writer_.join();
 }
@@ -367,11 +372,6 @@ Status ControlPlane::Load(bool use_snapshot) {
     if (!pool)
       return InvalidArgument("nodes", "node " + n.name + ": unknown pool '" + n.pool + "'");
     RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
-  }
-  {
-    ArchiveWriter w;
-    sched_.SaveState(w);
-    config_state_ = std::move(w.out());
   }
   // The newest snapshot, when this server can load it; otherwise the whole log, which must then
   // reach back to its start (docs/ha.md, "Snapshots").
@@ -409,12 +409,71 @@ Status ControlPlane::Load(bool use_snapshot) {
   Status replayed =
       store_->ForEachAfter(applied_seq_, [&](const Command& c) { return ApplyLoggedLocked(c); });
   if (!replayed.ok() && !unusable.empty()) {
-    return Status(replayed.code(), replayed.message() + "; the newest snapshot could not be " +
-                                       "loaded either: " + unusable);
+    return Status(replayed.code(), replayed.message() + ", and the newest snapshot cannot be " +
+                                       "loaded: " + unusable);
   }
   RSV_RETURN_IF_ERROR(replayed);
   DrainEvents();
-  return Status::Ok();
+  return ConfigChangesLocked().status();  // a node the config changed fails the start here
+}
+
+namespace {
+json PoolConfigJson(const PoolConfig& p) {
+  return {{"name", p.name},
+          {"gpu_model", p.gpu_model},
+          {"reserve_micros", p.reserve_price.micros()},
+          {"min_increment_micros", p.min_increment.micros()},
+          {"max_notice_us", p.max_notice.micros()},
+          {"base_micros", p.reservation_base_price.micros()},
+          {"surge_bp", p.reservation_surge},
+          {"return_rate_bp", p.return_rate},
+          {"operator_share_bp", p.operator_share},
+          {"holdback_gpus", p.holdback_gpus}};
+}
+PoolConfig PoolConfigOf(const json& j) {
+  PoolConfig p;
+  p.name = j.at("name").get<std::string>();
+  p.gpu_model = j.at("gpu_model").get<std::string>();
+  p.reserve_price = Money::Micros(j.at("reserve_micros").get<int64_t>());
+  p.min_increment = Money::Micros(j.at("min_increment_micros").get<int64_t>());
+  p.max_notice = Duration::Micros(j.at("max_notice_us").get<int64_t>());
+  p.reservation_base_price = Money::Micros(j.at("base_micros").get<int64_t>());
+  p.reservation_surge = j.at("surge_bp").get<int64_t>();
+  p.return_rate = j.at("return_rate_bp").get<int64_t>();
+  p.operator_share = j.at("operator_share_bp").get<int64_t>();
+  p.holdback_gpus = j.at("holdback_gpus").get<int32_t>();
+  return p;
+}
+}  // namespace
+
+Result<json> ControlPlane::ConfigChangesLocked() const {
+  const ClusterState& st = sched_.state();
+  json pools = json::array(), nodes = json::array();
+  for (const PoolConfig& p : config_.pools) {
+    auto id = st.FindPool(p.name);
+    if (!id || !(st.pool(*id).config == p)) pools.push_back(PoolConfigJson(p));
+  }
+  for (const auto& n : config_.nodes) {
+    auto id = st.FindNode(n.name);
+    if (!id) {
+      nodes.push_back(
+          {{"name", n.name}, {"pool", n.pool}, {"gpus", n.gpus}, {"topology", n.topology}});
+      continue;
+    }
+    const Node& have = st.node(*id);
+    if (st.pool(have.pool).config.name != n.pool || have.gpus != n.gpus ||
+        have.topology != n.topology) {
+      return InvalidArgument(
+          "nodes", "node " + n.name + " is declared in pool " + n.pool + " with " +
+                       std::to_string(n.gpus) + " GPUs and topology '" + n.topology +
+                       "', but it exists in pool " + st.pool(have.pool).config.name + " with " +
+                       std::to_string(have.gpus) + " GPUs and topology '" + have.topology +
+                       "': a node cannot change; declare it "
+                       "as it is, or under a new name");
+    }
+  }
+  if (pools.empty() && nodes.empty()) return json();
+  return json{{"pools", pools}, {"nodes", nodes}};
 }
 
 Status ControlPlane::ApplyLoggedLocked(const Command& c) {
@@ -423,7 +482,7 @@ Status ControlPlane::ApplyLoggedLocked(const Command& c) {
   if (c.seq != applied_seq_ + 1) {
     return Internal("the log continues at seq " + std::to_string(c.seq) + " but this server " +
                     "has applied up to seq " + std::to_string(applied_seq_) +
-                    ": the commands between were compacted into a snapshot; a start loads it");
+                    ": the commands between were compacted into a snapshot");
   }
   ++since_snapshot_;
   Result<Reply> r = Internal("not applied");
@@ -468,6 +527,17 @@ Status ControlPlane::Lead() {
   last_snapshot_ = now;
   committer_ = std::make_unique<GroupCommitter>(store_.get());
   leading_ = true;
+  // Pools and nodes the config changed since the state was written take effect from here,
+  // logged, so that every server applies them at this point of the log.
+  RSV_ASSIGN_OR_RETURN(json changes, ConfigChangesLocked());
+  if (!changes.is_null()) {
+    std::vector<Command> log;
+    Result<Reply> r = ApplyInternal("config", changes.dump(), &log);
+    if (!r.ok()) return r.status();
+    QueueLocked(&log, [](Status) {});
+    std::fprintf(stderr, "reservoir server: the config changes %zu pools and %zu nodes: logged\n",
+                 changes["pools"].size(), changes["nodes"].size());
+  }
   return Status::Ok();
 }
 
@@ -487,7 +557,13 @@ void ControlPlane::Quiesce() {
   std::thread writer;  // a snapshot being written is finished; one never durable is dropped
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (snapshot_waiting_) AbandonSnapshotLocked();
+    // A snapshot in progress is given up: a clean stop hands the lease over now, not after
+    // seconds of writing (the next leader takes its own).
+    if (snapshot_waiting_) {
+      AbandonSnapshotLocked();
+    } else if (snapshot_child_ > 0) {
+      ::kill(snapshot_child_, SIGKILL);  // the writer reads the pipe's end and commits nothing
+    }
     writer = std::move(snapshot_writer_);
     snapshot_cv_.notify_all();
   }
@@ -555,12 +631,10 @@ void ControlPlane::PersistLocked(Command c, std::function<void(Status)> then) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++durable_;
-      if (snapshot_waiting_ && snapshot_count_ == durable_) {
-        if (s.ok()) {
-          WriteSnapshotLocked(seq);  // every command the snapshot holds is durable now
-        } else {
-          AbandonSnapshotLocked();
-        }
+      if (snapshot_waiting_ && !s.ok()) {
+        AbandonSnapshotLocked();  // it holds, or may hold, a command the log lacks
+      } else if (snapshot_waiting_ && snapshot_count_ == durable_) {
+        WriteSnapshotLocked(seq);  // every command the snapshot holds is durable now
       }
       while (!after_durable_.empty() && after_durable_.front().first <= durable_) {
         ready.push_back(std::move(after_durable_.front().second));
@@ -748,6 +822,26 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
   const Timestamp now = c.at;
   if (c.kind == "cycle") {
     sched_.RunCycle(now);
+    return Reply{200, "{}"};
+  }
+  if (c.kind == "config") {  // the config's pools and nodes changed (ConfigChangesLocked)
+    for (const json& p : b.at("pools")) {
+      PoolConfig pc = PoolConfigOf(p);
+      if (auto id = st.FindPool(pc.name)) {
+        RSV_RETURN_IF_ERROR(sched_.SetPoolConfig(*id, std::move(pc)));
+      } else {
+        RSV_RETURN_IF_ERROR(sched_.AddPool(std::move(pc)).status());
+      }
+    }
+    for (const json& n : b.at("nodes")) {
+      RSV_ASSIGN_OR_RETURN(PoolId pool, pool_of(n.at("pool").get<std::string>()));
+      const std::string name = n.at("name").get<std::string>();
+      if (st.FindNode(name)) continue;
+      RSV_RETURN_IF_ERROR(
+          sched_
+              .AddNode(name, pool, n.at("gpus").get<int32_t>(), n.at("topology").get<std::string>())
+              .status());
+    }
     return Reply{200, "{}"};
   }
   if (c.kind == "tenant") {

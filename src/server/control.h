@@ -181,8 +181,7 @@ class ControlPlane {
   // Snapshots: the header and every field of the state below, in one list for both directions.
   template <class Ar>
   Status StateIoLocked(Ar& ar);
-  // Why `data` cannot be loaded here (empty: it can): another format, or another config's
-  // pools and nodes.
+  // Why `data` cannot be loaded here (empty: it can): not a snapshot, or another format.
   std::string SnapshotUnusable(const std::string& data) const;
   // A snapshot is due (Tick): a child process forked now writes the state as of now (its
   // copy-on-write image) to a pipe; the writer thread stores what it reads once every command
@@ -192,7 +191,12 @@ class ControlPlane {
   // A snapshot that will never be durable (this server stepped down, or stops): its child is
   // ended.
   void AbandonSnapshotLocked();
-  std::string config_state_;  // the state the config alone builds (snapshots must match it)
+  // The config's pools and nodes the state lacks or holds otherwise, as a "config" command's
+  // body (null when they agree). Pools and nodes declared in the config are part of the state
+  // (snapshots carry them): a change is logged by the leader when it takes over, so every
+  // server applies it at the same point of the log. A node the config declares with another
+  // pool, size or topology than the state's is an error.
+  Result<nlohmann::json> ConfigChangesLocked() const;
   int64_t loaded_snapshot_ = 0;
   int64_t since_snapshot_ = 0;  // commands applied since the last snapshot (or the start)
   Timestamp last_snapshot_;     // when the last was taken, or this server began leading

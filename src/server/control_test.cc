@@ -445,30 +445,68 @@ TEST(ControlSnapshot, ALiveSnapshotRestartsToTheLeadersStateAndCompactsTheLog) {
   a->Quiesce();
 }
 
-// A snapshot taken under other pools or nodes is not loaded: the whole log is replayed while
-// it reaches back to its start, and a start fails, saying why, once it does not.
-TEST(ControlSnapshot, ASnapshotOfAnotherConfigIsNotLoaded) {
+// Pools and nodes the config changes after a snapshot take effect from the start that sees them:
+// the snapshot is loaded, and the leader logs the change, so that every later start from the
+// snapshot applies it at the same point. A node the config changes is refused.
+TEST(ControlSnapshot, ConfigChangesAfterASnapshotAreLoggedWhenTheLeaderStarts) {
   SnapshotFixture f;
-  auto a = f.Open();
-  ASSERT_TRUE(a->Start().ok());
-  Workload(*a, f.clock, 3, 60);
-  a->SnapshotSoon();
-  a->Tick();
-  ASSERT_TRUE(a->WaitForSnapshot().ok());
-  ASSERT_TRUE(Write(*a, "tenant", {{"name", "x"}}).ok());
-  const std::map<std::string, std::string> leader = Reads(*a);
-  a->Quiesce();
-  a.reset();
-  ServerConfig other = f.cfg;
-  other.nodes.push_back({"extra", "gpu", "z/r3", 8});
-  auto store = OpenSqliteStore(f.db);
-  ASSERT_TRUE(store.ok());
-  ControlPlane b(other, std::move(*store), &f.clock);
-  ASSERT_TRUE(b.Load().ok());
-  EXPECT_EQ(b.loaded_snapshot(), 0);  // replayed in full, with the extra node
+  {
+    auto a = f.Open();
+    ASSERT_TRUE(a->Start().ok());
+    Workload(*a, f.clock, 3, 60);
+    a->SnapshotSoon();
+    a->Tick();
+    ASSERT_TRUE(a->WaitForSnapshot().ok());
+    ASSERT_TRUE(Write(*a, "tenant", {{"name", "x"}}).ok());
+    a->Quiesce();
+  }
+  ServerConfig changed = f.cfg;
+  changed.nodes.push_back({"extra", "gpu", "z/r3", 8});
+  changed.pools[0].reserve_price = Money::Units(3);
+  auto open = [&](const ServerConfig& cfg) {
+    auto store = OpenSqliteStore(f.db);
+    EXPECT_TRUE(store.ok());
+    return std::make_unique<ControlPlane>(cfg, std::move(*store), &f.clock);
+  };
   Caller admin;
   admin.admin = true;
-  EXPECT_NE(b.Read("nodes", admin, {})->find("extra"), std::string::npos);
+  int64_t seq = 0;
+  std::map<std::string, std::string> after;
+  {
+    auto b = open(changed);
+    ASSERT_TRUE(b->Start().ok());
+    EXPECT_GT(b->loaded_snapshot(), 0);
+    EXPECT_NE(b->Read("nodes", admin, {})->find("\"extra\""), std::string::npos);
+    EXPECT_NE(b->Read("pools", admin, {})->find("\"3.000000\""), std::string::npos)
+        << *b->Read("pools", admin, {});
+    ASSERT_TRUE(Write(*b, "tenant", {{"name", "y"}}).ok());  // the config command is durable
+    after = Reads(*b);
+    seq = b->applied_seq();
+    b->Quiesce();
+  }
+  std::string last_kinds;
+  auto store = OpenSqliteStore(f.db);
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)
+                  ->ForEachAfter(seq - 2,
+                                 [&](const Command& c) {
+                                   last_kinds += c.kind + " ";
+                                   return Status::Ok();
+                                 })
+                  .ok());
+  EXPECT_EQ(last_kinds, "config tenant ");
+  {
+    auto again = open(changed);  // the same config again: nothing more to log
+    ASSERT_TRUE(again->Start().ok());
+    EXPECT_EQ(again->applied_seq(), seq);
+    EXPECT_EQ(Reads(*again), after);
+    again->Quiesce();
+  }
+  ServerConfig bad = changed;
+  bad.nodes.back().gpus = 4;
+  Status refused = open(bad)->Load();
+  EXPECT_EQ(refused.field(), "nodes");
+  EXPECT_NE(refused.message().find("extra"), std::string::npos) << refused.ToString();
   EXPECT_EQ(ParseServerConfig(R"({"snapshot_every": -1})").status().field(), "snapshot_every");
   EXPECT_EQ(ParseServerConfig(R"({"snapshot_interval": "5s"})").status().field(),
             "snapshot_interval");

@@ -75,11 +75,8 @@ Status ControlPlane::StateIoLocked(Ar& ar) {
   ar.Raw(magic, sizeof magic);
   uint32_t format = kFormat;
   Io(ar, format);
-  std::string config = config_state_;
-  Io(ar, config);
   if constexpr (Ar::kReading) {
-    if (std::memcmp(magic, kMagic, sizeof magic) != 0 || format != kFormat ||
-        config != config_state_) {
+    if (std::memcmp(magic, kMagic, sizeof magic) != 0 || format != kFormat) {
       return Internal("the snapshot's header does not match this server");
     }
     RSV_RETURN_IF_ERROR(sched_.LoadState(ar));
@@ -99,7 +96,7 @@ Status ControlPlane::StateIoLocked(Ar& ar) {
     Io(ar, a.registered_inventory);
     Io(ar, a.health);
     Io(ar, a.address);
-    a.inventory = a.registered_inventory;
+    if constexpr (Ar::kReading) a.inventory = a.registered_inventory;
   });
   Io(ar, checkpoint_markers_);
   Io(ar, unfinished_);
@@ -121,15 +118,10 @@ std::string ControlPlane::SnapshotUnusable(const std::string& data) const {
   r.Raw(magic, sizeof magic);
   uint32_t format = 0;
   Io(r, format);
-  std::string config;
-  Io(r, config);
   if (r.failed() || std::memcmp(magic, kMagic, sizeof magic) != 0) return "it is not a snapshot";
   if (format != kFormat) {
     return "it is of format " + std::to_string(format) + ", this server reads format " +
            std::to_string(kFormat);
-  }
-  if (config != config_state_) {
-    return "it was taken under a config with other pools or nodes than this server's";
   }
   return "";
 }
@@ -161,7 +153,8 @@ void ControlPlane::MaybeSnapshotLocked(Timestamp now) {
   if (!due) return;
   snapshot_soon_ = false;
   snapshot_cv_.notify_all();
-  if (applied_seq_ == 0 && queued_ == 0) return;  // an empty log: nothing to snapshot
+  // Nothing since the last snapshot (or an empty log): nothing to take.
+  if (durable_ >= queued_ && applied_seq_ <= snapshot_seq_) return;
   since_snapshot_ = 0;
   last_snapshot_ = now;
   int fds[2];
@@ -241,6 +234,7 @@ void ControlPlane::WriteSnapshotLocked(int64_t seq) {
     if (s.ok() && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
       s = Internal("the process writing it failed (status " + std::to_string(status) + ")");
     }
+    if (s.ok() && stepped_down_) s = Status(Code::kUnavailable, "this server stepped down");
     Result<int64_t> compacted = s.ok() ? store_->CommitSnapshot(seq, parts) : Result<int64_t>(s);
     const double write_ms = static_cast<double>(ticker_.Nanos() - t0) / 1e6;
     if (compacted.ok()) {

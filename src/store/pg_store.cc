@@ -65,12 +65,14 @@ class PostgresStore final : public Store {
         "CREATE TABLE IF NOT EXISTS snapshots ("
         "  seq BIGINT PRIMARY KEY,"
         "  parts INT NOT NULL,"
+        "  epoch BIGINT NOT NULL,"
         "  taken TIMESTAMPTZ NOT NULL);"
         "CREATE TABLE IF NOT EXISTS snapshot_parts ("
         "  seq BIGINT NOT NULL,"
+        "  epoch BIGINT NOT NULL,"
         "  part INT NOT NULL,"
         "  data BYTEA NOT NULL,"
-        "  PRIMARY KEY (seq, part));"
+        "  PRIMARY KEY (seq, epoch, part));"
         "COMMIT;",
         "creating the schema");
   }
@@ -247,17 +249,23 @@ class PostgresStore final : public Store {
   Status SaveSnapshotPart(int64_t seq, int32_t part, std::string_view data) override {
     std::lock_guard<std::mutex> lock(mu_);
     RSV_RETURN_IF_ERROR(ConnectLocked());
-    const std::string s = std::to_string(seq), p = std::to_string(part);
-    const char* values[] = {s.c_str(), p.c_str(), data.data()};
-    const int lengths[] = {0, 0, static_cast<int>(data.size())};
-    const int formats[] = {0, 0, 1};  // the data is sent as binary
-    PgResult r(
-        PQexecParams(conn_,
-                     "INSERT INTO snapshot_parts VALUES ($1, $2, $3) ON CONFLICT (seq, part) "
-                     "DO UPDATE SET data = EXCLUDED.data",
-                     3, nullptr, values, lengths, formats, 0));
+    const std::string s = std::to_string(seq), e = std::to_string(fence_), p = std::to_string(part);
+    const char* values[] = {s.c_str(), e.c_str(), p.c_str(), data.data()};
+    const int lengths[] = {0, 0, 0, static_cast<int>(data.size())};
+    const int formats[] = {0, 0, 0, 1};  // the data is sent as binary
+    // Keyed by the writer's epoch too, so two leaders' parts never mix; a committed snapshot's
+    // parts are never written again.
+    PgResult r(PQexecParams(conn_,
+                            "INSERT INTO snapshot_parts SELECT $1::bigint, $2::bigint, $3::int, "
+                            "$4::bytea WHERE NOT EXISTS "
+                            "(SELECT 1 FROM snapshots WHERE seq = $1) ON CONFLICT (seq, epoch, "
+                            "part) DO UPDATE SET data = EXCLUDED.data",
+                            4, nullptr, values, lengths, formats, 0));
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
       return Error("writing a snapshot part", r.get());
+    }
+    if (std::string(PQcmdTuples(r.get())) == "0") {
+      return AlreadyExists("a snapshot of seq " + s + " is stored already");
     }
     return Status::Ok();
   }
@@ -267,25 +275,68 @@ class PostgresStore final : public Store {
     if (!prev.ok()) return prev;
     // Then the old log and parts go in short transactions, so appends wait behind none for
     // long. What a crash leaves undeleted goes at the next compaction.
-    const std::string s = std::to_string(seq), p = std::to_string(*prev);
-    for (const auto& [q, arg] :
-         {std::pair{"DELETE FROM commands WHERE seq IN (SELECT seq FROM commands WHERE seq <= $1 "
-                    "ORDER BY seq LIMIT 10000)",
-                    p.c_str()},
-          std::pair{"DELETE FROM snapshot_parts WHERE (seq, part) IN (SELECT seq, part FROM "
-                    "snapshot_parts WHERE seq NOT IN (SELECT seq FROM snapshots) AND seq <> $1 "
-                    "LIMIT 4)",
-                    s.c_str()}}) {
+    const std::string p = std::to_string(*prev);
+    const char* through[] = {p.c_str()};
+    auto batches = [&](const char* q, int params) -> Status {
       while (true) {
         std::lock_guard<std::mutex> lock(mu_);
         RSV_RETURN_IF_ERROR(ConnectLocked());
-        const char* values[] = {arg};
-        PgResult r(PQexecParams(conn_, q, 1, nullptr, values, nullptr, nullptr, 0));
+        PgResult r(PQexecParams(conn_, q, params, nullptr, through, nullptr, nullptr, 0));
         if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) return Error("compacting", r.get());
-        if (std::string(PQcmdTuples(r.get())) == "0") break;
+        if (std::string(PQcmdTuples(r.get())) == "0") return Status::Ok();
       }
-    }
+    };
+    RSV_RETURN_IF_ERROR(
+        batches("DELETE FROM commands WHERE seq IN (SELECT seq FROM commands "
+                "WHERE seq <= $1 ORDER BY seq LIMIT 10000)",
+                1));
+    RSV_RETURN_IF_ERROR(batches(
+        "DELETE FROM snapshot_parts WHERE (seq, epoch, part) IN (SELECT p.seq, p.epoch, p.part "
+        "FROM snapshot_parts p WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.seq = p.seq "
+        "AND s.epoch = p.epoch) LIMIT 4)",
+        0));
     return prev;
+  }
+
+  Result<int64_t> LatestSnapshot(std::string* data) const override {
+    data->clear();
+    std::lock_guard<std::mutex> lock(mu_);
+    RSV_RETURN_IF_ERROR(ConnectLocked());
+    // One repeatable-read transaction: a compaction committed meanwhile cannot remove parts
+    // under us.
+    RSV_RETURN_IF_ERROR(Exec("BEGIN ISOLATION LEVEL REPEATABLE READ", "begin"));
+    auto end = [&](Result<int64_t> r) {
+      PgResult(PQexec(conn_, "COMMIT"));
+      return r;
+    };
+    PgResult head(
+        PQexec(conn_, "SELECT seq, parts, epoch FROM snapshots ORDER BY seq DESC LIMIT 1"));
+    if (PQresultStatus(head.get()) != PGRES_TUPLES_OK) {
+      return end(Error("reading the snapshots", head.get()));
+    }
+    if (PQntuples(head.get()) == 0) return end(int64_t{0});
+    const std::string seq = PQgetvalue(head.get(), 0, 0);
+    const int64_t parts = std::atoll(PQgetvalue(head.get(), 0, 1));
+    const std::string epoch = PQgetvalue(head.get(), 0, 2);
+    for (int64_t part = 0; part < parts; ++part) {  // one part at a time: bounded memory
+      const std::string p = std::to_string(part);
+      const char* values[] = {seq.c_str(), epoch.c_str(), p.c_str()};
+      PgResult r(PQexecParams(conn_,
+                              "SELECT data FROM snapshot_parts WHERE seq = $1 AND epoch = $2 "
+                              "AND part = $3",
+                              3, nullptr, values, nullptr, nullptr, /*binary=*/1));
+      if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
+        return end(Error("reading a snapshot part", r.get()));
+      }
+      if (PQntuples(r.get()) != 1) {
+        return end(Internal("snapshot " + seq +
+                            ": parts are missing from the store (delete it, DELETE FROM "
+                            "snapshots WHERE seq = " +
+                            seq + ", to start from the snapshot before it)"));
+      }
+      data->append(PQgetvalue(r.get(), 0, 0), static_cast<size_t>(PQgetlength(r.get(), 0, 0)));
+    }
+    return end(static_cast<int64_t>(std::atoll(seq.c_str())));
   }
 
  private:
@@ -298,14 +349,14 @@ class PostgresStore final : public Store {
       return s;
     };
     RSV_RETURN_IF_ERROR(Exec("BEGIN", "begin"));
-    const std::string s = std::to_string(seq);
-    const char* one[] = {s.c_str()};
+    const std::string s = std::to_string(seq), e = std::to_string(fence_);
+    const char* two[] = {s.c_str(), e.c_str()};
     PgResult r(PQexecParams(conn_,
-                            "SELECT epoch, (SELECT COUNT(*) FROM snapshot_parts WHERE seq = $1), "
-                            "(SELECT COALESCE(MAX(seq), 0) FROM commands), "
+                            "SELECT epoch, (SELECT COUNT(*) FROM snapshot_parts WHERE seq = $1 "
+                            "AND epoch = $2), (SELECT COALESCE(MAX(seq), 0) FROM commands), "
                             "(SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE seq < $1) "
                             "FROM lease WHERE id = 1 FOR SHARE",
-                            1, nullptr, one, nullptr, nullptr, 0));
+                            2, nullptr, two, nullptr, nullptr, 0));
     if (PQresultStatus(r.get()) != PGRES_TUPLES_OK || PQntuples(r.get()) != 1) {
       return fail(Error("reading the lease", r.get()));
     }
@@ -320,51 +371,16 @@ class PostgresStore final : public Store {
                            std::to_string(last)));
     }
     const std::string n = std::to_string(parts), p = std::to_string(prev);
-    const char* three[] = {s.c_str(), n.c_str(), p.c_str()};
+    const char* four[] = {s.c_str(), n.c_str(), p.c_str(), e.c_str()};
     PgResult done(PQexecParams(conn_,
-                               "WITH ins AS (INSERT INTO snapshots VALUES ($1, $2, now())) "
+                               "WITH ins AS (INSERT INTO snapshots VALUES ($1, $2, $4, now())) "
                                "DELETE FROM snapshots WHERE seq < $3",
-                               3, nullptr, three, nullptr, nullptr, 0));
+                               4, nullptr, four, nullptr, nullptr, 0));
     if (PQresultStatus(done.get()) != PGRES_COMMAND_OK) {
       return fail(Error("committing a snapshot", done.get()));
     }
     RSV_RETURN_IF_ERROR(Exec("COMMIT", "committing a snapshot"));
     return prev;
-  }
-
- public:
-  Result<int64_t> LatestSnapshot(std::string* data) const override {
-    data->clear();
-    std::lock_guard<std::mutex> lock(mu_);
-    RSV_RETURN_IF_ERROR(ConnectLocked());
-    // One repeatable-read transaction: a compaction committed meanwhile cannot remove parts
-    // under us.
-    RSV_RETURN_IF_ERROR(Exec("BEGIN ISOLATION LEVEL REPEATABLE READ", "begin"));
-    auto end = [&](Result<int64_t> r) {
-      PgResult(PQexec(conn_, "COMMIT"));
-      return r;
-    };
-    PgResult head(PQexec(conn_, "SELECT seq, parts FROM snapshots ORDER BY seq DESC LIMIT 1"));
-    if (PQresultStatus(head.get()) != PGRES_TUPLES_OK) {
-      return end(Error("reading the snapshots", head.get()));
-    }
-    if (PQntuples(head.get()) == 0) return end(int64_t{0});
-    const std::string seq = PQgetvalue(head.get(), 0, 0);
-    const int64_t parts = std::atoll(PQgetvalue(head.get(), 0, 1));
-    for (int64_t part = 0; part < parts; ++part) {  // one part at a time: bounded memory
-      const std::string p = std::to_string(part);
-      const char* values[] = {seq.c_str(), p.c_str()};
-      PgResult r(PQexecParams(conn_, "SELECT data FROM snapshot_parts WHERE seq = $1 AND part = $2",
-                              2, nullptr, values, nullptr, nullptr, /*binary=*/1));
-      if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) {
-        return end(Error("reading a snapshot part", r.get()));
-      }
-      if (PQntuples(r.get()) != 1) {
-        return end(Internal("snapshot " + seq + ": parts missing from the store"));
-      }
-      data->append(PQgetvalue(r.get(), 0, 0), static_cast<size_t>(PQgetlength(r.get(), 0, 0)));
-    }
-    return end(static_cast<int64_t>(std::atoll(seq.c_str())));
   }
 
  private:

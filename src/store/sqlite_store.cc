@@ -42,12 +42,14 @@ class SqliteStore final : public Store {
         "CREATE TABLE IF NOT EXISTS snapshots ("
         "  seq INTEGER PRIMARY KEY,"
         "  parts INTEGER NOT NULL,"
+        "  epoch INTEGER NOT NULL,"
         "  taken_us INTEGER NOT NULL);"
         "CREATE TABLE IF NOT EXISTS snapshot_parts ("
         "  seq INTEGER NOT NULL,"
+        "  epoch INTEGER NOT NULL,"
         "  part INTEGER NOT NULL,"
         "  data BLOB NOT NULL,"
-        "  PRIMARY KEY (seq, part));";
+        "  PRIMARY KEY (seq, epoch, part));";
     char* err = nullptr;
     if (sqlite3_exec(db_, schema, nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown";
@@ -192,16 +194,24 @@ class SqliteStore final : public Store {
   Status SaveSnapshotPart(int64_t seq, int32_t part, std::string_view data) override {
     std::lock_guard<std::mutex> lock(mu_);
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO snapshot_parts VALUES(?,?,?)", -1, &st,
-                           nullptr) != SQLITE_OK) {
+    // Keyed by the writer's epoch too, so two leaders' parts never mix; a committed snapshot's
+    // parts are never written again.
+    if (sqlite3_prepare_v2(db_,
+                           "INSERT OR REPLACE INTO snapshot_parts SELECT ?1, ?2, ?3, ?4 "
+                           "WHERE NOT EXISTS (SELECT 1 FROM snapshots WHERE seq = ?1)",
+                           -1, &st, nullptr) != SQLITE_OK) {
       return SqliteError(db_, "preparing a snapshot write");
     }
     sqlite3_bind_int64(st, 1, seq);
-    sqlite3_bind_int64(st, 2, part);
-    sqlite3_bind_blob64(st, 3, data.data(), data.size(), SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, fence_);
+    sqlite3_bind_int64(st, 3, part);
+    sqlite3_bind_blob64(st, 4, data.data(), data.size(), SQLITE_STATIC);
     const int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE) return SqliteError(db_, "writing a snapshot part");
+    if (sqlite3_changes(db_) == 0) {
+      return AlreadyExists("a snapshot of seq " + std::to_string(seq) + " is stored already");
+    }
     // Copies the part into the database file now: otherwise the WAL grows by the whole snapshot
     // and the append whose commit crosses the checkpoint threshold copies it all, waiting.
     sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
@@ -226,9 +236,11 @@ class SqliteStore final : public Store {
          {std::pair{"DELETE FROM commands WHERE seq IN (SELECT seq FROM commands WHERE seq <= ?1 "
                     "ORDER BY seq LIMIT 10000)",
                     *prev},
-          std::pair{"DELETE FROM snapshot_parts WHERE rowid IN (SELECT rowid FROM snapshot_parts "
-                    "WHERE seq NOT IN (SELECT seq FROM snapshots) AND seq <> ?1 LIMIT 4)",
-                    seq}}) {
+          std::pair{
+              "DELETE FROM snapshot_parts WHERE rowid IN (SELECT p.rowid FROM snapshot_parts p "
+              "WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.seq = p.seq AND "
+              "s.epoch = p.epoch) LIMIT 4)",
+              seq}}) {
       Result<int64_t> n = int64_t{1};
       while (n.ok() && *n > 0) n = batch(q, arg);
       if (!n.ok()) return n.status();
@@ -252,7 +264,8 @@ class SqliteStore final : public Store {
       if (!epoch.ok()) return fail(epoch.status());
       if (*epoch != fence_) return fail(DeposedError(fence_, *epoch));
     }
-    Result<int64_t> stored = Int("SELECT COUNT(*) FROM snapshot_parts WHERE seq = ?", {seq});
+    Result<int64_t> stored =
+        Int("SELECT COUNT(*) FROM snapshot_parts WHERE seq = ?1 AND epoch = ?2", {seq, fence_});
     Result<int64_t> last = Int("SELECT COALESCE(MAX(seq), 0) FROM commands");
     Result<int64_t> prev = Int("SELECT COALESCE(MAX(seq), 0) FROM snapshots WHERE seq < ?", {seq});
     for (const auto* r : {&stored, &last, &prev}) {
@@ -264,9 +277,9 @@ class SqliteStore final : public Store {
                            std::to_string(*last)));
     }
     const std::string now = std::string("(") + kNowUs + ")";
-    for (const std::string& q : {"INSERT INTO snapshots VALUES(?1, ?2, " + now + ")",
+    for (const std::string& q : {"INSERT INTO snapshots VALUES(?1, ?2, ?4, " + now + ")",
                                  std::string("DELETE FROM snapshots WHERE seq < ?3")}) {
-      Result<int64_t> r = Int(q.c_str(), {seq, parts, *prev});
+      Result<int64_t> r = Int(q.c_str(), {seq, parts, *prev, fence_});
       if (!r.ok()) return fail(r.status());
     }
     if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
@@ -290,13 +303,18 @@ class SqliteStore final : public Store {
     Result<int64_t> seq = Int("SELECT COALESCE(MAX(seq), 0) FROM snapshots");
     if (!seq.ok() || *seq == 0) return end(seq);
     Result<int64_t> parts = Int("SELECT parts FROM snapshots WHERE seq = ?", {*seq});
+    Result<int64_t> epoch = Int("SELECT epoch FROM snapshots WHERE seq = ?", {*seq});
     if (!parts.ok()) return end(parts.status());
+    if (!epoch.ok()) return end(epoch.status());
     sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db_, "SELECT part, data FROM snapshot_parts WHERE seq = ? ORDER BY part",
+    if (sqlite3_prepare_v2(db_,
+                           "SELECT part, data FROM snapshot_parts WHERE seq = ? AND epoch = ? "
+                           "ORDER BY part",
                            -1, &st, nullptr) != SQLITE_OK) {
       return end(SqliteError(db_, "preparing a snapshot read"));
     }
     sqlite3_bind_int64(st, 1, *seq);
+    sqlite3_bind_int64(st, 2, *epoch);
     int64_t next = 0;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW && sqlite3_column_int64(st, 0) == next) {
@@ -306,7 +324,10 @@ class SqliteStore final : public Store {
     }
     sqlite3_finalize(st);
     if (rc != SQLITE_DONE || next != *parts) {
-      return end(Internal("snapshot " + std::to_string(*seq) + ": parts missing from the store"));
+      return end(Internal("snapshot " + std::to_string(*seq) +
+                          ": parts are missing from the store (delete it, DELETE FROM snapshots "
+                          "WHERE seq = " +
+                          std::to_string(*seq) + ", to start from the snapshot before it)"));
     }
     return end(seq);
   }

@@ -55,7 +55,10 @@ void GroupCommitter::Run() {
     std::vector<Command> commands;
     commands.reserve(batch.size());
     for (Pending& p : batch) commands.push_back(std::move(p.command));
-    Status s = store_->Append(commands);
+    // After a failed append nothing more is written: the log must never hold a command applied
+    // after one it lacks (replay would apply it to a state it was not decided on).
+    Status s = failed_.ok() ? store_->Append(commands) : failed_;
+    if (!s.ok() && failed_.ok()) failed_ = s;
     ++batches_;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (batch[i].done) batch[i].done(s, commands[i].seq);

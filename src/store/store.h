@@ -70,14 +70,17 @@ class Store {
   virtual void WaitForAppend(Duration timeout) = 0;
 
   // --- Snapshots (docs/ha.md, "Snapshots") ---
-  // Stores part `part` of the snapshot of the state after command `seq`. Each part is its own
-  // transaction, so appends go on between parts; nothing reads them before CommitSnapshot.
+  // Stores part `part` of the snapshot of the state after command `seq`, keyed by this store's
+  // lease epoch too (two leaders' parts never mix). Each part is its own transaction, so appends
+  // go on between parts; nothing reads them before CommitSnapshot. AlreadyExists when a
+  // snapshot of `seq` is committed: it is never written again.
   virtual Status SaveSnapshotPart(int64_t seq, int32_t part, std::string_view data) = 0;
-  // Makes the snapshot of `seq` (parts 0 .. parts-1) the newest and compacts, in one transaction
-  // fenced like Append: the commands up to the previous newest snapshot's seq, the snapshots
-  // older than it and every part of a snapshot never committed are deleted. The log so always
-  // reaches back to the older of the two snapshots kept, and a standby behind the newest one
-  // still follows. Returns the seq the log was compacted through (0: nothing was deleted).
+  // Makes the snapshot of `seq` (this epoch's parts 0 .. parts-1) the newest, in one transaction
+  // fenced like Append, dropping the snapshots older than the previous newest. Then compacts in
+  // short transactions: the commands up to the previous newest snapshot's seq and the parts no
+  // snapshot uses are deleted. The log so always reaches back to the older of the two snapshots
+  // kept, and a standby behind the newest one still follows. Returns the seq the log was
+  // compacted through (0: nothing was deleted).
   virtual Result<int64_t> CommitSnapshot(int64_t seq, int32_t parts) = 0;
   // The newest committed snapshot into `data`; returns its seq (0: there is none).
   virtual Result<int64_t> LatestSnapshot(std::string* data) const = 0;
@@ -105,6 +108,7 @@ bool IsPostgresUrl(const std::string& db);
 
 // Batches appends from many threads into one transaction (one fsync for many requests). Submit
 // returns at once; `done` runs on the committer thread after the batch is durable (or failed).
+// Once an append failed, every later command fails with the same error, unwritten.
 class GroupCommitter {
  public:
   explicit GroupCommitter(Store* store);
@@ -123,6 +127,7 @@ class GroupCommitter {
   std::deque<Pending> queue_;
   bool stopping_ = false;
   int64_t batches_ = 0;
+  Status failed_;  // the first failed append's error (committer thread only)
   std::thread thread_;
 };
 

@@ -265,7 +265,11 @@ TYPED_TEST(StoreContract, SnapshotsAreReadBackWholeAndCompactTheLog) {
   EXPECT_EQ(*compacted, 0);
   ASSERT_EQ(*s.LatestSnapshot(&data), 4);
   EXPECT_TRUE(data == first);
-  EXPECT_EQ(All(s).size(), 10u);  // the first snapshot compacts nothing
+  EXPECT_EQ(All(s).size(), 10u);                         // the first snapshot compacts nothing
+  Status again = s.SaveSnapshotPart(4, 0, "overwrite");  // a committed snapshot stays as it is
+  EXPECT_EQ(again.code(), Code::kAlreadyExists) << again.ToString();
+  ASSERT_EQ(*s.LatestSnapshot(&data), 4);
+  EXPECT_TRUE(data == first);
 
   ASSERT_TRUE(s.SaveSnapshotPart(6, 0, "abandoned").ok());  // never committed
   ASSERT_TRUE(s.SaveSnapshotPart(8, 0, "second").ok());
@@ -288,9 +292,13 @@ TYPED_TEST(StoreContract, SnapshotsAreReadBackWholeAndCompactTheLog) {
   ASSERT_TRUE(*s.RenewLease(1, Duration::Micros(0)));
   ASSERT_EQ(*(*b)->TakeLease("b", "http://b", Duration::Seconds(60)), 2);
   ASSERT_TRUE(s.SaveSnapshotPart(10, 0, "late").ok());
+  ASSERT_TRUE((*b)->SaveSnapshotPart(10, 0, "new leader's").ok());  // its own epoch's part
   Result<int64_t> late = s.CommitSnapshot(10, 1);
   EXPECT_TRUE(Deposed(late.status())) << late.status().ToString();
   EXPECT_EQ(*(*b)->LatestSnapshot(&data), 8);
+  ASSERT_TRUE((*b)->CommitSnapshot(10, 1).ok());
+  ASSERT_EQ(*(*b)->LatestSnapshot(&data), 10);
+  EXPECT_EQ(data, "new leader's");  // the deposed leader's part never mixed in
 }
 
 }  // namespace
