@@ -757,6 +757,12 @@ Answer Dispatch(const HttpRequest& req, const std::string& path,
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> ApiRoutes() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Route& r : kRoutes) out.emplace_back(r.path, r.method);
+  return out;
+}
+
 void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done) {
   // Every request gets an id, a duration in the metrics and one structured log line.
   const int64_t id = next_request_id_.fetch_add(1) + 1;

@@ -1,7 +1,10 @@
 // server/api: the REST API under /v1. Parses and validates requests (unknown fields, wrong
 // types, out-of-range values: a 4xx naming the field, and nothing changes), authenticates
 // bearer tokens, scopes every read and write to the caller's tenant, and turns requests into
-// ControlPlane commands and reads. No HTTP library types appear here.
+// ControlPlane commands and reads. One table lists every route (path template, method, who may
+// call it, handler); a handler returns its answer, or hands the reply to the control plane, and
+// nothing else, so every request gets exactly one reply (api_test.cc checks every route).
+// No HTTP library types appear here.
 #pragma once
 
 #include <atomic>
@@ -40,6 +43,9 @@ std::string RandomToken(const std::string& prefix = "rsv_");
 inline constexpr char kAddressRule[] =
     "must be a host name or an IP address (1-255 of A-Z a-z 0-9 . - : _)";
 bool ValidAddress(const std::string& s);
+
+// Every route the API answers: its path template ("{id}", "{name}") and method.
+std::vector<std::pair<std::string, std::string>> ApiRoutes();
 
 // The one table from Status codes to HTTP statuses.
 int HttpStatusOf(Code code);
