@@ -5,7 +5,8 @@
 # given both, runs a long job, has 4 clients submit jobs that run on the agent, SIGKILLs the
 # leader after a seeded number of acknowledgements, and measures the time until the standby
 # acknowledges a write; then checks that no acknowledged job was lost or duplicated and that
-# nothing was requeued or preempted. Figures in README.md.
+# nothing was requeued or preempted. The servers snapshot and compact the log every 40 commands
+# (the test's config), so takeovers and restarts go across snapshots. Figures in README.md.
 # Usage: bench/failover.sh [TRIALS] [LEASE]
 set -euo pipefail
 cd "$(dirname "$0")/.."

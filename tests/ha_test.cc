@@ -87,7 +87,10 @@ struct HaTest : ::testing::Test {
     ASSERT_TRUE(pg->CreateDatabase(db));
     url = pg->Url(db);
     std::ofstream(dir + "/config.json")
+        // Snapshots every 40 commands: leaders snapshot and compact the log throughout, and
+        // standbys follow, take over and restart across it (docs/ha.md, "Snapshots").
         << R"({"tick": "200ms", "heartbeat_timeout": "10s", "start_timeout": "30s",
+              "snapshot_every": 40,
               "pools": [{"name": "h100", "reserve_price": "1", "min_increment": "0.25"}]})";
   }
   void TearDown() override { std::filesystem::remove_all(dir); }

@@ -173,8 +173,13 @@ template <class Ar, class Seq, class F>
 void IoSeq(Ar& ar, Seq& v, F&& each) {
   uint64_t n = v.size();
   if (!ar.Count(n, 1)) return;
-  if constexpr (Ar::kReading) v.resize(n);
-  for (auto& x : v) each(x);
+  if constexpr (Ar::kReading) {
+    // One element at a time: memory grows with the input read, never with a count alone.
+    v.clear();
+    for (uint64_t i = 0; i < n && !ar.failed(); ++i) each(v.emplace_back());
+  } else {
+    for (auto& x : v) each(x);
+  }
 }
 template <class Ar, class Set, class F>
 void IoSet(Ar& ar, Set& s, F&& each) {
