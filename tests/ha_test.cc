@@ -334,6 +334,53 @@ TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
   EXPECT_EQ(caught["role"], "standby");
 }
 
+// A standby paused while the leader snapshots twice (every 40 commands here) finds, when it
+// wakes, that the log it needs next was compacted away: it starts again from the newest
+// snapshot, follows the leader again, and takes over with every job.
+TEST_F(HaTest, AStandbyLeftBehindACompactionRestartsFromTheSnapshot) {
+  auto a = Server("a", "10m");
+  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  auto b = Server("b", "10m");
+  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
+            "standby");
+  ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"t"})").status, 201);
+  b->Signal(SIGSTOP);
+  for (int i = 0; i < 120; ++i) {  // several snapshots' worth: the log before them is deleted
+    HttpResult r =
+        a->Post("/v1/jobs", kAdmin, JobBody("t", 1, "2", "true", "j" + std::to_string(i)));
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+  // A gauge of the server's /metrics (-1 when absent).
+  auto metric = [](int port, const std::string& name) {
+    const std::string body = Http(port, "GET", "/metrics").body;
+    const size_t at = body.find("\n" + name + " ");
+    return at == std::string::npos ? int64_t{-1} : std::atoll(body.c_str() + at + name.size() + 2);
+  };
+  for (int i = 0; i < 500 && metric(a->port(), "reservoir_snapshots_written_total") < 2; ++i) {
+    SleepFor(Duration::Millis(20));
+  }
+  ASSERT_GE(metric(a->port(), "reservoir_snapshots_written_total"), 2);
+  b->Signal(SIGCONT);
+  const int64_t leader_seq =
+      json::parse(Http(a->port(), "GET", "/healthz").body)["applied_seq"].get<int64_t>();
+  json hb = HealthUntil(b->port(), [&](const json& h) {
+    return h["role"] == "standby" && h.value("applied_seq", int64_t{0}) >= leader_seq;
+  });
+  EXPECT_EQ(hb["role"], "standby") << hb.dump();
+  EXPECT_GE(hb.value("applied_seq", int64_t{0}), leader_seq);
+  // It started again from a snapshot (it had replayed the log from its start before).
+  EXPECT_GT(metric(b->port(), "reservoir_snapshot_seq"), 0);
+
+  a->Signal(SIGTERM);  // hands the lease over at once
+  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
+            "leader");
+  std::string error;
+  std::map<std::string, int> names = JobNames(b->port(), &error);
+  ASSERT_TRUE(error.empty()) << error;
+  for (int i = 0; i < 120; ++i) EXPECT_EQ(names["j" + std::to_string(i)], 1) << i;
+}
+
 // SIGTERM on the leader: it answers what is in flight, then lets its lease go, so the standby
 // leads at once. The lease here is 10 minutes: B leading within the poll's minute is the handover.
 TEST_F(HaTest, ACleanStopHandsTheLeadOverAtOnce) {
