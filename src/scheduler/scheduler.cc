@@ -66,12 +66,13 @@ Result<PoolId> Scheduler::AddPool(PoolConfig config) {
   return id;
 }
 
-Status Scheduler::SetPoolConfig(PoolId pool, PoolConfig config) {
+Status Scheduler::SetPoolConfig(PoolId pool, PoolConfig config, Timestamp now) {
   if (!state_.HasPool(pool)) return InvalidArgument("pool", "unknown pool");
   RSV_RETURN_IF_ERROR(config.Validate());
   if (config.name != state_.pool(pool).config.name) {
     return InvalidArgument("name", "a pool keeps its name");
   }
+  Accrue(now);
   state_.pool(pool).config = std::move(config);
   at_fixpoint_ = false;  // the next decision is a full cycle under the new config
   return Status::Ok();

@@ -130,8 +130,9 @@ class Scheduler {
 
   // --- Fleet (operator) ---
   Result<PoolId> AddPool(PoolConfig config);
-  // A pool's prices, notice cap and holdback change from now on (its name stays).
-  Status SetPoolConfig(PoolId pool, PoolConfig config);
+  // A pool's prices, notice cap and holdback change from `now` on (its name stays): what accrued
+  // before is charged under the old settings.
+  Status SetPoolConfig(PoolId pool, PoolConfig config, Timestamp now);
   Result<NodeId> AddNode(std::string name, PoolId pool, int32_t gpus, std::string topology);
   Result<TenantId> AddTenant(std::string name);
   // Deletes a tenant with no unfinished job and no reservation that has not ended (refused,

@@ -218,7 +218,7 @@ namespace {
 // which calls it exactly once (a write once it is durable, a long-poll once it has news). Only
 // Call::Later makes a later answer, and a handler can reach the reply only through it; every
 // handler returns an Answer. So every request gets exactly one reply, by construction.
-class Answer {
+class [[nodiscard]] Answer {
  public:
   Answer(HttpResponse r) : now_(std::move(r)) {}  // NOLINT: a response is an answer
   Answer(const Status& s) : now_(Error(s)) {}     // NOLINT: an error is an answer
@@ -700,9 +700,8 @@ Answer Dispatch(const HttpRequest& req, const std::string& path,
     return r;
   }
   const std::string_view tmpl(route->path);
-  if (tmpl == "/" || tmpl == "/assets/{name}") {
-    return Asset(path == "/" ? "index.html" : path.substr(8));
-  }
+  if (tmpl == "/") return Asset("index.html");
+  if (tmpl == "/assets/{name}") return Asset(path.substr(std::string_view("/assets/").size()));
   const auto [leader, epoch] = control->Leader();
   if (tmpl == "/healthz") {
     json h = {{"status", "ok"},
@@ -768,7 +767,11 @@ void Api::Handle(const HttpRequest& req, std::function<void(HttpResponse)> done)
   const int64_t id = next_request_id_.fetch_add(1) + 1;
   const int64_t t0 = ticker_ ? ticker_->Nanos() : 0;
   std::string path = req.target.substr(0, req.target.find('?'));
-  const std::vector<const Route*> routes = MatchRoutes(Split(path));
+  // A path is "/" or segments each after one "/": "*", "x", "//a" and "/a/" name nothing.
+  const bool well_formed = path == "/" || (!path.empty() && path[0] == '/' && path.back() != '/' &&
+                                           path.find("//") == std::string::npos);
+  const std::vector<const Route*> routes =
+      well_formed ? MatchRoutes(Split(path)) : std::vector<const Route*>();
   auto reply = [this, id, t0, method = req.method,
                 route_label = routes.empty() ? "unmatched" : routes.front()->path,
                 done = std::move(done)](HttpResponse r) {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <fstream>
 #include <future>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -22,15 +23,23 @@ namespace {
 using json = nlohmann::json;
 
 // Every path template filled in, every method (those it answers and others), every kind of
-// caller and body: each request is answered once, whether at once, after its write is durable
-// or when its long-poll ends (a tick, then the stop answers what still waits).
+// caller, malformed and valid bodies, with and without a long-poll wait, and targets that name
+// nothing: each request is answered once, whether at once, after its write is durable or when
+// its long-poll ends (a tick past the deadlines, then the stop answers what still waits).
 TEST(ApiRoutes, EveryRequestGetsExactlyOneReply) {
   auto cfg = ParseServerConfig(R"({"pools": [{"name": "gpu", "reserve_price": "1"}],
                                    "nodes": [{"name": "n1", "pool": "gpu", "gpus": 8}]})");
   auto store = OpenSqliteStore(":memory:");
   ASSERT_TRUE(cfg.ok() && store.ok());
   ManualClock clock(Timestamp::FromMicros(100'000'000));
-  ControlPlane control(*cfg, std::move(*store), &clock);
+  struct Sent {
+    std::string what;
+    std::atomic<int> replies{0};
+    std::atomic<int> status{0};
+  };
+  std::vector<std::unique_ptr<Sent>> sent;  // outlives the control plane: late replies count
+  auto owned = std::make_unique<ControlPlane>(*cfg, std::move(*store), &clock);
+  ControlPlane& control = *owned;
   ASSERT_TRUE(control.Start().ok());
   auto write = [&](const std::string& kind, const json& body) {
     std::promise<Status> done;
@@ -47,11 +56,35 @@ TEST(ApiRoutes, EveryRequestGetsExactlyOneReply) {
 
   SteadyTicker ticker;
   Api api(&control, &clock, &ticker);
-  struct Sent {
-    std::string what;
-    std::atomic<int> replies{0};
+  // A body each write accepts, so that its command is applied and answered once durable.
+  const std::map<std::string, std::string> valid = {
+      {"/v1/tenants", R"({"name":"u"})"},
+      {"/v1/tokens", R"({"tenant":"t"})"},
+      {"/v1/tokens/revoke", R"({"id":"000000000000"})"},
+      {"/v1/nodes", R"({"name":"n9","pool":"gpu","gpus":8})"},
+      {"/v1/nodes/n1/register", R"({"pool":"gpu","gpus":8})"},
+      {"/v1/reservations", R"({"tenant":"t","pool":"gpu","gpus":1,"duration":"1h"})"},
+      {"/v1/jobs", R"({"tenant":"t","pool":"gpu","gpus":1,"limit_price":"2"})"},
+      {"/v1/jobs/1/exit", R"({"success":true})"}};
+  auto send = [&](const std::string& method, const std::string& target, const std::string& token,
+                  const std::string& body) {
+    HttpRequest req;
+    req.method = method;
+    req.target = target;
+    if (!token.empty()) req.authorization = "Bearer " + token;
+    req.body = body;
+    sent.push_back(std::make_unique<Sent>());
+    Sent* s = sent.back().get();
+    s->what = method + " " + target + " as '" + token + "' with '" + body + "'";
+    api.Handle(req, [s](HttpResponse r) {
+      s->status = r.status;
+      s->replies.fetch_add(1);
+    });
   };
-  std::vector<std::unique_ptr<Sent>> sent;
+  // Targets that name nothing: each gets its one 404.
+  for (const char* target : {"*", "x", "//", "/healthz/", "//metrics", "/v1//jobs", ""}) {
+    send("GET", target, "admin", "");
+  }
   std::set<std::string> templates;
   for (const auto& [path, method] : ApiRoutes()) templates.insert(path);
   for (std::string path : templates) {
@@ -60,27 +93,36 @@ TEST(ApiRoutes, EveryRequestGetsExactlyOneReply) {
         path.replace(at, std::string(from).size(), to);
       }
     }
+    std::vector<std::string> bodies = {"", "{", "{}"};
+    if (valid.count(path)) bodies.push_back(valid.at(path));
     for (const char* method : {"GET", "POST", "DELETE", "PUT"}) {
       for (const char* token : {"", "admin", "tenant", "node"}) {
-        for (const char* body : {"", "{", "{}"}) {
-          HttpRequest req;
-          req.method = method;
-          req.target = path + "?wait=0";
-          if (*token) req.authorization = std::string("Bearer ") + token;
-          req.body = body;
-          sent.push_back(std::make_unique<Sent>());
-          Sent* s = sent.back().get();
-          s->what = std::string(method) + " " + path + " as '" + token + "' with '" + body + "'";
-          api.Handle(req, [s](HttpResponse) { s->replies.fetch_add(1); });
+        for (const std::string& body : bodies) {
+          // wait=1: the long-polls (events, logs, an agent's sync) park until the tick below.
+          for (const char* query : {"?wait=0", "?wait=1"}) send(method, path + query, token, body);
         }
       }
     }
   }
-  clock.Advance(Duration::Seconds(1));
-  control.Tick();
-  control.Quiesce();  // answers every write queued and every long-poll parked
-  ASSERT_GT(sent.size(), 1000u);
+  clock.Advance(Duration::Seconds(2));
+  control.Tick();     // the long-polls' deadlines have passed
+  control.Quiesce();  // answers every write queued and anything still parked
+  ASSERT_GT(sent.size(), 3000u);
   for (const auto& s : sent) EXPECT_EQ(s->replies.load(), 1) << s->what;
+  owned.reset();  // nothing more arrives after the stop
+  std::map<std::string, int> status;
+  for (const auto& s : sent) {
+    EXPECT_EQ(s->replies.load(), 1) << s->what;
+    status[s->what] = s->status;
+  }
+  // Spot checks that the writes and the scoping ran, not only that they replied.
+  const std::string job = "POST /v1/jobs?wait=0 as 'tenant' with '" + valid.at("/v1/jobs") + "'";
+  EXPECT_EQ(status[job], 201);
+  EXPECT_EQ(status["POST /v1/tenants?wait=0 as 'tenant' with '{\"name\":\"u\"}'"], 403);
+  EXPECT_EQ(status["GET /v1/jobs?wait=0 as 'node' with ''"], 403);
+  EXPECT_EQ(status["GET /v1/jobs?wait=0 as '' with ''"], 401);
+  EXPECT_EQ(status["GET * as 'admin' with ''"], 404);
+  EXPECT_EQ(status["PUT /v1/jobs?wait=0 as 'admin' with ''"], 405);
 }
 
 // The table and the OpenAPI description list the same routes: paths (parameter names aside) and

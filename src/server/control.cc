@@ -525,11 +525,11 @@ Status ControlPlane::Lead() {
   for (auto& [node, link] : agents_) link.last_seen = now;
   start_grace_from_ = now;
   last_snapshot_ = now;
-  committer_ = std::make_unique<GroupCommitter>(store_.get());
-  leading_ = true;
   // Pools and nodes the config changed since the state was written take effect from here,
   // logged, so that every server applies them at this point of the log.
   RSV_ASSIGN_OR_RETURN(json changes, ConfigChangesLocked());
+  committer_ = std::make_unique<GroupCommitter>(store_.get());
+  leading_ = true;
   if (!changes.is_null()) {
     std::vector<Command> log;
     Result<Reply> r = ApplyInternal("config", changes.dump(), &log);
@@ -828,7 +828,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     for (const json& p : b.at("pools")) {
       PoolConfig pc = PoolConfigOf(p);
       if (auto id = st.FindPool(pc.name)) {
-        RSV_RETURN_IF_ERROR(sched_.SetPoolConfig(*id, std::move(pc)));
+        RSV_RETURN_IF_ERROR(sched_.SetPoolConfig(*id, std::move(pc), now));
       } else {
         RSV_RETURN_IF_ERROR(sched_.AddPool(std::move(pc)).status());
       }
