@@ -206,6 +206,7 @@ class ControlPlane {
   int64_t snapshot_count_ = 0;     // written once this many of queued_ are durable
   int snapshot_child_ = 0;         // the process writing it (a pid)
   int snapshot_pipe_ = -1;         // what it writes, to be read by the writer thread
+  std::string snapshot_image_;     // the image itself where there is no child (sanitizers)
   std::thread snapshot_writer_;    // stores one snapshot at a time
   std::condition_variable snapshot_cv_;
   Result<int64_t> snapshot_result_ = int64_t{0};

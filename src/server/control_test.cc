@@ -343,7 +343,7 @@ std::map<std::string, std::string> Reads(ControlPlane& c) {
   std::map<std::string, std::string> out;
   for (const char* what : {"jobs", "ledger", "market", "nodes", "reservations", "tenants", "tokens",
                            "usage", "waste", "ledger/summary"}) {
-    Result<std::string> r = c.Read(what, admin, {{"state", "all"}, {"limit", "100000"}});
+    Result<std::string> r = c.Read(what, admin, {{"state", "all"}, {"limit", "10000"}});
     out[what] = r.ok() ? *r : r.status().ToString();
   }
   int64_t last = 0;
