@@ -44,6 +44,12 @@ json HealthUntil(int port, const std::function<bool(const json&)>& pred) {
   return h;
 }
 
+// The role the server at `port` reports once it is `role` (or when the wait ends).
+std::string RoleUntil(int port, const std::string& role) {
+  json h = HealthUntil(port, [&](const json& j) { return j["role"] == role; });
+  return h.is_null() ? "" : h.value("role", "");
+}
+
 // Long-polls the events of the server at `port` until one of `type` for `job` arrives (true),
 // or 2,000 long-polls pass.
 bool WaitForEvent(int port, const std::string& type, int64_t job) {
@@ -146,8 +152,7 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
     json ha = HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; });
     ASSERT_EQ(ha["role"], "leader") << ha.dump();
     auto b = Server("b");
-    ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
-              "standby");
+    ASSERT_EQ(RoleUntil(b->port(), "standby"), "standby");
     const std::string servers = "http://127.0.0.1:" + std::to_string(a->port()) +
                                 ",http://127.0.0.1:" + std::to_string(b->port());
     AgentProcess n1(a->port(), "n1", dir + "/n1", dir + "/checkpoints");
@@ -276,11 +281,9 @@ TEST_F(HaTest, FailoverLosesNoAcknowledgedWriteAndRequeuesNothing) {
 // With the default lease (5 s) and heartbeat timeout (10 s), as an operator runs it.
 TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
   auto a = Server("a", "5s");
-  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(a->port(), "leader"), "leader");
   auto b = Server("b", "5s");
-  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
-            "standby");
+  ASSERT_EQ(RoleUntil(b->port(), "standby"), "standby");
   // A standby refuses writes and names the leader.
   HttpResult refused = b->Post("/v1/tenants", kAdmin, R"({"name":"x"})");
   EXPECT_EQ(refused.status, 503);
@@ -339,11 +342,9 @@ TEST_F(HaTest, APausedLeaderIsFencedAndStepsDown) {
 // snapshot, follows the leader again, and takes over with every job.
 TEST_F(HaTest, AStandbyLeftBehindACompactionRestartsFromTheSnapshot) {
   auto a = Server("a", "10m");
-  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(a->port(), "leader"), "leader");
   auto b = Server("b", "10m");
-  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
-            "standby");
+  ASSERT_EQ(RoleUntil(b->port(), "standby"), "standby");
   ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"t"})").status, 201);
   b->Signal(SIGSTOP);
   // A gauge of the server's /metrics (-1 when absent).
@@ -379,8 +380,7 @@ TEST_F(HaTest, AStandbyLeftBehindACompactionRestartsFromTheSnapshot) {
   EXPECT_GT(metric(b->port(), "reservoir_snapshot_seq"), 0);
 
   a->Signal(SIGTERM);  // hands the lease over at once
-  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(b->port(), "leader"), "leader");
   std::string error;
   std::map<std::string, int> names = JobNames(b->port(), &error);
   ASSERT_TRUE(error.empty()) << error;
@@ -391,11 +391,9 @@ TEST_F(HaTest, AStandbyLeftBehindACompactionRestartsFromTheSnapshot) {
 // leads at once. The lease here is 10 minutes: B leading within the poll's minute is the handover.
 TEST_F(HaTest, ACleanStopHandsTheLeadOverAtOnce) {
   auto a = Server("a", "10m");
-  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(a->port(), "leader"), "leader");
   auto b = Server("b", "10m");
-  ASSERT_EQ(HealthUntil(b->port(), [](const json& h) { return h["role"] == "standby"; })["role"],
-            "standby");
+  ASSERT_EQ(RoleUntil(b->port(), "standby"), "standby");
   ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
   a->Kill(SIGTERM);  // returns once it exited
   json hb = HealthUntil(b->port(), [](const json& h) { return h["role"] == "leader"; });
@@ -409,8 +407,7 @@ TEST_F(HaTest, ACleanStopHandsTheLeadOverAtOnce) {
 // waits for the database, and leads again once it is back, with nothing lost.
 TEST_F(HaTest, ALeaderRidesOutADatabaseRestart) {
   auto a = Server("a");
-  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(a->port(), "leader"), "leader");
   ASSERT_EQ(a->Post("/v1/tenants", kAdmin, R"({"name":"before"})").status, 201);
   ASSERT_TRUE(rsv::testing::SharedPostgres()->Halt());
   // A write now cannot be made durable: never acknowledged.
@@ -428,8 +425,7 @@ TEST_F(HaTest, ALeaderRidesOutADatabaseRestart) {
 // on the default, the host name) is refused; the leader keeps leading.
 TEST_F(HaTest, ASecondServerUnderTheLeadersNameIsRefused) {
   auto a = Server("a");
-  ASSERT_EQ(HealthUntil(a->port(), [](const json& h) { return h["role"] == "leader"; })["role"],
-            "leader");
+  ASSERT_EQ(RoleUntil(a->port(), "leader"), "leader");
   ServerProcess twin(url, dir + "/config.json", kAdmin, "127.0.0.1:0",
                      {"--name", "a", "--lease", Lease(), "--log-dir", dir + "/logs-twin"});
   EXPECT_FALSE(twin.Start());  // it exits before it listens
