@@ -365,13 +365,13 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     release(*running[i]->placement);
   }
 
-  // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first.
+  // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first (the
+  // rank order, highest limit first, reversed: no sort).
   std::vector<size_t> by_limit;
-  for (size_t i = 0; i < running.size(); ++i) {
+  by_limit.reserve(running.size());
+  for (size_t i = running.size(); i-- > 0;) {
     if (!noticed[i]) by_limit.push_back(i);
   }
-  std::sort(by_limit.begin(), by_limit.end(),
-            [&](size_t a, size_t b) { return running[a]->limit < running[b]->limit; });
   size_t cheapest = 0;  // first entry of by_limit not yet noticed
   auto lowest_candidate = [&]() -> std::optional<Money> {
     while (cheapest < by_limit.size() && noticed[by_limit[cheapest]]) ++cheapest;
@@ -399,7 +399,15 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   std::unordered_set<uint32_t> started;
   size_t indexed = 0;
   auto started_now = [&](JobId job) {
-    for (; indexed < r.starts.size(); ++indexed) started.insert(r.starts[indexed].job.value());
+    for (; indexed < r.starts.size(); ++indexed) {
+      // A start on an agent's node is two-phase: the job is starting, not running, until the
+      // agent confirms it, and its units wait for that, in this clearing as in later ones.
+      bool two_phase = false;
+      for (const NodeSlice& sl : r.starts[indexed].placement.slices) {
+        two_phase = two_phase || (s.state && s.state->node(sl.node).agent);
+      }
+      if (!two_phase) started.insert(r.starts[indexed].job.value());
+    }
     return started.count(job.value()) > 0;
   };
   while (const Bid* next = pending.Next()) {

@@ -492,11 +492,19 @@ Result<JobId> Scheduler::Submit(JobSpec spec, Timestamp now) {
   return id;
 }
 
+bool Scheduler::FixpointHolds(Timestamp now) const {
+  return at_fixpoint_ && now >= last_cycle_ &&
+         (now == last_cycle_ || !wakeup_after_cycle_ || now < *wakeup_after_cycle_);
+}
+
+bool Scheduler::Decide(Timestamp now) {
+  if (FixpointHolds(now)) return false;
+  RunCycle(now);
+  return true;
+}
+
 Result<JobId> Scheduler::SubmitAndDecide(JobSpec spec, Timestamp now, CycleReport* report) {
-  // The last cycle's fixpoint still holds at a later instant if nothing time-driven (a notice
-  // deadline, a reservation starting or ending) falls in between.
-  bool was_fixpoint = at_fixpoint_ && now >= last_cycle_ &&
-                      (now == last_cycle_ || !wakeup_after_cycle_ || now < *wakeup_after_cycle_);
+  const bool was_fixpoint = FixpointHolds(now);
   RSV_ASSIGN_OR_RETURN(JobId id, Submit(std::move(spec), now));
   if (was_fixpoint && TryIncremental(id, now)) {
     last_decided_ = now;
@@ -544,6 +552,88 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   return true;
 }
 
+bool Scheduler::RefillEligible(const Job& j) const {
+  if (!options_.refill_on_exit || j.state != JobState::kRunning || j.running_as != Tier::kSpot ||
+      j.unit_of.valid() || j.spec.elastic() || !j.units.empty() || j.resizing || j.gang_end.set ||
+      !dep_waiting_.empty()) {
+    return false;
+  }
+  for (const NodeSlice& sl : j.placement.slices) {
+    if (state_.node(sl.node).state != NodeState::kReady) return false;
+  }
+  const PoolRuntime& r = rt(j.spec.pool);
+  if (r.index_stale || !r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0 ||
+      !r.unlent.empty() || !r.fits_since.empty()) {
+    return false;
+  }
+  for (const auto& [tenant, queue] : r.reserved_q) {
+    if (!queue.empty()) return false;
+  }
+  return true;
+}
+
+bool Scheduler::Refill(PoolId pool, Timestamp now) {
+  // Clear (market/clearing.cc) on this state: no claims and no notices, so what is committed is
+  // what spot jobs hold; the budget is unchanged (the exit freed spot GPUs on ready nodes).
+  PoolRuntime& r = rt(pool);
+  const PoolConfig& cfg = state_.pool(pool).config;
+  std::optional<Money> cheapest;  // the cheapest running job a bid might outbid
+  if (!r.holder_limits.empty()) cheapest = Money::Micros(*r.holder_limits.begin());
+  std::optional<Money> highest_unplaced;
+  int32_t free_fail = INT32_MAX;  // free GPUs only shrink: a size that failed fails for larger
+  std::string why;
+  bool decided = true;
+  for (auto it = r.book.begin(); it != r.book.end();) {
+    Job& j = state_.job(JobId(it->job));
+    ++it;  // a start takes the bid out of the book
+    if (j.unit_of.valid()) {
+      decided = false;  // whether a unit may start depends on its job: a cycle decides
+      break;
+    }
+    const bool room = r.spot_held < r.budget && r.free.free_gpus() > 0 && free_fail > 1;
+    const bool may_preempt = cheapest && Outbids(j.limit, *cheapest, cfg.min_increment);
+    if (!room && !may_preempt) {
+      // The rest are left out; the first that could run at all sets the price.
+      for (auto q = std::prev(it); q != r.book.end() && !highest_unplaced; ++q) {
+        const Job& b = state_.job(JobId(q->job));
+        if (b.limit < cfg.reserve_price) break;
+        if (b.unit_of.valid()) {
+          decided = false;
+          break;
+        }
+        if (r.free.Feasible(b.spec.gpus, &why)) highest_unplaced = b.limit;
+      }
+      break;
+    }
+    if (!r.free.Feasible(j.spec.gpus, &why)) continue;  // never fits: no part in the price
+    if (j.limit < cfg.reserve_price) break;             // nor any bid after it
+    if (r.spot_held + j.spec.gpus <= r.budget && j.spec.gpus < free_fail) {
+      PlaceResult pr = r.free.Place(j.spec.gpus);
+      if (pr.outcome == PlaceOutcome::kPlaced) {
+        Bind(j, std::move(pr.placement), Tier::kSpot, now);
+        continue;
+      }
+      free_fail = j.spec.gpus;
+    }
+    if (may_preempt) {
+      decided = false;
+      break;
+    }
+    if (!highest_unplaced) highest_unplaced = j.limit;
+  }
+  if (!decided) return false;  // the price is the cycle's to set, as a cycle would set it
+  r.highest_unplaced = highest_unplaced;
+  std::optional<Money> lowest;
+  if (!r.holder_limits.empty()) lowest = Money::Micros(*r.holder_limits.begin());
+  SetPrice(pool, ClearingPrice(cfg.reserve_price, highest_unplaced, lowest), now);
+  if (options_.checks != InvariantChecks::kOff) {
+    for (std::string& v : CheckInvariants(now, true)) {
+      violations_.push_back("after a refill: " + v);
+    }
+  }
+  return true;
+}
+
 Status Scheduler::Cancel(JobId id, Timestamp now) {
   Accrue(now);  // money for the time up to now, under the state that held
   if (!state_.HasJob(id)) return NotFound("no such job");
@@ -580,7 +670,17 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::st
   Job& j = state_.job(id);
   if (j.unit_of.valid()) return FailedPrecondition("a unit runs no process; its job does");
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
+  const bool refill = FixpointHolds(now) && RefillEligible(j);
   at_fixpoint_ = false;
+  EndProcess(j, success, detail, now);
+  if (refill) {
+    at_fixpoint_ = Refill(j.spec.pool, now);
+    if (at_fixpoint_) last_decided_ = now;
+  }
+  return Status::Ok();
+}
+
+void Scheduler::EndProcess(Job& j, bool success, const std::string& detail, Timestamp now) {
   if (j.state == JobState::kPreempting) {
     Requeue(j, EventType::kJobPreempted, "exited under notice", now);
   } else if (j.resizing) {
@@ -592,7 +692,6 @@ Status Scheduler::JobExited(JobId id, bool success, Timestamp now, const std::st
   } else {
     Fail(j, detail.empty() ? "failed" : "failed (" + detail + ")", now);
   }
-  return Status::Ok();
 }
 
 void Scheduler::Fail(Job& j, const std::string& why, Timestamp now) {
@@ -623,9 +722,11 @@ Status Scheduler::MemberEnded(JobId id, int32_t attempt, NodeId node, MemberEnd 
   if (!state_.HasNode(node) || !Contains(members, node)) {
     return FailedPrecondition("job " + std::to_string(id.value()) + " has no member on that node");
   }
+  if (members.size() <= 1 && how != MemberEnd::kLost) {
+    return JobExited(id, how == MemberEnd::kSucceeded, now, detail);  // it may refill
+  }
   at_fixpoint_ = false;
   if (members.size() <= 1) {
-    if (how != MemberEnd::kLost) return JobExited(id, how == MemberEnd::kSucceeded, now, detail);
     Requeue(j, EventType::kJobRequeued, detail, now);
     return Status::Ok();
   }
@@ -786,6 +887,12 @@ Scheduler::RankKey Scheduler::KeyOf(const Job& j) const {
                  j.submitted.micros(), j.id.value()};
 }
 
+Scheduler::RankKey Scheduler::HolderKey(const Job& j) const {
+  RankKey k = KeyOf(j);
+  k.not_holding = 0;  // the same key whether the job's state has changed yet or not
+  return k;
+}
+
 void Scheduler::BookInsert(const Job& j) {
   // Only bids: holders reach the clearing from `spot_holders`, so a long queue's walk never
   // steps over them.
@@ -938,6 +1045,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
     BookInsert(j);
     OpenSpot(j, now);
     r.spot_holders.Insert(j.id.value());
+    r.holder_rank.insert(HolderKey(j));
     r.holder_limits.insert(j.limit.micros());
     r.spot_held += j.spec.gpus;
   } else {
@@ -963,6 +1071,7 @@ void Scheduler::Unbind(Job& j) {
     BookErase(j);
     CloseSpot(j, last_accrual_);
     r.spot_holders.Erase(j.id.value());
+    r.holder_rank.erase(HolderKey(j));
     auto it = r.holder_limits.find(j.limit.micros());
     if (it != r.holder_limits.end()) r.holder_limits.erase(it);
     r.spot_held -= j.spec.gpus;
@@ -1492,6 +1601,7 @@ void Scheduler::EndReservedAttempt(Job& j, Timestamp now) {
   BookInsert(j);
   OpenSpot(j, now);
   r.spot_holders.Insert(j.id.value());
+  r.holder_rank.insert(HolderKey(j));
   r.holder_limits.insert(j.limit.micros());
   r.spot_held += j.spec.gpus;
   Event e = JobEvent(EventType::kJobConverted, j, now);
@@ -2097,10 +2207,9 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
   results->clear();
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    std::vector<Bid> holders;
-    holders.reserve(r.spot_holders.ids().size());
-    for (uint32_t id : r.spot_holders.ids()) holders.push_back(BidOf(state_.job(JobId(id))));
-    SortByRank(holders);
+    std::vector<Bid> holders;  // in rank order (RanksAhead orders bids as RankKey does)
+    holders.reserve(r.holder_rank.size());
+    for (const RankKey& k : r.holder_rank) holders.push_back(BidOf(state_.job(JobId(k.job))));
     not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
     for (uint32_t id : r.reserved_side) {
       if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
@@ -2312,7 +2421,18 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
     }
   };
   for (const Pool& pool : state_.pools()) {
-    for (uint32_t id : rt(pool.id).spot_holders.ids()) check_holder(state_.job(JobId(id)));
+    const PoolRuntime& r = rt(pool.id);
+    for (uint32_t id : r.spot_holders.ids()) {
+      const Job& j = state_.job(JobId(id));
+      check_holder(j);
+      if (!r.holder_rank.count(HolderKey(j))) {
+        out.push_back("spot job " + j.id.ToString() + " holds GPUs but is not ranked");
+      }
+    }
+    if (r.holder_rank.size() != r.spot_holders.ids().size()) {
+      out.push_back("pool " + pool.config.name + " ranks " + std::to_string(r.holder_rank.size()) +
+                    " spot holders of " + std::to_string(r.spot_holders.ids().size()));
+    }
     for (uint32_t id : rt(pool.id).reserved_holders) check_holder(state_.job(JobId(id)));
   }
   for (const Node& n : state_.nodes()) {

@@ -40,6 +40,10 @@ struct SchedulerOptions {
 #endif
   bool keep_ledger_entries = true;
   const Ticker* ticker = nullptr;  // times the stages when set; never affects a decision
+  // A spot job's exit at a fixpoint places the top bids onto the GPUs it freed at once, as the
+  // next cycle would (docs/market.md, "Incremental decisions"). Off: the next decision is a full
+  // cycle (the property test compares the two).
+  bool refill_on_exit = true;
 };
 
 struct StageTiming {
@@ -207,6 +211,15 @@ class Scheduler {
   // Events since the last drain, in order.
   std::vector<Event> DrainEvents();
   const std::vector<Event>& pending_events() const { return events_; }
+  // What an input between cycles leaves to decide, decided now: a full cycle, unless the last
+  // decision's fixpoint still holds at `now` (a cycle would decide nothing). True when it ran one.
+  bool Decide(Timestamp now);
+  // Whether the last decision left a fixpoint: the next submission (or a spot job's exit) may
+  // then be decided without a full cycle (docs/market.md, "Incremental decisions").
+  bool at_fixpoint() const { return at_fixpoint_; }
+  // Turns deciding a spot job's exit in place (SchedulerOptions::refill_on_exit) on or off; the
+  // property test compares a copy without it.
+  void SetRefillOnExit(bool on) { options_.refill_on_exit = on; }
   const std::vector<std::string>& violations() const { return violations_; }
   // Spot-tier GPU time each job held (for the ledger's "never charged without GPUs" checks).
   Duration SpotHeld(JobId job) const;
@@ -278,6 +291,7 @@ class Scheduler {
     std::optional<Money> highest_unplaced;
     std::set<RankKey> book;               // pending spot bids, in rank order
     IdSet spot_holders;                   // jobs holding GPUs as spot tier
+    std::set<RankKey> holder_rank;        // the same jobs in rank order: clearing never sorts
     std::vector<uint32_t> reserved_side;  // auto jobs served as reserved in this cycle
     // Pending reserved/auto jobs by tenant, each by submission (a tenant's empty queue stays).
     std::map<TenantId, std::set<std::pair<int64_t, uint32_t>>> reserved_q;
@@ -328,6 +342,7 @@ class Scheduler {
   // Ok when `attempt` is the job's current attempt and it holds GPUs.
   Status PlacedAttempt(JobId id, int32_t attempt) const;
   RankKey KeyOf(const Job& j) const;
+  RankKey HolderKey(const Job& j) const;  // its key among the spot holders (`holder_rank`)
   // Puts a pending job in its pool's queues (reserved queue, spot book, or both for auto).
   void Enqueue(Job& j);
   // Elastic jobs: a pending unit bids while its job bids or runs, outside a cooldown.
@@ -430,6 +445,21 @@ class Scheduler {
   void StagePlacement(Timestamp now, std::vector<ClearingResult>* results);
   void StagePreemption(Timestamp now, std::vector<ClearingResult>* results);
   bool TryIncremental(JobId id, Timestamp now);
+  // JobExited's outcome for a job that holds GPUs: requeued, restarted, finished or failed.
+  void EndProcess(Job& j, bool success, const std::string& detail, Timestamp now);
+  // Whether the last cycle's fixpoint still holds at `now`: nothing but incrementally decided
+  // inputs since, and nothing time-driven (a notice deadline, a reservation starting or ending)
+  // in between.
+  bool FixpointHolds(Timestamp now) const;
+  // Whether `j`'s exit leaves a state that Refill decides exactly as a cycle would: a plain spot
+  // job (not elastic, not resizing, not a gang that is stopping) on ready nodes, in a pool with
+  // no claims, notices, unlent reservations or pending reserved-tier work, and no job waiting on
+  // dependencies.
+  bool RefillEligible(const Job& j) const;
+  // After such an exit: the pool's book in rank order onto the free GPUs, as the clearing would
+  // (no holder is walked). False when it met a bid only a full cycle decides (a unit, or one
+  // that may preempt): what it started stands, and the next decision is a full cycle.
+  bool Refill(PoolId pool, Timestamp now);
 
   SchedulerOptions options_;
   ClusterState state_;

@@ -247,15 +247,16 @@ struct StateIo {
     Io(ar, r.calendar.delta_);
     Io(ar, r.price);
     Io(ar, r.highest_unplaced);
-    IoSet(ar, r.book, [&](Scheduler::RankKey& k) {
+    auto key = [&](Scheduler::RankKey& k) {
       Io(ar, k.neg_limit);
       Io(ar, k.is_unit);
       Io(ar, k.not_holding);
       Io(ar, k.unit);
       Io(ar, k.submitted);
       Io(ar, k.job);
-    });
-    Ids(ar, r.spot_holders);
+    };
+    IoSet(ar, r.book, key);
+    Ids(ar, r.spot_holders);  // `holder_rank` is rebuilt from these (LoadState)
     Io(ar, r.reserved_side);
     Io(ar, r.reserved_q);
     Io(ar, r.reserved_sizes);
@@ -335,6 +336,14 @@ Status Scheduler::LoadState(ArchiveReader& r) {
   }
   StateIo::Rest(r, *this);
   if (r.failed()) return Internal("the snapshot's scheduler state is damaged or of another format");
+  // Indexes derived from what was read are rebuilt, not stored: a snapshot stays loadable when
+  // one is added.
+  for (PoolRuntime& p : pools_) {
+    for (uint32_t id : p.spot_holders.ids()) {
+      if (!state_.HasJob(JobId(id))) return Internal("a snapshot's spot holder is not a job");
+      p.holder_rank.insert(HolderKey(state_.job(JobId(id))));
+    }
+  }
   return Status::Ok();
 }
 

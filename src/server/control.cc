@@ -951,7 +951,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
             sched_.JobExited(id, how == End::kSucceeded, now, b.value("detail", "")));
       }
     }
-    sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
+    sched_.Decide(now);  // in replay too: the log holds the command, not the cycle
     return Reply{200, JobJson(st, st.job(id)).dump()};
   }
   if (c.kind == "node_state") {
@@ -1040,7 +1040,7 @@ Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
     if (c.kind == "cancel") RSV_RETURN_IF_ERROR(sched_.Cancel(id, now));
     if (c.kind == "release") RSV_RETURN_IF_ERROR(sched_.Release(id, now));
     if (c.kind == "exit") RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", true), now));
-    sched_.RunCycle(now);  // in replay too: the log holds the command, not this cycle
+    sched_.Decide(now);  // in replay too: the log holds the command, not the cycle
     return Reply{200, JobJson(st, st.job(id)).dump()};
   }
   return Internal("unknown command kind '" + c.kind + "'");
