@@ -303,6 +303,10 @@ std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit)
   return key;
 }
 
+std::string ControlPlane::VersionOf(const std::string& key) {
+  return Sha256Hex(key).substr(0, 16);
+}
+
 std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
   const ClusterState& st = sched_.state();
   const Node& n = st.node(id);
@@ -344,7 +348,7 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
         }
         jobs.push_back(std::move(e));
       });
-  *version = Sha256Hex(key).substr(0, 16);
+  *version = VersionOf(key);
   return Dump(json{{"node", n.name},
                    {"state", NodeStateName(n.state)},
                    {"version", *version},
@@ -485,14 +489,16 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
                           json{{"node", node}, {"state", "draining"}, {"reason", health}}.dump(),
                           &log);
     }
-    std::string version;
-    reply_body = DesiredLocked(*id, &version);
-    immediate = reported || !log.empty() || version != r.value("known", "") || deadline <= now;
+    // A sync that reports nothing new and knows the current version costs the set's key and
+    // its hash: no JSON is built for an agent that parks.
+    std::string known = DesiredKeyLocked(*id);
+    immediate = reported || !log.empty() || VersionOf(known) != r.value("known", "") ||
+                deadline <= now;
     if (!immediate) {
       NodeId nid = *id;
       // A parked agent is answered once its desired set changes: each change compares only
       // the set's key (no JSON, no hash), and builds the reply for the agents it changed.
-      std::string known = DesiredKeyLocked(nid);
+      park_deadlines_.emplace(deadline.micros(), nid.value());
       node_waiters_[nid.value()].push_back(
           Waiter{deadline,
                  [this, nid, known, done](bool timed_out) -> std::function<void()> {
@@ -507,6 +513,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
                  [done] { done(StoppedLeading()); }});
       return;
     }
+    std::string version;
+    reply_body = DesiredLocked(*id, &version);
     if (!acks.empty()) {
       json out = json::parse(reply_body);
       out["logs"] = acks;

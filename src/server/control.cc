@@ -584,6 +584,7 @@ void ControlPlane::Quiesce() {
     answer(waiters_);
     for (auto& [node, list] : node_waiters_) answer(list);
     node_waiters_.clear();
+    park_deadlines_.clear();
   }
   for (auto& r : replies) r();
 }
@@ -747,7 +748,7 @@ void ControlPlane::Tick() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!leading_) return;
-    poll_all_ = true;  // every parked agent is polled once a tick (ControlPlane::Waiter)
+    poll_all_ = ++ticks_ % kNetTicks == 0;  // the net (ControlPlane::node_waiters_)
     c.at = clock_->Now();
     MaybeSnapshotLocked(c.at);         // before the cycle: a snapshot never waits for its commit
     if (c.at >= next_output_sweep_) {  // once a minute: it walks the unfinished jobs
@@ -1665,7 +1666,7 @@ std::vector<std::function<void()>> ControlPlane::TakeReadyWaiters(Timestamp now)
   };
   poll(waiters_);
   // A parked agent whose node no change touched is not polled: its set cannot have changed.
-  // A tick polls them all (a change no event names, and their deadlines).
+  // Every kNetTicks ticks all are polled (the net); one whose time ran out is polled then.
   auto poll_node = [&](std::map<uint32_t, std::vector<Waiter>>::iterator it) {
     poll(it->second);
     return it->second.empty() ? node_waiters_.erase(it) : std::next(it);
@@ -1677,6 +1678,12 @@ std::vector<std::function<void()>> ControlPlane::TakeReadyWaiters(Timestamp now)
       auto it = node_waiters_.find(n);
       if (it != node_waiters_.end()) poll_node(it);
     }
+  }
+  // Parks whose time ran out (an entry whose agent was answered already polls nothing).
+  while (!park_deadlines_.empty() && park_deadlines_.begin()->first <= now.micros()) {
+    auto it = node_waiters_.find(park_deadlines_.begin()->second);
+    park_deadlines_.erase(park_deadlines_.begin());
+    if (it != node_waiters_.end()) poll_node(it);
   }
   for (uint32_t n : touched_list_) touched_[n] = 0;
   touched_list_.clear();

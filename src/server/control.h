@@ -254,16 +254,21 @@ class ControlPlane {
     std::function<void()> refuse;  // how Quiesce answers it; empty: as if its time ran out
   };
   std::vector<Waiter> waiters_;
-  // Parked agents, by node: polled only when a change touched their node, and at each tick
-  // (which also answers those whose time ran out).
+  // Parked agents, by node: polled only when a change touched their node or when one's time
+  // ran out (`park_deadlines_`), and all of them every kNetTicks ticks.
   std::map<uint32_t, std::vector<Waiter>> node_waiters_;
+  std::set<std::pair<int64_t, uint32_t>> park_deadlines_;  // (deadline µs, node) of each park
   // Nodes whose desired sets a change since the last poll may have touched: the nodes of the
-  // jobs and nodes its events name. A tick polls every parked agent anyway (`poll_all_`), so a
-  // change no event names reaches its agent within a tick.
+  // jobs and nodes its events name. Every kNetTicks ticks every parked agent is polled anyway
+  // (`poll_all_`): a net, so that a change no event names reaches its agent within that many
+  // ticks, not only at its long-poll's deadline. None is known: the net costs one key per
+  // parked agent, a tenth of a tick's worth at each tick.
   void MarkTouchedLocked(const Event& e);
   std::vector<uint8_t> touched_;  // by node id
   std::vector<uint32_t> touched_list_;
   bool poll_all_ = false;
+  int64_t ticks_ = 0;
+  static constexpr int64_t kNetTicks = 10;
 
   // What the server knows of the agent running a node. Not journaled except registration:
   // after a restart every registered agent gets a fresh heartbeat timeout.
@@ -285,6 +290,7 @@ class ControlPlane {
   std::map<uint32_t, int64_t> checkpoint_markers_;
   // The node's desired set (JSON) and its version.
   std::string DesiredLocked(NodeId node, std::string* version) const;
+  static std::string VersionOf(const std::string& key);  // a desired set's version, from its key
   // What the node's desired set depends on, as a string (its version is this key's hash);
   // `visit` sees each job it holds (the attempt's GPUs, whether this member is joining).
   using DesiredVisit = std::function<void(const Job&, const Placement& all, bool joining)>;

@@ -1,14 +1,17 @@
-// Submissions while many agents are parked on long-polls (issue: fleet scale). Starts `reservoir
-// server` with two pools; N emulated agents register in pool "parked" and long-poll their
-// (empty) desired sets over real HTTP; 32 clients then submit 1-GPU spot jobs to pool "work"
-// as fast as they are acknowledged (durable). Prints submissions/s and latency percentiles.
+// The agent emulator (fleet scale): starts `reservoir server` with two pools; AGENTS emulated
+// agents register in pool "parked" and long-poll their (empty) desired sets over real HTTP;
+// clients then submit durable 1-GPU spot jobs to pool "work" for SECONDS and the run prints
+// submissions/s and latency percentiles. The clients are 32 Node.js connections in this process,
+// or with CLIENT=wrk, `wrk -c32` in its own process (bench/submit.lua), so that the emulated
+// agents and the load do not share one event loop.
 // With WORKING > 0, pool "work" is WORKING emulated agents of 8 GPUs instead of declared nodes:
-// each confirms the starts it is sent (reports them running) and reports each job's exit a
-// second later, and the run also prints the time from each start's decision to its
+// each confirms the starts it is sent (reports them running) and reports each job's exit
+// 0.5–1.5 s later (seeded: the same runs every time; not all at once, as no fleet's jobs end), and the run also prints the time from each start's decision to its
 // confirmation (JobStarted to JobRunning, from the server's events).
-// Usage: node parked_agents.mjs RESERVOIR_BIN [AGENTS=1000] [SECONDS=10] [WORKING=0]
+// Usage: node bench/agents.mjs RESERVOIR_BIN [AGENTS=1000] [SECONDS=10] [WORKING=0]
+//        (bench/fleet.sh wraps it)
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import http from 'node:http';
@@ -26,7 +29,15 @@ writeFileSync(join(dir, 'config.json'), JSON.stringify({
 const admin = 'rsv_admin_bench_0123456789abcdef0123456789abcdef';
 const server = spawn(bin, ['server', '--listen', '127.0.0.1:0', '--db', join(dir, 'db'), '--config',
   join(dir, 'config.json'), '--port-file', join(dir, 'port'), '--max-connections', '16000'],
-{ stdio: 'ignore', env: { ...process.env, RESERVOIR_ADMIN_TOKEN: admin } });
+{ stdio: process.env.SERVER_LOG ? ["ignore", "ignore", openSync(process.env.SERVER_LOG, "w")] : "ignore", env: { ...process.env, RESERVOIR_ADMIN_TOKEN: admin } });
+// A seeded generator (mulberry32) for the jobs' run times.
+let seed = 42;
+const random = () => {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const agent = new http.Agent({ keepAlive: true, maxSockets: agents + 2 * working + 64 });
 let port;
@@ -95,7 +106,7 @@ try {
           setTimeout(() => {
             reports.push({ job: j.job, attempt: j.attempt, status: 'exited', success: true, detail: 'exit 0' });
             if (wake) wake();
-          }, 1000);
+          }, 500 + Math.floor(random() * 1000));
         }
       }
     })());
@@ -111,14 +122,39 @@ try {
       latencies.push(performance.now() - t0);
     }
   };
-  await Promise.all(Array.from({ length: 32 }, client));
-  latencies.sort((a, b) => a - b);
-  const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))].toFixed(1);
-  console.log(`${agents} parked agents${working ? `, ${working} working` : ''}: ${(latencies.length / seconds).toFixed(0)} durable submissions/s, p50 ${q(0.5)} ms, p99 ${q(0.99)} ms (${latencies.length} in ${seconds} s, 32 clients)`);
+  const who = `${agents} parked agents${working ? `, ${working} working` : ''}`;
+  if (process.env.CLIENT === 'wrk') {
+    // wrk blocks this process's event loop while it runs unless it runs asynchronously.
+    const out = await new Promise((resolve, reject) => {
+      const w = spawn('wrk', ['-t2', '-c32', `-d${seconds}s`, '--latency', '-s',
+        new URL('./submit.lua', import.meta.url).pathname, `http://127.0.0.1:${port}/v1/jobs`],
+      { env: { ...process.env, RESERVOIR_TOKEN: admin, RESERVOIR_POOL: 'work', RESERVOIR_TENANT: 'bench' } });
+      let text = '';
+      w.stdout.on('data', (c) => { text += c; });
+      w.on('error', reject);
+      w.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited ${code}`))));
+    });
+    const rate = Number(/Requests\/sec:\s*([\d.]+)/.exec(out)[1]);
+    const pct = (p) => /(\d+)%\s+([\d.]+\w+)/g;
+    const lat = {};
+    for (const m of out.matchAll(pct())) lat[m[1]] = m[2];
+    const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+    if (non2xx) throw new Error(`wrk: ${non2xx[1]} submissions refused`);
+    console.log(`${who}: ${rate.toFixed(0)} durable submissions/s, p50 ${lat['50']}, p90 ${lat['90']}, p99 ${lat['99']} (wrk, 32 connections, ${seconds} s)`);
+  } else {
+    await Promise.all(Array.from({ length: 32 }, client));
+    latencies.sort((a, b) => a - b);
+    const q = (p) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))].toFixed(1);
+    console.log(`${who}: ${(latencies.length / seconds).toFixed(0)} durable submissions/s, p50 ${q(0.5)} ms, p99 ${q(0.99)} ms (${latencies.length} in ${seconds} s, 32 Node.js clients)`);
+  }
   if (working) {
-    await sleep(3000);  // the last starts confirmed
+    // The queue the load left drains for DRAIN seconds (default 5) onto the working agents:
+    // starts decided then are timed apart, with the agents alone on the machine's cores.
+    const loadEnd = Date.now() * 1000;
+    await sleep(Number(process.env.DRAIN || 5) * 1000);
     const started = new Map();
-    const confirm = [];
+    const during = [];
+    const after = [];
     for (let since = 0; ;) {
       const r = await call('GET', `/v1/events?since=${since}`);
       const b = JSON.parse(r.body);
@@ -126,13 +162,19 @@ try {
       for (const e of b.events) {
         const key = `${e.job}/${e.attempt}`;
         if (e.type === 'JobStarted') started.set(key, e.at_us);
-        if (e.type === 'JobRunning' && started.has(key)) confirm.push((e.at_us - started.get(key)) / 1000);
+        if (e.type === 'JobRunning' && started.has(key)) {
+          const t = started.get(key);
+          (t < loadEnd ? during : after).push((e.at_us - t) / 1000);
+        }
       }
       since = b.last_seq;
     }
-    confirm.sort((a, b) => a - b);
-    const c = (p) => confirm[Math.min(confirm.length - 1, Math.floor(p * confirm.length))].toFixed(1);
-    console.log(`decision to confirmed start (JobStarted to JobRunning): p50 ${c(0.5)} ms, p99 ${c(0.99)} ms, max ${confirm[confirm.length - 1].toFixed(1)} ms over ${confirm.length} starts`);
+    for (const [what, list] of [['under the load', during], ['after it, draining the queue', after]]) {
+      if (!list.length) continue;
+      list.sort((a, b) => a - b);
+      const c = (p) => list[Math.min(list.length - 1, Math.floor(p * list.length))].toFixed(1);
+      console.log(`decision to confirmed start (JobStarted to JobRunning) ${what}: p50 ${c(0.5)} ms, p99 ${c(0.99)} ms, max ${list[list.length - 1].toFixed(1)} ms over ${list.length} starts`);
+    }
   }
   stop = true;
 } catch (e) {
