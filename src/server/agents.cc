@@ -303,9 +303,7 @@ std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit)
   return key;
 }
 
-std::string ControlPlane::VersionOf(const std::string& key) {
-  return Sha256Hex(key).substr(0, 16);
-}
+std::string ControlPlane::VersionOf(const std::string& key) { return Sha256Hex(key).substr(0, 16); }
 
 std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
   const ClusterState& st = sched_.state();
@@ -492,8 +490,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     // A sync that reports nothing new and knows the current version costs the set's key and
     // its hash: no JSON is built for an agent that parks.
     std::string known = DesiredKeyLocked(*id);
-    immediate = reported || !log.empty() || VersionOf(known) != r.value("known", "") ||
-                deadline <= now;
+    immediate =
+        reported || !log.empty() || VersionOf(known) != r.value("known", "") || deadline <= now;
     if (!immediate) {
       NodeId nid = *id;
       // A parked agent is answered once its desired set changes: each change compares only
