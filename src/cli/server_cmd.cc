@@ -13,7 +13,6 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -187,9 +186,10 @@ int RunServer(const ServerFlags& f, int* bound_port, bool again) {
     const char* env = std::getenv("RESERVOIR_ADMIN_TOKEN");
     std::string token = env && *env ? env : server::RandomToken("rsv_admin_");
     std::promise<Status> done;
-    nlohmann::json body = {{"admin", true}, {"hash", Sha256Hex(token)}};
-    control.Execute("token", body.dump(),
-                    [&](Result<server::Reply> r) { done.set_value(r.status()); });
+    server::cmd::AddToken admin;
+    admin.admin = true;
+    admin.hash = Sha256Hex(token);
+    control.Execute(admin, [&](Result<std::string> r) { done.set_value(r.status()); });
     Status s = done.get_future().get();
     if (!s.ok()) {
       std::cerr << "reservoir server: creating the admin token: " << s.ToString() << "\n";

@@ -103,57 +103,54 @@ std::function<void(bool)> SyncReply(std::function<void(Result<Reply>)> done, std
 
 }  // namespace
 
-Result<Reply> ControlPlane::ApplyRegister(const json& b, Timestamp now) {
+Result<std::string> ControlPlane::On(const cmd::Register& c, Timestamp now, bool) {
   const ClusterState& st = sched_.state();
-  const std::string name = b.value("name", "");
-  auto pool = st.FindPool(b.value("pool", ""));
-  if (!pool) return InvalidArgument("pool", "unknown pool '" + b.value("pool", "") + "'");
-  const int32_t gpus = b.value("gpus", 0);
-  std::optional<NodeId> id = st.FindNode(name);
+  RSV_ASSIGN_OR_RETURN(PoolId pool, PoolOf(c.pool));
+  std::optional<NodeId> id = st.FindNode(c.name);
   if (!id) {
-    RSV_ASSIGN_OR_RETURN(NodeId added,
-                         sched_.AddNode(name, *pool, gpus, b.value("topology", std::string())));
+    RSV_ASSIGN_OR_RETURN(NodeId added, sched_.AddNode(c.name, pool, c.gpus, c.topology));
     id = added;
   } else {
     const Node& n = st.node(*id);
-    if (n.pool != *pool || n.gpus != gpus) {
-      return FailedPrecondition("node " + name + " is registered in pool " +
+    if (n.pool != pool || n.gpus != c.gpus) {
+      return FailedPrecondition("node " + c.name + " is registered in pool " +
                                 st.pool(n.pool).config.name + " with " + std::to_string(n.gpus) +
-                                " GPUs; this agent reports " + b.value("pool", "") + " with " +
-                                std::to_string(gpus));
+                                " GPUs; this agent reports " + c.pool + " with " +
+                                std::to_string(c.gpus));
     }
   }
   RSV_RETURN_IF_ERROR(sched_.SetNodeAgent(*id));
   AgentLink& link = agents_[id->value()];
   link.last_seen = now;
-  link.probe = b.value("probe", "");
-  link.cgroups = b.value("cgroups", "");
-  link.inventory = b.contains("inventory") ? Dump(b["inventory"]) : "[]";
+  link.probe = c.probe;
+  link.cgroups = c.cgroups;
+  link.inventory = c.inventory.text;
   link.registered_inventory = link.inventory;
-  link.address = b.value("address", name);
+  link.address = c.address.empty() ? c.name : c.address;
   if (st.node(*id).state == NodeState::kDown) {
     link.health.clear();
     RSV_RETURN_IF_ERROR(sched_.SetNodeState(*id, NodeState::kReady, now));  // the agent is back
     sched_.RunCycle(now);
   }
   const Node& n = st.node(*id);
-  return Reply{200, Dump(json{{"name", n.name},
-                              {"pool", st.pool(n.pool).config.name},
-                              {"gpus", n.gpus},
-                              {"state", NodeStateName(n.state)},
-                              {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
-                              {"shared_store", config_.shared_store}})};
+  return Dump(json{{"name", n.name},
+                   {"pool", st.pool(n.pool).config.name},
+                   {"gpus", n.gpus},
+                   {"state", NodeStateName(n.state)},
+                   {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
+                   {"shared_store", config_.shared_store}});
 }
 
-Result<Reply> ControlPlane::ApplyInternal(const std::string& kind, const std::string& body,
-                                          std::vector<Command>* log) {
+Result<std::string> ControlPlane::ApplyInternal(const Cmd& cmd, std::vector<Command>* log) {
   Command c;
-  c.kind = kind;
-  c.body = body;
   c.at = clock_->Now();
-  Result<Reply> r = Apply(c, false);
+  Result<std::string> r = Apply(cmd, c.at, false);
   DrainEvents();
-  if (r.ok()) log->push_back(std::move(c));
+  if (r.ok()) {
+    c.kind = KindOf(cmd);
+    c.body = EncodeCommand(cmd);
+    log->push_back(std::move(c));
+  }
   return r;
 }
 
@@ -181,12 +178,9 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
   for (auto& [node_id, link] : agents_) {
     const Node& n = st.node(NodeId(node_id));
     if (n.state != NodeState::kDown && now - link.last_seen > config_.heartbeat_timeout) {
-      (void)ApplyInternal("node_state",
-                          json{{"node", n.name},
-                               {"state", "down"},
-                               {"reason", "no heartbeat for " + Seconds(now - link.last_seen)}}
-                              .dump(),
-                          log);
+      (void)ApplyInternal(
+          cmd::NodeStateChange{n.name, "down", "no heartbeat for " + Seconds(now - link.last_seen)},
+          log);
       continue;
     }
     std::vector<JobId> late;
@@ -201,15 +195,12 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
       }
     }
     for (JobId j : late) {
-      (void)ApplyInternal(
-          "start_failed",
-          json{{"node", n.name},
-               {"job", j.value()},
-               {"attempt", st.job(j).attempt},
-               {"counts", false},
-               {"reason", "not confirmed by the agent within " + config_.start_timeout.ToString()}}
-              .dump(),
-          log);
+      cmd::StartFailed late_start;
+      late_start.node = n.name;
+      late_start.job = j.value();
+      late_start.attempt = st.job(j).attempt;
+      late_start.reason = "not confirmed by the agent within " + config_.start_timeout.ToString();
+      (void)ApplyInternal(late_start, log);
     }
   }
 }
@@ -384,7 +375,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     if (deadline > latest) deadline = latest;
     if (r.contains("gpus")) link.inventory = Dump(r["gpus"]);
     if (st.node(*id).state == NodeState::kDown) {
-      (void)ApplyInternal("node_state", json{{"node", node}, {"state", "ready"}}.dump(), &log);
+      (void)ApplyInternal(cmd::NodeStateChange{node, "ready", ""}, &log);
     }
     // Output first: a job's last lines arrive with (or before) its exit.
     for (const json& l : r.value("logs", json::array())) {
@@ -433,25 +424,25 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
       std::string status = e["status"].get<std::string>();
       // "member": this node's part of the attempt (a gang runs once all have started, and
       // ends when the first has ended).
-      json cmd = {{"node", node}, {"job", jid.value()}, {"attempt", attempt}, {"member", true}};
+      const cmd::MemberReport member{node, jid.value(), attempt, true};
       // The job completed a checkpoint. Members of a gang sharing a checkpoint directory all
       // see the same marker (its modification time): the first report of it counts.
       if (status == "running" && e.value("checkpoint", false)) {
         const int64_t marker = e.value("checkpoint_us", int64_t{0});
         auto seen = checkpoint_markers_.find(jid.value());
         if (marker == 0 || seen == checkpoint_markers_.end() || marker > seen->second) {
-          json report = cmd;
-          report["marker_us"] = marker;
-          (void)ApplyInternal("checkpoint", report.dump(), &log);
+          cmd::Checkpoint report{member, 0};
+          report.marker_us = marker;
+          (void)ApplyInternal(report, &log);
         }
       }
       // Signal mode: the job took in a resize generation; units it leaves out are freed.
       if (status == "running" && e.contains("resize_ack")) {
         const int64_t gen = e["resize_ack"].get<int64_t>();
         if (sched_.AckFrees(j, gen)) {
-          json ack = cmd;
-          ack["generation"] = gen;
-          (void)ApplyInternal("resize_ack", ack.dump(), &log);
+          cmd::ResizeAck ack{member, 0};
+          ack.generation = static_cast<int32_t>(gen);
+          (void)ApplyInternal(ack, &log);
           reported = true;
         }
       }
@@ -460,32 +451,33 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
         if ((j.state != JobState::kStarting && !joins) || Contains(j.confirmed, *id)) {
           continue;
         }
-        (void)ApplyInternal("started", cmd.dump(), &log);
+        (void)ApplyInternal(cmd::Started{member}, &log);
       } else if (status == "exited") {
         if (Contains(j.ended, *id)) continue;
-        cmd["success"] = e.value("success", false);
-        cmd["detail"] = e.value("detail", "");
-        (void)ApplyInternal("agent_exit", cmd.dump(), &log);
+        cmd::AgentExit exit{member, false, false, ""};
+        exit.success = e.value("success", false);
+        exit.detail = e.value("detail", "");
+        (void)ApplyInternal(exit, &log);
       } else if (status == "lost" && j.state != JobState::kStarting) {
         // A confirmed attempt the agent no longer has: that member is gone (its gang stops).
         if (Contains(j.ended, *id)) continue;
-        cmd["lost"] = true;
-        cmd["detail"] = "lost on node " + node + " (" +
-                        e.value("detail", std::string("the agent no longer has it")) + ")";
-        (void)ApplyInternal("agent_exit", cmd.dump(), &log);
+        cmd::AgentExit lost{member, false, false, ""};
+        lost.lost = true;
+        lost.detail = "lost on node " + node + " (" +
+                      e.value("detail", std::string("the agent no longer has it")) + ")";
+        (void)ApplyInternal(lost, &log);
       } else {
-        cmd["counts"] = status == "start_failed";
-        cmd["reason"] = status == "lost" ? "lost on node " + node + " (the agent no longer has it)"
+        cmd::StartFailed failed{member, "", false};
+        failed.counts = status == "start_failed";
+        failed.reason = status == "lost" ? "lost on node " + node + " (the agent no longer has it)"
                                          : e.value("detail", std::string("could not start"));
-        (void)ApplyInternal("start_failed", cmd.dump(), &log);
+        (void)ApplyInternal(failed, &log);
       }
       reported = true;
     }
     std::string health = r.value("health", "");
     if (!health.empty() && st.node(*id).state == NodeState::kReady) {
-      (void)ApplyInternal("node_state",
-                          json{{"node", node}, {"state", "draining"}, {"reason", health}}.dump(),
-                          &log);
+      (void)ApplyInternal(cmd::NodeStateChange{node, "draining", health}, &log);
     }
     // A sync that reports nothing new and knows the current version costs the set's key and
     // its hash: no JSON is built for an agent that parks.

@@ -136,6 +136,10 @@ HttpResponse ToHttp(const Result<Reply>& r) {
   return r.ok() ? HttpResponse{r->status, "application/json", r->body} : Error(r.status());
 }
 
+HttpResponse ToHttp(const Result<std::string>& r, int status) {
+  return r.ok() ? HttpResponse{status, "application/json", *r} : Error(r.status());
+}
+
 }  // namespace
 
 bool ValidAddress(const std::string& s) {
@@ -257,12 +261,12 @@ class Call {
     start(reply_);
     return Answer();
   }
-  // A command: answered once it is durable (or refused: nothing changed).
-  Answer Execute(const std::string& kind, const json& command) {
-    // Path segments are client bytes: what is not UTF-8 is replaced (and then names nothing).
+  // A command: answered once it is durable (or refused: nothing changed), with `status` (201
+  // where it created something).
+  Answer Execute(Cmd command, int status = 200) {
     return Later([&](ReplyFn reply) {
-      control->Execute(kind, command.dump(-1, ' ', false, json::error_handler_t::replace),
-                       [reply](Result<Reply> r) { reply(ToHttp(r)); });
+      control->Execute(std::move(command),
+                       [reply, status](Result<std::string> r) { reply(ToHttp(r, status)); });
     });
   }
   // A read; a list read one page long links to the next (RFC 8288: the same query, from the
@@ -315,10 +319,10 @@ Answer ReadAs(Call& c, const char* what) { return c.Read(what); }
 Answer PostTenant(Call& c) {
   RSV_API_TRY(name, c.body.String("name", true));
   RSV_API_CHECK(c.body.NoUnknownFields());
-  return c.Execute("tenant", json{{"name", name}});
+  return c.Execute(cmd::AddTenant{name}, 201);
 }
 
-Answer DeleteTenant(Call& c) { return c.Execute("delete_tenant", json{{"name", c.parts[2]}}); }
+Answer DeleteTenant(Call& c) { return c.Execute(cmd::DeleteTenant{c.parts[2]}); }
 
 Answer PostToken(Call& c) {
   RSV_API_TRY(tenant, c.body.String("tenant", false));
@@ -333,15 +337,14 @@ Answer PostToken(Call& c) {
   }
   if (!node.empty() && !ValidNodeName(node)) return InvalidArgument("node", kNodeNameRule);
   std::string token = RandomToken(node.empty() ? "rsv_" : "rsv_node_");
-  const json cmd = {
-      {"tenant", tenant}, {"admin", admin}, {"node", node}, {"hash", Sha256Hex(token)}};
   return c.Later([&](Call::ReplyFn reply) {
-    c.control->Execute("token", cmd.dump(), [reply, token](Result<Reply> r) {
-      if (!r.ok()) return reply(Error(r.status()));
-      json out = json::parse(r->body);
-      out["token"] = token;  // shown once; only its hash is stored
-      reply(HttpResponse{201, "application/json", out.dump()});
-    });
+    c.control->Execute(cmd::AddToken{admin, node, tenant, Sha256Hex(token)},
+                       [reply, token](Result<std::string> r) {
+                         if (!r.ok()) return reply(Error(r.status()));
+                         json out = json::parse(*r);
+                         out["token"] = token;  // shown once; only its hash is stored
+                         reply(HttpResponse{201, "application/json", out.dump()});
+                       });
   });
 }
 
@@ -356,8 +359,7 @@ Answer RevokeToken(Call& c) {
                             token_id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
     return InvalidArgument("id", "must be the 12 hex digits `reservoir token --list` shows");
   }
-  return c.Execute("revoke",
-                   token.empty() ? json{{"id", token_id}} : json{{"hash", Sha256Hex(token)}});
+  return c.Execute(token.empty() ? cmd::Revoke{"", token_id} : cmd::Revoke{Sha256Hex(token), ""});
 }
 
 Answer PostNode(Call& c) {
@@ -366,8 +368,7 @@ Answer PostNode(Call& c) {
   RSV_API_TRY(gpus, c.body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
   RSV_API_TRY(topology, c.body.String("topology", false));
   RSV_API_CHECK(c.body.NoUnknownFields());
-  return c.Execute("node",
-                   json{{"name", name}, {"pool", pool}, {"gpus", gpus}, {"topology", topology}});
+  return c.Execute(cmd::AddNode{name, pool, topology, static_cast<int32_t>(gpus)}, 201);
 }
 
 Answer RegisterNode(Call& c) {
@@ -385,15 +386,17 @@ Answer RegisterNode(Call& c) {
     return InvalidArgument("inventory", "must be an array of GPUs");
   }
   if (!address.empty() && !ValidAddress(address)) return InvalidArgument("address", kAddressRule);
-  return c.Execute("register",
-                   json{{"name", name},
-                        {"address", address.empty() ? name : address},
-                        {"pool", pool},
-                        {"gpus", gpus},
-                        {"topology", topology},
-                        {"probe", probe},
-                        {"cgroups", cgroups},
-                        {"inventory", inventory.is_null() ? json::array() : inventory}});
+  cmd::Register r;
+  r.name = name;
+  r.address = address.empty() ? name : address;
+  r.pool = pool;
+  r.gpus = static_cast<int32_t>(gpus);
+  r.topology = topology;
+  r.probe = probe;
+  r.cgroups = cgroups;
+  r.inventory.text =
+      inventory.is_null() ? "[]" : inventory.dump(-1, ' ', false, json::error_handler_t::replace);
+  return c.Execute(std::move(r));
 }
 
 Answer SyncNode(Call& c) {
@@ -405,8 +408,8 @@ Answer SyncNode(Call& c) {
 }
 
 Answer DrainNode(Call& c) {
-  return c.Execute("node_state", json{{"node", c.parts[2]},
-                                      {"state", c.parts[3] == "drain" ? "draining" : "ready"}});
+  return c.Execute(
+      cmd::NodeStateChange{c.parts[2], c.parts[3] == "drain" ? "draining" : "ready", ""});
 }
 
 Answer PostReservation(Call& c) {
@@ -427,21 +430,24 @@ Answer PostReservation(Call& c) {
   if (start > 0 && start < (c.clock->Now() - Duration::Seconds(60)).micros()) {
     return InvalidArgument("start_us", "is in the past (0 or absent: now)");
   }
-  json cmd = {{"tenant", who},     {"pool", pool}, {"gpus", gpus},
-              {"start_us", start}, {"lend", lend}, {"quote_only", quote}};
+  cmd::Reserve r;
+  r.tenant = who;
+  r.pool = pool;
+  r.gpus = static_cast<int32_t>(gpus);
+  r.start_us = start;
+  r.lend = lend;
+  r.quote_only = quote;
   if (duration) {
-    cmd["duration_us"] = duration->micros();
+    r.duration_us = duration->micros();
   } else {
-    cmd["end_us"] = end;
+    r.end_us = end;
   }
-  return c.Execute("reserve", cmd);
+  return c.Execute(std::move(r), quote ? 200 : 201);
 }
 
 Answer GetReservation(Call& c) { return c.Read("reservation/" + c.parts[2]); }
 
-Answer ReturnReservation(Call& c) {
-  return c.Execute("return", json{{"reservation", c.Id(2)}, {"caller", c.Owner()}});
-}
+Answer ReturnReservation(Call& c) { return c.Execute(cmd::Return{c.Id(2), c.Owner()}); }
 
 // gpus: a number (rigid) or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
 Status ParseGpus(const json& range, int64_t* gpus, int64_t* max_gpus, int64_t* step) {
@@ -506,7 +512,7 @@ Answer PostJob(Call& c) {
       }))) {
     return InvalidArgument("env", "must be an array of \"NAME=value\" strings");
   }
-  json dep_cmd = json::array();
+  std::vector<cmd::Dependency> dep_cmd;
   if (!deps.is_null()) {
     if (!deps.is_array()) return InvalidArgument("dependencies", "must be an array");
     for (const json& d : deps) {
@@ -515,25 +521,32 @@ Answer PostJob(Call& c) {
         return InvalidArgument("dependencies",
                                "entries are {\"kind\": \"afterok\"|\"afterany\", \"job\": ID}");
       }
-      dep_cmd.push_back({{"kind", d.value("kind", "afterok")}, {"job", d["job"]}});
+      dep_cmd.push_back({d.value("kind", "afterok"), d["job"].get<int64_t>()});
     }
   }
   RSV_API_TRY(who, c.Tenant(tenant, "submit"));
-  json cmd = {{"tenant", who},      {"pool", pool},       {"gpus", gpus},
-              {"tier", t},          {"name", name},       {"max_restarts", restarts},
-              {"command", command}, {"workdir", workdir}, {"dependencies", dep_cmd}};
-  if (limit) cmd["limit_micros"] = limit->micros();
-  if (fallback) cmd["fallback_micros"] = fallback->micros();
-  if (notice) cmd["notice_s"] = notice->seconds();
-  if (time_limit) cmd["time_limit_s"] = time_limit->seconds();
-  if (!env.is_null()) cmd["env"] = env;
-  if (cpu_millis > 0) cmd["cpu_millis"] = cpu_millis;
-  if (memory_mib > 0) cmd["memory_mib"] = memory_mib;
-  if (max_gpus > 0) cmd["max_gpus"] = max_gpus;
-  if (step > 0) cmd["gpu_step"] = step;
-  if (!resize_mode.empty()) cmd["resize_mode"] = resize_mode;
-  if (cooldown) cmd["resize_cooldown_s"] = cooldown->seconds();
-  return c.Execute("submit", cmd);
+  cmd::Submit job;
+  job.tenant = who;
+  job.pool = pool;
+  job.gpus = static_cast<int32_t>(gpus);
+  job.tier = t;
+  job.name = name;
+  job.max_restarts = static_cast<int32_t>(restarts);
+  job.command = command;
+  job.workdir = workdir;
+  job.dependencies = std::move(dep_cmd);
+  if (limit) job.limit_micros = limit->micros();
+  if (fallback) job.fallback_micros = fallback->micros();
+  if (notice) job.notice_s = notice->seconds();
+  if (time_limit) job.time_limit_s = time_limit->seconds();
+  if (!env.is_null()) job.env = env.get<std::vector<std::string>>();
+  job.cpu_millis = cpu_millis;
+  job.memory_mib = memory_mib;
+  job.max_gpus = static_cast<int32_t>(max_gpus);
+  job.gpu_step = static_cast<int32_t>(step);
+  if (!resize_mode.empty()) job.resize_mode = resize_mode;
+  if (cooldown) job.resize_cooldown_s = cooldown->seconds();
+  return c.Execute(std::move(job), 201);
 }
 
 Answer GetJob(Call& c) { return c.Read("job/" + c.parts[2]); }
@@ -556,13 +569,17 @@ Answer JobLogs(Call& c) {
 // cancel, release, exit (the operator's, for agentless nodes).
 Answer JobAction(Call& c) {
   const std::string& action = c.parts[3];
-  json cmd = {{"job", c.Id(2)}, {"caller", c.Owner()}};
+  const cmd::JobAction which{c.Id(2), c.Owner()};
   if (action == "exit") {
     RSV_API_TRY(success, c.body.Bool("success", true));
-    cmd["success"] = success;
+    RSV_API_CHECK(c.body.NoUnknownFields());
+    cmd::Exit exit{which};
+    exit.success = success;
+    return c.Execute(exit);
   }
   RSV_API_CHECK(c.body.NoUnknownFields());
-  return c.Execute(action, cmd);
+  if (action == "cancel") return c.Execute(cmd::Cancel{which});
+  return c.Execute(cmd::Release{which});
 }
 
 Answer WhoAmI(Call& c) {

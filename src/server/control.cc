@@ -418,46 +418,46 @@ Status ControlPlane::Load(bool use_snapshot) {
 }
 
 namespace {
-json PoolConfigJson(const PoolConfig& p) {
-  return {{"name", p.name},
-          {"gpu_model", p.gpu_model},
-          {"reserve_micros", p.reserve_price.micros()},
-          {"min_increment_micros", p.min_increment.micros()},
-          {"max_notice_us", p.max_notice.micros()},
-          {"base_micros", p.reservation_base_price.micros()},
-          {"surge_bp", p.reservation_surge},
-          {"return_rate_bp", p.return_rate},
-          {"operator_share_bp", p.operator_share},
-          {"holdback_gpus", p.holdback_gpus}};
-}
-PoolConfig PoolConfigOf(const json& j) {
-  PoolConfig p;
-  p.name = j.at("name").get<std::string>();
-  p.gpu_model = j.at("gpu_model").get<std::string>();
-  p.reserve_price = Money::Micros(j.at("reserve_micros").get<int64_t>());
-  p.min_increment = Money::Micros(j.at("min_increment_micros").get<int64_t>());
-  p.max_notice = Duration::Micros(j.at("max_notice_us").get<int64_t>());
-  p.reservation_base_price = Money::Micros(j.at("base_micros").get<int64_t>());
-  p.reservation_surge = j.at("surge_bp").get<int64_t>();
-  p.return_rate = j.at("return_rate_bp").get<int64_t>();
-  p.operator_share = j.at("operator_share_bp").get<int64_t>();
-  p.holdback_gpus = j.at("holdback_gpus").get<int32_t>();
-  return p;
+cmd::ConfigPool ConfigPoolOf(const PoolConfig& p) {
+  return {p.name,
+          p.gpu_model,
+          p.reserve_price.micros(),
+          p.min_increment.micros(),
+          p.max_notice.micros(),
+          p.reservation_base_price.micros(),
+          p.reservation_surge,
+          p.return_rate,
+          p.operator_share,
+          p.holdback_gpus};
 }
 }  // namespace
 
-Result<json> ControlPlane::ConfigChangesLocked() const {
+PoolConfig ControlPlane::PoolConfigOf(const cmd::ConfigPool& c) {
+  PoolConfig p;
+  p.name = c.name;
+  p.gpu_model = c.gpu_model;
+  p.reserve_price = Money::Micros(c.reserve_micros);
+  p.min_increment = Money::Micros(c.min_increment_micros);
+  p.max_notice = Duration::Micros(c.max_notice_us);
+  p.reservation_base_price = Money::Micros(c.base_micros);
+  p.reservation_surge = c.surge_bp;
+  p.return_rate = c.return_rate_bp;
+  p.operator_share = c.operator_share_bp;
+  p.holdback_gpus = c.holdback_gpus;
+  return p;
+}
+
+Result<std::optional<cmd::Config>> ControlPlane::ConfigChangesLocked() const {
   const ClusterState& st = sched_.state();
-  json pools = json::array(), nodes = json::array();
+  cmd::Config changes;
   for (const PoolConfig& p : config_.pools) {
     auto id = st.FindPool(p.name);
-    if (!id || !(st.pool(*id).config == p)) pools.push_back(PoolConfigJson(p));
+    if (!id || !(st.pool(*id).config == p)) changes.pools.push_back(ConfigPoolOf(p));
   }
   for (const auto& n : config_.nodes) {
     auto id = st.FindNode(n.name);
     if (!id) {
-      nodes.push_back(
-          {{"name", n.name}, {"pool", n.pool}, {"gpus", n.gpus}, {"topology", n.topology}});
+      changes.nodes.push_back({n.name, n.pool, n.topology, n.gpus});
       continue;
     }
     const Node& have = st.node(*id);
@@ -472,8 +472,8 @@ Result<json> ControlPlane::ConfigChangesLocked() const {
                        "as it is, or under a new name");
     }
   }
-  if (pools.empty() && nodes.empty()) return json();
-  return json{{"pools", pools}, {"nodes", nodes}};
+  if (changes.pools.empty() && changes.nodes.empty()) return std::optional<cmd::Config>();
+  return std::optional<cmd::Config>(std::move(changes));
 }
 
 Status ControlPlane::ApplyLoggedLocked(const Command& c) {
@@ -485,12 +485,8 @@ Status ControlPlane::ApplyLoggedLocked(const Command& c) {
                     ": the commands between were compacted into a snapshot");
   }
   ++since_snapshot_;
-  Result<Reply> r = Internal("not applied");
-  try {
-    r = Apply(c, true);
-  } catch (const json::exception& e) {  // a field of the wrong type: the log was altered
-    r = Internal(std::string("malformed body: ") + e.what());
-  }
+  Result<Cmd> decoded = DecodeCommand(c.kind, c.body);
+  Result<std::string> r = decoded.ok() ? Apply(*decoded, c.at, true) : decoded.status();
   ++replayed_;
   applied_seq_ = c.seq;
   if (c.kind == "cycle") SampleUsageLocked();
@@ -527,16 +523,15 @@ Status ControlPlane::Lead() {
   last_snapshot_ = now;
   // Pools and nodes the config changed since the state was written take effect from here,
   // logged, so that every server applies them at this point of the log.
-  RSV_ASSIGN_OR_RETURN(json changes, ConfigChangesLocked());
+  RSV_ASSIGN_OR_RETURN(std::optional<cmd::Config> changes, ConfigChangesLocked());
   committer_ = std::make_unique<GroupCommitter>(store_.get());
   leading_ = true;
-  if (!changes.is_null()) {
+  if (changes) {
     std::vector<Command> log;
-    Result<Reply> r = ApplyInternal("config", changes.dump(), &log);
-    if (!r.ok()) return r.status();
+    RSV_RETURN_IF_ERROR(ApplyInternal(*changes, &log).status());
     QueueLocked(&log, [](Status) {});
     std::fprintf(stderr, "reservoir server: the config changes %zu pools and %zu nodes: logged\n",
-                 changes["pools"].size(), changes["nodes"].size());
+                 changes->pools.size(), changes->nodes.size());
   }
   return Status::Ok();
 }
@@ -705,28 +700,36 @@ bool ControlPlane::HasAdmin() {
   return false;
 }
 
-void ControlPlane::Execute(const std::string& kind, const std::string& body,
-                           std::function<void(Result<Reply>)> done) {
+void ControlPlane::Execute(Cmd command, std::function<void(Result<std::string>)> done) {
   Command c;
-  c.kind = kind;
-  c.body = body;
-  Result<Reply> r = Internal("unreached");
+  c.kind = KindOf(command);
+  c.body = EncodeCommand(command);
+  // Client strings that are not UTF-8 are logged with U+FFFD in their place: applied as logged,
+  // so that a replay makes the same state.
+  if (c.body.find("\xEF\xBF\xBD") != std::string::npos) {
+    Result<Cmd> logged = DecodeCommand(c.kind, c.body);
+    if (!logged.ok()) return done(logged.status());
+    command = std::move(*logged);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (!leading_) return done(NotLeading());
   c.at = clock_->Now();
-  r = Apply(c, false);
+  Result<std::string> r = Apply(command, c.at, false);
   DrainEvents();
-  if (!r.ok()) {
-    done(r);
-    return;
-  }
-  Reply reply = *r;
+  if (!r.ok()) return done(r.status());
   // Queued while the lock is held, so the log's order is the order commands were applied in.
-  PersistLocked(std::move(c), [this, done = std::move(done), reply](Status s) {
+  PersistLocked(std::move(c), [this, done = std::move(done), body = std::move(*r)](Status s) {
     if (!s.ok()) return done(s);
-    done(reply);
+    done(body);
     RunReadyWaiters();  // long-polls see the events once they are durable
   });
+}
+
+void ControlPlane::Execute(const std::string& kind, const std::string& body,
+                           std::function<void(Result<std::string>)> done) {
+  Result<Cmd> c = DecodeCommand(kind, body);
+  if (!c.ok()) return done(c.status());
+  Execute(std::move(*c), std::move(done));
 }
 
 void ControlPlane::RunReadyWaiters() {
@@ -740,8 +743,8 @@ void ControlPlane::RunReadyWaiters() {
 
 void ControlPlane::Tick() {
   Command c;
-  c.kind = "cycle";
-  c.body = "{}";
+  c.kind = cmd::Cycle::kKind;
+  c.body = EncodeCommand(cmd::Cycle{});
   std::vector<std::function<void()>> ready;
   std::vector<Command> agent_log;
   int32_t decisions = 0;
@@ -784,267 +787,284 @@ void ControlPlane::Tick() {
   for (auto& fn : ready) fn();
 }
 
-// Whether every number in `j` converts to an integer without overflow (commands carry integers
-// only; a float past int64 in an altered log would make the conversion undefined).
-static bool NumbersFit(const json& j) {
-  if (j.is_number_float()) {
-    const double d = j.get<double>();
-    return d > -9.2e18 && d < 9.2e18;
-  }
-  if (j.is_structured()) {
-    for (const json& v : j) {
-      if (!NumbersFit(v)) return false;
-    }
-  }
-  return true;
+// ---------------------------------------------------------------------------------------------
+// The applier: one typed command at a time (server/commands.h), the same live and on replay.
+// It answers with the JSON body of what the command made; the HTTP layer chooses the status.
+
+Result<PoolId> ControlPlane::PoolOf(const std::string& name) const {
+  auto p = sched_.state().FindPool(name);
+  if (!p) return InvalidArgument("pool", "unknown pool '" + name + "'");
+  return *p;
 }
 
-Result<Reply> ControlPlane::Apply(const Command& c, bool replay) {
-  json b = json::parse(c.body, nullptr, false);
-  if (b.is_discarded()) return Internal("command body is not JSON");
-  if (replay && !NumbersFit(b)) return Internal("command body has a number out of range");
+Result<TenantId> ControlPlane::TenantOf(const std::string& name) const {
+  auto t = sched_.state().FindTenant(name);
+  if (!t) return InvalidArgument("tenant", "unknown tenant '" + name + "'");
+  return *t;
+}
+
+Result<JobId> ControlPlane::JobOf(int64_t id, TenantId caller) const {
   const ClusterState& st = sched_.state();
-  auto pool_of = [&](const std::string& name) -> Result<PoolId> {
-    auto p = st.FindPool(name);
-    if (!p) return InvalidArgument("pool", "unknown pool '" + name + "'");
-    return *p;
-  };
-  auto tenant_of = [&](const std::string& name) -> Result<TenantId> {
-    auto t = st.FindTenant(name);
-    if (!t) return InvalidArgument("tenant", "unknown tenant '" + name + "'");
-    return *t;
-  };
-  auto job_of = [&](int64_t id, TenantId caller) -> Result<JobId> {
-    if (id <= 0 || !st.HasJob(JobId(static_cast<uint32_t>(id)))) return NotFound("no such job");
-    JobId j(static_cast<uint32_t>(id));
-    if (caller.valid() && st.job(j).spec.tenant != caller) return NotFound("no such job");
-    return j;
-  };
-  const Timestamp now = c.at;
-  if (c.kind == "cycle") {
-    sched_.RunCycle(now);
-    return Reply{200, "{}"};
+  if (id <= 0 || id > UINT32_MAX || !st.HasJob(JobId(static_cast<uint32_t>(id)))) {
+    return NotFound("no such job");
   }
-  if (c.kind == "config") {  // the config's pools and nodes changed (ConfigChangesLocked)
-    for (const json& p : b.at("pools")) {
-      PoolConfig pc = PoolConfigOf(p);
-      if (auto id = st.FindPool(pc.name)) {
-        RSV_RETURN_IF_ERROR(sched_.SetPoolConfig(*id, std::move(pc), now));
-      } else {
-        RSV_RETURN_IF_ERROR(sched_.AddPool(std::move(pc)).status());
-      }
-    }
-    for (const json& n : b.at("nodes")) {
-      RSV_ASSIGN_OR_RETURN(PoolId pool, pool_of(n.at("pool").get<std::string>()));
-      const std::string name = n.at("name").get<std::string>();
-      if (st.FindNode(name)) continue;
-      RSV_RETURN_IF_ERROR(
-          sched_
-              .AddNode(name, pool, n.at("gpus").get<int32_t>(), n.at("topology").get<std::string>())
-              .status());
-    }
-    return Reply{200, "{}"};
-  }
-  if (c.kind == "tenant") {
-    RSV_ASSIGN_OR_RETURN(TenantId id, sched_.AddTenant(b.value("name", "")));
-    return Reply{201, json{{"id", id.value()}, {"name", st.tenant(id).name}}.dump()};
-  }
-  if (c.kind == "token") {
-    Caller caller;
-    caller.admin = b.value("admin", false);
-    caller.node = b.value("node", "");
-    if (!caller.admin && caller.node.empty()) {
-      RSV_ASSIGN_OR_RETURN(caller.tenant, tenant_of(b.value("tenant", "")));
-      caller.tenant_name = st.tenant(caller.tenant).name;
-    }
-    const std::string hash = b.value("hash", "");
-    tokens_[hash] = caller;
-    return Reply{201, TokenJson(hash, caller).dump()};
-  }
-  if (c.kind == "revoke") {
-    // By the token's hash, or by its id (the hash's first 12 hex digits).
-    std::string hash = b.value("hash", "");
-    if (hash.empty()) {
-      const std::string id = b.value("id", "");
-      int matches = 0;
-      for (const auto& [h, t] : tokens_) {
-        if (!id.empty() && h.rfind(id, 0) == 0) {
-          hash = h;
-          ++matches;
-        }
-      }
-      if (matches > 1)
-        return FailedPrecondition("id " + id + " names several tokens: give the token");
-    }
-    auto it = tokens_.find(hash);
-    if (it == tokens_.end()) return NotFound("no such token");
-    if (it->second.admin && std::count_if(tokens_.begin(), tokens_.end(),
-                                          [](const auto& t) { return t.second.admin; }) == 1) {
-      return FailedPrecondition("that is the last admin token: create another admin token first");
-    }
-    json out = TokenJson(it->first, it->second);
-    tokens_.erase(it);
-    out["revoked"] = true;
-    return Reply{200, out.dump()};
-  }
-  if (c.kind == "delete_tenant") {
-    RSV_ASSIGN_OR_RETURN(TenantId id, tenant_of(b.value("name", "")));
-    RSV_RETURN_IF_ERROR(sched_.DeleteTenant(id, now));
-    int32_t revoked = 0;
-    for (auto it = tokens_.begin(); it != tokens_.end();) {
-      if (!it->second.admin && it->second.tenant == id) {
-        it = tokens_.erase(it);
-        ++revoked;
-      } else {
-        ++it;
-      }
-    }
-    return Reply{
-        200,
-        json{{"name", st.tenant(id).name}, {"deleted", true}, {"tokens_revoked", revoked}}.dump()};
-  }
-  if (c.kind == "node") {
-    RSV_ASSIGN_OR_RETURN(PoolId p, pool_of(b.value("pool", "")));
-    RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(b.value("name", ""), p, b.value("gpus", 0),
-                                                   b.value("topology", "")));
-    return Reply{201, json{{"name", st.node(id).name}}.dump()};
-  }
-  if (c.kind == "register") return ApplyRegister(b, now);
-  if (c.kind == "resize_ack") {
-    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
-    RSV_RETURN_IF_ERROR(
-        sched_.ResizeAcked(id, b.value("attempt", 0), b.value("generation", 0), now));
-    sched_.RunCycle(now);  // freed GPUs go to whoever waits for them
-    return Reply{200, JobJson(st, st.job(id)).dump()};
-  }
-  if (c.kind == "checkpoint") {
-    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
-    if (st.job(id).attempt != b.value("attempt", 0)) return FailedPrecondition("a stale attempt");
-    RSV_RETURN_IF_ERROR(sched_.Checkpointed(id, now));
-    int64_t& marker = checkpoint_markers_[id.value()];
-    marker = std::max(marker, b.value("marker_us", int64_t{0}));
-    return Reply{200, JobJson(st, st.job(id)).dump()};
-  }
-  if (c.kind == "started" || c.kind == "start_failed" || c.kind == "agent_exit") {
-    auto n = st.FindNode(b.value("node", ""));
-    if (!n) return NotFound("no such node");
-    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), TenantId()));
-    int32_t attempt = b.value("attempt", 0);
-    // Commands logged before gangs were tracked per member ("member" absent) confirmed and
-    // ended a job as a whole; they replay as they were applied.
-    const bool member = b.value("member", false);
-    if (c.kind == "started") {
-      RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, attempt, now, member ? *n : NodeId()));
-    } else if (c.kind == "start_failed") {
-      RSV_RETURN_IF_ERROR(
-          sched_.StartFailed(id, attempt, b.value("reason", ""), b.value("counts", false), now));
+  JobId j(static_cast<uint32_t>(id));
+  if (caller.valid() && st.job(j).spec.tenant != caller) return NotFound("no such job");
+  return j;
+}
+
+Result<std::string> ControlPlane::Apply(const Cmd& c, Timestamp now, bool replay) {
+  return std::visit([&](const auto& x) { return On(x, now, replay); }, c);
+}
+
+Result<std::string> ControlPlane::On(const cmd::Cycle&, Timestamp now, bool) {
+  sched_.RunCycle(now);
+  return std::string("{}");
+}
+
+Result<std::string> ControlPlane::On(const cmd::Config& c, Timestamp now, bool) {
+  const ClusterState& st = sched_.state();
+  for (const cmd::ConfigPool& p : c.pools) {
+    PoolConfig pc = PoolConfigOf(p);
+    if (auto id = st.FindPool(pc.name)) {
+      RSV_RETURN_IF_ERROR(sched_.SetPoolConfig(*id, std::move(pc), now));
     } else {
-      using End = Scheduler::MemberEnd;
-      const End how = b.value("lost", false)      ? End::kLost
-                      : b.value("success", false) ? End::kSucceeded
-                                                  : End::kFailed;
-      if (member) {
-        RSV_RETURN_IF_ERROR(sched_.MemberEnded(id, attempt, *n, how, b.value("detail", ""), now));
-      } else if (st.job(id).attempt != attempt) {
-        return FailedPrecondition("a stale attempt");
-      } else {
-        RSV_RETURN_IF_ERROR(
-            sched_.JobExited(id, how == End::kSucceeded, now, b.value("detail", "")));
+      RSV_RETURN_IF_ERROR(sched_.AddPool(std::move(pc)).status());
+    }
+  }
+  for (const cmd::ConfigNode& n : c.nodes) {
+    RSV_ASSIGN_OR_RETURN(PoolId pool, PoolOf(n.pool));
+    if (st.FindNode(n.name)) continue;
+    RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, pool, n.gpus, n.topology).status());
+  }
+  return std::string("{}");
+}
+
+Result<std::string> ControlPlane::On(const cmd::AddTenant& c, Timestamp, bool) {
+  RSV_ASSIGN_OR_RETURN(TenantId id, sched_.AddTenant(c.name));
+  return json{{"id", id.value()}, {"name", sched_.state().tenant(id).name}}.dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::AddToken& c, Timestamp, bool) {
+  Caller caller;
+  caller.admin = c.admin;
+  caller.node = c.node;
+  if (!caller.admin && caller.node.empty()) {
+    RSV_ASSIGN_OR_RETURN(caller.tenant, TenantOf(c.tenant));
+    caller.tenant_name = sched_.state().tenant(caller.tenant).name;
+  }
+  tokens_[c.hash] = caller;
+  return TokenJson(c.hash, caller).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Revoke& c, Timestamp, bool) {
+  // By the token's hash, or by its id (the hash's first 12 hex digits).
+  std::string hash = c.hash;
+  if (hash.empty()) {
+    int matches = 0;
+    for (const auto& [h, t] : tokens_) {
+      if (!c.id.empty() && h.rfind(c.id, 0) == 0) {
+        hash = h;
+        ++matches;
       }
     }
-    sched_.Decide(now);  // in replay too: the log holds the command, not the cycle
-    return Reply{200, JobJson(st, st.job(id)).dump()};
+    if (matches > 1)
+      return FailedPrecondition("id " + c.id + " names several tokens: give the token");
   }
-  if (c.kind == "node_state") {
-    auto n = st.FindNode(b.value("node", ""));
-    if (!n) return NotFound("no such node");
-    std::string s = b.value("state", "");
-    NodeState to = s == "ready"      ? NodeState::kReady
-                   : s == "draining" ? NodeState::kDraining
-                                     : NodeState::kDown;
-    RSV_RETURN_IF_ERROR(sched_.SetNodeState(*n, to, now));
-    if (agents_.count(n->value())) agents_[n->value()].health = b.value("reason", "");
-    sched_.RunCycle(now);  // requeued or freed work is decided at once
-    return Reply{200, json{{"node", b.value("node", "")}, {"state", s}}.dump()};
+  auto it = tokens_.find(hash);
+  if (it == tokens_.end()) return NotFound("no such token");
+  if (it->second.admin && std::count_if(tokens_.begin(), tokens_.end(),
+                                        [](const auto& t) { return t.second.admin; }) == 1) {
+    return FailedPrecondition("that is the last admin token: create another admin token first");
   }
-  if (c.kind == "reserve") {
-    ReservationRequest r;
-    RSV_ASSIGN_OR_RETURN(r.tenant, tenant_of(b.value("tenant", "")));
-    RSV_ASSIGN_OR_RETURN(r.pool, pool_of(b.value("pool", "")));
-    r.gpus = b.value("gpus", 0);
-    r.start = Timestamp::FromMicros(b.value("start_us", int64_t{0}));
-    r.lend = b.value("lend", true);
-    if (r.start < now) r.start = now;  // "now" at the server's clock
-    r.end = b.contains("duration_us") ? r.start + Duration::Micros(b["duration_us"].get<int64_t>())
-                                      : Timestamp::FromMicros(b.value("end_us", int64_t{0}));
-    if (b.value("quote_only", false)) {
-      RSV_ASSIGN_OR_RETURN(Quote q, sched_.QuoteReservation(r, now));
-      json out = {{"admitted", q.admission.admitted},
-                  {"largest_fit", q.admission.largest_fit},
-                  {"reservable", q.reservable},
-                  {"price_per_gpu_hour", MoneyStr(q.price_per_gpu_hour)},
-                  {"total", MoneyStr(q.total)}};
-      if (q.admission.admitted) out["binding"] = PlacementJson(st, q.binding);
-      if (q.admission.earliest_start)
-        out["earliest_start_us"] = q.admission.earliest_start->micros();
-      return Reply{200, out.dump()};
+  json out = TokenJson(it->first, it->second);
+  tokens_.erase(it);
+  out["revoked"] = true;
+  return out.dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::DeleteTenant& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(TenantId id, TenantOf(c.name));
+  RSV_RETURN_IF_ERROR(sched_.DeleteTenant(id, now));
+  int32_t revoked = 0;
+  for (auto it = tokens_.begin(); it != tokens_.end();) {
+    if (!it->second.admin && it->second.tenant == id) {
+      it = tokens_.erase(it);
+      ++revoked;
+    } else {
+      ++it;
     }
-    if (!replay) RSV_RETURN_IF_ERROR(WithinLimits(r, now));
-    Result<ReservationId> id = sched_.Reserve(r, now);
-    if (!id.ok()) return id.status();
-    return Reply{201, ReservationJson(st, st.reservation(*id)).dump()};
   }
-  if (c.kind == "return") {
-    ReservationId id(static_cast<uint32_t>(b.value("reservation", int64_t{0})));
-    TenantId caller(static_cast<uint32_t>(b.value("caller", int64_t{0})));
-    RSV_RETURN_IF_ERROR(sched_.ReturnReservation(id, caller, now));
-    return Reply{200, ReservationJson(st, st.reservation(id)).dump()};
+  return json{
+      {"name", sched_.state().tenant(id).name}, {"deleted", true}, {"tokens_revoked", revoked}}
+      .dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::AddNode& c, Timestamp, bool) {
+  RSV_ASSIGN_OR_RETURN(PoolId p, PoolOf(c.pool));
+  RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(c.name, p, c.gpus, c.topology));
+  return json{{"name", sched_.state().node(id).name}}.dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::ResizeAck& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
+  RSV_RETURN_IF_ERROR(sched_.ResizeAcked(id, c.attempt, c.generation, now));
+  sched_.RunCycle(now);  // freed GPUs go to whoever waits for them
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Checkpoint& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
+  if (sched_.state().job(id).attempt != c.attempt) return FailedPrecondition("a stale attempt");
+  RSV_RETURN_IF_ERROR(sched_.Checkpointed(id, now));
+  int64_t& marker = checkpoint_markers_[id.value()];
+  marker = std::max(marker, c.marker_us);
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+}
+
+// Commands logged before gangs were tracked per member (`member` false) confirmed and ended a
+// job as a whole; they replay as they were applied. After each, what it left is decided (in
+// replay too: the log holds the command, not the cycle).
+Result<std::string> ControlPlane::On(const cmd::Started& c, Timestamp now, bool) {
+  const ClusterState& st = sched_.state();
+  auto n = st.FindNode(c.node);
+  if (!n) return NotFound("no such node");
+  RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
+  RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, c.attempt, now, c.member ? *n : NodeId()));
+  sched_.Decide(now);
+  return JobJson(st, st.job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::StartFailed& c, Timestamp now, bool) {
+  const ClusterState& st = sched_.state();
+  if (!st.FindNode(c.node)) return NotFound("no such node");
+  RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
+  RSV_RETURN_IF_ERROR(sched_.StartFailed(id, c.attempt, c.reason, c.counts, now));
+  sched_.Decide(now);
+  return JobJson(st, st.job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::AgentExit& c, Timestamp now, bool) {
+  const ClusterState& st = sched_.state();
+  auto n = st.FindNode(c.node);
+  if (!n) return NotFound("no such node");
+  RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
+  using End = Scheduler::MemberEnd;
+  const End how = c.lost ? End::kLost : c.success ? End::kSucceeded : End::kFailed;
+  if (c.member) {
+    RSV_RETURN_IF_ERROR(sched_.MemberEnded(id, c.attempt, *n, how, c.detail, now));
+  } else if (st.job(id).attempt != c.attempt) {
+    return FailedPrecondition("a stale attempt");
+  } else {
+    RSV_RETURN_IF_ERROR(sched_.JobExited(id, how == End::kSucceeded, now, c.detail));
   }
-  if (c.kind == "submit") {
-    JobSpec spec;
-    RSV_ASSIGN_OR_RETURN(spec.tenant, tenant_of(b.value("tenant", "")));
-    RSV_ASSIGN_OR_RETURN(spec.pool, pool_of(b.value("pool", "")));
-    spec.name = b.value("name", "");
-    spec.gpus = b.value("gpus", 1);
-    RSV_ASSIGN_OR_RETURN(spec.tier, ParseTier(b.value("tier", "spot")));
-    spec.limit_price = Money::Micros(b.value("limit_micros", int64_t{0}));
-    if (b.contains("fallback_micros")) {
-      spec.fallback_limit = Money::Micros(b["fallback_micros"].get<int64_t>());
-    }
-    spec.notice = Duration::Seconds(b.value("notice_s", int64_t{30}));
-    spec.time_limit_s = b.value("time_limit_s", int64_t{0});
-    spec.max_restarts = b.value("max_restarts", 0);
-    spec.command = b.value("command", "");
-    spec.workdir = b.value("workdir", "");
-    spec.cpu_millis = b.value("cpu_millis", int64_t{0});
-    spec.memory_mib = b.value("memory_mib", int64_t{0});
-    if (b.contains("env")) spec.env = b["env"].get<std::vector<std::string>>();
-    spec.max_gpus = b.value("max_gpus", 0);
-    spec.gpu_step = b.value("gpu_step", 0);
-    RSV_ASSIGN_OR_RETURN(spec.resize_mode, ParseResizeMode(b.value("resize_mode", "restart")));
-    spec.resize_cooldown = Duration::Seconds(b.value("resize_cooldown_s", int64_t{300}));
-    if (b.contains("dependencies")) {
-      for (const json& d : b["dependencies"]) {
-        Dependency dep;
-        dep.kind = d.value("kind", "afterok") == "afterany" ? DependencyKind::kAfterAny
-                                                            : DependencyKind::kAfterOk;
-        RSV_ASSIGN_OR_RETURN(dep.job, job_of(d.value("job", int64_t{0}), spec.tenant));
-        spec.dependencies.push_back(dep);
-      }
-    }
-    RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(spec), now));
-    return Reply{201, JobJson(st, st.job(id)).dump()};
+  sched_.Decide(now);
+  return JobJson(st, st.job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::NodeStateChange& c, Timestamp now, bool) {
+  auto n = sched_.state().FindNode(c.node);
+  if (!n) return NotFound("no such node");
+  NodeState to = c.state == "ready"      ? NodeState::kReady
+                 : c.state == "draining" ? NodeState::kDraining
+                                         : NodeState::kDown;
+  RSV_RETURN_IF_ERROR(sched_.SetNodeState(*n, to, now));
+  if (agents_.count(n->value())) agents_[n->value()].health = c.reason;
+  sched_.RunCycle(now);  // requeued or freed work is decided at once
+  return json{{"node", c.node}, {"state", c.state}}.dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Reserve& c, Timestamp now, bool replay) {
+  const ClusterState& st = sched_.state();
+  ReservationRequest r;
+  RSV_ASSIGN_OR_RETURN(r.tenant, TenantOf(c.tenant));
+  RSV_ASSIGN_OR_RETURN(r.pool, PoolOf(c.pool));
+  r.gpus = c.gpus;
+  r.start = Timestamp::FromMicros(c.start_us);
+  r.lend = c.lend;
+  if (r.start < now) r.start = now;  // "now" at the server's clock
+  r.end =
+      c.duration_us ? r.start + Duration::Micros(*c.duration_us) : Timestamp::FromMicros(c.end_us);
+  if (c.quote_only) {
+    RSV_ASSIGN_OR_RETURN(Quote q, sched_.QuoteReservation(r, now));
+    json out = {{"admitted", q.admission.admitted},
+                {"largest_fit", q.admission.largest_fit},
+                {"reservable", q.reservable},
+                {"price_per_gpu_hour", MoneyStr(q.price_per_gpu_hour)},
+                {"total", MoneyStr(q.total)}};
+    if (q.admission.admitted) out["binding"] = PlacementJson(st, q.binding);
+    if (q.admission.earliest_start) out["earliest_start_us"] = q.admission.earliest_start->micros();
+    return out.dump();
   }
-  if (c.kind == "cancel" || c.kind == "release" || c.kind == "exit") {
-    TenantId caller(static_cast<uint32_t>(b.value("caller", int64_t{0})));
-    RSV_ASSIGN_OR_RETURN(JobId id, job_of(b.value("job", int64_t{0}), caller));
-    if (c.kind == "cancel") RSV_RETURN_IF_ERROR(sched_.Cancel(id, now));
-    if (c.kind == "release") RSV_RETURN_IF_ERROR(sched_.Release(id, now));
-    if (c.kind == "exit") RSV_RETURN_IF_ERROR(sched_.JobExited(id, b.value("success", true), now));
-    sched_.Decide(now);  // in replay too: the log holds the command, not the cycle
-    return Reply{200, JobJson(st, st.job(id)).dump()};
+  if (!replay) RSV_RETURN_IF_ERROR(WithinLimits(r, now));
+  RSV_ASSIGN_OR_RETURN(ReservationId id, sched_.Reserve(r, now));
+  return ReservationJson(st, st.reservation(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Return& c, Timestamp now, bool) {
+  if (c.reservation <= 0 || c.reservation > UINT32_MAX || c.caller < 0 || c.caller > UINT32_MAX) {
+    return NotFound("no such reservation");
   }
-  return Internal("unknown command kind '" + c.kind + "'");
+  ReservationId id(static_cast<uint32_t>(c.reservation));
+  RSV_RETURN_IF_ERROR(sched_.ReturnReservation(id, TenantId(static_cast<uint32_t>(c.caller)), now));
+  return ReservationJson(sched_.state(), sched_.state().reservation(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool) {
+  JobSpec spec;
+  RSV_ASSIGN_OR_RETURN(spec.tenant, TenantOf(c.tenant));
+  RSV_ASSIGN_OR_RETURN(spec.pool, PoolOf(c.pool));
+  spec.name = c.name;
+  spec.gpus = c.gpus;
+  RSV_ASSIGN_OR_RETURN(spec.tier, ParseTier(c.tier));
+  spec.limit_price = Money::Micros(c.limit_micros);
+  if (c.fallback_micros) spec.fallback_limit = Money::Micros(*c.fallback_micros);
+  spec.notice = Duration::Seconds(c.notice_s);
+  spec.time_limit_s = c.time_limit_s;
+  spec.max_restarts = c.max_restarts;
+  spec.command = c.command;
+  spec.workdir = c.workdir;
+  spec.cpu_millis = c.cpu_millis;
+  spec.memory_mib = c.memory_mib;
+  spec.env = c.env;
+  spec.max_gpus = c.max_gpus;
+  spec.gpu_step = c.gpu_step;
+  RSV_ASSIGN_OR_RETURN(spec.resize_mode, ParseResizeMode(c.resize_mode));
+  spec.resize_cooldown = Duration::Seconds(c.resize_cooldown_s);
+  for (const cmd::Dependency& d : c.dependencies) {
+    Dependency dep;
+    dep.kind = d.kind == "afterany" ? DependencyKind::kAfterAny : DependencyKind::kAfterOk;
+    RSV_ASSIGN_OR_RETURN(dep.job, JobOf(d.job, spec.tenant));
+    spec.dependencies.push_back(dep);
+  }
+  RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(spec), now));
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+}
+
+Result<JobId> ControlPlane::JobActionOf(const cmd::JobAction& c) const {
+  if (c.caller < 0 || c.caller > UINT32_MAX) return NotFound("no such job");
+  return JobOf(c.job, TenantId(static_cast<uint32_t>(c.caller)));
+}
+
+Result<std::string> ControlPlane::On(const cmd::Cancel& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
+  RSV_RETURN_IF_ERROR(sched_.Cancel(id, now));
+  sched_.Decide(now);
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Release& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
+  RSV_RETURN_IF_ERROR(sched_.Release(id, now));
+  sched_.Decide(now);
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+}
+
+Result<std::string> ControlPlane::On(const cmd::Exit& c, Timestamp now, bool) {
+  RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
+  RSV_RETURN_IF_ERROR(sched_.JobExited(id, c.success, now));
+  sched_.Decide(now);
+  return JobJson(sched_.state(), sched_.state().job(id)).dump();
 }
 
 Status ControlPlane::WithinLimits(const ReservationRequest& r, Timestamp now) {

@@ -22,6 +22,7 @@
 
 #include "common/clock.h"
 #include "scheduler/scheduler.h"
+#include "server/commands.h"
 #include "store/store.h"
 
 namespace rsv::server {
@@ -122,9 +123,12 @@ class ControlPlane {
   std::pair<std::string, int64_t> Leader() const;
   Store* store() { return store_.get(); }
 
-  // Applies a mutation now and calls `done` once it is durable (or refused: nothing changes).
+  // Applies a command now and calls `done` with what it made (JSON) once it is durable, or with
+  // why it was refused (nothing changed).
+  void Execute(Cmd command, std::function<void(Result<std::string>)> done);
+  // The same from the log's form: its kind and JSON body (tests).
   void Execute(const std::string& kind, const std::string& body,
-               std::function<void(Result<Reply>)> done);
+               std::function<void(Result<std::string>)> done);
   // One scheduling cycle at the clock's now; logged if it decided anything.
   void Tick();
 
@@ -196,7 +200,8 @@ class ControlPlane {
   // (snapshots carry them): a change is logged by the leader when it takes over, so every
   // server applies it at the same point of the log. A node the config declares with another
   // pool, size or topology than the state's is an error.
-  Result<nlohmann::json> ConfigChangesLocked() const;
+  Result<std::optional<cmd::Config>> ConfigChangesLocked() const;
+  static PoolConfig PoolConfigOf(const cmd::ConfigPool& c);
   int64_t loaded_snapshot_ = 0;
   int64_t since_snapshot_ = 0;  // commands applied since the last snapshot (or the start)
   Timestamp last_snapshot_;     // when the last was taken, or this server began leading
@@ -215,7 +220,34 @@ class ControlPlane {
   int64_t snapshot_bytes_ = 0;
   int64_t snapshot_pause_ns_ = 0;  // how long the last one held the lock (the fork)
 
-  Result<Reply> Apply(const Command& c, bool replay);
+  // The applier: one command, live or replayed (`replay`: limits that only bind new requests
+  // are not checked). Returns the JSON body of what it made.
+  Result<std::string> Apply(const Cmd& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Cycle& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Config& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::AddTenant& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::DeleteTenant& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::AddToken& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Revoke& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::AddNode& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Register& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::NodeStateChange& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Started& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::StartFailed& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::AgentExit& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Checkpoint& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::ResizeAck& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Reserve& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Return& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Submit& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Cancel& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Release& c, Timestamp now, bool replay);
+  Result<std::string> On(const cmd::Exit& c, Timestamp now, bool replay);
+  // Names and ids in commands, resolved (errors name the field).
+  Result<PoolId> PoolOf(const std::string& name) const;
+  Result<TenantId> TenantOf(const std::string& name) const;
+  Result<JobId> JobOf(int64_t id, TenantId caller) const;  // another tenant's: not found
+  Result<JobId> JobActionOf(const cmd::JobAction& c) const;
   // Applies one command read back from the log (replay and following); an error means the
   // log and the code disagree.
   Status ApplyLoggedLocked(const Command& c);
@@ -303,10 +335,8 @@ class ControlPlane {
   nlohmann::json ResizeLocked(const Job& j, NodeId here) const;
   static constexpr int64_t kGangPortBase = 29500;  // MASTER_PORT: base + 16 × GPU + attempt % 16
   static constexpr int64_t kPortsPerGpu = 16;
-  // Applies a command built here (not by a client) and queues it for the log.
-  Result<Reply> ApplyRegister(const nlohmann::json& body, Timestamp now);
-  Result<Reply> ApplyInternal(const std::string& kind, const std::string& body,
-                              std::vector<Command>* log);
+  // Applies a command built here (not by a client) and adds it to `log` (for QueueLocked).
+  Result<std::string> ApplyInternal(const Cmd& c, std::vector<Command>* log);
   // Queues `log` for the command log, in order, while the caller holds mu_ (so the log's order
   // is the order commands were applied in); `then` runs on the committer's thread once all are
   // durable. False (and `then` not run) when `log` is empty: the caller runs it after unlocking.

@@ -111,7 +111,7 @@ TEST(ControlHa, AStandbyFollowsTheLogAndFencesTheOldLeader) {
   // Runs one write and waits for its answer (the committer replies on its own thread).
   auto write = [](ControlPlane& c, const std::string& kind, const json& body) {
     std::promise<Status> answer;
-    c.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+    c.Execute(kind, body.dump(), [&](Result<std::string> r) { answer.set_value(r.status()); });
     return answer.get_future().get();
   };
   ASSERT_TRUE(write(leader, "tenant", {{"name", "t"}}).ok());
@@ -185,7 +185,8 @@ TEST(ControlOutput, FinishedJobsOutputIsRemovedAfterTheRetention) {
   ASSERT_TRUE(control.Start().ok());
   auto write = [&](const std::string& kind, const json& body) {
     std::promise<Status> answer;
-    control.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+    control.Execute(kind, body.dump(),
+                    [&](Result<std::string> r) { answer.set_value(r.status()); });
     return answer.get_future().get();
   };
   ASSERT_TRUE(write("tenant", {{"name", "t"}}).ok());
@@ -225,7 +226,7 @@ TEST(ControlOutput, FinishedJobsOutputIsRemovedAfterTheRetention) {
 // Runs one write and waits for its answer (the committer replies on its own thread).
 Status Write(ControlPlane& c, const std::string& kind, const json& body) {
   std::promise<Status> answer;
-  c.Execute(kind, body.dump(), [&](Result<Reply> r) { answer.set_value(r.status()); });
+  c.Execute(kind, body.dump(), [&](Result<std::string> r) { answer.set_value(r.status()); });
   return answer.get_future().get();
 }
 
