@@ -497,8 +497,18 @@ bool Scheduler::FixpointHolds(Timestamp now) const {
          (now == last_cycle_ || !wakeup_after_cycle_ || now < *wakeup_after_cycle_);
 }
 
+bool Scheduler::NothingToDecide(Timestamp now) const {
+  if (!FixpointHolds(now)) return false;
+  // Open claims and notices are decided again by each cycle (a claimant may start elsewhere
+  // as GPUs come free): a cycle runs while any is open.
+  for (const PoolRuntime& r : pools_) {
+    if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
+  }
+  return true;
+}
+
 bool Scheduler::Decide(Timestamp now) {
-  if (FixpointHolds(now)) return false;
+  if (NothingToDecide(now)) return false;
   RunCycle(now);
   return true;
 }
@@ -553,9 +563,11 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
 }
 
 bool Scheduler::RefillEligible(const Job& j) const {
-  if (!options_.refill_on_exit || j.state != JobState::kRunning || j.running_as != Tier::kSpot ||
-      j.unit_of.valid() || j.spec.elastic() || !j.units.empty() || j.resizing || j.gang_end.set ||
-      !dep_waiting_.empty()) {
+  // A spot job only: an auto or reserved-tier job requeued by a failure joins its tenant's
+  // reserved queue, which only a cycle serves.
+  if (!options_.refill_on_exit || j.state != JobState::kRunning || j.spec.tier != Tier::kSpot ||
+      j.running_as != Tier::kSpot || j.unit_of.valid() || j.spec.elastic() || !j.units.empty() ||
+      j.resizing || j.gang_end.set || !dep_waiting_.empty()) {
     return false;
   }
   for (const NodeSlice& sl : j.placement.slices) {
@@ -586,8 +598,10 @@ bool Scheduler::Refill(PoolId pool, Timestamp now) {
   for (auto it = r.book.begin(); it != r.book.end();) {
     Job& j = state_.job(JobId(it->job));
     ++it;  // a start takes the bid out of the book
-    if (j.unit_of.valid()) {
-      decided = false;  // whether a unit may start depends on its job: a cycle decides
+    if (j.unit_of.valid() || !j.units.empty()) {
+      // Whether a unit may start depends on its job (its cooldown, the reservations ahead):
+      // an elastic job and its units are a cycle's to decide, together.
+      decided = false;
       break;
     }
     const bool room = r.spot_held < r.budget && r.free.free_gpus() > 0 && free_fail > 1;

@@ -211,9 +211,11 @@ class Scheduler {
   // Events since the last drain, in order.
   std::vector<Event> DrainEvents();
   const std::vector<Event>& pending_events() const { return events_; }
-  // What an input between cycles leaves to decide, decided now: a full cycle, unless the last
-  // decision's fixpoint still holds at `now` (a cycle would decide nothing). True when it ran one.
+  // What an input between cycles leaves to decide, decided now: a full cycle, unless there is
+  // nothing to decide (a cycle would decide nothing). True when it ran one.
   bool Decide(Timestamp now);
+  // The last decision's fixpoint still holds at `now`, and no claim or notice is open.
+  bool NothingToDecide(Timestamp now) const;
   // Whether the last decision left a fixpoint: the next submission (or a spot job's exit) may
   // then be decided without a full cycle (docs/market.md, "Incremental decisions").
   bool at_fixpoint() const { return at_fixpoint_; }
