@@ -144,7 +144,7 @@ Result<std::string> ControlPlane::On(const cmd::Register& c, Timestamp now, bool
 Result<std::string> ControlPlane::ApplyInternal(const Cmd& cmd, std::vector<Command>* log) {
   Command c;
   c.at = clock_->Now();
-  Result<std::string> r = Apply(cmd, c.at, false);
+  Result<std::string> r = Apply(cmd, c.at, false, /*render=*/false);
   DrainEvents();
   if (r.ok()) {
     c.kind = KindOf(cmd);

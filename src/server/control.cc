@@ -486,7 +486,8 @@ Status ControlPlane::ApplyLoggedLocked(const Command& c) {
   }
   ++since_snapshot_;
   Result<Cmd> decoded = DecodeCommand(c.kind, c.body);
-  Result<std::string> r = decoded.ok() ? Apply(*decoded, c.at, true) : decoded.status();
+  Result<std::string> r =
+      decoded.ok() ? Apply(*decoded, c.at, true, /*render=*/false) : decoded.status();
   ++replayed_;
   applied_seq_ = c.seq;
   if (c.kind == "cycle") SampleUsageLocked();
@@ -813,8 +814,13 @@ Result<JobId> ControlPlane::JobOf(int64_t id, TenantId caller) const {
   return j;
 }
 
-Result<std::string> ControlPlane::Apply(const Cmd& c, Timestamp now, bool replay) {
+Result<std::string> ControlPlane::Apply(const Cmd& c, Timestamp now, bool replay, bool render) {
+  render_ = render;
   return std::visit([&](const auto& x) { return On(x, now, replay); }, c);
+}
+
+std::string ControlPlane::Made(JobId id) const {
+  return render_ ? JobJson(sched_.state(), sched_.state().job(id)).dump() : std::string();
 }
 
 Result<std::string> ControlPlane::On(const cmd::Cycle&, Timestamp now, bool) {
@@ -910,7 +916,7 @@ Result<std::string> ControlPlane::On(const cmd::ResizeAck& c, Timestamp now, boo
   RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
   RSV_RETURN_IF_ERROR(sched_.ResizeAcked(id, c.attempt, c.generation, now));
   sched_.RunCycle(now);  // freed GPUs go to whoever waits for them
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::Checkpoint& c, Timestamp now, bool) {
@@ -919,7 +925,7 @@ Result<std::string> ControlPlane::On(const cmd::Checkpoint& c, Timestamp now, bo
   RSV_RETURN_IF_ERROR(sched_.Checkpointed(id, now));
   int64_t& marker = checkpoint_markers_[id.value()];
   marker = std::max(marker, c.marker_us);
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 // Commands logged before gangs were tracked per member (`member` false) confirmed and ended a
@@ -932,7 +938,7 @@ Result<std::string> ControlPlane::On(const cmd::Started& c, Timestamp now, bool)
   RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
   RSV_RETURN_IF_ERROR(sched_.ConfirmStart(id, c.attempt, now, c.member ? *n : NodeId()));
   sched_.Decide(now);
-  return JobJson(st, st.job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::StartFailed& c, Timestamp now, bool) {
@@ -941,7 +947,7 @@ Result<std::string> ControlPlane::On(const cmd::StartFailed& c, Timestamp now, b
   RSV_ASSIGN_OR_RETURN(JobId id, JobOf(c.job, TenantId()));
   RSV_RETURN_IF_ERROR(sched_.StartFailed(id, c.attempt, c.reason, c.counts, now));
   sched_.Decide(now);
-  return JobJson(st, st.job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::AgentExit& c, Timestamp now, bool) {
@@ -959,7 +965,7 @@ Result<std::string> ControlPlane::On(const cmd::AgentExit& c, Timestamp now, boo
     RSV_RETURN_IF_ERROR(sched_.JobExited(id, how == End::kSucceeded, now, c.detail));
   }
   sched_.Decide(now);
-  return JobJson(st, st.job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::NodeStateChange& c, Timestamp now, bool) {
@@ -1038,7 +1044,7 @@ Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool) 
     spec.dependencies.push_back(dep);
   }
   RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(spec), now));
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 Result<JobId> ControlPlane::JobActionOf(const cmd::JobAction& c) const {
@@ -1050,21 +1056,21 @@ Result<std::string> ControlPlane::On(const cmd::Cancel& c, Timestamp now, bool) 
   RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
   RSV_RETURN_IF_ERROR(sched_.Cancel(id, now));
   sched_.Decide(now);
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::Release& c, Timestamp now, bool) {
   RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
   RSV_RETURN_IF_ERROR(sched_.Release(id, now));
   sched_.Decide(now);
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 Result<std::string> ControlPlane::On(const cmd::Exit& c, Timestamp now, bool) {
   RSV_ASSIGN_OR_RETURN(JobId id, JobActionOf(c));
   RSV_RETURN_IF_ERROR(sched_.JobExited(id, c.success, now));
   sched_.Decide(now);
-  return JobJson(sched_.state(), sched_.state().job(id)).dump();
+  return Made(id);
 }
 
 Status ControlPlane::WithinLimits(const ReservationRequest& r, Timestamp now) {

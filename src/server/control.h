@@ -222,7 +222,11 @@ class ControlPlane {
 
   // The applier: one command, live or replayed (`replay`: limits that only bind new requests
   // are not checked). Returns the JSON body of what it made.
-  Result<std::string> Apply(const Cmd& c, Timestamp now, bool replay);
+  // `render`: what it made is rendered as JSON for a reply (false where none is read: on
+  // replay, and for commands built here).
+  Result<std::string> Apply(const Cmd& c, Timestamp now, bool replay, bool render = true);
+  std::string Made(JobId id) const;  // the job's JSON, when rendering
+  bool render_ = true;
   Result<std::string> On(const cmd::Cycle& c, Timestamp now, bool replay);
   Result<std::string> On(const cmd::Config& c, Timestamp now, bool replay);
   Result<std::string> On(const cmd::AddTenant& c, Timestamp now, bool replay);
