@@ -13,6 +13,7 @@
 
 #include "common/sha256.h"
 #include "server/control.h"
+#include "server/views.h"
 
 namespace rsv::server {
 namespace {
@@ -20,9 +21,6 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int64_t kMaxLogChunk = 256 * 1024;  // bytes per Logs reply
-
-// The JSON text, with invalid UTF-8 in job output replaced rather than refused.
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 // A span for people: "10.1s".
 std::string Seconds(Duration d) {
@@ -102,57 +100,6 @@ std::function<void(bool)> SyncReply(std::function<void(Result<Reply>)> done, std
 }
 
 }  // namespace
-
-Result<std::string> ControlPlane::On(const cmd::Register& c, Timestamp now, bool) {
-  const ClusterState& st = sched_.state();
-  RSV_ASSIGN_OR_RETURN(PoolId pool, PoolOf(c.pool));
-  std::optional<NodeId> id = st.FindNode(c.name);
-  if (!id) {
-    RSV_ASSIGN_OR_RETURN(NodeId added, sched_.AddNode(c.name, pool, c.gpus, c.topology));
-    id = added;
-  } else {
-    const Node& n = st.node(*id);
-    if (n.pool != pool || n.gpus != c.gpus) {
-      return FailedPrecondition("node " + c.name + " is registered in pool " +
-                                st.pool(n.pool).config.name + " with " + std::to_string(n.gpus) +
-                                " GPUs; this agent reports " + c.pool + " with " +
-                                std::to_string(c.gpus));
-    }
-  }
-  RSV_RETURN_IF_ERROR(sched_.SetNodeAgent(*id));
-  AgentLink& link = agents_[id->value()];
-  link.last_seen = now;
-  link.probe = c.probe;
-  link.cgroups = c.cgroups;
-  link.inventory = c.inventory.text;
-  link.registered_inventory = link.inventory;
-  link.address = c.address.empty() ? c.name : c.address;
-  if (st.node(*id).state == NodeState::kDown) {
-    link.health.clear();
-    RSV_RETURN_IF_ERROR(sched_.SetNodeState(*id, NodeState::kReady, now));  // the agent is back
-    sched_.RunCycle(now);
-  }
-  const Node& n = st.node(*id);
-  return Dump(json{{"name", n.name},
-                   {"pool", st.pool(n.pool).config.name},
-                   {"gpus", n.gpus},
-                   {"state", NodeStateName(n.state)},
-                   {"heartbeat_timeout_s", config_.heartbeat_timeout.seconds()},
-                   {"shared_store", config_.shared_store}});
-}
-
-Result<std::string> ControlPlane::ApplyInternal(const Cmd& cmd, std::vector<Command>* log) {
-  Command c;
-  c.at = clock_->Now();
-  Result<std::string> r = Apply(cmd, c.at, false, /*render=*/false);
-  DrainEvents();
-  if (r.ok()) {
-    c.kind = KindOf(cmd);
-    c.body = EncodeCommand(cmd);
-    log->push_back(std::move(c));
-  }
-  return r;
-}
 
 bool ControlPlane::QueueLocked(std::vector<Command>* log, std::function<void(Status)> then) {
   if (log->empty()) return false;
