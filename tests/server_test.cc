@@ -324,6 +324,9 @@ TEST_F(ServerTest, BadRequestsNameTheFieldAndChangeNothing) {
       {R"({"pool":"h100","gpus":1,"tier":"gold","limit_price":"2"})", "tier"},
       {R"({"pool":"h100","gpus":1,"limit_price":"2","notice":"soon"})", "notice"},
       {R"({"pool":"h100","gpus":99,"limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":1,"limit_price":"2","dependencies":[{"job":4294967297}]})",
+       "dependencies"},
+      {R"({"pool":"h100","gpus":1,"limit_price":"2","dependencies":[{"job":0}]})", "dependencies"},
       {R"([1,2])", "body"},
       {R"({"pool":)", "body"},
   };

@@ -126,7 +126,9 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
     const Node& n = st.node(NodeId(node_id));
     if (n.state != NodeState::kDown && now - link.last_seen > config_.heartbeat_timeout) {
       (void)ApplyInternal(
-          cmd::NodeStateChange{n.name, "down", "no heartbeat for " + Seconds(now - link.last_seen)},
+          cmd::NodeStateChange{.node = n.name,
+                               .state = "down",
+                               .reason = "no heartbeat for " + Seconds(now - link.last_seen)},
           log);
       continue;
     }
@@ -322,7 +324,7 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     if (deadline > latest) deadline = latest;
     if (r.contains("gpus")) link.inventory = Dump(r["gpus"]);
     if (st.node(*id).state == NodeState::kDown) {
-      (void)ApplyInternal(cmd::NodeStateChange{node, "ready", ""}, &log);
+      (void)ApplyInternal(cmd::NodeStateChange{.node = node, .state = "ready", .reason = ""}, &log);
     }
     // Output first: a job's last lines arrive with (or before) its exit.
     for (const json& l : r.value("logs", json::array())) {
@@ -424,7 +426,8 @@ void ControlPlane::Sync(const std::string& node, const std::string& report, Time
     }
     std::string health = r.value("health", "");
     if (!health.empty() && st.node(*id).state == NodeState::kReady) {
-      (void)ApplyInternal(cmd::NodeStateChange{node, "draining", health}, &log);
+      (void)ApplyInternal(cmd::NodeStateChange{.node = node, .state = "draining", .reason = health},
+                          &log);
     }
     // A sync that reports nothing new and knows the current version costs the set's key and
     // its hash: no JSON is built for an agent that parks.

@@ -338,13 +338,14 @@ Answer PostToken(Call& c) {
   if (!node.empty() && !ValidNodeName(node)) return InvalidArgument("node", kNodeNameRule);
   std::string token = RandomToken(node.empty() ? "rsv_" : "rsv_node_");
   return c.Later([&](Call::ReplyFn reply) {
-    c.control->Execute(cmd::AddToken{admin, node, tenant, Sha256Hex(token)},
-                       [reply, token](Result<std::string> r) {
-                         if (!r.ok()) return reply(Error(r.status()));
-                         json out = json::parse(*r);
-                         out["token"] = token;  // shown once; only its hash is stored
-                         reply(HttpResponse{201, "application/json", out.dump()});
-                       });
+    c.control->Execute(
+        cmd::AddToken{.admin = admin, .node = node, .tenant = tenant, .hash = Sha256Hex(token)},
+        [reply, token](Result<std::string> r) {
+          if (!r.ok()) return reply(Error(r.status()));
+          json out = json::parse(*r);
+          out["token"] = token;  // shown once; only its hash is stored
+          reply(HttpResponse{201, "application/json", out.dump()});
+        });
   });
 }
 
@@ -359,7 +360,8 @@ Answer RevokeToken(Call& c) {
                             token_id.find_first_not_of("0123456789abcdef") != std::string::npos)) {
     return InvalidArgument("id", "must be the 12 hex digits `reservoir token --list` shows");
   }
-  return c.Execute(token.empty() ? cmd::Revoke{"", token_id} : cmd::Revoke{Sha256Hex(token), ""});
+  return c.Execute(token.empty() ? cmd::Revoke{.hash = "", .id = token_id}
+                                 : cmd::Revoke{.hash = Sha256Hex(token), .id = ""});
 }
 
 Answer PostNode(Call& c) {
@@ -408,8 +410,8 @@ Answer SyncNode(Call& c) {
 }
 
 Answer DrainNode(Call& c) {
-  return c.Execute(
-      cmd::NodeStateChange{c.parts[2], c.parts[3] == "drain" ? "draining" : "ready", ""});
+  return c.Execute(cmd::NodeStateChange{
+      .node = c.parts[2], .state = c.parts[3] == "drain" ? "draining" : "ready", .reason = ""});
 }
 
 Answer PostReservation(Call& c) {
@@ -521,7 +523,12 @@ Answer PostJob(Call& c) {
         return InvalidArgument("dependencies",
                                "entries are {\"kind\": \"afterok\"|\"afterany\", \"job\": ID}");
       }
-      dep_cmd.push_back({d.value("kind", "afterok"), d["job"].get<int64_t>()});
+      const json& job = d["job"];
+      const bool id = job.is_number_unsigned()
+                          ? job.get<uint64_t>() >= 1 && job.get<uint64_t>() <= UINT32_MAX
+                          : job.get<int64_t>() >= 1 && job.get<int64_t>() <= UINT32_MAX;
+      if (!id) return InvalidArgument("dependencies", "job " + job.dump() + " is not a job id");
+      dep_cmd.push_back({d.value("kind", "afterok"), job.get<int64_t>()});
     }
   }
   RSV_API_TRY(who, c.Tenant(tenant, "submit"));

@@ -255,7 +255,7 @@ Result<std::string> ControlPlane::On(const cmd::Return& c, Timestamp now, bool) 
   return ReservationJson(sched_.state(), sched_.state().reservation(id)).dump();
 }
 
-Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool) {
+Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool replay) {
   JobSpec spec;
   RSV_ASSIGN_OR_RETURN(spec.tenant, TenantOf(c.tenant));
   RSV_ASSIGN_OR_RETURN(spec.pool, PoolOf(c.pool));
@@ -279,7 +279,9 @@ Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool) 
   for (const cmd::Dependency& d : c.dependencies) {
     Dependency dep;
     dep.kind = d.kind == "afterany" ? DependencyKind::kAfterAny : DependencyKind::kAfterOk;
-    RSV_ASSIGN_OR_RETURN(dep.job, JobOf(d.job, spec.tenant));
+    // Logs from before ids past 32 bits were refused meant the id's low 32 bits.
+    const int64_t job = replay && d.job > UINT32_MAX ? static_cast<uint32_t>(d.job) : d.job;
+    RSV_ASSIGN_OR_RETURN(dep.job, JobOf(job, spec.tenant));
     spec.dependencies.push_back(dep);
   }
   RSV_ASSIGN_OR_RETURN(JobId id, sched_.SubmitAndDecide(std::move(spec), now));

@@ -1,5 +1,5 @@
 // server/commands: each command's fields, listed once, and the one JSON codec that reads them
-// (docs/ha.md, "The command log").
+// (docs/architecture.md, "The server's write path").
 #include "server/commands.h"
 
 #include <limits>

@@ -53,7 +53,6 @@ Result<Money> MoneyOf(const json& j, const std::string& field) {
   return m;
 }
 
-// GPUs by node: a job's placement, or the GPUs a reservation holds (docs/market.md).
 }  // namespace
 
 Result<ServerConfig> ParseServerConfig(const std::string& text) {
@@ -352,8 +351,12 @@ Status ControlPlane::ApplyLoggedLocked(const Command& c) {
   }
   ++since_snapshot_;
   Result<Cmd> decoded = DecodeCommand(c.kind, c.body);
-  Result<std::string> r =
-      decoded.ok() ? Apply(*decoded, c.at, true, /*render=*/false) : decoded.status();
+  Result<std::string> r = Internal("not applied");
+  try {
+    r = decoded.ok() ? Apply(*decoded, c.at, true, /*render=*/false) : decoded.status();
+  } catch (const std::exception& e) {  // the code cannot apply what the log holds
+    r = Internal(std::string("cannot be applied: ") + e.what());
+  }
   ++replayed_;
   applied_seq_ = c.seq;
   if (c.kind == "cycle") SampleUsageLocked();
