@@ -22,13 +22,6 @@ using json = nlohmann::json;
 
 constexpr int64_t kMaxLogChunk = 256 * 1024;  // bytes per Logs reply
 
-// A span for people: "10.1s".
-std::string Seconds(Duration d) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(d.micros()) / 1e6);
-  return buf;
-}
-
 bool IsInt(const json& o, const char* k) { return o.contains(k) && o[k].is_number_integer(); }
 
 // The shape of an agent's report; errors name the field.
@@ -118,40 +111,6 @@ bool ControlPlane::QueueLocked(std::vector<Command>* log, std::function<void(Sta
   }
   log->clear();
   return true;
-}
-
-void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
-  const ClusterState& st = sched_.state();
-  for (auto& [node_id, link] : agents_) {
-    const Node& n = st.node(NodeId(node_id));
-    if (n.state != NodeState::kDown && now - link.last_seen > config_.heartbeat_timeout) {
-      (void)ApplyInternal(
-          cmd::NodeStateChange{.node = n.name,
-                               .state = "down",
-                               .reason = "no heartbeat for " + Seconds(now - link.last_seen)},
-          log);
-      continue;
-    }
-    std::vector<JobId> late;
-    for (JobId j : n.gpu_job) {
-      if (!j.valid() || std::find(late.begin(), late.end(), j) != late.end()) continue;
-      const Job& job = st.job(j);
-      // Timed from when this server began leading, if later: a start decided by the last
-      // leader gets a whole timeout to be confirmed here.
-      const Timestamp since = std::max(job.started, start_grace_from_);
-      if (job.state == JobState::kStarting && now - since > config_.start_timeout) {
-        late.push_back(j);
-      }
-    }
-    for (JobId j : late) {
-      cmd::StartFailed late_start;
-      late_start.node = n.name;
-      late_start.job = j.value();
-      late_start.attempt = st.job(j).attempt;
-      late_start.reason = "not confirmed by the agent within " + config_.start_timeout.ToString();
-      (void)ApplyInternal(late_start, log);
-    }
-  }
 }
 
 nlohmann::json ControlPlane::GangLocked(const Job& j, const Placement& all, NodeId here) const {

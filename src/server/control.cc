@@ -611,52 +611,6 @@ void ControlPlane::RunReadyWaiters() {
   for (auto& fn : ready) fn();
 }
 
-void ControlPlane::Tick() {
-  Command c;
-  c.kind = cmd::Cycle::kKind;
-  c.body = EncodeCommand(cmd::Cycle{});
-  std::vector<std::function<void()>> ready;
-  std::vector<Command> agent_log;
-  int32_t decisions = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!leading_) return;
-    poll_all_ = ++ticks_ % kNetTicks == 0;  // the net (ControlPlane::node_waiters_)
-    c.at = clock_->Now();
-    MaybeSnapshotLocked(c.at);         // before the cycle: a snapshot never waits for its commit
-    if (c.at >= next_output_sweep_) {  // once a minute: it walks the unfinished jobs
-      RemoveExpiredOutputLocked(c.at);
-      next_output_sweep_ = c.at + Duration::Minutes(1);
-    }
-    CheckAgentsLocked(c.at, &agent_log);
-    int64_t t0 = ticker_.Nanos();
-    const size_t entries_before = sched_.ledger().entries().size();
-    CycleReport r = sched_.RunCycle(c.at);
-    int64_t ns = ticker_.Nanos() - t0;
-    ++cycles_;
-    cycle_ns_sum_ += ns;
-    for (size_t b = 0; b < cycle_ns_buckets_.size(); ++b) {
-      if (ns <= (int64_t{1000} << (2 * b))) ++cycle_ns_buckets_[b];
-    }
-    // A cycle that moved money (spot charges, lending credits accrue with time) is logged like
-    // one that decided something: replay then accrues over exactly the same intervals, so the
-    // ledger it rebuilds is the live one, entry for entry.
-    decisions = r.events + static_cast<int32_t>(sched_.ledger().entries().size() - entries_before);
-    DrainEvents();
-    SampleUsageLocked();  // once a cycle: the history's points are cycles that changed something
-    // Queued under the lock (the log's order is the order of application). Timeouts decided
-    // here are logged before the cycle that may have acted on them. A cycle that decided
-    // nothing and moved no money is not logged. Agents hear of the decisions once they are
-    // durable: a start a leader's crash lost is never started.
-    const Timestamp now = c.at;
-    if (decisions > 0) agent_log.push_back(std::move(c));
-    if (!QueueLocked(&agent_log, [this](Status) { RunReadyWaiters(); })) {
-      ready = TakeReadyWaiters(now);
-    }
-  }
-  for (auto& fn : ready) fn();
-}
-
 Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const std::string& k,
                          int64_t lo, int64_t hi, int64_t def) {
   auto it = query.find(k);
@@ -668,18 +622,6 @@ Result<int64_t> QueryInt(const std::map<std::string, std::string>& query, const 
         k, "must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi));
   }
   return std::stoll(v);
-}
-
-void ControlPlane::RemoveExpiredOutputLocked(Timestamp now) {
-  RefreshUnfinishedLocked();
-  while (!output_kept_.empty() &&
-         Timestamp::FromMicros(output_kept_.begin()->first) + config_.output_retention <= now) {
-    const uint32_t job = output_kept_.begin()->second;
-    output_kept_.erase(output_kept_.begin());
-    if (config_.log_dir.empty()) continue;
-    std::error_code ec;  // a directory already gone (or never made) is what we want
-    std::filesystem::remove_all(config_.log_dir + "/" + std::to_string(job), ec);
-  }
 }
 
 void ControlPlane::RefreshUnfinishedLocked() {
