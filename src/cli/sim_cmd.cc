@@ -18,7 +18,7 @@ struct SimFlags {
                              reservations;
   std::string price_range = "1:5", notice = "2m", checkpoint = "30m", restart = "2m";
   std::string start_latency = "30s", checkpoint_time = "60s";
-  std::string reserve = "1", increment = "0.25", experiment;
+  std::string reserve = "1", increment = "0.25", experiment, packing_rule = "lookahead";
   std::vector<std::string> tenant_prices;
   uint64_t seed = 1;
   double elastic = 0, elastic_serial = 0.05;
@@ -71,6 +71,10 @@ int Run(const SimFlags& f) {
   }
   if (f.experiment != "" && f.experiment != "packing") {
     return Usage("--experiment: '" + f.experiment + "' is not packing");
+  }
+  const std::optional<SharePolicy> rule = ParseSharePolicy(f.packing_rule);
+  if (!rule) {
+    return Usage("--packing-rule: '" + f.packing_rule + "' is not lookahead, fgd or bestfit");
   }
   sim::SimConfig cfg;
   cfg.seed = f.seed;
@@ -171,10 +175,11 @@ int Run(const SimFlags& f) {
   if (packing) {
     if (*format != sim::TraceFormat::kOpenb)
       return Usage("--experiment packing needs --format openb");
-    auto r = sim::RunPacking(cfg.nodes, *trace, f.seed, f.target);
+    auto r = sim::RunPacking(cfg.nodes, *trace, f.seed, f.target, *rule);
     if (!r.ok()) return Fail(r.status());
     std::filesystem::create_directories(f.out);
-    std::string json = "{\"experiment\": \"packing\", \"seed\": " + std::to_string(f.seed) +
+    std::string json = "{\"experiment\": \"packing\", \"rule\": \"" + f.packing_rule +
+                       "\", \"seed\": " + std::to_string(f.seed) +
                        ", \"capacity_gpus\": " + std::to_string(r->capacity_milli / 1000) +
                        ", \"pods_arrived\": " + std::to_string(r->pods_arrived) +
                        ", \"pods_failed\": " + std::to_string(r->pods_failed) +
@@ -193,10 +198,10 @@ int Run(const SimFlags& f) {
       return k < static_cast<int>(r->allocation.size()) ? r->allocation[k] : 0.0;
     };
     std::printf(
-        "packing (best fit, fractional GPUs): %lld pods, %lld failed; GPU allocation ratio %.2f%% "
+        "packing (%s, fractional GPUs): %lld pods, %lld failed; GPU allocation ratio %.2f%% "
         "at 100%% demand, %.2f%% at %d%%\n",
-        static_cast<long long>(r->pods_arrived), static_cast<long long>(r->pods_failed), at(100),
-        at(f.target), f.target);
+        f.packing_rule.c_str(), static_cast<long long>(r->pods_arrived),
+        static_cast<long long>(r->pods_failed), at(100), at(f.target), f.target);
     return 0;
   }
 
@@ -364,6 +369,8 @@ Action AddSim(CLI::App& app) {
   s->add_option("--experiment", f->experiment,
                 "packing: the FGD static packing experiment (openb)");
   s->add_option("--target", f->target, "packing: arrived demand to reach, % of capacity");
+  s->add_option("--packing-rule", f->packing_rule,
+                "packing: lookahead (default), fgd or bestfit (docs/placement.md)");
   return [f] { return Run(*f); };
 }
 

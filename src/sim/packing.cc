@@ -4,9 +4,20 @@
 #include "placement/shared.h"
 
 namespace rsv::sim {
+namespace {
+
+PodRequest PodOf(const TraceJob& j) {
+  return PodRequest{.cpu_milli = j.cpu_milli,
+                    .memory_mib = j.memory_mib,
+                    .gpus = j.gpus,
+                    .gpu_milli = j.gpu_milli,
+                    .models = j.gpu_model};
+}
+
+}  // namespace
 
 Result<PackingResult> RunPacking(const std::vector<TraceNode>& nodes, const Trace& pods,
-                                 uint64_t seed, int32_t target_percent) {
+                                 uint64_t seed, int32_t target_percent, SharePolicy policy) {
   if (pods.jobs.empty()) return InvalidArgument("trace", "has no pods");
   if (target_percent < 1 || target_percent > 1000) {
     return InvalidArgument("target", "must be 1-1000 (% of capacity)");
@@ -39,15 +50,19 @@ Result<PackingResult> RunPacking(const std::vector<TraceNode>& nodes, const Trac
     order.push_back(i);
     total += demand(pods.jobs[i]);
   }
+  // The arriving mix is the trace's: re-sampling draws every pod alike.
+  WorkloadMix mix;
+  for (const TraceJob& j : pods.jobs) mix.Add(PodOf(j));
+  SharePacker packer(std::move(state), std::move(mix), policy);
   int64_t arrived = 0, allocated = 0;
   int32_t next_mark = 0;
   for (size_t i : order) {
     if (arrived >= target) break;
     const TraceJob& j = pods.jobs[i];
-    PodRequest pod{j.cpu_milli, j.memory_mib, j.gpus, j.gpu_milli, j.gpu_model};
+    const PodRequest pod = PodOf(j);
     r.pods_arrived++;
-    if (std::optional<SharedPlacement> p = PlaceShared(state, pod)) {
-      ApplyShared(state, pod, *p);
+    if (std::optional<SharedPlacement> p = packer.Place(pod)) {
+      packer.Apply(pod, *p);
       allocated += demand(j);
     } else {
       r.pods_failed++;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "placement/shared.h"
 #include "sim/trace.h"
 
 namespace rsv::sim {
@@ -20,6 +21,7 @@ struct PackingResult {
 };
 
 Result<PackingResult> RunPacking(const std::vector<TraceNode>& nodes, const Trace& pods,
-                                 uint64_t seed, int32_t target_percent = 130);
+                                 uint64_t seed, int32_t target_percent = 130,
+                                 SharePolicy policy = SharePolicy::kLookahead);
 
 }  // namespace rsv::sim

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/rng.h"
 #include "sim/packing.h"
@@ -389,7 +390,7 @@ TEST(Packing, BestFitPacksSharesOntoTheFullestGpu) {
   EXPECT_EQ(r->allocation.size(), 76u);
 }
 
-TEST(Packing, OpenbDefaultNearPublishedBestFit) {
+TEST(Packing, OpenbDefaultLookaheadBeatsFgdAndBestFit) {
   const std::string dir = "../shared/traces/alibaba-gpu-v2023-openb/";
   if (!std::filesystem::exists(dir + "openb_pod_list_default.csv")) {
     GTEST_SKIP() << "shared traces not present at " << dir;
@@ -401,13 +402,23 @@ TEST(Packing, OpenbDefaultNearPublishedBestFit) {
   ro.need_times = false;
   auto pods = ReadTrace(dir + "openb_pod_list_default.csv", TraceFormat::kOpenb, ro);
   ASSERT_TRUE(pods.ok());
-  auto r = RunPacking(*nodes, *pods, 42, 130);
-  ASSERT_TRUE(r.ok());
-  ASSERT_EQ(r->allocation.size(), 131u);
-  // Published (FGD, ATC'23): BestFit 93.08 ± 0.13%, FGD 95.39 ± 0.08% at 130%. Our best fit has
-  // its own scoring; it must land in the same band, not match a figure exactly.
-  EXPECT_GT(r->allocation[130], 88.0);
-  EXPECT_LT(r->allocation[130], 97.0);
+  std::map<SharePolicy, PackingResult> by;
+  for (SharePolicy rule : {SharePolicy::kBestFit, SharePolicy::kFgd, SharePolicy::kLookahead}) {
+    auto r = RunPacking(*nodes, *pods, 42, 130, rule);
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(r->allocation.size(), 131u);
+    by[rule] = *r;
+  }
+  // Published (FGD, ATC'23, mean of 10 seeds at 130%): BestFit 93.08%, FGD 95.39%. Each rule
+  // here has its own tie-breaking, so only the order and the band are asserted: best fit in
+  // BestFit's band, FGD's measure above it, the look-ahead above FGD's published mean.
+  const double best_fit = by[SharePolicy::kBestFit].allocation[130];
+  const double fgd = by[SharePolicy::kFgd].allocation[130];
+  const double lookahead = by[SharePolicy::kLookahead].allocation[130];
+  EXPECT_GT(best_fit, 92.0);
+  EXPECT_GT(fgd, best_fit + 0.5);
+  EXPECT_GT(lookahead, fgd + 0.5);
+  EXPECT_GT(lookahead, 95.39);
 }
 
 TEST(Trace, FullPhillyFileParses) {
