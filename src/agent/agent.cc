@@ -43,13 +43,21 @@ std::string ReadFrom(const std::string& path, int64_t offset) {
 json Inventory(const std::vector<GpuInfo>& gpus) {
   json out = json::array();
   for (const GpuInfo& g : gpus) {
-    out.push_back({{"index", g.index},
-                   {"uuid", g.uuid},
-                   {"name", g.name},
-                   {"memory_mib", g.memory_mib},
-                   {"utilization_pct", g.utilization_pct},
-                   {"healthy", g.healthy}});
+    json one = {{"index", g.index},
+                {"uuid", g.uuid},
+                {"name", g.name},
+                {"memory_mib", g.memory_mib},
+                {"utilization_pct", g.utilization_pct},
+                {"healthy", g.healthy}};
+    if (!g.parent_uuid.empty()) one["mig_parent_uuid"] = g.parent_uuid;
+    out.push_back(std::move(one));
   }
+  return out;
+}
+
+std::vector<std::string> DeviceIds(const std::vector<GpuInfo>& gpus) {
+  std::vector<std::string> out;
+  for (const GpuInfo& g : gpus) out.push_back(DeviceId(g));
   return out;
 }
 
@@ -177,12 +185,23 @@ void Agent::LoadState() {
   }
 }
 
+std::string Agent::MpsPipe() const {
+  std::string dir = config_.mps_pipe;
+  if (dir.empty()) {
+    const char* env = std::getenv("CUDA_MPS_PIPE_DIRECTORY");
+    dir = env && *env ? env : "/tmp/nvidia-mps";
+  }
+  struct stat st;
+  return ::stat((dir + "/control").c_str(), &st) == 0 ? dir : "";
+}
+
 bool Agent::Register() {
   Result<std::vector<GpuInfo>> gpus = probe_->Poll();
   if (!gpus.ok()) {
     Log("GPU discovery failed: " + gpus.status().message());
     return false;
   }
+  devices_ = DeviceIds(*gpus);
   json body = {{"pool", config_.pool},         {"gpus", static_cast<int64_t>(gpus->size())},
                {"topology", config_.topology}, {"probe", probe_->kind()},
                {"cgroups", cgroup_note_},      {"inventory", Inventory(*gpus)}};
@@ -331,7 +350,10 @@ bool Agent::Sync(bool urgent) {
   json report = {{"known", known_}, {"jobs", jobs}, {"logs", logs}};
   Result<std::vector<GpuInfo>> gpus = probe_->Poll();
   report["health"] = gpus.ok() ? Health(*gpus) : "GPU discovery failed: " + gpus.status().message();
-  if (gpus.ok()) report["gpus"] = Inventory(*gpus);
+  if (gpus.ok()) {
+    report["gpus"] = Inventory(*gpus);
+    devices_ = DeviceIds(*gpus);
+  }
   // A shrink waiting for the job's acknowledgement: the server hears of it at once (the GPUs
   // it frees are someone's), so this sync does not park (the loop paces it).
   // Back from a failed or unanswered sync: the answer comes at once, so contact with a new
@@ -490,6 +512,13 @@ void Agent::Reconcile(const std::string& desired_json) {
     spec.env = e.value("env", std::vector<std::string>());
     spec.workdir = e.value("workdir", "");
     spec.gpus = e.value("gpus", std::vector<int32_t>());
+    for (int32_t g : spec.gpus) {
+      spec.devices.push_back(
+          g >= 0 && g < static_cast<int32_t>(devices_.size()) ? devices_[g] : std::to_string(g));
+    }
+    spec.gpu_milli = e.value("gpu_milli", int32_t{0});
+    spec.gpu_memory_mib = e.value("gpu_memory_mib", int64_t{0});
+    if (spec.gpu_milli > 0 && spec.gpu_milli < 1000) spec.mps_pipe = MpsPipe();
     spec.state_dir = config_.state_dir;
     spec.checkpoint_root = config_.checkpoint_root;
     spec.cpu_millis = e.value("cpu_millis", int64_t{0});

@@ -45,6 +45,9 @@ struct AgentConfig {
   JobUsers users;
   std::vector<std::string> pass_env;             // more names jobs get from the agent's environment
   int64_t max_output_bytes = int64_t{64} << 20;  // kept per attempt (the server caps it too)
+  // The MPS control daemon's pipe directory (docs/agent.md, "GPU shares"). Empty:
+  // $CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. MPS runs here when it holds `control`.
+  std::string mps_pipe;
 };
 
 class Agent {
@@ -88,6 +91,9 @@ class Agent {
   Executor exec_;
   std::string cgroup_parent_;  // empty: limits not applied
   std::string cgroup_note_;
+  // What CUDA_VISIBLE_DEVICES names each device by, from the last poll (MIG instances by UUID).
+  std::vector<std::string> devices_;
+  std::string MpsPipe() const;  // empty: no MPS control daemon runs here
   int wake_[2] = {-1, -1};
   std::string known_;            // the desired-set version last applied
   std::vector<Report> reports_;  // not yet acknowledged by the server

@@ -375,7 +375,10 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   if (log_fd < 0)
     return Status(Code::kUnavailable, "cannot open " + log + ": " + std::strerror(errno));
   std::string gpus;
-  for (int32_t g : spec.gpus) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+  for (size_t i = 0; i < spec.gpus.size(); ++i) {
+    gpus += (gpus.empty() ? "" : ",") +
+            (i < spec.devices.size() ? spec.devices[i] : std::to_string(spec.gpus[i]));
+  }
   // The job's environment: allow-listed names from ours (never tokens or anything else the
   // agent was given), then the job's own, then what the agent tells it, which the job's own
   // cannot replace (its GPUs, its files) — except the rendezvous defaults, which it may.
@@ -407,6 +410,31 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
   }
   set("CUDA_VISIBLE_DEVICES", gpus);
   set("NVIDIA_VISIBLE_DEVICES", gpus.empty() ? std::string("none") : gpus);
+  std::string share_note;
+  if (spec.gpu_milli > 0 && spec.gpu_milli < 1000) {  // docs/agent.md, "GPU shares"
+    char share[16];
+    std::snprintf(share, sizeof share, "0.%03d", spec.gpu_milli);
+    set("RESERVOIR_GPU_SHARE", share);
+    if (spec.gpu_memory_mib > 0) {
+      set("RESERVOIR_GPU_MEMORY_MIB", std::to_string(spec.gpu_memory_mib));
+    }
+    if (!spec.mps_pipe.empty()) {
+      // The client sees its one GPU as device 0. MPS takes whole percents: rounded up.
+      const int32_t percent = (spec.gpu_milli + 9) / 10;
+      set("CUDA_MPS_PIPE_DIRECTORY", spec.mps_pipe);
+      set("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", std::to_string(percent));
+      share_note = "GPU share " + std::string(share) + " through MPS (" + std::to_string(percent) +
+                   "% of threads";
+      if (spec.gpu_memory_mib > 0) {
+        set("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "0=" + std::to_string(spec.gpu_memory_mib) + "M");
+        share_note += ", " + std::to_string(spec.gpu_memory_mib) + " MiB";
+      }
+      share_note += ")";
+    } else {
+      share_note = "GPU share " + std::string(share) +
+                   " time-sliced: no MPS control daemon here, the share is not enforced";
+    }
+  }
   set("RESERVOIR_JOB_ID", std::to_string(spec.job));
   set("RESERVOIR_ATTEMPT", std::to_string(spec.attempt));
   set("RESERVOIR_CHECKPOINT_DIR", ckpt);
@@ -462,7 +490,7 @@ Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
       cgroup.clear();
     }
   }
-  if (limits) *limits = note;
+  if (limits) *limits = share_note.empty() ? note : note + "; " + share_note;
   std::string cgroup_procs = cgroup.empty() ? "" : cgroup + "/cgroup.procs";
   pid_t pid = ::fork();
   if (pid < 0) {

@@ -36,7 +36,18 @@ struct LaunchSpec {
   int64_t gid = -1;
   std::string workdir;        // empty: the job's checkpoint directory
   std::vector<int32_t> gpus;  // GPU indices on this host
-  std::string state_dir;      // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
+  // What CUDA_VISIBLE_DEVICES names for each of `gpus`, in order: a MIG instance's UUID, else
+  // the index. Empty: the indices.
+  std::vector<std::string> devices;
+  // A share of one GPU (docs/agent.md, "GPU shares"): 1-999 milli-GPU of `gpus`' single GPU,
+  // with at most `gpu_memory_mib` of its memory (0: not limited). 0 or 1000: whole GPUs.
+  int32_t gpu_milli = 0;
+  int64_t gpu_memory_mib = 0;
+  // The pipe directory of the MPS control daemon on this host, when one runs there: a share's
+  // compute and memory limits go to MPS. Empty: the GPU is time-sliced and the share is stated
+  // to the job (RESERVOIR_GPU_SHARE), not enforced.
+  std::string mps_pipe;
+  std::string state_dir;  // jobs/<id>/{checkpoint,notice.json,attempt-N.log} live here
   // RESERVOIR_CHECKPOINT_DIR is <checkpoint_root>/<job> (empty root: <state_dir>/jobs/<id>/
   // checkpoint). Point every agent at shared storage for attempts to resume on any node.
   std::string checkpoint_root;

@@ -102,6 +102,71 @@ TEST_F(ExecutorTest, AGangMemberGetsTheRendezvousAndKeepsItsGpus) {
   EXPECT_NE(log.find("n=1 world=unset"), std::string::npos) << log;
 }
 
+// Four quarter shares of one GPU where an MPS control daemon runs (its pipe holds `control`):
+// each client is limited to 25% of the threads and its memory; the job's own env cannot lift it.
+TEST_F(ExecutorTest, SharesOfOneGpuGetMpsLimits) {
+  Executor ex;
+  const std::string pipe = dir + "/mps";
+  std::filesystem::create_directories(pipe);
+  std::ofstream(pipe + "/control").put('\n');
+  for (uint32_t job = 21; job <= 24; ++job) {
+    LaunchSpec spec = Spec(job,
+                           "echo gpus=$CUDA_VISIBLE_DEVICES share=$RESERVOIR_GPU_SHARE "
+                           "threads=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE "
+                           "mem=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT pipe=$CUDA_MPS_PIPE_DIRECTORY "
+                           "mib=$RESERVOIR_GPU_MEMORY_MIB");
+    spec.gpus = {3};
+    spec.gpu_milli = 250;
+    spec.gpu_memory_mib = 20480;
+    spec.mps_pipe = pipe;
+    spec.env = {"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=100"};
+    std::string limits;
+    ASSERT_TRUE(ex.Start(spec, &limits).ok());
+    EXPECT_NE(limits.find("GPU share 0.250 through MPS (25% of threads, 20480 MiB)"),
+              std::string::npos)
+        << limits;
+  }
+  size_t reaped = 0;
+  for (int i = 0; i < 4 && reaped < 4; ++i) reaped += ex.Reap(true).size();
+  ASSERT_EQ(reaped, 4u);
+  for (uint32_t job = 21; job <= 24; ++job) {
+    std::string log = Slurp(Executor::LogPath(dir, job, 1));
+    EXPECT_NE(log.find("gpus=3 share=0.250 threads=25 mem=0=20480M pipe=" + pipe + " mib=20480"),
+              std::string::npos)
+        << log;
+  }
+}
+
+// Without MPS a share is time-sliced: the job is told its share, nothing claims to enforce it.
+TEST_F(ExecutorTest, ASharedGpuWithoutMpsIsTimeSlicedAndSaysSo) {
+  Executor ex;
+  LaunchSpec spec = Spec(30,
+                         "echo share=$RESERVOIR_GPU_SHARE threads=${CUDA_MPS_ACTIVE_THREAD_"
+                         "PERCENTAGE-unset} mem=${CUDA_MPS_PINNED_DEVICE_MEM_LIMIT-unset}");
+  spec.gpus = {0};
+  spec.gpu_milli = 333;
+  std::string limits;
+  ASSERT_TRUE(ex.Start(spec, &limits).ok());
+  EXPECT_NE(limits.find("time-sliced"), std::string::npos) << limits;
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  std::string log = Slurp(Executor::LogPath(dir, 30, 1));
+  EXPECT_NE(log.find("share=0.333 threads=unset mem=unset"), std::string::npos) << log;
+}
+
+// A MIG instance is named by its UUID, a whole GPU by its index.
+TEST_F(ExecutorTest, MigInstancesAreNamedByUuid) {
+  Executor ex;
+  LaunchSpec spec = Spec(31, "echo gpus=$CUDA_VISIBLE_DEVICES nv=$NVIDIA_VISIBLE_DEVICES");
+  spec.gpus = {4, 5};
+  spec.devices = {"MIG-fake-h-1-0", "MIG-fake-h-1-1"};
+  ASSERT_TRUE(ex.Start(spec).ok());
+  ASSERT_EQ(ex.Reap(true).size(), 1u);
+  std::string log = Slurp(Executor::LogPath(dir, 31, 1));
+  EXPECT_NE(log.find("gpus=MIG-fake-h-1-0,MIG-fake-h-1-1 nv=MIG-fake-h-1-0,MIG-fake-h-1-1"),
+            std::string::npos)
+      << log;
+}
+
 TEST_F(ExecutorTest, NoticeWritesTheFileAndTermsTheGroup) {
   Executor ex;
   // The job checkpoints on SIGTERM: it reads the notice file and exits cleanly.

@@ -30,6 +30,7 @@ constexpr nvmlReturn_t kNvmlSuccess = 0;
 constexpr int kEccUncorrected = 1;             // NVML_MEMORY_ERROR_TYPE_UNCORRECTED
 constexpr int kEccVolatile = 0;                // NVML_VOLATILE_ECC
 constexpr unsigned long long kEventXid = 0x8;  // nvmlEventTypeXidCriticalError
+constexpr unsigned int kMigEnabled = 1;        // NVML_DEVICE_MIG_ENABLE
 
 class NvmlProbe final : public GpuProbe {
  public:
@@ -57,6 +58,9 @@ class NvmlProbe final : public GpuProbe {
     sym("nvmlDeviceRegisterEvents", &register_events_);
     sym("nvmlEventSetWait_v2", &event_wait_);
     sym("nvmlEventSetFree", &event_set_free_);
+    sym("nvmlDeviceGetMigMode", &mig_mode_);
+    sym("nvmlDeviceGetMaxMigDeviceCount", &mig_count_);
+    sym("nvmlDeviceGetMigDeviceHandleByIndex", &mig_handle_);
     if (nvmlReturn_t r = init_(); r != kNvmlSuccess) {
       shutdown_ = nullptr;
       return Status(Code::kUnavailable, std::string("nvmlInit failed: ") + error_(r));
@@ -72,6 +76,25 @@ class NvmlProbe final : public GpuProbe {
       if (nvmlReturn_t r = handle_(i, &devices_[i]); r != kNvmlSuccess) {
         return Status(Code::kUnavailable, "GPU " + std::to_string(i) + ": " + error_(r));
       }
+    }
+    // What is offered: each GPU, or its MIG instances where the operator enabled MIG mode
+    // (read only: the mode is never changed here). Instances appear in NVML's index order.
+    for (unsigned int i = 0; i < n; ++i) {
+      unsigned int current = 0, pending = 0, max = 0;
+      if (mig_mode_ && mig_count_ && mig_handle_ &&
+          mig_mode_(devices_[i], &current, &pending) == kNvmlSuccess && current == kMigEnabled &&
+          mig_count_(devices_[i], &max) == kNvmlSuccess) {
+        for (unsigned int m = 0; m < max; ++m) {
+          nvmlDevice_t mig = nullptr;
+          if (mig_handle_(devices_[i], m, &mig) == kNvmlSuccess) offered_.push_back({mig, i});
+        }
+        continue;  // a GPU in MIG mode with no instance offers nothing
+      }
+      offered_.push_back({devices_[i], i});
+    }
+    if (offered_.empty()) {
+      return Status(Code::kUnavailable,
+                    "every GPU is in MIG mode with no MIG instance: create instances first");
     }
     // XID errors arrive as events; where they are not supported, ECC counters still are.
     if (event_set_create_ && register_events_ && event_wait_ &&
@@ -90,29 +113,36 @@ class NvmlProbe final : public GpuProbe {
       }
     }
     std::vector<GpuInfo> out;
-    for (size_t i = 0; i < devices_.size(); ++i) {
+    for (size_t i = 0; i < offered_.size(); ++i) {
+      const nvmlDevice_t dev = offered_[i].device;
+      const nvmlDevice_t gpu = devices_[offered_[i].gpu];
       GpuInfo g;
       g.index = static_cast<int32_t>(i);
       char buf[96] = {0};
-      if (name_(devices_[i], buf, sizeof buf) == kNvmlSuccess) g.name = buf;
+      if (name_(dev, buf, sizeof buf) == kNvmlSuccess) g.name = buf;
       char id[96] = {0};
-      if (uuid_(devices_[i], id, sizeof id) == kNvmlSuccess) g.uuid = id;
+      if (uuid_(dev, id, sizeof id) == kNvmlSuccess) g.uuid = id;
+      if (dev != gpu) {
+        char parent[96] = {0};
+        if (uuid_(gpu, parent, sizeof parent) == kNvmlSuccess) g.parent_uuid = parent;
+        if (g.parent_uuid.empty()) g.parent_uuid = "GPU " + std::to_string(offered_[i].gpu);
+      }
       nvmlMemory_t mem{};
-      if (memory_(devices_[i], &mem) == kNvmlSuccess) {
+      if (memory_(dev, &mem) == kNvmlSuccess) {
         g.memory_mib = static_cast<int64_t>(mem.total / (1024 * 1024));
       }
-      nvmlUtilization_t u{};
-      if (util_(devices_[i], &u) == kNvmlSuccess) g.utilization_pct = static_cast<int32_t>(u.gpu);
+      nvmlUtilization_t u{};  // not supported on MIG instances: 0 there
+      if (util_(dev, &u) == kNvmlSuccess) g.utilization_pct = static_cast<int32_t>(u.gpu);
+      // Health is the GPU's: an instance is as healthy as the GPU it is carved from.
       unsigned long long ecc = 0;
-      if (ecc_ && ecc_(devices_[i], kEccUncorrected, kEccVolatile, &ecc) == kNvmlSuccess &&
-          ecc > 0) {
+      if (ecc_ && ecc_(gpu, kEccUncorrected, kEccVolatile, &ecc) == kNvmlSuccess && ecc > 0) {
         g.healthy = false;
         g.health_detail = std::to_string(ecc) + " uncorrected ECC errors";
       }
-      if (xid_[i] != 0) {
+      if (const unsigned long long xid = xid_[offered_[i].gpu]; xid != 0) {
         g.healthy = false;
         g.health_detail +=
-            (g.health_detail.empty() ? "" : "; ") + std::string("XID ") + std::to_string(xid_[i]);
+            (g.health_detail.empty() ? "" : "; ") + std::string("XID ") + std::to_string(xid);
       }
       out.push_back(std::move(g));
     }
@@ -136,8 +166,16 @@ class NvmlProbe final : public GpuProbe {
   nvmlReturn_t (*register_events_)(nvmlDevice_t, unsigned long long, nvmlEventSet_t) = nullptr;
   nvmlReturn_t (*event_wait_)(nvmlEventSet_t, nvmlEventData_t*, unsigned int) = nullptr;
   nvmlReturn_t (*event_set_free_)(nvmlEventSet_t) = nullptr;
+  nvmlReturn_t (*mig_mode_)(nvmlDevice_t, unsigned int*, unsigned int*) = nullptr;
+  nvmlReturn_t (*mig_count_)(nvmlDevice_t, unsigned int*) = nullptr;
+  nvmlReturn_t (*mig_handle_)(nvmlDevice_t, unsigned int, nvmlDevice_t*) = nullptr;
   const char* (*error_)(nvmlReturn_t) = nullptr;
-  std::vector<nvmlDevice_t> devices_;
+  std::vector<nvmlDevice_t> devices_;  // the GPUs
+  struct Offered {
+    nvmlDevice_t device;  // the GPU, or one of its MIG instances
+    unsigned int gpu;     // index into devices_
+  };
+  std::vector<Offered> offered_;
   std::vector<unsigned long long> xid_;  // last XID per GPU, 0 = none
   nvmlEventSet_t events_ = nullptr;
 };
@@ -158,14 +196,27 @@ Result<std::unique_ptr<GpuProbe>> OpenNvmlProbe(const std::string& library) {
   return std::unique_ptr<GpuProbe>(std::move(probe));
 }
 
-FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib) {
+std::string DeviceId(const GpuInfo& g) {
+  return g.parent_uuid.empty() ? std::to_string(g.index) : g.uuid;
+}
+
+FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib, int32_t mig_per_gpu) {
   for (int32_t i = 0; i < count; ++i) {
-    GpuInfo g;
-    g.index = i;
-    g.uuid = "GPU-fake-" + host + "-" + std::to_string(i);
-    g.name = "Fake GPU (no NVML)";
-    g.memory_mib = memory_mib;
-    gpus_.push_back(std::move(g));
+    const std::string uuid = "GPU-fake-" + host + "-" + std::to_string(i);
+    for (int32_t m = 0; m < std::max(mig_per_gpu, 1); ++m) {
+      GpuInfo g;
+      g.index = static_cast<int32_t>(gpus_.size());
+      g.uuid = uuid;
+      g.name = "Fake GPU (no NVML)";
+      g.memory_mib = memory_mib;
+      if (mig_per_gpu > 0) {
+        g.uuid = "MIG-fake-" + host + "-" + std::to_string(i) + "-" + std::to_string(m);
+        g.name += " MIG " + std::to_string(m + 1) + "/" + std::to_string(mig_per_gpu);
+        g.memory_mib = memory_mib / mig_per_gpu;
+        g.parent_uuid = uuid;
+      }
+      gpus_.push_back(std::move(g));
+    }
   }
 }
 

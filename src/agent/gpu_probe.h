@@ -21,12 +21,21 @@ struct GpuInfo {
   int32_t utilization_pct = 0;  // 0-100, at the last Poll
   bool healthy = true;
   std::string health_detail;  // why not, e.g. "12 uncorrected ECC errors", "XID 79"
+  // A MIG instance, offered as a device of its own (docs/agent.md, "GPU shares"): the UUID of
+  // the GPU it is carved from. Empty: a whole GPU.
+  std::string parent_uuid;
 };
+
+// What CUDA_VISIBLE_DEVICES names the device by: a MIG instance by its UUID ("MIG-..."), a GPU
+// by its index.
+std::string DeviceId(const GpuInfo& g);
 
 class GpuProbe {
  public:
   virtual ~GpuProbe() = default;
-  // The GPUs with their current utilization and health. Order and UUIDs are stable.
+  // The devices with their current utilization and health. Order and UUIDs are stable. A GPU
+  // in MIG mode is listed as its MIG instances, never as itself (the agent never changes a
+  // GPU's MIG mode: it uses what the operator configured).
   virtual Result<std::vector<GpuInfo>> Poll() = 0;
   // "nvml" or "fake": shown to operators, so a fake fleet is always labelled.
   virtual std::string kind() const = 0;
@@ -38,8 +47,9 @@ Result<std::unique_ptr<GpuProbe>> OpenNvmlProbe(const std::string& library = "li
 
 class FakeProbe final : public GpuProbe {
  public:
-  // `count` GPUs of `memory_mib` each, named "Fake GPU (no NVML)", UUIDs from `host`.
-  FakeProbe(int32_t count, std::string host, int64_t memory_mib = 81920);
+  // `count` GPUs of `memory_mib` each, named "Fake GPU (no NVML)", UUIDs from `host`. With
+  // `mig_per_gpu` > 0 each GPU is in MIG mode, split into that many instances of equal memory.
+  FakeProbe(int32_t count, std::string host, int64_t memory_mib = 81920, int32_t mig_per_gpu = 0);
   Result<std::vector<GpuInfo>> Poll() override;
   std::string kind() const override { return "fake"; }
   // Faults read from a file at every Poll, one "INDEX DETAIL" line per bad GPU (so a running

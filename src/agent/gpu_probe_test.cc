@@ -22,6 +22,14 @@ void ExpectContract(GpuProbe& probe) {
     EXPECT_GE(g.utilization_pct, 0);
     EXPECT_LE(g.utilization_pct, 100);
     EXPECT_TRUE(g.healthy || !g.health_detail.empty()) << "unhealthy GPUs say why";
+    // A MIG instance is offered as a device of its own, named by its UUID; its GPU is not.
+    if (!g.parent_uuid.empty()) {
+      EXPECT_EQ(g.uuid.rfind("MIG-", 0), 0u) << g.uuid;
+      EXPECT_EQ(DeviceId(g), g.uuid);
+      for (const GpuInfo& other : *first) EXPECT_NE(other.uuid, g.parent_uuid);
+    } else {
+      EXPECT_EQ(DeviceId(g), std::to_string(i));
+    }
     uuids.insert(g.uuid);
   }
   EXPECT_EQ(uuids.size(), first->size()) << "UUIDs are unique";
@@ -36,6 +44,17 @@ TEST(GpuProbeContract, Fake) {
   FakeProbe fake(8, "host-a");
   ExpectContract(fake);
   EXPECT_EQ(fake.kind(), "fake");
+}
+
+TEST(GpuProbeContract, FakeMig) {
+  FakeProbe fake(2, "host-m", 81920, 3);
+  ExpectContract(fake);
+  auto gpus = fake.Poll();
+  ASSERT_TRUE(gpus.ok());
+  ASSERT_EQ(gpus->size(), 6u);
+  EXPECT_EQ((*gpus)[4].uuid, "MIG-fake-host-m-1-1");
+  EXPECT_EQ((*gpus)[4].parent_uuid, "GPU-fake-host-m-1");
+  EXPECT_EQ((*gpus)[4].memory_mib, 81920 / 3);
 }
 
 TEST(GpuProbeContract, NvmlWhereTheHostHasADriver) {

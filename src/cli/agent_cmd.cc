@@ -56,6 +56,8 @@ struct AgentFlags {
   int64_t uid_base = 2'000'000;
   int64_t max_output_mib = 64;
   int fake_gpus = 0;
+  int fake_mig = 0;
+  std::string mps_pipe;
   int wait = 5;
   bool stop_jobs = false;
 };
@@ -198,6 +200,12 @@ int RunAgent(AgentFlags f) {
     std::cerr << "reservoir agent: --fake-gpus must be 1-" << kMaxGpusPerNode << "\n";
     return 2;
   }
+  if (f.fake_mig < 0 || f.fake_mig > 7 || (f.fake_mig > 0 && f.fake_gpus == 0) ||
+      f.fake_gpus * std::max(f.fake_mig, 1) > kMaxGpusPerNode) {
+    std::cerr << "reservoir agent: --fake-mig must be 1-7 instances per GPU, with --fake-gpus, "
+              << "and at most " << kMaxGpusPerNode << " devices in all\n";
+    return 2;
+  }
   if (f.wait < 1 || f.wait > 60) {
     std::cerr << "reservoir agent: --wait must be 1-60 seconds\n";
     return 2;
@@ -209,7 +217,7 @@ int RunAgent(AgentFlags f) {
   }
   std::unique_ptr<agent::GpuProbe> probe;
   if (f.fake_gpus > 0) {
-    auto fake = std::make_unique<agent::FakeProbe>(f.fake_gpus, f.node);
+    auto fake = std::make_unique<agent::FakeProbe>(f.fake_gpus, f.node, 81920, f.fake_mig);
     if (!f.fault_file.empty()) fake->SetFaultFile(f.fault_file);
     probe = std::move(fake);
   } else {
@@ -223,7 +231,8 @@ int RunAgent(AgentFlags f) {
   SystemClock clock;
   agent::AgentConfig config{f.server,          f.token,   f.pool,      f.node,
                             f.topology,        f.address, f.state_dir, f.wait,
-                            f.checkpoint_root, users,     f.pass_env,  f.max_output_mib << 20};
+                            f.checkpoint_root, users,     f.pass_env,  f.max_output_mib << 20,
+                            f.mps_pipe};
   agent::Agent a(config, std::move(probe), &clock);
   g_wake_fd = a.wake_fd();
   struct sigaction sa {};
@@ -249,6 +258,8 @@ struct UpFlags {
   std::string dir = "./reservoir-data";
   std::string config;
   int fake_gpus = 0;
+  int fake_mig = 0;
+  std::string mps_pipe;
 };
 
 // A child running `reservoir ARGS...`: stderr to `log` (or to `stderr_fd`), stdout to
@@ -491,6 +502,11 @@ Action AddAgent(CLI::App& app) {
                 "Address the node's peers reach it at: a multi-node job's MASTER_ADDR and "
                 "RESERVOIR_NODES (default: this host's address toward the server)");
   s->add_option("--fake-gpus", f->fake_gpus, "Run with N fake GPUs instead of NVML");
+  s->add_option("--fake-mig", f->fake_mig,
+                "With --fake-gpus: each fake GPU is in MIG mode with N instances (1-7)");
+  s->add_option("--mps-pipe", f->mps_pipe,
+                "The MPS control daemon's pipe directory (default: $CUDA_MPS_PIPE_DIRECTORY, "
+                "else /tmp/nvidia-mps); GPU shares are limited through MPS where it runs");
   s->add_option("--fake-faults", f->fault_file,
                 "With --fake-gpus: file of 'INDEX DETAIL' lines marking fake GPUs unhealthy");
   s->add_option("--state-dir", f->state_dir,
