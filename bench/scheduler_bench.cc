@@ -2,6 +2,7 @@
 //   FullCycle/cold/N/E:   N pending bids cleared onto an empty fleet of N GPUs (8 per node).
 //   FullCycle/steady/N/E: a full fleet of N GPUs and N more pending bids re-cleared (a tick).
 //   E: percent of the multi-GPU bids that are elastic (min = their size, max = 4x, 3 units).
+//   FullCycle/.../N/E/S: S percent of all bids are shares of one GPU (0.1 to 0.9 GPU).
 //   IncrementalSubmit:  one new bid decided against a 100,000-GPU fleet; p50/p99 in counters.
 #include <benchmark/benchmark.h>
 
@@ -41,7 +42,8 @@ Fleet MakeFleet(int32_t gpus) {
   return f;
 }
 
-JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths, int64_t elastic_pct = 0) {
+JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths, int64_t elastic_pct = 0,
+                  int64_t share_pct = 0) {
   JobSpec j;
   j.tenant = f.tenants[rng.Uniform(f.tenants.size())];
   j.pool = f.pool;
@@ -54,6 +56,12 @@ JobSpec RandomBid(const Fleet& f, Rng& rng, int64_t min_limit_tenths, int64_t el
     j.max_gpus = 4 * j.gpus;
     j.gpu_step = j.gpus;
   }
+  if (share_pct > 0 && static_cast<int64_t>(rng.Uniform(100)) < share_pct) {
+    static const int32_t kShares[] = {100, 250, 250, 300, 500, 500, 700, 900};
+    j.gpus = 1;
+    j.max_gpus = j.gpu_step = 0;
+    j.gpu_milli = kShares[rng.Uniform(8)];
+  }
   return j;
 }
 
@@ -62,7 +70,7 @@ void BM_FullCycleCold(benchmark::State& state) {
   Fleet f = MakeFleet(gpus);
   Rng rng(1);
   for (int32_t i = 0; i < gpus; ++i) {
-    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1)), T(0));
+    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1), state.range(2)), T(0));
   }
   int64_t started = 0;
   for (auto _ : state) {
@@ -86,11 +94,11 @@ void BM_FullCycleSteady(benchmark::State& state) {
   Rng rng(2);
   // Fill the fleet with high bids, then add as many low bids that cannot get in.
   for (int32_t i = 0; i < gpus; ++i) {
-    (void)f.s->Submit(RandomBid(f, rng, 50, state.range(1)), T(0));
+    (void)f.s->Submit(RandomBid(f, rng, 50, state.range(1), state.range(2)), T(0));
   }
   f.s->RunCycle(T(0));
   for (int32_t i = 0; i < gpus; ++i) {
-    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1)), T(0));
+    (void)f.s->Submit(RandomBid(f, rng, 10, state.range(1), state.range(2)), T(0));
   }
   // Let the market settle (outbid jobs get notice, leave, and the winners start).
   int64_t t = 0;
@@ -98,10 +106,11 @@ void BM_FullCycleSteady(benchmark::State& state) {
     t += 60;
     if (f.s->RunCycle(T(t)).events == 0) break;
   }
-  int32_t running = 0, units = 0;
+  int32_t running = 0, units = 0, shares = 0;
   for (const Job& j : f.s->state().jobs()) {
     running += j.state == JobState::kRunning;
     units += j.unit_of.valid() && j.state == JobState::kRunning;
+    shares += j.spec.share() && j.state == JobState::kRunning;
   }
   for (auto _ : state) {
     CycleReport r = f.s->RunCycle(T(t++));
@@ -109,6 +118,7 @@ void BM_FullCycleSteady(benchmark::State& state) {
   }
   state.counters["running_jobs"] = running;
   state.counters["running_units"] = units;
+  state.counters["running_shares"] = shares;
   state.counters["pending_bids"] = static_cast<double>(f.s->state().jobs().size() - running);
 }
 
@@ -149,17 +159,19 @@ void BM_IncrementalSubmit(benchmark::State& state) {
 }
 
 BENCHMARK(BM_FullCycleCold)
-    ->Args({1000, 0})
-    ->Args({10000, 0})
-    ->Args({100000, 0})
-    ->Args({100000, 30})
+    ->Args({1000, 0, 0})
+    ->Args({10000, 0, 0})
+    ->Args({100000, 0, 0})
+    ->Args({100000, 30, 0})
+    ->Args({100000, 0, 50})
     ->Unit(benchmark::kMillisecond)
     ->Iterations(5);
 BENCHMARK(BM_FullCycleSteady)
-    ->Args({1000, 0})
-    ->Args({10000, 0})
-    ->Args({100000, 0})
-    ->Args({100000, 30})
+    ->Args({1000, 0, 0})
+    ->Args({10000, 0, 0})
+    ->Args({100000, 0, 0})
+    ->Args({100000, 30, 0})
+    ->Args({100000, 0, 50})
     ->Unit(benchmark::kMillisecond)
     ->MinTime(2);
 BENCHMARK(BM_IncrementalSubmit)

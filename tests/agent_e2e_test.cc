@@ -612,6 +612,51 @@ TEST_F(AgentE2E, ACheckpointTheJobMarksIsReported) {
   EXPECT_EQ(events.Count("JobCheckpointed"), 1);
 }
 
+// Four quarter shares run side by side on one fake GPU where an MPS control daemon runs (its pipe
+// holds `control`): each gets its GPU, its share and its memory as MPS limits
+// (docs/agent.md, "GPU shares"); the server shows the four on that GPU.
+TEST_F(AgentE2E, FourQuarterSharesRunOnOneGpuWithMpsLimits) {
+  ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
+  ASSERT_TRUE(s.Start());
+  const std::string pipe = dir + "/mps";
+  std::filesystem::create_directories(pipe);
+  std::ofstream(pipe + "/control") << "\n";
+  AgentProcess n1(s.port(), "n1", dir + "/n1", dir + "/ckpt", {"--mps-pipe", pipe});
+  ASSERT_TRUE(n1.Start()) << n1.log();
+  Events events(&s);
+  // Each runs until the last of the four has started, so all four hold the GPU together.
+  const std::string go = dir + "/go";
+  const std::string command =
+      "echo gpus=$CUDA_VISIBLE_DEVICES share=$RESERVOIR_GPU_SHARE "
+      "threads=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE mem=$CUDA_MPS_PINNED_DEVICE_MEM_LIMIT "
+      "pipe=$CUDA_MPS_PIPE_DIRECTORY; while [ ! -f " +
+      go + " ]; do sleep 0.05; done";
+  std::vector<int64_t> jobs;
+  for (int i = 0; i < 4; ++i) {
+    jobs.push_back(SpotJob(s, {{"gpus", 0.25}, {"gpu_memory_mib", 20480}, {"command", command}}));
+  }
+  for (int64_t job : jobs) ASSERT_FALSE(events.Job("JobRunning", job, 1).is_null()) << n1.log();
+  json nodes = json::parse(s.Get("/v1/nodes", kAdmin).body);
+  ASSERT_EQ(nodes.size(), 1u);
+  ASSERT_TRUE(nodes[0].contains("gpu_shares")) << nodes.dump();
+  ASSERT_EQ(nodes[0]["gpu_shares"].size(), 1u) << "all four on one GPU: " << nodes.dump();
+  const std::string gpu = nodes[0]["gpu_shares"].begin().key();
+  EXPECT_EQ(nodes[0]["gpu_shares"][gpu].size(), 4u) << nodes.dump();
+  EXPECT_EQ(nodes[0]["used"], 1) << "one GPU in use";
+  EXPECT_EQ(nodes[0]["gpu_memory_mib"], 81920) << "the fake GPUs' memory, from the inventory";
+  for (int64_t job : jobs) {
+    const std::string out = MemberOutput(s, job, 1, "", "pipe=");
+    EXPECT_NE(out.find("gpus=" + gpu + " share=0.250 threads=25 mem=0=20480M pipe=" + pipe),
+              std::string::npos)
+        << out;
+    json j = json::parse(s.Get("/v1/jobs/" + std::to_string(job), kAdmin).body);
+    EXPECT_EQ(j["gpu_milli"], 250) << j.dump();
+    EXPECT_EQ(j["gpu_memory_mib"], 20480) << j.dump();
+  }
+  std::ofstream(go) << "go\n";
+  for (int64_t job : jobs) ASSERT_FALSE(events.Job("JobSucceeded", job).is_null()) << n1.log();
+}
+
 TEST_F(AgentE2E, ExitCodesAreReportedAndTheRestartPolicyDecides) {
   ServerProcess s(dir + "/r.db", Config("30s", "20s"), kAdmin);
   ASSERT_TRUE(s.Start());

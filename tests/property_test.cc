@@ -35,6 +35,8 @@ struct World {
       for (int i = 0; i < n; ++i) {
         nodes.push_back(*s.AddNode("p" + std::to_string(p) + "n" + std::to_string(i), pools.back(),
                                    8, "z" + std::to_string(i % 2) + "/r" + std::to_string(i % 3)));
+        // GPU memory known on some nodes: shares that ask for memory go only there.
+        if (rng.Chance(2, 3)) s.SetGpuMemory(nodes.back(), 81920);
         // Some nodes are run by an agent: their starts are two-phase.
         if (rng.Chance(1, 2)) (void)s.SetNodeAgent(nodes.back());
       }
@@ -64,7 +66,12 @@ struct World {
             Dependency{rng.Chance(1, 2) ? DependencyKind::kAfterOk : DependencyKind::kAfterAny,
                        JobId(static_cast<uint32_t>(rng.Range(1, jobs.size())))});
       }
-      if (j.tier == Tier::kSpot && rng.Chance(1, 3)) {  // elastic (docs/market.md)
+      if (j.tier == Tier::kSpot && rng.Chance(1, 3)) {  // a share of one GPU (docs/market.md)
+        j.gpus = 1;
+        const int32_t menu[] = {100, 250, 250, 333, 500, 500, 750, 999};
+        j.gpu_milli = menu[rng.Uniform(8)];
+        if (rng.Chance(1, 3)) j.gpu_memory_mib = 1024 * rng.Range(1, 90);
+      } else if (j.tier == Tier::kSpot && rng.Chance(1, 3)) {  // elastic (docs/market.md)
         j.gpu_step = rng.Chance(1, 2) ? j.gpus : 8;
         j.max_gpus = j.gpus + j.gpu_step * static_cast<int32_t>(rng.Range(1, 3));
         j.resize_mode = rng.Chance(1, 2) ? ResizeMode::kSignal : ResizeMode::kRestart;
@@ -208,9 +215,10 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
     }
     Money highest = std::max(j.spec.limit_price, j.spec.fallback_limit.value_or(Money()));
     // Per-job rounding carries a remainder, so the bound is exact up to one micro-unit.
-    EXPECT_LE(charged.micros(), static_cast<int64_t>(static_cast<__int128>(highest.micros()) *
-                                                     j.spec.gpus * held.micros() / kMicrosPerHour) +
-                                    1)
+    EXPECT_LE(charged.micros(),
+              static_cast<int64_t>(static_cast<__int128>(highest.micros()) * j.spec.Milli() *
+                                   held.micros() / kMilliGpuMicrosPerHour) +
+                  1)
         << "job " << j.id.ToString();
   }
 }
@@ -248,6 +256,11 @@ TEST_P(PendingReasons, MatchTheState) {
       } else if (why->reason == "dependency") {
         ASSERT_TRUE(why->dependency.valid()) << at;
         ASSERT_FALSE(IsTerminal(st.job(why->dependency).state)) << at;
+      } else if (why->reason == "infeasible" && j.spec.share()) {
+        for (NodeId n : st.pool_nodes(j.spec.pool)) {  // no ready GPU has the memory it asks
+          if (st.node(n).state != NodeState::kReady) continue;
+          ASSERT_LT(st.node(n).gpu_memory_mib, j.spec.gpu_memory_mib) << at;
+        }
       } else if (why->reason == "infeasible") {
         std::string reason;
         ASSERT_FALSE(FreeMap(st, j.spec.pool).Feasible(j.spec.gpus, &reason)) << at;
@@ -441,6 +454,7 @@ void RunOwnerGuarantee(uint64_t seed, int64_t* reserved_starts) {
     int32_t g = rng.Chance(1, 5) ? size / 2 : size;  // some smaller nodes
     nodes.push_back(*s.AddNode("n" + std::to_string(i), pool, g,
                                "z" + std::to_string(i % 2) + "/r" + std::to_string(i % 4)));
+    s.SetGpuMemory(nodes.back(), 81920);
   }
   std::vector<TenantId> tenants;
   for (int t = 0; t < 6; ++t) tenants.push_back(*s.AddTenant("t" + std::to_string(t)));
@@ -479,6 +493,11 @@ void RunOwnerGuarantee(uint64_t seed, int64_t* reserved_starts) {
       j.gpus = shapes[rng.Uniform(6)];
       int tier = static_cast<int>(rng.Uniform(3));
       j.tier = tier == 0 ? Tier::kReserved : tier == 1 ? Tier::kSpot : Tier::kAuto;
+      if (j.tier == Tier::kSpot && rng.Chance(1, 2)) {  // shares on lent GPUs, to take back
+        j.gpus = 1;
+        j.gpu_milli = static_cast<int32_t>(rng.Range(1, 10)) * 100 - 1;
+        if (rng.Chance(1, 2)) j.gpu_memory_mib = 1024 * rng.Range(1, 40);
+      }
       j.limit_price = M(10 + rng.Range(0, 40));
       j.notice = Duration::Seconds(rng.Range(0, 400));
       (void)s.SubmitAndDecide(j, now);

@@ -327,6 +327,14 @@ TEST_F(ServerTest, BadRequestsNameTheFieldAndChangeNothing) {
       {R"({"pool":"h100","gpus":1,"limit_price":"2","dependencies":[{"job":4294967297}]})",
        "dependencies"},
       {R"({"pool":"h100","gpus":1,"limit_price":"2","dependencies":[{"job":0}]})", "dependencies"},
+      // Shares of one GPU (docs/market.md, "GPU shares").
+      {R"({"pool":"h100","gpus":0.0005,"limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":0.2501,"limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":1.5,"limit_price":"2"})", "gpus"},
+      {R"({"pool":"h100","gpus":0.25,"tier":"reserved"})", "tier"},
+      {R"({"pool":"h100","gpus":0.25,"tier":"auto","limit_price":"2"})", "tier"},
+      {R"({"pool":"h100","gpus":2,"limit_price":"2","gpu_memory_mib":1024})", "gpu_memory_mib"},
+      {R"({"pool":"h100","gpus":0.25,"limit_price":"2","gpu_memory_mib":-1})", "gpu_memory_mib"},
       {R"([1,2])", "body"},
       {R"({"pool":)", "body"},
   };

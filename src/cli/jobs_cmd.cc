@@ -60,7 +60,7 @@ Action AddSubmit(CLI::App& app) {
     ClientFlags c;
     std::string pool, tier = "spot", limit, fallback, notice, name, tenant, workdir;
     std::vector<std::string> after, env, command;
-    std::string gpus, resize_mode, resize_cooldown;
+    std::string gpus, resize_mode, resize_cooldown, gpu_memory;
     int max_restarts = 0;
     int64_t cpu_millis = 0, memory_mib = 0;
     std::string time_limit;
@@ -70,7 +70,8 @@ Action AddSubmit(CLI::App& app) {
   AddClientFlags(s, &f->c);
   s->add_option("--pool", f->pool, "Pool (default: the script's --partition, else gpu)");
   s->add_option("--gpus", f->gpus,
-                "GPUs (a gang: all or nothing); MIN:MAX[:STEP] for an elastic spot job");
+                "GPUs (a gang: all or nothing); MIN:MAX[:STEP] for an elastic spot job; 0.25 "
+                "for a share of one GPU (spot, to a thousandth)");
   s->add_option("--resize-mode", f->resize_mode,
                 "Elastic jobs: restart (default; the next attempt runs at the new size) or "
                 "signal (in place: $RESERVOIR_RESIZE_FILE and SIGUSR1)");
@@ -87,6 +88,8 @@ Action AddSubmit(CLI::App& app) {
   s->add_option("--workdir", f->workdir, "Working directory on the node");
   s->add_option("--cpu-millis", f->cpu_millis, "CPU limit in thousandths of a core (cgroup v2)");
   s->add_option("--memory-mib", f->memory_mib, "Memory limit in MiB (cgroup v2)");
+  s->add_option("--gpu-memory", f->gpu_memory,
+                "With a share of one GPU (--gpus 0.25): the GPU memory it needs, e.g. 20GiB");
   s->add_option("--time-limit", f->time_limit,
                 "Wall-clock limit of each attempt (e.g. 2h); the agent stops it then (exit 124)");
   s->add_option("--tenant", f->tenant, "Admin only: the tenant to submit for");
@@ -151,6 +154,15 @@ Action AddSubmit(CLI::App& app) {
     }
     body["pool"] = pool.empty() ? "gpu" : pool;
     body["gpus"] = gpus.min;
+    if (gpus.milli < kMilliPerGpu) body["gpus"] = gpus.milli / 1000.0;  // a share of one GPU
+    if (!f->gpu_memory.empty()) {
+      Result<int64_t> mib = ParseMebibytes("--gpu-memory", f->gpu_memory);
+      if (!mib.ok()) {
+        std::cerr << "error: " << mib.status().field() << ": " << mib.status().message() << "\n";
+        return 2;
+      }
+      body["gpu_memory_mib"] = *mib;
+    }
     if (gpus.max > 0) {
       body["gpus"] = {{"min", gpus.min}, {"max", gpus.max}};
       if (gpus.step > 0) body["gpus"]["step"] = gpus.step;
@@ -235,6 +247,11 @@ Action AddJobs(CLI::App& app) {
       std::vector<std::vector<std::string>> rows;
       for (const json& j : json::parse(b)) {
         std::string gpus = std::to_string(j["gpus"].get<int>());
+        if (j.contains("gpu_milli")) {  // a share of one GPU
+          char share[16];
+          std::snprintf(share, sizeof share, "0.%03d", j["gpu_milli"].get<int>());
+          gpus = share;
+        }
         if (j.contains("elastic")) {  // held now (min:max)
           gpus = std::to_string(j.value("gpus_held", 0)) + " (" + gpus + ":" +
                  std::to_string(j["elastic"]["max"].get<int>()) + ")";

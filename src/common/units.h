@@ -95,6 +95,8 @@ class Money {
 // Prices are per GPU-hour; a charge for G GPUs held for D microseconds at price P is
 // P * G * D / kMicrosPerHour micro-units (the ledger carries the remainder so nothing is lost).
 inline constexpr int64_t kMicrosPerHour = 3'600'000'000;
+// The same per thousandth of a GPU (a share of one GPU pays its thousandths of the price).
+inline constexpr int64_t kMilliGpuMicrosPerHour = kMicrosPerHour * 1000;
 
 // Basis points: 10000 = 100%. Used for shares and rates.
 using BasisPoints = int64_t;

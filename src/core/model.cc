@@ -68,6 +68,20 @@ Result<ResizeMode> ParseResizeMode(std::string_view s) {
 
 Result<GpuRange> ParseGpuRange(std::string_view s) {
   GpuRange r;
+  if (s.find('.') != std::string_view::npos) {  // a share of one GPU: 0.001 .. 0.999
+    std::string_view frac = s;
+    if (frac.substr(0, 1) == "0") frac.remove_prefix(1);
+    if (frac.size() < 2 || frac.size() > 4 || frac[0] != '.' ||
+        !std::all_of(frac.begin() + 1, frac.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return InvalidArgument("gpus", "a share of one GPU is 0.001 to 0.999 (to a thousandth)");
+    }
+    int32_t milli = 0;
+    for (size_t i = 1; i < 4; ++i) milli = milli * 10 + (i < frac.size() ? frac[i] - '0' : 0);
+    if (milli < 1) return InvalidArgument("gpus", "a share of one GPU is 0.001 to 0.999");
+    r.min = 1;
+    r.milli = milli;
+    return r;
+  }
   int32_t* parts[] = {&r.min, &r.max, &r.step};
   size_t n = 0;
   while (true) {
@@ -85,6 +99,25 @@ Result<GpuRange> ParseGpuRange(std::string_view s) {
   if (n >= 2 && r.max < r.min) return InvalidArgument("gpus", "max must be at least min");
   if (n == 3 && r.step <= 0) return InvalidArgument("gpus", "step must be positive");
   return r;
+}
+
+Result<int64_t> ParseMebibytes(std::string_view field, std::string_view s) {
+  size_t digits = 0;
+  while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
+  const std::string_view unit = s.substr(digits);
+  int64_t scale = 0;
+  if (unit.empty() || unit == "M" || unit == "MiB") scale = 1;
+  if (unit == "G" || unit == "GiB") scale = 1024;
+  if (unit == "T" || unit == "TiB") scale = 1024 * 1024;
+  if (digits == 0 || digits > 9 || scale == 0) {
+    return InvalidArgument(std::string(field),
+                           "'" + std::string(s) + "' is not a size like 20GiB, 512MiB or 1TiB");
+  }
+  const int64_t n = std::stoll(std::string(s.substr(0, digits)));
+  if (n * scale > (int64_t{1} << 30)) {
+    return InvalidArgument(std::string(field), "must be at most 1PiB");
+  }
+  return n * scale;
 }
 
 std::string_view TierName(Tier t) {
@@ -167,6 +200,9 @@ Result<NodeId> ClusterState::AddNode(std::string name, PoolId pool, int32_t gpus
   n.gpus = gpus;
   n.topology = std::move(topology);
   n.gpu_job.assign(gpus, JobId());
+  n.gpu_shares.assign(gpus, {});
+  n.share_milli.assign(gpus, 0);
+  n.share_memory_mib.assign(gpus, 0);
   n.rack = intern(rack_ids_, rack_names_, n.topology);
   n.zone = intern(zone_ids_, zone_names_, zone);
   node_by_name_[n.name] = n.id;

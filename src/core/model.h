@@ -45,6 +45,8 @@ enum class NodeState { kReady, kDraining, kDown };
 std::string_view NodeStateName(NodeState s);
 
 inline constexpr int kMaxGpusPerNode = 64;
+// A GPU in thousandths: a share of one GPU asks for 1..999 of them (docs/market.md, "GPU shares").
+inline constexpr int32_t kMilliPerGpu = 1000;
 
 struct Node {
   NodeId id;
@@ -59,6 +61,19 @@ struct Node {
   // An agent runs this node's jobs: a start is two-phase (starting until the agent confirms).
   // Nodes without an agent (declared in config, simulated) start jobs at once.
   bool agent = false;
+  // GPU shares (docs/market.md, "GPU shares"). Per GPU: the jobs holding a share of it (never
+  // also a whole-GPU holder in gpu_job), and the milli-GPU and memory they hold in all.
+  std::vector<std::vector<JobId>> gpu_shares;
+  std::vector<int32_t> share_milli;
+  std::vector<int64_t> share_memory_mib;
+  int64_t gpu_memory_mib = 0;  // each GPU's memory; 0: unknown (no share asking for memory fits)
+  // No job holds any of GPU g, whole or in part.
+  bool GpuFree(int g) const { return !gpu_job[g].valid() && gpu_shares[g].empty(); }
+  // Who stands for GPU g where a victim is sought: its whole-GPU holder, else the first of the
+  // jobs sharing it (they are stopped together to free it), else none.
+  JobId Holder(int g) const {
+    return gpu_job[g].valid() || gpu_shares[g].empty() ? gpu_job[g] : gpu_shares[g].front();
+  }
 };
 
 struct Tenant {
@@ -130,13 +145,18 @@ Result<ResizeMode> ParseResizeMode(std::string_view s);
 inline constexpr int kMaxElasticUnits = 64;
 
 // A job's GPU count as written on a command line or in a scenario: "8" (rigid), "8:32"
-// (elastic, the pool's default step) or "8:32:8". `max` and `step` are 0 when not given.
+// (elastic, the pool's default step), "8:32:8", or a share of one GPU "0.25" (to a thousandth;
+// min is then 1 and milli the share). `max` and `step` are 0 when not given.
 struct GpuRange {
   int32_t min = 0;
   int32_t max = 0;
   int32_t step = 0;
+  int32_t milli = kMilliPerGpu;
 };
 Result<GpuRange> ParseGpuRange(std::string_view s);
+// A memory size: "20GiB", "512MiB", "1TiB" (also G, M, T), or a bare number of MiB. In MiB;
+// errors name `field`.
+Result<int64_t> ParseMebibytes(std::string_view field, std::string_view s);
 
 struct Dependency {
   DependencyKind kind = DependencyKind::kAfterOk;
@@ -149,6 +169,13 @@ struct JobSpec {
   TenantId tenant;
   PoolId pool;
   int32_t gpus = 1;
+  // A share of one GPU (docs/market.md, "GPU shares"): 1..999 thousandths with gpus == 1, and at
+  // most gpu_memory_mib of its memory (0: no memory asked). kMilliPerGpu: whole GPUs.
+  int32_t gpu_milli = kMilliPerGpu;
+  int64_t gpu_memory_mib = 0;
+  bool share() const { return gpu_milli < kMilliPerGpu; }
+  // Thousandths of a GPU the job holds when it runs (a share, or gpus × 1000).
+  int64_t Milli() const { return share() ? gpu_milli : int64_t{kMilliPerGpu} * gpus; }
   Tier tier = Tier::kSpot;
   Money limit_price;  // per GPU-hour; spot and auto
   // Reserved-tier jobs when their reservation ends: continue as spot at this limit, or (unset)

@@ -88,7 +88,7 @@ std::vector<NodeVictim> VictimsOnNode(const Node& node, uint64_t free, uint64_t 
   std::vector<NodeVictim> out;
   for (int32_t g = 0; g < node.gpus; ++g) {
     if (((free >> g) & 1) || !((allowed >> g) & 1)) continue;
-    const Bid* b = idx.Find(node.gpu_job[g]);
+    const Bid* b = idx.Find(node.Holder(g));
     if (!b) continue;
     auto it = std::find_if(out.begin(), out.end(), [&](const NodeVictim& v) { return v.bid == b; });
     if (it == out.end()) {
@@ -291,7 +291,7 @@ std::optional<VictimChoice> FindVictimsBruteForce(const ClusterState& state, con
       for (const Bid* b : set) {
         bool here = false;
         for (int32_t g = 0; g < nd.gpus; ++g) {
-          if (nd.gpu_job[g] == b->job) {
+          if (nd.Holder(g) == b->job) {
             avail |= uint64_t{1} << g;
             here = true;
           }
@@ -327,6 +327,93 @@ class VectorPending : public PendingBids {
   size_t i_ = 0;
 };
 
+// Where a share starts (docs/market.md, "GPU shares"): among the GPUs of shares with room for it
+// (the fullest kShareCandidates of them) and, when `may_open`, the free GPU a one-GPU gang would
+// take, the look-ahead packer (placement/shared.h) chooses over the candidates' nodes. `host`:
+// the index in `s.share_hosts`, or -1 for a GPU more.
+struct ShareSpot {
+  NodeId node;
+  int32_t gpu = 0;
+  int32_t host = -1;
+};
+constexpr size_t kShareCandidates = 16;
+
+std::optional<ShareSpot> PlaceShare(const Supply& s, const Bid& b, bool may_open) {
+  const int64_t memory = b.gpu_memory_mib;
+  std::vector<int32_t> hosts;
+  for (size_t i = 0; i < s.share_hosts.size(); ++i) {
+    const Supply::ShareHost& h = s.share_hosts[i];
+    if (h.free_milli >= b.milli && h.free_memory_mib >= memory) {
+      hosts.push_back(static_cast<int32_t>(i));
+    }
+  }
+  auto fuller = [&](int32_t a, int32_t c) {
+    const Supply::ShareHost& x = s.share_hosts[a];
+    const Supply::ShareHost& y = s.share_hosts[c];
+    return std::make_tuple(x.free_milli, x.node.value(), x.gpu) <
+           std::make_tuple(y.free_milli, y.node.value(), y.gpu);
+  };
+  if (hosts.size() > kShareCandidates) {
+    std::partial_sort(hosts.begin(), hosts.begin() + kShareCandidates, hosts.end(), fuller);
+    hosts.resize(kShareCandidates);
+  }
+  std::optional<NodeSlice> fresh;
+  if (may_open) {
+    PlaceResult pr = s.free.Place(1);
+    if (pr.outcome == PlaceOutcome::kPlaced &&
+        s.state->node(pr.placement.slices[0].node).gpu_memory_mib >= memory) {
+      fresh = pr.placement.slices[0];
+    } else if (pr.outcome == PlaceOutcome::kPlaced) {
+      // That node's GPUs have too little memory: the fullest node whose GPUs have enough.
+      int32_t best = -1, best_free = 0;
+      for (int32_t i = 0; i < s.free.node_count(); ++i) {
+        const NodeId id = s.free.node_id(i);
+        const int32_t n = std::popcount(s.free.free_mask(id));
+        if (n == 0 || !s.free.ready(id) || s.state->node(id).gpu_memory_mib < memory) continue;
+        if (best < 0 || n < best_free) best = i, best_free = n;
+      }
+      if (best >= 0) {
+        const NodeId id = s.free.node_id(best);
+        fresh = NodeSlice{id, uint64_t{1} << std::countr_zero(s.free.free_mask(id))};
+      }
+    }
+  }
+  if (hosts.empty() && !fresh) return std::nullopt;
+  // The candidates' nodes as the packer sees them: a GPU's room if it is a candidate, else none.
+  std::vector<NodeId> ids;
+  std::vector<SharedNode> nodes;
+  auto view = [&](NodeId id) -> SharedNode& {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] == id) return nodes[i];
+    }
+    ids.push_back(id);
+    nodes.push_back(SharedNode{
+        .free_cpu_milli = INT32_MAX / 2,
+        .free_memory_mib = INT64_MAX / 4,
+        .model = "",
+        .gpu_free_milli = std::vector<int32_t>(static_cast<size_t>(s.state->node(id).gpus), 0)});
+    return nodes.back();
+  };
+  for (int32_t i : hosts) {
+    view(s.share_hosts[i].node).gpu_free_milli[s.share_hosts[i].gpu] = s.share_hosts[i].free_milli;
+  }
+  if (fresh) {
+    SharedNode& n = view(fresh->node);
+    for (int g = 0; g < static_cast<int>(n.gpu_free_milli.size()); ++g) {
+      if ((fresh->gpu_mask >> g) & 1) n.gpu_free_milli[g] = kMilliPerGpu;
+    }
+  }
+  SharePacker packer(std::move(nodes), s.share_mix, SharePolicy::kLookahead);
+  std::optional<SharedPlacement> p = packer.Place(
+      PodRequest{.cpu_milli = 0, .memory_mib = 0, .gpus = 1, .gpu_milli = b.milli, .models = ""});
+  if (!p) return std::nullopt;
+  ShareSpot out{ids[p->node], p->gpus[0], -1};
+  for (int32_t i : hosts) {
+    if (s.share_hosts[i].node == out.node && s.share_hosts[i].gpu == out.gpu) out.host = i;
+  }
+  return out;
+}
+
 }  // namespace
 
 ClearingResult Clear(const std::vector<Bid>& book, Supply supply, Timestamp now) {
@@ -344,7 +431,10 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   const MarketParams& p = s.params;
   int32_t committed = 0;  // GPUs of running jobs kept plus bids started or holding a claim
   int32_t held = 0;       // GPUs physically held by spot jobs now (plus those started)
-  std::optional<Money> lowest_holder;
+  std::optional<Money> lowest_holder = s.holder_floor;
+  // GPUs of shares with room left: while there are any, a share may start without a GPU more.
+  int64_t host_room = 0;
+  for (const Supply::ShareHost& h : s.share_hosts) host_room += h.free_milli > 0;
   std::vector<const Bid*> running;  // kept running jobs, in rank order
   for (const Bid& b : holders) {
     held += b.gpus;
@@ -357,12 +447,37 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   std::vector<uint8_t> noticed(running.size(), 0);
   const GpuDomain* domain = s.domain.empty() ? nullptr : &s.domain;
   auto release = [&](const Placement& p) { s.soon.Release(domain ? Clip(p, s.soon, *domain) : p); };
+  // GPUs of shares (docs/market.md, "GPU shares"): the holder standing for each, and the room a
+  // share may still join. A GPU whose shares get notice takes no share more; a GPU a share joins
+  // here is no victim for the bids after it (they rank below that share).
+  std::map<std::pair<uint32_t, int32_t>, size_t> host_holder, host_room_at;
+  for (size_t i = 0; i < running.size(); ++i) {
+    const Placement& pl = *running[i]->placement;
+    if (pl.slices.size() == 1 && std::popcount(pl.slices[0].gpu_mask) == 1 && s.state) {
+      const NodeSlice& sl = pl.slices[0];
+      const int32_t g = std::countr_zero(sl.gpu_mask);
+      if (!s.state->node(sl.node).gpu_shares[g].empty()) host_holder[{sl.node.value(), g}] = i;
+    }
+  }
+  for (size_t h = 0; h < s.share_hosts.size(); ++h) {
+    host_room_at[{s.share_hosts[h].node.value(), s.share_hosts[h].gpu}] = h;
+  }
+  auto stop_host = [&](const Placement& pl) {
+    if (pl.slices.size() != 1) return;
+    auto at =
+        host_room_at.find({pl.slices[0].node.value(), std::countr_zero(pl.slices[0].gpu_mask)});
+    if (at == host_room_at.end()) return;
+    Supply::ShareHost& h = s.share_hosts[at->second];
+    host_room -= h.free_milli > 0;
+    h.free_milli = 0;
+  };
   // Supply shrank below what runs (an owner stopped lending): the lowest-ranked go first.
   for (size_t i = running.size(); i-- > 0 && committed > s.budget;) {
     noticed[i] = 1;
     committed -= running[i]->gpus;
     r.notices.push_back(Notice{running[i]->job, JobId(), "supply"});
     release(*running[i]->placement);
+    stop_host(*running[i]->placement);
   }
 
   // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first (the
@@ -392,7 +507,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     bool claim = room && any_soon && s.soon.free_gpus() > 0 && soon_fail > 1;
     std::optional<Money> low = lowest_candidate();
     bool preempt = low && Outbids(limit, *low, p.min_increment) && preempt_fail > 1;
-    return !start && !claim && !preempt;
+    return !start && !claim && !preempt && host_room == 0;
   };
   std::string why;
   // Whether a job started in this clearing (its units may follow it), indexed as asked.
@@ -428,12 +543,45 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       continue;  // its job does not run (yet): the unit cannot start, and sets no price
     }
     ++r.examined;
-    if (!s.free.Feasible(b.gpus, &why)) {
+    const bool share = b.milli < kMilliPerGpu;
+    if (!s.free.Feasible(b.gpus, &why) || (share && b.gpu_memory_mib > s.max_gpu_memory_mib)) {
       r.infeasible.push_back(b.job);
       continue;
     }
     if (b.limit < p.reserve_price) {
       r.unplaced.push_back(b.job);
+      continue;
+    }
+    if (share) {  // on a GPU of shares with room, or on a GPU more while the budget allows
+      const bool may_open = committed < s.budget && held < s.budget && free_fail > 1;
+      if (std::optional<ShareSpot> spot = PlaceShare(s, b, may_open)) {
+        Placement placed{{NodeSlice{spot->node, uint64_t{1} << spot->gpu}}};
+        if (spot->host < 0) {
+          s.free.Occupy(placed);
+          s.soon.Occupy(placed);
+          ++committed;
+          ++held;
+          s.share_hosts.push_back(Supply::ShareHost{spot->node, spot->gpu, kMilliPerGpu,
+                                                    s.state->node(spot->node).gpu_memory_mib});
+          spot->host = static_cast<int32_t>(s.share_hosts.size()) - 1;
+          host_room_at[{spot->node.value(), spot->gpu}] = static_cast<size_t>(spot->host);
+          ++host_room;
+        } else if (auto held_by = host_holder.find({spot->node.value(), spot->gpu});
+                   held_by != host_holder.end()) {
+          noticed[held_by->second] = 1;  // no victim any more (see above)
+        }
+        Supply::ShareHost& h = s.share_hosts[spot->host];
+        h.free_milli -= b.milli;
+        h.free_memory_mib -= b.gpu_memory_mib;
+        host_room -= h.free_milli == 0;
+        lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
+        r.starts.push_back(Start{b.job, std::move(placed)});
+        continue;
+      }
+      // No room: it neither claims nor preempts (docs/market.md, "GPU shares"); it is left out
+      // and sets the price like any bid left out for lack of capacity.
+      r.unplaced.push_back(b.job);
+      if (!r.highest_unplaced) r.highest_unplaced = b.limit;
       continue;
     }
     if (committed + b.gpus <= s.budget) {
@@ -481,6 +629,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
               noticed[i] = 1;
               committed -= running[i]->gpus;
               release(*running[i]->placement);
+              stop_host(*running[i]->placement);
             }
           }
           r.notices.push_back(Notice{v, b.job, "outbid"});

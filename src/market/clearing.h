@@ -12,6 +12,7 @@
 
 #include "core/model.h"
 #include "placement/placement.h"
+#include "placement/shared.h"
 
 namespace rsv {
 
@@ -31,6 +32,10 @@ struct Bid {
   int32_t unit = 0;
   JobId parent = JobId();
   bool parent_ready = false;
+  // A share of one GPU (docs/market.md, "GPU shares"): 1..999 thousandths (gpus is 1) and the
+  // GPU memory it asks for. A holder standing for a GPU of shares has kMilliPerGpu.
+  int32_t milli = kMilliPerGpu;
+  int64_t gpu_memory_mib = 0;
 };
 
 // Rank order: higher limit first; at equal limits a base gang (any job that is not a unit)
@@ -63,6 +68,19 @@ struct Supply {
   // holding them stops.
   GpuDomain domain;
   MarketParams params;
+  // GPU shares (docs/market.md, "GPU shares"). The GPUs spot shares hold, with the room left on
+  // each: a share may start there without taking a GPU more. Each such GPU is among the holders
+  // as one bid (its shares stop together to free it).
+  struct ShareHost {
+    NodeId node;
+    int32_t gpu = 0;
+    int32_t free_milli = 0;
+    int64_t free_memory_mib = 0;
+  };
+  std::vector<ShareHost> share_hosts;
+  WorkloadMix share_mix;              // where a share goes: the look-ahead's mix
+  std::optional<Money> holder_floor;  // the lowest limit among the shares (each pays the price)
+  int64_t max_gpu_memory_mib = 0;     // the most memory of one GPU on the pool's ready nodes
 };
 
 struct Notice {

@@ -122,7 +122,7 @@ FreeMap::FreeMap(const ClusterState& state, PoolId pool) {
     const Node& nd = state.node(ids[i]);
     uint64_t mask = 0;
     for (int32_t g = 0; g < nd.gpus; ++g) {
-      if (!nd.gpu_job[g].valid()) mask |= uint64_t{1} << g;
+      if (nd.GpuFree(g)) mask |= uint64_t{1} << g;
     }
     free_[i] = mask;
     ready_[i] = nd.state == NodeState::kReady;
@@ -395,7 +395,7 @@ PlaceResult PlaceBruteForce(const ClusterState& state, PoolId pool, int32_t gpus
     if (nd.state != NodeState::kReady) continue;
     uint64_t mask = 0;
     for (int32_t g = 0; g < nd.gpus; ++g) {
-      if (!nd.gpu_job[g].valid()) mask |= uint64_t{1} << g;
+      if (nd.GpuFree(g)) mask |= uint64_t{1} << g;
     }
     int32_t free = std::popcount(mask);
     if (free < gpus) continue;

@@ -276,6 +276,10 @@ class Runner {
     RSV_ASSIGN_OR_RETURN(std::string g, Need(l, "gpus"));
     RSV_ASSIGN_OR_RETURN(int32_t gpus, Int("gpus", g));
     std::string topo = l.kv.count("topology") ? l.kv.at("topology") : "";
+    int64_t gpu_memory = 0;
+    if (l.kv.count("gpu_memory")) {
+      RSV_ASSIGN_OR_RETURN(gpu_memory, ParseMebibytes("gpu_memory", l.kv.at("gpu_memory")));
+    }
     int32_t count = 1;
     if (l.verb == "nodes") {
       RSV_ASSIGN_OR_RETURN(std::string c, Need(l, "count"));
@@ -284,7 +288,8 @@ class Runner {
     }
     for (int32_t i = 1; i <= count; ++i) {
       std::string n = l.verb == "nodes" ? name + std::to_string(i) : name;
-      RSV_RETURN_IF_ERROR(sched_.AddNode(n, pool, gpus, topo).status());
+      RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(n, pool, gpus, topo));
+      sched_.SetGpuMemory(id, gpu_memory);
     }
     return Status::Ok();
   }
@@ -333,6 +338,9 @@ class Runner {
         s.gpus = g.min;
         s.max_gpus = g.max;
         s.gpu_step = g.step;
+        s.gpu_milli = g.milli;
+      } else if (k == "gpu_memory") {
+        RSV_ASSIGN_OR_RETURN(s.gpu_memory_mib, ParseMebibytes(k, val));
       } else if (k == "mode") {
         RSV_ASSIGN_OR_RETURN(s.resize_mode, ParseResizeMode(val));
       } else if (k == "cooldown") {
@@ -408,7 +416,7 @@ class Runner {
       return FailedPrecondition("expected " + what + " " + want + ", got " + got);
     };
     if (what == "state" || what == "attempt" || what == "on" || what == "size" ||
-        what == "generation") {
+        what == "generation" || what == "gpus") {
       RSV_ASSIGN_OR_RETURN(std::string name, Arg(l, 1, "job"));
       RSV_ASSIGN_OR_RETURN(JobId id, JobOf(name));
       RSV_ASSIGN_OR_RETURN(std::string want, Arg(l, 2, "value"));
@@ -423,6 +431,15 @@ class Runner {
             std::to_string(HoldsGpus(j.state) ? sched_.state().AttemptPlacement(j).GpuCount() : 0);
       } else if (what == "generation") {
         got = std::to_string(j.resize_generation);
+      } else if (what == "gpus") {  // NODE/INDEX of each GPU it holds
+        for (const NodeSlice& s : j.placement.slices) {
+          for (int g = 0; g < 64; ++g) {
+            if ((s.gpu_mask >> g) & 1) {
+              got += (got.empty() ? "" : ",") + st.node(s.node).name + "/" + std::to_string(g);
+            }
+          }
+        }
+        if (got.empty()) got = "-";
       } else {
         for (const NodeSlice& s : j.placement.slices) {
           got += (got.empty() ? "" : ",") + st.node(s.node).name;

@@ -16,6 +16,8 @@ Bid BidOf(const Job& j) {
         &j.placement, j.started,         j.last_checkpoint};
   b.unit = j.unit;
   b.parent = j.unit_of;
+  b.milli = j.spec.share() ? j.spec.gpu_milli : kMilliPerGpu;
+  b.gpu_memory_mib = j.spec.gpu_memory_mib;
   return b;
 }
 
@@ -87,6 +89,16 @@ Result<NodeId> Scheduler::AddNode(std::string name, PoolId pool, int32_t gpus,
   return id;
 }
 
+void Scheduler::SetGpuMemory(NodeId id, int64_t mib) {
+  if (!state_.HasNode(id) || mib < 0) return;
+  Node& n = state_.node(id);
+  for (int64_t used : n.share_memory_mib) {
+    if (used > mib) return;
+  }
+  if (n.gpu_memory_mib != mib) at_fixpoint_ = false;
+  n.gpu_memory_mib = mib;
+}
+
 Result<TenantId> Scheduler::AddTenant(std::string name) {
   return state_.AddTenant(std::move(name));
 }
@@ -122,7 +134,11 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   rt(n.pool).free.SetReady(id, to == NodeState::kReady);
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
-    for (JobId j : n.gpu_job) {
+    std::vector<JobId> held = n.gpu_job;  // whole-GPU holders, then the shares
+    for (const std::vector<JobId>& shares : n.gpu_shares) {
+      held.insert(held.end(), shares.begin(), shares.end());
+    }
+    for (JobId j : held) {
       if (j.valid() && state_.job(j).unit_of.valid()) {
         Job& unit = state_.job(j);
         const Job& owner = state_.job(unit.unit_of);
@@ -430,6 +446,20 @@ Status Scheduler::Validate(const JobSpec& spec) const {
       return InvalidArgument("resize_cooldown", "must be from 0 to 30 days");
     }
   }
+  if (spec.gpu_milli < 1 || spec.gpu_milli > kMilliPerGpu) {
+    return InvalidArgument("gpus", "a share of one GPU is 0.001 to 1 (1 to 1000 thousandths)");
+  }
+  if (spec.gpu_memory_mib < 0) return InvalidArgument("gpu_memory", "must not be negative");
+  if (spec.gpu_memory_mib > 0 && !spec.share()) {
+    return InvalidArgument("gpu_memory", "is for a share of one GPU (gpus below 1)");
+  }
+  if (spec.share()) {  // docs/market.md, "GPU shares"
+    if (spec.gpus != 1) return InvalidArgument("gpus", "a share is part of one GPU");
+    if (spec.tier != Tier::kSpot) {
+      return InvalidArgument("tier", "a share of one GPU runs in the spot tier only");
+    }
+    if (spec.elastic()) return InvalidArgument("gpus", "a share of one GPU cannot be elastic");
+  }
   if (spec.max_restarts < -1) return InvalidArgument("max_restarts", "must be -1 or more");
   for (const Dependency& d : spec.dependencies) {
     if (!state_.HasJob(d.job)) {
@@ -536,6 +566,9 @@ bool Scheduler::TryIncremental(JobId id, Timestamp now) {
   if (r.index_stale) return false;
   if (j.state != JobState::kPending || !j.spec.dependencies.empty()) return false;
   if (j.spec.elastic()) return false;  // its units bid too
+  if (j.spec.share() || !r.share_hosts.empty() || !r.share_shapes.empty()) {
+    return false;  // shares bid or hold here: a cycle decides (docs/market.md, "GPU shares")
+  }
   if (j.spec.tier == Tier::kReserved) return false;
   if (j.spec.tier == Tier::kAuto && HasRoom(j, 0)) return false;
   if (!r.claims.empty() || !r.owner_claims.empty() || r.preempting > 0) return false;
@@ -566,8 +599,8 @@ bool Scheduler::RefillEligible(const Job& j) const {
   // A spot job only: an auto or reserved-tier job requeued by a failure joins its tenant's
   // reserved queue, which only a cycle serves.
   if (!options_.refill_on_exit || j.state != JobState::kRunning || j.spec.tier != Tier::kSpot ||
-      j.running_as != Tier::kSpot || j.unit_of.valid() || j.spec.elastic() || !j.units.empty() ||
-      j.resizing || j.gang_end.set || !dep_waiting_.empty()) {
+      j.running_as != Tier::kSpot || j.unit_of.valid() || j.spec.elastic() || j.spec.share() ||
+      !j.units.empty() || j.resizing || j.gang_end.set || !dep_waiting_.empty()) {
     return false;
   }
   for (const NodeSlice& sl : j.placement.slices) {
@@ -578,6 +611,9 @@ bool Scheduler::RefillEligible(const Job& j) const {
       !r.unlent.empty() || !r.fits_since.empty()) {
     return false;
   }
+  // GPU shares bidding or holding: where they go (and which GPUs of shares a bid may take) is a
+  // cycle's to decide (docs/market.md, "GPU shares").
+  if (!r.share_hosts.empty() || !r.share_shapes.empty()) return false;
   for (const auto& [tenant, queue] : r.reserved_q) {
     if (!queue.empty()) return false;
   }
@@ -598,9 +634,10 @@ bool Scheduler::Refill(PoolId pool, Timestamp now) {
   for (auto it = r.book.begin(); it != r.book.end();) {
     Job& j = state_.job(JobId(it->job));
     ++it;  // a start takes the bid out of the book
-    if (j.unit_of.valid() || !j.units.empty()) {
+    if (j.unit_of.valid() || !j.units.empty() || j.spec.share()) {
       // Whether a unit may start depends on its job (its cooldown, the reservations ahead):
-      // an elastic job and its units are a cycle's to decide, together.
+      // an elastic job and its units are a cycle's to decide, together. Where a share goes is
+      // the packer's, in a cycle.
       decided = false;
       break;
     }
@@ -611,7 +648,7 @@ bool Scheduler::Refill(PoolId pool, Timestamp now) {
       for (auto q = std::prev(it); q != r.book.end() && !highest_unplaced; ++q) {
         const Job& b = state_.job(JobId(q->job));
         if (b.limit < cfg.reserve_price) break;
-        if (b.unit_of.valid()) {
+        if (b.unit_of.valid() || b.spec.share()) {
           decided = false;
           break;
         }
@@ -912,12 +949,79 @@ void Scheduler::BookInsert(const Job& j) {
   // steps over them.
   if (HoldsGpus(j.state)) return;
   PoolRuntime& r = rt(j.spec.pool);
-  if (r.book.insert(KeyOf(j)).second) r.book_gpus += j.spec.gpus;
+  if (r.book.insert(KeyOf(j)).second) {
+    r.book_gpus += j.spec.gpus;
+    CountShape(j, 1);
+  }
 }
 
 void Scheduler::BookErase(const Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
-  if (r.book.erase(KeyOf(j)) > 0) r.book_gpus -= j.spec.gpus;
+  if (r.book.erase(KeyOf(j)) > 0) {
+    r.book_gpus -= j.spec.gpus;
+    CountShape(j, -1);
+  }
+}
+
+void Scheduler::CountShape(const Job& j, int64_t delta) {
+  if (!j.spec.share()) return;
+  auto& shapes = rt(j.spec.pool).share_shapes;
+  const std::pair<int32_t, int64_t> key{j.spec.gpu_milli, j.spec.gpu_memory_mib};
+  if ((shapes[key] += delta) == 0) shapes.erase(key);
+}
+
+std::vector<Bid> Scheduler::ShareHolderBids(PoolRuntime& r, bool active_only) {
+  std::vector<Bid> out;
+  r.host_placements.clear();
+  for (const auto& [node_id, g] : r.share_hosts) {
+    const Node& n = state_.node(NodeId(node_id));
+    const std::vector<JobId>& shares = n.gpu_shares[g];
+    if (shares.empty()) continue;
+    r.host_placements.push_back(Placement{{NodeSlice{n.id, uint64_t{1} << g}}});
+    Bid b;
+    b.job = shares.front();
+    b.gpus = 1;
+    b.placement = &r.host_placements.back();
+    bool first = true;
+    for (JobId id : shares) {
+      const Job& j = state_.job(id);
+      b.running = b.running || IsActive(j.state);
+      if (first || j.limit > b.limit) b.limit = j.limit;
+      if (first || j.submitted < b.submitted) b.submitted = j.submitted;
+      if (first || j.started < b.started) b.started = j.started;
+      if (first || j.last_checkpoint < b.last_checkpoint) b.last_checkpoint = j.last_checkpoint;
+      first = false;
+    }
+    b.preempting = !b.running;
+    if (active_only && !b.running) continue;
+    out.push_back(b);
+  }
+  std::sort(out.begin(), out.end(), RanksAhead);
+  return out;
+}
+
+void Scheduler::NoticeVictim(JobId victim, const std::string& reason, Timestamp now,
+                             JobId beneficiary) {
+  Job& v = state_.job(victim);
+  if (!v.spec.share()) {
+    SendNotice(v, reason, now, beneficiary);
+    return;
+  }
+  const NodeSlice& sl = v.placement.slices.front();
+  const std::vector<JobId> shares = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+  for (JobId id : shares) {
+    Job& j = state_.job(id);
+    if (IsActive(j.state)) SendNotice(j, reason, now, beneficiary);
+  }
+}
+
+const Placement* Scheduler::Freeing(const Job& j) const {
+  if (!j.spec.share()) return &j.placement;
+  const NodeSlice& sl = j.placement.slices.front();
+  for (JobId id : state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)]) {
+    if (state_.job(id).state != JobState::kPreempting) return nullptr;
+  }
+  return &j.placement;
 }
 
 void Scheduler::Enqueue(Job& j) {
@@ -1041,13 +1145,23 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   std::optional<Timestamp> fits_since;  // the owner's wait ends here (Dequeue forgets it)
   if (auto f = r.fits_since.find(j.id.value()); f != r.fits_since.end()) fits_since = f->second;
   Dequeue(j);
+  bool opens = false;  // a share on a GPU no share held yet: spot holds a GPU more
   for (const NodeSlice& s : p.slices) {
     Node& n = state_.node(s.node);
     for (int g = 0; g < n.gpus; ++g) {
-      if ((s.gpu_mask >> g) & 1) n.gpu_job[g] = j.id;
+      if (!((s.gpu_mask >> g) & 1)) continue;
+      if (j.spec.share()) {
+        opens = n.gpu_shares[g].empty();
+        n.gpu_shares[g].push_back(j.id);
+        n.share_milli[g] += j.spec.gpu_milli;
+        n.share_memory_mib[g] += j.spec.gpu_memory_mib;
+        if (opens) r.share_hosts.insert({s.node.value(), g});
+      } else {
+        n.gpu_job[g] = j.id;
+      }
     }
   }
-  r.free.Occupy(p);
+  if (!j.spec.share() || opens) r.free.Occupy(p);
   bool two_phase = false;
   for (const NodeSlice& s : p.slices) two_phase = two_phase || state_.node(s.node).agent;
   j.placement = std::move(p);
@@ -1058,10 +1172,16 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   if (as == Tier::kSpot) {
     BookInsert(j);
     OpenSpot(j, now);
-    r.spot_holders.Insert(j.id.value());
-    r.holder_rank.insert(HolderKey(j));
     r.holder_limits.insert(j.limit.micros());
-    r.spot_held += j.spec.gpus;
+    if (j.spec.share()) {
+      r.share_holders.insert(j.id.value());
+      CountShape(j, 1);
+      r.spot_held += opens;
+    } else {
+      r.spot_holders.Insert(j.id.value());
+      r.holder_rank.insert(HolderKey(j));
+      r.spot_held += j.spec.gpus;
+    }
   } else {
     r.reserved_used[j.spec.tenant] += j.spec.gpus;
     r.reserved_holders.insert(j.id.value());
@@ -1084,11 +1204,16 @@ void Scheduler::Unbind(Job& j) {
   if (j.running_as == Tier::kSpot) {
     BookErase(j);
     CloseSpot(j, last_accrual_);
-    r.spot_holders.Erase(j.id.value());
-    r.holder_rank.erase(HolderKey(j));
     auto it = r.holder_limits.find(j.limit.micros());
     if (it != r.holder_limits.end()) r.holder_limits.erase(it);
-    r.spot_held -= j.spec.gpus;
+    if (j.spec.share()) {
+      r.share_holders.erase(j.id.value());
+      CountShape(j, -1);
+    } else {
+      r.spot_holders.Erase(j.id.value());
+      r.holder_rank.erase(HolderKey(j));
+      r.spot_held -= j.spec.gpus;
+    }
   } else {
     r.reserved_used[j.spec.tenant] -= j.spec.gpus;
     r.reserved_holders.erase(j.id.value());
@@ -1097,13 +1222,31 @@ void Scheduler::Unbind(Job& j) {
     preempting_.erase(j.id.value());
     r.preempting--;
   }
+  bool closes = false;  // the last share left its GPU
   for (const NodeSlice& s : j.placement.slices) {
     Node& n = state_.node(s.node);
     for (int g = 0; g < n.gpus; ++g) {
-      if (((s.gpu_mask >> g) & 1) && n.gpu_job[g] == j.id) n.gpu_job[g] = JobId();
+      if (!((s.gpu_mask >> g) & 1)) continue;
+      if (j.spec.share()) {
+        std::vector<JobId>& on = n.gpu_shares[g];
+        auto at = std::find(on.begin(), on.end(), j.id);
+        if (at == on.end()) continue;
+        on.erase(at);
+        n.share_milli[g] -= j.spec.gpu_milli;
+        n.share_memory_mib[g] -= j.spec.gpu_memory_mib;
+        closes = on.empty();
+        if (closes) r.share_hosts.erase({s.node.value(), g});
+      } else if (n.gpu_job[g] == j.id) {
+        n.gpu_job[g] = JobId();
+      }
     }
   }
-  r.free.Release(j.placement);
+  if (!j.spec.share()) {
+    r.free.Release(j.placement);
+  } else if (closes) {
+    r.free.Release(j.placement);
+    if (j.running_as == Tier::kSpot) r.spot_held -= 1;
+  }
   j.last_placement = std::move(j.placement);
   j.placement = Placement();
   j.confirmed.clear();
@@ -1294,7 +1437,7 @@ int32_t Scheduler::ComputeBudget(PoolId pool) const {
     if (n.state == NodeState::kReady) {
       capacity += n.gpus;
     } else if (n.state == NodeState::kDraining) {
-      for (JobId j : n.gpu_job) capacity += j.valid();  // running work may finish there
+      for (int g = 0; g < n.gpus; ++g) capacity += !n.GpuFree(g);  // work may finish there
     }
   }
   int32_t reserved_use = 0;
@@ -1339,12 +1482,12 @@ void Scheduler::Accrue(Timestamp now) {
     e.job = JobId();
     e.postings.clear();
     int64_t total = 0;
-    for (auto& [t, gpus] : r.spot_by_tenant) {
-      if (gpus == 0) continue;
+    for (auto& [t, milli] : r.spot_by_tenant) {
+      if (milli == 0) continue;
       __int128& carry = r.tenant_carry[t];
-      __int128 num = static_cast<__int128>(r.price.micros()) * gpus * dt + carry;
-      int64_t amount = static_cast<int64_t>(num / kMicrosPerHour);
-      carry = num % kMicrosPerHour;
+      __int128 num = static_cast<__int128>(r.price.micros()) * milli * dt + carry;
+      int64_t amount = static_cast<int64_t>(num / kMilliGpuMicrosPerHour);
+      carry = num % kMilliGpuMicrosPerHour;
       if (amount == 0) continue;
       total += amount;
       e.postings.push_back({Account::Of(t), Money::Micros(-amount)});
@@ -1428,7 +1571,7 @@ PoolUsage Scheduler::Usage(PoolId pool) const {
     const Node& n = state_.node(id);
     installed += n.gpus;
     if (n.state == NodeState::kReady) continue;
-    for (JobId j : n.gpu_job) u.down += !j.valid();
+    for (int g = 0; g < n.gpus; ++g) u.down += n.GpuFree(g);
   }
   for (const auto& [t, gpus] : r.reserved_used) u.reserved_used += gpus;
   const Lending lend = LendingOf(r);
@@ -1450,18 +1593,18 @@ void Scheduler::OpenSpot(Job& j, Timestamp now) {
   a.base = r.price_integral;
   a.since = now;
   a.open = true;
-  r.spot_by_tenant[j.spec.tenant] += j.spec.gpus;
+  r.spot_by_tenant[j.spec.tenant] += j.spec.Milli();
 }
 
 void Scheduler::CloseSpot(Job& j, Timestamp now) {
   PoolRuntime& r = rt(j.spec.pool);
   SpotAccount& a = spot_[j.id.value()];
   if (!a.open) return;
-  a.charged += static_cast<int64_t>(static_cast<__int128>(j.spec.gpus) *
-                                    (r.price_integral - a.base) / kMicrosPerHour);
+  a.charged += static_cast<int64_t>(static_cast<__int128>(j.spec.Milli()) *
+                                    (r.price_integral - a.base) / kMilliGpuMicrosPerHour);
   a.held_us += (now - a.since).micros();
   a.open = false;
-  r.spot_by_tenant[j.spec.tenant] -= j.spec.gpus;
+  r.spot_by_tenant[j.spec.tenant] -= j.spec.Milli();
 }
 
 Money Scheduler::ChargedForJob(JobId job) const {
@@ -1470,8 +1613,8 @@ Money Scheduler::ChargedForJob(JobId job) const {
   int64_t open = 0;
   if (a.open) {
     const Job& j = state_.job(job);
-    open = static_cast<int64_t>(static_cast<__int128>(j.spec.gpus) *
-                                (rt(j.spec.pool).price_integral - a.base) / kMicrosPerHour);
+    open = static_cast<int64_t>(static_cast<__int128>(j.spec.Milli()) *
+                                (rt(j.spec.pool).price_integral - a.base) / kMilliGpuMicrosPerHour);
   }
   return Money::Micros(a.charged + open);
 }
@@ -1919,7 +2062,8 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
       soon = r.free;
       for (uint32_t id : preempting_) {
         const Job& j = state_.job(JobId(id));
-        if (j.spec.pool == pool.id) soon.Release(j.placement);
+        if (j.spec.pool != pool.id) continue;
+        if (const Placement* p = Freeing(j)) soon.Release(*p);
       }
       // Claims from earlier cycles stand while their GPUs are still the tenant's and still free
       // or being freed; a claim that lost them (a node left, the reservation ended) is dropped.
@@ -1989,6 +2133,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           }
           candidates.clear();
           for (uint32_t h : holders) candidates.push_back(BidOf(state_.job(JobId(h))));
+          for (const Bid& b : ShareHolderBids(r, true)) candidates.push_back(b);
           candidates_stale = false;
         }
         return FindVictims(state_, base, candidates, gpus, 0, now, &domain);
@@ -2088,10 +2233,16 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
           for (JobId victim_id : vc->victims) {
             Job& victim = state_.job(victim_id);
             if (!IsActive(victim.state)) continue;  // went with its job (a unit)
-            SendNotice(victim, "reclaim", now, j.id);
-            // Its GPUs are being freed, and an elastic job's units' with it.
-            std::vector<const Placement*> freeing{&victim.placement};
+            // The units this notice stops with their job: a unit already under notice had its
+            // GPUs counted as being freed before (and they may be claimed already).
+            std::vector<JobId> stopped_units;
             for (JobId u : victim.units) {
+              if (IsActive(state_.job(u).state)) stopped_units.push_back(u);
+            }
+            NoticeVictim(victim_id, "reclaim", now, j.id);
+            // Its GPUs are being freed, and its units' with it.
+            std::vector<const Placement*> freeing{&victim.placement};
+            for (JobId u : stopped_units) {
               const Job& unit = state_.job(u);
               if (unit.state == JobState::kPreempting && unit.notice_deadline > now) {
                 freeing.push_back(&unit.placement);
@@ -2104,10 +2255,19 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
               }
               soon.Release(*p);
             }
-            // A zero notice ends at once: the owner must not wait for the next cycle.
-            if (victim.notice_deadline <= now) {
-              Requeue(victim, EventType::kJobPreempted, "notice expired", now);
-              again = true;
+            // A zero notice ends at once: the owner must not wait for the next cycle. A GPU of
+            // shares: every share on it.
+            std::vector<JobId> stopping{victim_id};
+            if (victim.spec.share()) {
+              const NodeSlice& sl = victim.placement.slices.front();
+              stopping = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+            }
+            for (JobId sid : stopping) {
+              Job& stop = state_.job(sid);
+              if (stop.state == JobState::kPreempting && stop.notice_deadline <= now) {
+                Requeue(stop, EventType::kJobPreempted, "notice expired", now);
+                again = true;
+              }
             }
           }
           candidates_stale = true;
@@ -2224,12 +2384,51 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
     std::vector<Bid> holders;  // in rank order (RanksAhead orders bids as RankKey does)
     holders.reserve(r.holder_rank.size());
     for (const RankKey& k : r.holder_rank) holders.push_back(BidOf(state_.job(JobId(k.job))));
+    Supply& supply = (*supplies)[pool.id.value() - 1];
+    if (!r.share_hosts.empty() || !r.share_shapes.empty()) {
+      // docs/market.md, "GPU shares": each GPU of shares holds as one bid; shares may join a
+      // GPU with room whose shares are not under notice, on a ready node.
+      std::vector<Bid> hosts = ShareHolderBids(r, false);
+      std::vector<Bid> merged;
+      merged.reserve(holders.size() + hosts.size());
+      std::merge(holders.begin(), holders.end(), hosts.begin(), hosts.end(),
+                 std::back_inserter(merged), RanksAhead);
+      holders = std::move(merged);
+      for (uint32_t id : r.share_holders) {
+        const Money limit = state_.job(JobId(id)).limit;
+        if (!supply.holder_floor || limit < *supply.holder_floor) supply.holder_floor = limit;
+      }
+      for (const Bid& h : hosts) {
+        const NodeSlice& sl = h.placement->slices.front();
+        const Node& n = state_.node(sl.node);
+        const int g = std::countr_zero(sl.gpu_mask);
+        if (!h.running || n.state != NodeState::kReady || n.share_milli[g] >= kMilliPerGpu)
+          continue;
+        bool noticed = false;
+        for (JobId id : n.gpu_shares[g]) noticed = noticed || !IsActive(state_.job(id).state);
+        if (noticed) continue;
+        supply.share_hosts.push_back(Supply::ShareHost{n.id, g, kMilliPerGpu - n.share_milli[g],
+                                                       n.gpu_memory_mib - n.share_memory_mib[g]});
+      }
+      for (const auto& [shape, count] : r.share_shapes) {
+        supply.share_mix.Add(
+            PodRequest{
+                .cpu_milli = 0, .memory_mib = 0, .gpus = 1, .gpu_milli = shape.first, .models = ""},
+            count);
+      }
+      for (NodeId id : state_.pool_nodes(pool.id)) {
+        const Node& n = state_.node(id);
+        if (n.state == NodeState::kReady) {
+          supply.max_gpu_memory_mib = std::max(supply.max_gpu_memory_mib, n.gpu_memory_mib);
+        }
+      }
+    }
     not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
     for (uint32_t id : r.reserved_side) {
       if (state_.job(JobId(id)).state == JobState::kPending) not_bidding_[id] = 1;
     }
     BookPending pending(*this, r, pool.id, now);
-    results->push_back(Clear(holders, pending, std::move((*supplies)[pool.id.value() - 1]), now));
+    results->push_back(Clear(holders, pending, std::move(supply), now));
     for (uint32_t id : r.reserved_side) not_bidding_[id] = 0;
   }
 }
@@ -2252,7 +2451,7 @@ void Scheduler::StagePreemption(Timestamp now, std::vector<ClearingResult>* resu
     for (const Notice& n : cr.notices) {
       std::string reason = n.reason;
       if (n.beneficiary.valid()) reason += " by job " + n.beneficiary.ToString();
-      SendNotice(state_.job(n.victim), reason, now, n.beneficiary);
+      NoticeVictim(n.victim, reason, now, n.beneficiary);
     }
   }
 }
@@ -2371,6 +2570,18 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
   if (j.submitted > last_decided_) return say("not_decided", "submitted since the last cycle");
   FreeMap spot = SpotFree(r);  // what spot may take now: owners' claims are theirs
   for (const auto& [claimant, claim] : r.owner_claims) spot.Occupy(claim);
+  if (j.spec.share()) {  // only GPUs with the memory it asks for count (docs/market.md)
+    int64_t most = 0;
+    for (NodeId n : state_.pool_nodes(j.spec.pool)) {
+      const Node& node = state_.node(n);
+      if (node.state == NodeState::kReady) most = std::max(most, node.gpu_memory_mib);
+      if (node.gpu_memory_mib < j.spec.gpu_memory_mib) spot.SetFreeMask(n, 0);
+    }
+    if (j.spec.gpu_memory_mib > most) {
+      return say("infeasible", "no GPU of the pool's ready nodes has " +
+                                   std::to_string(j.spec.gpu_memory_mib) + " MiB");
+    }
+  }
   for (int32_t i = 0; i < spot.node_count(); ++i) {
     const NodeId n = spot.node_id(i);
     if (spot.ready(n)) w.largest_free = std::max(w.largest_free, std::popcount(spot.free_mask(n)));
@@ -2395,6 +2606,14 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
     return say("no_budget", "spot may hold " + std::to_string(r.budget) + " GPUs here and holds " +
                                 std::to_string(r.spot_held) +
                                 " (the rest is reserved, idle and not lent, or held back)");
+  }
+  if (j.spec.share()) {
+    return say(
+        "no_placement",
+        "no GPU has room for its share of " + std::to_string(j.spec.gpu_milli) + " thousandths" +
+            (j.spec.gpu_memory_mib > 0 ? " and " + std::to_string(j.spec.gpu_memory_mib) + " MiB"
+                                       : std::string()) +
+            " (" + std::to_string(w.free_gpus) + " free GPUs with that memory)");
   }
   return say("no_placement", "needs " + std::to_string(j.spec.gpus) +
                                  " GPUs in one gang; the largest free block spot may use is " +
@@ -2448,6 +2667,64 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
                     " spot holders of " + std::to_string(r.spot_holders.ids().size()));
     }
     for (uint32_t id : rt(pool.id).reserved_holders) check_holder(state_.job(JobId(id)));
+    // 9. GPU shares (docs/market.md, "GPU shares"): a share holds one GPU of its pool, listed
+    // there; no GPU is over-committed in compute share or in memory, and none holds shares and
+    // a whole-GPU job at once.
+    for (uint32_t id : r.share_holders) {
+      const Job& j = state_.job(JobId(id));
+      if (!HoldsGpus(j.state) || !j.spec.share() || j.placement.GpuCount() != 1 ||
+          j.running_as != Tier::kSpot) {
+        out.push_back("share " + j.id.ToString() + " listed as holder while " +
+                      std::string(JobStateName(j.state)));
+        continue;
+      }
+      const NodeSlice& sl = j.placement.slices.front();
+      const std::vector<JobId>& on = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+      if (std::find(on.begin(), on.end(), j.id) == on.end()) {
+        out.push_back("share " + j.id.ToString() + " is not on the GPU it holds");
+      }
+      if (!r.share_hosts.count({sl.node.value(), std::countr_zero(sl.gpu_mask)})) {
+        out.push_back("share " + j.id.ToString() + "'s GPU is not listed as one of shares");
+      }
+    }
+  }
+  int64_t shares_on_gpus = 0, hosts = 0;
+  for (const Node& n : state_.nodes()) {
+    for (int g = 0; g < n.gpus; ++g) {
+      if (n.gpu_shares[g].empty()) continue;
+      ++hosts;
+      int64_t milli = 0, memory = 0;
+      for (JobId id : n.gpu_shares[g]) {
+        const Job& j = state_.job(id);
+        ++shares_on_gpus;
+        milli += j.spec.gpu_milli;
+        memory += j.spec.gpu_memory_mib;
+        if (!rt(n.pool).share_holders.count(id.value())) {
+          out.push_back("GPU " + n.name + "/" + std::to_string(g) + " holds share " +
+                        id.ToString() + " that does not hold it");
+        }
+      }
+      const std::string gpu = "GPU " + n.name + "/" + std::to_string(g);
+      if (milli > kMilliPerGpu || milli != n.share_milli[g]) {
+        out.push_back(gpu + " holds " + std::to_string(milli) + " thousandths in shares (" +
+                      std::to_string(n.share_milli[g]) + " counted)");
+      }
+      if ((memory > 0 && memory > n.gpu_memory_mib) || memory != n.share_memory_mib[g]) {
+        out.push_back(gpu + " holds " + std::to_string(memory) + " MiB in shares of " +
+                      std::to_string(n.gpu_memory_mib));
+      }
+      if (n.gpu_job[g].valid()) out.push_back(gpu + " holds shares and a whole-GPU job");
+    }
+  }
+  int64_t listed_shares = 0, listed_hosts = 0;
+  for (const Pool& pool : state_.pools()) {
+    listed_shares += static_cast<int64_t>(rt(pool.id).share_holders.size());
+    listed_hosts += static_cast<int64_t>(rt(pool.id).share_hosts.size());
+  }
+  if (shares_on_gpus != listed_shares || hosts != listed_hosts) {
+    out.push_back(std::to_string(shares_on_gpus) + " shares on " + std::to_string(hosts) +
+                  " GPUs, " + std::to_string(listed_shares) + " on " +
+                  std::to_string(listed_hosts) + " listed");
   }
   for (const Node& n : state_.nodes()) {
     for (int g = 0; g < n.gpus; ++g) {
@@ -2476,12 +2753,20 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
                       " reserved");
       }
     }
-    // 3. Every spot holder's limit >= the price.
+    // 3. Every spot holder's limit >= the price (shares too: each pays it).
     for (uint32_t id : r.spot_holders.ids()) {
       if (!cycle_done) break;
       const Job& j = state_.job(JobId(id));
       if (j.limit < r.price) {
         out.push_back("spot job " + j.id.ToString() + " limit " + j.limit.ToString() +
+                      " below price " + r.price.ToString());
+      }
+    }
+    for (uint32_t id : r.share_holders) {
+      if (!cycle_done) break;
+      const Job& j = state_.job(JobId(id));
+      if (j.limit < r.price) {
+        out.push_back("share " + j.id.ToString() + " limit " + j.limit.ToString() +
                       " below price " + r.price.ToString());
       }
     }
@@ -2578,16 +2863,20 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, Timestamp now,
     for (const NodeSlice& sl : claim.slices) {
       const Node& n = state_.node(sl.node);
       for (int32_t g = 0; g < n.gpus; ++g) {
-        if (!((sl.gpu_mask >> g) & 1) || !n.gpu_job[g].valid()) continue;
-        const Job& h = state_.job(n.gpu_job[g]);
-        if (h.state != JobState::kPreempting || h.notice_deadline > due) {
-          out->push_back(
-              "owner's guarantee: job " + name(j) + " fits its reservation since t=" +
-              Duration::Micros(since->second.micros()).ToString() + " but GPU " + n.name + "/" +
-              std::to_string(g) + " is held by job " + name(h) +
-              (h.state == JobState::kPreempting
-                   ? " until t=" + Duration::Micros(h.notice_deadline.micros()).ToString()
-                   : " with no notice"));
+        if (!((sl.gpu_mask >> g) & 1) || n.GpuFree(g)) continue;
+        std::vector<JobId> holders = n.gpu_shares[g];
+        if (n.gpu_job[g].valid()) holders.push_back(n.gpu_job[g]);
+        for (JobId holder : holders) {
+          const Job& h = state_.job(holder);
+          if (h.state != JobState::kPreempting || h.notice_deadline > due) {
+            out->push_back(
+                "owner's guarantee: job " + name(j) + " fits its reservation since t=" +
+                Duration::Micros(since->second.micros()).ToString() + " but GPU " + n.name + "/" +
+                std::to_string(g) + " is held by job " + name(h) +
+                (h.state == JobState::kPreempting
+                     ? " until t=" + Duration::Micros(h.notice_deadline.micros()).ToString()
+                     : " with no notice"));
+          }
         }
       }
     }

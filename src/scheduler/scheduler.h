@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -144,6 +145,9 @@ class Scheduler {
   Status DeleteTenant(TenantId id, Timestamp now);
   // ready <-> draining <-> down. Down requeues the node's jobs at once (no notice possible).
   Status SetNodeState(NodeId node, NodeState state, Timestamp now);
+  // Each GPU's memory on the node (docs/market.md, "GPU shares"); 0: unknown. Never below what
+  // its shares hold now (ignored then).
+  void SetGpuMemory(NodeId id, int64_t mib);
   // An agent runs this node from now on: later starts on it are two-phase (ConfirmStart).
   Status SetNodeAgent(NodeId node);
 
@@ -316,10 +320,17 @@ class Scheduler {
     int32_t budget_capacity = 0;                 // ready GPUs at the last cycle
     int32_t installed = 0;                       // GPUs of all nodes, whatever their state
     __int128 price_integral = 0;                 // sum of price (micro-units) x microseconds
-    std::map<TenantId, int32_t> spot_by_tenant;  // spot GPUs held, per tenant
-    std::map<TenantId, __int128> tenant_carry;   // sub-micro-unit remainders
-    bool index_stale = false;                    // nodes were added since `free` was built
-    int32_t preempting = 0;                      // jobs under notice in this pool
+    std::map<TenantId, int64_t> spot_by_tenant;  // spot milli-GPUs held, per tenant
+    // GPU shares (docs/market.md, "GPU shares"): spot jobs holding a share, and the GPUs they
+    // hold (node id, GPU). Rebuilt from the nodes on a snapshot load.
+    std::set<uint32_t> share_holders;
+    std::set<std::pair<uint32_t, int32_t>> share_hosts;
+    // Shares bidding or holding, by (milli-GPU, memory): the mix the packer looks ahead on.
+    std::map<std::pair<int32_t, int64_t>, int64_t> share_shapes;
+    std::deque<Placement> host_placements;      // scratch: the GPUs of ShareHolderBids' bids
+    std::map<TenantId, __int128> tenant_carry;  // sub-micro-unit remainders
+    bool index_stale = false;                   // nodes were added since `free` was built
+    int32_t preempting = 0;                     // jobs under notice in this pool
     int32_t budget = 0;
     int64_t book_gpus = 0;   // GPUs the bids in `book` ask for
     int64_t unmet_spot = 0;  // GPU-microseconds bids waited
@@ -360,6 +371,16 @@ class Scheduler {
   void RestartInPlace(Job& j, Timestamp now);
   void StageElastic(Timestamp now);
   void Dequeue(Job& j);
+  // The GPUs of shares in a pool, each as one holder bid (docs/market.md, "GPU shares"), in rank
+  // order; `active_only`: GPUs with a share not under notice. Points into r.host_placements.
+  std::vector<Bid> ShareHolderBids(PoolRuntime& r, bool active_only);
+  // A notice to a victim the clearing or the owners' pass chose: to every share of its GPU when
+  // it stands for a GPU of shares.
+  void NoticeVictim(JobId victim, const std::string& reason, Timestamp now, JobId beneficiary);
+  // What a job under notice frees: its GPUs, or for a share its GPU once every share of it is
+  // under notice (nullptr until then).
+  const Placement* Freeing(const Job& j) const;
+  void CountShape(const Job& j, int64_t delta);
   // Every change to a pool's spot book goes through these.
   void BookInsert(const Job& j);
   void BookErase(const Job& j);

@@ -39,6 +39,10 @@ static void Io(Ar& ar, Node& n) {
   Io(ar, n.rack);
   Io(ar, n.zone);
   Io(ar, n.agent);
+  Io(ar, n.gpu_shares);
+  Io(ar, n.share_milli);
+  Io(ar, n.share_memory_mib);
+  Io(ar, n.gpu_memory_mib);
 }
 template <class Ar>
 static void Io(Ar& ar, Tenant& t) {
@@ -81,6 +85,8 @@ static void Io(Ar& ar, JobSpec& s) {
   Io(ar, s.tenant);
   Io(ar, s.pool);
   Io(ar, s.gpus);
+  Io(ar, s.gpu_milli);
+  Io(ar, s.gpu_memory_mib);
   Io(ar, s.tier);
   Io(ar, s.limit_price);
   Io(ar, s.fallback_limit);
@@ -342,6 +348,19 @@ Status Scheduler::LoadState(ArchiveReader& r) {
     for (uint32_t id : p.spot_holders.ids()) {
       if (!state_.HasJob(JobId(id))) return Internal("a snapshot's spot holder is not a job");
       p.holder_rank.insert(HolderKey(state_.job(JobId(id))));
+    }
+  }
+  for (const Node& n : state_.nodes()) {
+    if (!state_.HasPool(n.pool) || n.gpu_shares.size() != static_cast<size_t>(n.gpus)) {
+      return Internal("a snapshot's node does not match its GPUs");
+    }
+    PoolRuntime& p = pools_[n.pool.value() - 1];
+    for (int g = 0; g < n.gpus; ++g) {
+      if (!n.gpu_shares[g].empty()) p.share_hosts.insert({n.id.value(), g});
+      for (JobId id : n.gpu_shares[g]) {
+        if (!state_.HasJob(id)) return Internal("a snapshot's GPU share is not a job");
+        p.share_holders.insert(id.value());
+      }
     }
   }
   return Status::Ok();

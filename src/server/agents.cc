@@ -133,7 +133,9 @@ nlohmann::json ControlPlane::GangLocked(const Job& j, const Placement& all, Node
   // new attempt does not meet the last one's sockets (docs/agent.md, "Gangs").
   const uint64_t first = j.placement.slices.empty() ? 0 : j.placement.slices.front().gpu_mask;
   const int64_t lowest = first == 0 ? 0 : std::countr_zero(first);
-  const int64_t port = kGangPortBase + lowest * kPortsPerGpu + j.attempt % kPortsPerGpu;
+  // Shares of one GPU have its range between them: the job's id spreads them over it.
+  const int64_t pick = j.spec.share() ? j.id.value() + j.attempt : j.attempt;
+  const int64_t port = kGangPortBase + lowest * kPortsPerGpu + pick % kPortsPerGpu;
   return json{{"rank", rank},
               {"nodes", std::move(nodes)},
               {"gpus_per_node", local},
@@ -173,7 +175,11 @@ std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit)
   const Node& n = st.node(id);
   std::string key = std::string(NodeStateName(n.state)) + ";";
   std::vector<JobId> seen;
-  for (JobId jid : n.gpu_job) {
+  std::vector<JobId> holders = n.gpu_job;  // whole-GPU holders, then the shares of each GPU
+  for (const std::vector<JobId>& shares : n.gpu_shares) {
+    holders.insert(holders.end(), shares.begin(), shares.end());
+  }
+  for (JobId jid : holders) {
     // A unit of an elastic job is GPUs of that job (docs/market.md, "Elastic jobs").
     if (jid.valid() && st.job(jid).unit_of.valid()) jid = st.job(jid).unit_of;
     if (!jid.valid() || std::find(seen.begin(), seen.end(), jid) != seen.end()) continue;
@@ -230,6 +236,10 @@ std::string ControlPlane::DesiredLocked(NodeId id, std::string* version) const {
         if (j.spec.cpu_millis > 0) e["cpu_millis"] = j.spec.cpu_millis;
         if (j.spec.memory_mib > 0) e["memory_mib"] = j.spec.memory_mib;
         if (j.spec.time_limit_s > 0) e["time_limit_s"] = j.spec.time_limit_s;
+        if (j.spec.share()) {  // docs/agent.md, "GPU shares"
+          e["gpu_milli"] = j.spec.gpu_milli;
+          if (j.spec.gpu_memory_mib > 0) e["gpu_memory_mib"] = j.spec.gpu_memory_mib;
+        }
         e["gang"] = GangLocked(j, all, id);
         if (j.state == JobState::kPreempting) {
           e["notice"] = {{"deadline_us", j.notice_deadline.micros()},

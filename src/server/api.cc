@@ -1,6 +1,7 @@
 #include "server/api.h"
 
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -369,8 +370,14 @@ Answer PostNode(Call& c) {
   RSV_API_TRY(pool, c.body.String("pool", true));
   RSV_API_TRY(gpus, c.body.Int("gpus", true, 0, 1, kMaxGpusPerNode));
   RSV_API_TRY(topology, c.body.String("topology", false));
+  RSV_API_TRY(gpu_memory, c.body.Int("gpu_memory_mib", false, 0, 0, int64_t{1} << 30));
   RSV_API_CHECK(c.body.NoUnknownFields());
-  return c.Execute(cmd::AddNode{name, pool, topology, static_cast<int32_t>(gpus)}, 201);
+  return c.Execute(cmd::AddNode{.name = name,
+                                .pool = pool,
+                                .topology = topology,
+                                .gpus = static_cast<int32_t>(gpus),
+                                .gpu_memory_mib = gpu_memory},
+                   201);
 }
 
 Answer RegisterNode(Call& c) {
@@ -451,8 +458,20 @@ Answer GetReservation(Call& c) { return c.Read("reservation/" + c.parts[2]); }
 
 Answer ReturnReservation(Call& c) { return c.Execute(cmd::Return{c.Id(2), c.Owner()}); }
 
-// gpus: a number (rigid) or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
-Status ParseGpus(const json& range, int64_t* gpus, int64_t* max_gpus, int64_t* step) {
+// gpus: a whole number (rigid), a share of one GPU below 1 in thousandths (docs/market.md, "GPU
+// shares"), or {"min", "max", "step"} (elastic; docs/market.md, "Elastic jobs").
+Status ParseGpus(const json& range, int64_t* gpus, int64_t* max_gpus, int64_t* step,
+                 int64_t* milli) {
+  if (range.is_number_float() && range.get<double>() > 0 && range.get<double>() < 1) {
+    const double thousandths = range.get<double>() * 1000;
+    const int64_t m = std::llround(thousandths);
+    if (m < 1 || m > 999 || std::abs(thousandths - static_cast<double>(m)) > 1e-6) {
+      return InvalidArgument("gpus", "a share of one GPU is 0.001 to 0.999, in thousandths");
+    }
+    *gpus = 1;
+    *milli = m;
+    return Status::Ok();
+  }
   auto whole = [](const json& v, int64_t* out) {
     if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > 1'000'000)
       return false;
@@ -463,7 +482,8 @@ Status ParseGpus(const json& range, int64_t* gpus, int64_t* max_gpus, int64_t* s
   if (!range.is_object()) {
     if (whole(range, gpus)) return Status::Ok();
     return InvalidArgument("gpus",
-                           "must be an integer from 1 to 1000000 or {\"min\", \"max\", \"step\"}");
+                           "must be an integer from 1 to 1000000, a share from 0.001 to 0.999, "
+                           "or {\"min\", \"max\", \"step\"}");
   }
   for (const auto& [k, v] : range.items()) {
     if (k != "min" && k != "max" && k != "step")
@@ -483,8 +503,11 @@ Answer PostJob(Call& c) {
   Body& body = c.body;
   RSV_API_TRY(name, body.String("name", false));
   RSV_API_TRY(pool, body.String("pool", true));
-  int64_t gpus = 0, max_gpus = 0, step = 0;
-  RSV_API_CHECK(ParseGpus(body.Raw("gpus"), &gpus, &max_gpus, &step));
+  int64_t gpus = 0, max_gpus = 0, step = 0, milli = 1000;
+  RSV_API_CHECK(ParseGpus(body.Raw("gpus"), &gpus, &max_gpus, &step, &milli));
+  RSV_API_TRY(gpu_memory, body.Int("gpu_memory_mib", false, 0, 1, int64_t{1} << 30));
+  if (gpu_memory > 0 && milli == 1000)
+    return InvalidArgument("gpu_memory_mib", "is for a share of one GPU (gpus below 1)");
   RSV_API_TRY(resize_mode, body.String("resize_mode", false));
   if (!resize_mode.empty() && !ParseResizeMode(resize_mode).ok())
     return InvalidArgument("resize_mode", "must be restart or signal");
@@ -551,6 +574,8 @@ Answer PostJob(Call& c) {
   job.memory_mib = memory_mib;
   job.max_gpus = static_cast<int32_t>(max_gpus);
   job.gpu_step = static_cast<int32_t>(step);
+  job.gpu_milli = static_cast<int32_t>(milli);
+  job.gpu_memory_mib = gpu_memory;
   if (!resize_mode.empty()) job.resize_mode = resize_mode;
   if (cooldown) job.resize_cooldown_s = cooldown->seconds();
   return c.Execute(std::move(job), 201);

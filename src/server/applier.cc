@@ -80,7 +80,8 @@ Result<std::string> ControlPlane::On(const cmd::Config& c, Timestamp now, bool) 
   for (const cmd::ConfigNode& n : c.nodes) {
     RSV_ASSIGN_OR_RETURN(PoolId pool, PoolOf(n.pool));
     if (st.FindNode(n.name)) continue;
-    RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, pool, n.gpus, n.topology).status());
+    RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(n.name, pool, n.gpus, n.topology));
+    sched_.SetGpuMemory(id, n.gpu_memory_mib);
   }
   return std::string("{}");
 }
@@ -148,6 +149,7 @@ Result<std::string> ControlPlane::On(const cmd::DeleteTenant& c, Timestamp now, 
 Result<std::string> ControlPlane::On(const cmd::AddNode& c, Timestamp, bool) {
   RSV_ASSIGN_OR_RETURN(PoolId p, PoolOf(c.pool));
   RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(c.name, p, c.gpus, c.topology));
+  sched_.SetGpuMemory(id, c.gpu_memory_mib);
   return json{{"name", sched_.state().node(id).name}}.dump();
 }
 
@@ -274,6 +276,8 @@ Result<std::string> ControlPlane::On(const cmd::Submit& c, Timestamp now, bool r
   spec.env = c.env;
   spec.max_gpus = c.max_gpus;
   spec.gpu_step = c.gpu_step;
+  spec.gpu_milli = c.gpu_milli;
+  spec.gpu_memory_mib = c.gpu_memory_mib;
   RSV_ASSIGN_OR_RETURN(spec.resize_mode, ParseResizeMode(c.resize_mode));
   spec.resize_cooldown = Duration::Seconds(c.resize_cooldown_s);
   for (const cmd::Dependency& d : c.dependencies) {
@@ -357,6 +361,19 @@ Result<std::string> ControlPlane::On(const cmd::Register& c, Timestamp now, bool
     }
   }
   RSV_RETURN_IF_ERROR(sched_.SetNodeAgent(*id));
+  // Each GPU's memory, for shares that ask for memory: the least the agent reports.
+  int64_t memory = 0;
+  json inventory = json::parse(c.inventory.text, nullptr, false);
+  if (inventory.is_array()) {
+    for (const json& g : inventory) {
+      if (!g.is_object() || !g.contains("memory_mib") || !g["memory_mib"].is_number_integer()) {
+        continue;
+      }
+      const int64_t m = g["memory_mib"].get<int64_t>();
+      if (m > 0 && (memory == 0 || m < memory)) memory = m;
+    }
+  }
+  sched_.SetGpuMemory(*id, memory);
   AgentLink& link = agents_[id->value()];
   link.last_seen = now;
   link.probe = c.probe;

@@ -19,6 +19,7 @@ void Fields(V& v, ConfigNode& c) {
   v("pool", c.pool);
   v("gpus", c.gpus);
   v("topology", c.topology);
+  v("gpu_memory_mib", c.gpu_memory_mib);
 }
 template <class V>
 void Fields(V& v, ConfigPool& c) {
@@ -64,6 +65,7 @@ void Fields(V& v, AddNode& c) {
   v("pool", c.pool);
   v("gpus", c.gpus);
   v("topology", c.topology);
+  v("gpu_memory_mib", c.gpu_memory_mib);
 }
 template <class V>
 void Fields(V& v, Register& c) {
@@ -156,6 +158,8 @@ void Fields(V& v, Submit& c) {
   v("env", c.env);
   v("max_gpus", c.max_gpus);
   v("gpu_step", c.gpu_step);
+  v("gpu_milli", c.gpu_milli);
+  v("gpu_memory_mib", c.gpu_memory_mib);
   v("resize_mode", c.resize_mode);
   v("resize_cooldown_s", c.resize_cooldown_s);
   v("dependencies", c.dependencies);

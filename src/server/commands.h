@@ -32,6 +32,7 @@ struct Cycle {
 struct ConfigNode {
   std::string name, pool, topology;
   int32_t gpus = 0;
+  int64_t gpu_memory_mib = 0;
 };
 struct ConfigPool {  // a pool's settings (PoolConfig), in micro-units, µs and basis points
   std::string name, gpu_model;
@@ -67,6 +68,7 @@ struct AddNode {
   static constexpr const char* kKind = "node";
   std::string name, pool, topology;
   int32_t gpus = 0;
+  int64_t gpu_memory_mib = 0;
 };
 // An agent registers its node (adding it on first contact).
 struct Register {
@@ -138,6 +140,9 @@ struct Submit {
   int64_t cpu_millis = 0, memory_mib = 0;
   std::vector<std::string> env;
   int32_t max_gpus = 0, gpu_step = 0;
+  // A share of one GPU (docs/market.md, "GPU shares"); 1000: whole GPUs.
+  int32_t gpu_milli = 1000;
+  int64_t gpu_memory_mib = 0;
   std::string resize_mode = "restart";
   int64_t resize_cooldown_s = 300;
   std::vector<Dependency> dependencies;

@@ -188,6 +188,11 @@ Result<ServerConfig> ParseServerConfig(const std::string& text) {
         } else if (k == "gpus") {
           if (!v.is_number_integer()) return InvalidArgument(field, "must be an integer");
           d.gpus = v.get<int32_t>();
+        } else if (k == "gpu_memory_mib") {
+          if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+              v.get<int64_t>() > (int64_t{1} << 30))
+            return InvalidArgument(field, "must be an integer from 0 to 2^30 (MiB)");
+          d.gpu_memory_mib = v.get<int64_t>();
         } else if (k == "count") {
           continue;
         } else {
@@ -251,7 +256,8 @@ Status ControlPlane::Load(bool use_snapshot) {
     auto pool = sched_.state().FindPool(n.pool);
     if (!pool)
       return InvalidArgument("nodes", "node " + n.name + ": unknown pool '" + n.pool + "'");
-    RSV_RETURN_IF_ERROR(sched_.AddNode(n.name, *pool, n.gpus, n.topology).status());
+    RSV_ASSIGN_OR_RETURN(NodeId id, sched_.AddNode(n.name, *pool, n.gpus, n.topology));
+    sched_.SetGpuMemory(id, n.gpu_memory_mib);
   }
   // The newest snapshot, when this server can load it; otherwise the whole log, which must then
   // reach back to its start (docs/ha.md, "Snapshots").
@@ -322,7 +328,7 @@ Result<std::optional<cmd::Config>> ControlPlane::ConfigChangesLocked() const {
   for (const auto& n : config_.nodes) {
     auto id = st.FindNode(n.name);
     if (!id) {
-      changes.nodes.push_back({n.name, n.pool, n.topology, n.gpus});
+      changes.nodes.push_back({n.name, n.pool, n.topology, n.gpus, n.gpu_memory_mib});
       continue;
     }
     const Node& have = st.node(*id);
@@ -780,10 +786,22 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
     json out = json::array();
     for (const Node& n : st.nodes()) {
       int32_t used = 0;
-      // Per GPU: the job on it, 0 for another tenant's job, null when free.
+      // Per GPU: the job on it, 0 for another tenant's job, null when free; a GPU of shares
+      // shows its first share here, and all of them under "gpu_shares".
       json gpu_jobs = json::array();
-      for (JobId j : n.gpu_job) {
+      json gpu_shares = json::object();
+      for (int g = 0; g < n.gpus; ++g) {
+        const JobId j = n.Holder(g);
         used += j.valid();
+        if (!n.gpu_shares[g].empty()) {
+          json shares = json::array();
+          for (JobId sid : n.gpu_shares[g]) {
+            const Job& share = st.job(sid);
+            shares.push_back({{"job", visible(share.spec.tenant) ? sid.value() : 0},
+                              {"gpu_milli", share.spec.gpu_milli}});
+          }
+          gpu_shares[std::to_string(g)] = std::move(shares);
+        }
         if (!j.valid()) {
           gpu_jobs.push_back(nullptr);
         } else {
@@ -799,6 +817,8 @@ Result<std::string> ControlPlane::Read(const std::string& what, const Caller& ca
                    {"topology", n.topology},
                    {"state", NodeStateName(n.state)},
                    {"gpu_jobs", std::move(gpu_jobs)}};
+      if (!gpu_shares.empty()) node["gpu_shares"] = std::move(gpu_shares);
+      if (n.gpu_memory_mib > 0) node["gpu_memory_mib"] = n.gpu_memory_mib;
       auto link = agents_.find(n.id.value());
       if (link != agents_.end()) {
         const AgentLink& a = link->second;

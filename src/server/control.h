@@ -41,6 +41,7 @@ struct ServerConfig {
   struct NodeDecl {
     std::string name, pool, topology;
     int32_t gpus = 0;
+    int64_t gpu_memory_mib = 0;  // each GPU's memory (for shares that ask for memory); 0: unknown
   };
   std::vector<NodeDecl> nodes;
   Duration tick = Duration::Seconds(1);

@@ -78,7 +78,11 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
       continue;
     }
     std::vector<JobId> late;
-    for (JobId j : n.gpu_job) {
+    std::vector<JobId> held = n.gpu_job;
+    for (const std::vector<JobId>& shares : n.gpu_shares) {
+      held.insert(held.end(), shares.begin(), shares.end());
+    }
+    for (JobId j : held) {
       if (!j.valid() || std::find(late.begin(), late.end(), j) != late.end()) continue;
       const Job& job = st.job(j);
       // Timed from when this server began leading, if later: a start decided by the last

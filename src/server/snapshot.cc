@@ -51,7 +51,7 @@ namespace {
 constexpr char kMagic[8] = {'R', 'S', 'V', 'S', 'N', 'A', 'P', '\0'};
 // Bumped whenever what a snapshot holds changes: a server never loads another format (it
 // replays the whole log instead, when the log still reaches back to its start).
-constexpr uint32_t kFormat = 1;
+constexpr uint32_t kFormat = 2;  // 2: GPU shares
 
 bool WriteAll(int fd, std::string_view data) {
   while (!data.empty()) {

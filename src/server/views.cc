@@ -58,6 +58,10 @@ json JobJson(const ClusterState& s, const Job& j) {
     out["notice_deadline_us"] = j.notice_deadline.micros();
     out["preempt_reason"] = j.preempt_reason;
   }
+  if (j.spec.share()) {  // docs/market.md, "GPU shares"
+    out["gpu_milli"] = j.spec.gpu_milli;
+    if (j.spec.gpu_memory_mib > 0) out["gpu_memory_mib"] = j.spec.gpu_memory_mib;
+  }
   if (j.spec.elastic()) {  // docs/market.md, "Elastic jobs"
     json units = json::array();
     for (JobId u : j.units) units.push_back(u.value());

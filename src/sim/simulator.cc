@@ -35,6 +35,9 @@ Stat Summarize(std::vector<double> v) {
 
 // Multi-node gangs take whole nodes: a request that is not a multiple of the node size (Philly
 // has 12-GPU jobs on 8-GPU nodes) is rounded up to whole nodes, as a scheduler would have to.
+// An openb pod that asks for a share of one GPU.
+bool IsShare(const TraceJob& j) { return j.gpus == 1 && j.gpu_milli > 0 && j.gpu_milli < 1000; }
+
 int32_t WholeNodes(int32_t gpus, int32_t node) {
   if (node <= 0 || gpus <= node || gpus % node == 0) return gpus;
   return (gpus / node + 1) * node;
@@ -54,6 +57,10 @@ struct SimJob {
   std::optional<Timestamp> finished;
   bool guaranteed_class = false;
   int32_t gpus = 0;  // held while running (the request rounded to whole nodes)
+  // Milli-GPUs held while running: gpus × 1000, or a share of one GPU (docs/market.md, "GPU
+  // shares") where the engine runs shares; and that as GPUs.
+  int64_t milli = 0;
+  double Gpus() const { return static_cast<double>(milli) / 1000; }
   // Elastic (docs/simulator.md, "Elastic jobs"): GPUs held now (base and units), the work rate
   // at that size relative to the trace's size, when progress and held GPU time were last
   // settled, the remaining work at the last checkpoint and at the notice, and a version that
@@ -71,14 +78,17 @@ struct SimJob {
 // Time-weighted utilization and everything measured from job lifecycles.
 class Recorder {
  public:
+  // `shares`: the engine runs shares of one GPU as shares (else as whole GPUs).
   Recorder(const Trace& trace, const SimConfig& cfg, int32_t capacity, int32_t largest_node,
-           PolicyResult* out)
+           PolicyResult* out, bool shares)
       : cfg_(cfg), capacity_(capacity), out_(out) {
     jobs_.resize(trace.jobs.size());
     for (size_t i = 0; i < trace.jobs.size(); ++i) {
       jobs_[i].trace = &trace.jobs[i];
       jobs_[i].remaining = trace.jobs[i].duration;
       jobs_[i].gpus = WholeNodes(trace.jobs[i].gpus, largest_node);
+      jobs_[i].milli = shares && IsShare(trace.jobs[i]) ? trace.jobs[i].gpu_milli
+                                                        : int64_t{1000} * jobs_[i].gpus;
       auto r = cfg.reservations.find(trace.jobs[i].tenant);
       jobs_[i].guaranteed_class = r != cfg.reservations.end() && trace.jobs[i].gpus <= r->second;
     }
@@ -103,7 +113,7 @@ class Recorder {
     j.saved_at_notice.reset();
     j.attempt++;
     if (!j.first_start) j.first_start = t;
-    Allocate(t, j.gpus);
+    Allocate(t, j.milli);
     if (j.elastic) {
       j.size = j.gpus;
       j.rate = Rate(j, j.size);
@@ -135,7 +145,7 @@ class Recorder {
   Timestamp Resized(size_t i, Timestamp t, int32_t size) {
     SimJob& j = jobs_[i];
     Settle(j, t);
-    Allocate(t, size - j.size);
+    Allocate(t, int64_t{1000} * (size - j.size));
     j.size = size;
     j.rate = Rate(j, size);
     j.version++;
@@ -191,7 +201,7 @@ class Recorder {
       lost_us_ += lost;
       j.lost_us += lost;
       out_->preemptions += preempted;
-      Allocate(t, -j.size);
+      Allocate(t, int64_t{-1000} * j.size);
       j.size = 0;
       return;
     }
@@ -205,10 +215,10 @@ class Recorder {
     }
     saved = std::min(saved, j.remaining);
     j.remaining = j.remaining - saved;
-    lost_us_ += static_cast<double>((elapsed - saved).micros()) * j.gpus;
-    used_us_ += static_cast<double>(elapsed.micros()) * j.gpus;
+    lost_us_ += static_cast<double>((elapsed - saved).micros()) * j.Gpus();
+    used_us_ += static_cast<double>(elapsed.micros()) * j.Gpus();
     out_->preemptions += preempted;
-    Allocate(t, -j.gpus);
+    Allocate(t, -j.milli);
   }
 
   void Finished(size_t i, Timestamp t) {
@@ -222,19 +232,19 @@ class Recorder {
       j.finished = t;
       j.remaining = Duration();
       ++finished_;
-      Allocate(t, -j.size);
+      Allocate(t, int64_t{-1000} * j.size);
       j.size = 0;
       return;
     }
     Duration elapsed = t - j.attempt_start;
-    used_us_ += static_cast<double>(elapsed.micros()) * j.gpus;
+    used_us_ += static_cast<double>(elapsed.micros()) * j.Gpus();
     // Restart overhead of the last attempt is lost time too.
-    lost_us_ += static_cast<double>(j.overhead.micros()) * j.gpus;
-    work_us_ += static_cast<double>(j.trace->duration.micros()) * j.gpus;
+    lost_us_ += static_cast<double>(j.overhead.micros()) * j.Gpus();
+    work_us_ += static_cast<double>(j.trace->duration.micros()) * j.Gpus();
     j.finished = t;
     j.remaining = Duration();
     ++finished_;
-    Allocate(t, -j.gpus);
+    Allocate(t, -j.milli);
   }
 
   Duration CheckpointInterval(size_t i) const {
@@ -302,7 +312,7 @@ class Recorder {
     for (int bi = 0; bi < buckets; ++bi) {
       double width = static_cast<double>(span) / buckets;
       out_->utilization.emplace_back(static_cast<int64_t>(bi * width / kMicrosPerSecond),
-                                     capacity_ ? sum[bi] / (width * capacity_) : 0);
+                                     capacity_ ? sum[bi] / (width * capacity_ * 1000.0) : 0);
     }
   }
 
@@ -317,10 +327,10 @@ class Recorder {
       int64_t hi = std::min(b, k + 1 < steps_.size() ? steps_[k + 1].first : b);
       if (hi > lo) area += static_cast<double>(hi - lo) * steps_[k].second;
     }
-    return area / (static_cast<double>(b - a) * capacity_);
+    return area / (static_cast<double>(b - a) * capacity_ * 1000.0);
   }
 
-  void Allocate(Timestamp t, int32_t delta) {
+  void Allocate(Timestamp t, int64_t delta) {  // milli-GPUs
     if (steps_.empty() || steps_.back().first != t.micros()) {
       steps_.emplace_back(t.micros(), allocated_ + delta);
     } else {
@@ -424,7 +434,7 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
   s.RunCycle(Timestamp());
   (void)s.DrainEvents();
 
-  Recorder rec(trace, cfg, capacity, largest, &out);
+  Recorder rec(trace, cfg, capacity, largest, &out, /*shares=*/true);
   Rng rng(cfg.seed);
   // Which multi-GPU jobs are elastic: drawn from a stream of their own, so the limits drawn
   // below are the same with or without elastic jobs.
@@ -608,8 +618,17 @@ Result<PolicyResult> RunScheduler(const Trace& trace, const SimConfig& cfg, Poli
         case Policy::kFifoBackfill:
           break;
       }
+      // A share of one GPU (openb) runs as a share, in the spot tier under every policy
+      // (docs/market.md, "GPU shares": reserved-tier shares are not supported), at the limit the
+      // policy gives spot work.
+      if (IsShare(tj)) {
+        spec.gpus = 1;
+        spec.gpu_milli = tj.gpu_milli;
+        spec.tier = Tier::kSpot;
+        if (policy != Policy::kMarket) spec.limit_price = reserve;
+      }
       // Elastic (market only): half to twice the trace's size, in the pool's steps.
-      if (policy == Policy::kMarket && elastic[next]) {
+      if (policy == Policy::kMarket && elastic[next] && !IsShare(tj)) {
         const int32_t min = WholeNodes(std::max(1, tj.gpus / 2), largest);
         const int32_t step = largest > 0 && min % largest == 0 ? largest : min;
         const int32_t units =
@@ -688,7 +707,7 @@ Result<PolicyResult> RunFifoBackfill(const Trace& trace, const SimConfig& cfg) {
   RSV_RETURN_IF_ERROR(add_status);
   FreeMap free(cs, pool);
   const int32_t largest = free.largest_node();
-  Recorder rec(trace, cfg, capacity, largest, &out);
+  Recorder rec(trace, cfg, capacity, largest, &out, /*shares=*/false);
   auto gpus_of = [&](size_t i) { return WholeNodes(trace.jobs[i].gpus, largest); };
   std::deque<size_t> queue;
   std::multiset<std::pair<Timestamp, size_t>> running;  // (end, job)
