@@ -102,7 +102,8 @@ void BM_FullCycleSteady(benchmark::State& state) {
   }
   // Let the market settle (outbid jobs get notice, leave, and the winners start).
   int64_t t = 0;
-  for (int round = 0; round < 20; ++round) {
+  int32_t rounds = 0;
+  for (; rounds < 200; ++rounds) {
     t += 60;
     if (f.s->RunCycle(T(t)).events == 0) break;
   }
@@ -112,10 +113,15 @@ void BM_FullCycleSteady(benchmark::State& state) {
     units += j.unit_of.valid() && j.state == JobState::kRunning;
     shares += j.spec.share() && j.state == JobState::kRunning;
   }
+  int64_t events = 0, cycles = 0;
   for (auto _ : state) {
     CycleReport r = f.s->RunCycle(T(t++));
     benchmark::DoNotOptimize(r);
+    events += r.events;
+    ++cycles;
   }
+  state.counters["settle_rounds"] = rounds;
+  state.counters["events_per_cycle"] = static_cast<double>(events) / std::max<int64_t>(1, cycles);
   state.counters["running_jobs"] = running;
   state.counters["running_units"] = units;
   state.counters["running_shares"] = shares;

@@ -451,7 +451,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   // share may still join. A GPU whose shares get notice takes no share more; a GPU a share joins
   // here is no victim for the bids after it (they rank below that share).
   std::map<std::pair<uint32_t, int32_t>, size_t> host_holder, host_room_at;
-  for (size_t i = 0; i < running.size(); ++i) {
+  for (size_t i = 0; i < running.size() && s.holds_shares; ++i) {
     const Placement& pl = *running[i]->placement;
     if (pl.slices.size() == 1 && std::popcount(pl.slices[0].gpu_mask) == 1 && s.state) {
       const NodeSlice& sl = pl.slices[0];
@@ -507,7 +507,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     bool claim = room && any_soon && s.soon.free_gpus() > 0 && soon_fail > 1;
     std::optional<Money> low = lowest_candidate();
     bool preempt = low && Outbids(limit, *low, p.min_increment) && preempt_fail > 1;
-    return !start && !claim && !preempt && host_room == 0;
+    return !start && !claim && !preempt;
   };
   std::string why;
   // Whether a job started in this clearing (its units may follow it), indexed as asked.
@@ -525,11 +525,17 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     }
     return started.count(job.value()) > 0;
   };
+  bool whole_done = false;  // only shares may still start (exhausted for every other bid)
+  int32_t share_fail_milli = INT32_MAX;  // the smallest share that found no room
+  int64_t share_fail_memory = 0;
   while (const Bid* next = pending.Next()) {
     const Bid& b = *next;
-    if (exhausted(b.limit)) {
-      // The rest are left out; the first that could run at all sets the price.
+    if (!whole_done && exhausted(b.limit)) {
       r.rest_left_out = true;
+      whole_done = true;
+    }
+    if (whole_done && (host_room == 0 || b.limit < p.reserve_price)) {
+      // The rest are left out; the first that could run at all sets the price.
       for (const Bid* q = next; q && !r.highest_unplaced && q->limit >= p.reserve_price;
            q = pending.Next()) {
         if (q->unit > 0 && !q->parent_ready && !started_now(q->parent)) continue;
@@ -538,6 +544,15 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         }
       }
       break;
+    }
+    if (whole_done && b.milli == kMilliPerGpu) {
+      // Only a share may still start (on a GPU of shares with room): the others are left out,
+      // and the first of them that could run at all sets the price.
+      if (!r.highest_unplaced && !(b.unit > 0 && !b.parent_ready && !started_now(b.parent)) &&
+          s.free.Feasible(b.gpus, &why)) {
+        r.highest_unplaced = b.limit;
+      }
+      continue;
     }
     if (b.unit > 0 && !b.parent_ready && !started_now(b.parent)) {
       continue;  // its job does not run (yet): the unit cannot start, and sets no price
@@ -554,7 +569,12 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     }
     if (share) {  // on a GPU of shares with room, or on a GPU more while the budget allows
       const bool may_open = committed < s.budget && held < s.budget && free_fail > 1;
-      if (std::optional<ShareSpot> spot = PlaceShare(s, b, may_open)) {
+      // Room only shrinks within a clearing (unless a GPU more opens): a share at least as
+      // large as one that found none finds none.
+      const bool hopeless =
+          !may_open && b.milli >= share_fail_milli && b.gpu_memory_mib >= share_fail_memory;
+      if (std::optional<ShareSpot> spot =
+              hopeless ? std::nullopt : PlaceShare(s, b, may_open)) {
         Placement placed{{NodeSlice{spot->node, uint64_t{1} << spot->gpu}}};
         if (spot->host < 0) {
           s.free.Occupy(placed);
@@ -577,6 +597,11 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
         r.starts.push_back(Start{b.job, std::move(placed)});
         continue;
+      }
+      if (!may_open && (b.milli < share_fail_milli ||
+                        (b.milli == share_fail_milli && b.gpu_memory_mib < share_fail_memory))) {
+        share_fail_milli = b.milli;
+        share_fail_memory = b.gpu_memory_mib;
       }
       // No room: it neither claims nor preempts (docs/market.md, "GPU shares"); it is left out
       // and sets the price like any bid left out for lack of capacity.

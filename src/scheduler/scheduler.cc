@@ -2389,6 +2389,7 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       // docs/market.md, "GPU shares": each GPU of shares holds as one bid; shares may join a
       // GPU with room whose shares are not under notice, on a ready node.
       std::vector<Bid> hosts = ShareHolderBids(r, false);
+      supply.holds_shares = !hosts.empty();
       std::vector<Bid> merged;
       merged.reserve(holders.size() + hosts.size());
       std::merge(holders.begin(), holders.end(), hosts.begin(), hosts.end(),
