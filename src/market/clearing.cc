@@ -573,8 +573,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       // large as one that found none finds none.
       const bool hopeless =
           !may_open && b.milli >= share_fail_milli && b.gpu_memory_mib >= share_fail_memory;
-      if (std::optional<ShareSpot> spot =
-              hopeless ? std::nullopt : PlaceShare(s, b, may_open)) {
+      if (std::optional<ShareSpot> spot = hopeless ? std::nullopt : PlaceShare(s, b, may_open)) {
         Placement placed{{NodeSlice{spot->node, uint64_t{1} << spot->gpu}}};
         if (spot->host < 0) {
           s.free.Occupy(placed);

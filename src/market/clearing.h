@@ -78,7 +78,7 @@ struct Supply {
     int64_t free_memory_mib = 0;
   };
   std::vector<ShareHost> share_hosts;
-  bool holds_shares = false;           // some holders stand for GPUs of shares
+  bool holds_shares = false;          // some holders stand for GPUs of shares
   WorkloadMix share_mix;              // where a share goes: the look-ahead's mix
   std::optional<Money> holder_floor;  // the lowest limit among the shares (each pays the price)
   int64_t max_gpu_memory_mib = 0;     // the most memory of one GPU on the pool's ready nodes
