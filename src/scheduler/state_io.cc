@@ -363,6 +363,14 @@ Status Scheduler::LoadState(ArchiveReader& r) {
       }
     }
   }
+  // The mix the packer looks ahead on: the shares bidding and holding.
+  for (PoolRuntime& p : pools_) {
+    for (const RankKey& k : p.book) {
+      if (!state_.HasJob(JobId(k.job))) return Internal("a snapshot's bid is not a job");
+      CountShape(state_.job(JobId(k.job)), 1);
+    }
+    for (uint32_t id : p.share_holders) CountShape(state_.job(JobId(id)), 1);
+  }
   return Status::Ok();
 }
 

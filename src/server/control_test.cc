@@ -256,11 +256,20 @@ void Workload(ControlPlane& c, ManualClock& clock, uint64_t seed, int steps) {
     switch (rng.Uniform(10)) {
       case 0:
       case 1:
-      case 2:
         jobs += Write(c, "submit",
                       {{"tenant", tenant},
                        {"pool", "gpu"},
                        {"gpus", int64_t{1} << rng.Uniform(5)},
+                       {"limit_micros", rng.Range(1, 6) * 1'000'000},
+                       {"max_restarts", 1}})
+                    .ok();
+        break;
+      case 2:  // a share of one GPU (docs/market.md, "GPU shares")
+        jobs += Write(c, "submit",
+                      {{"tenant", tenant},
+                       {"pool", "gpu"},
+                       {"gpus", 1},
+                       {"gpu_milli", rng.Range(1, 9) * 100 + 50},
                        {"limit_micros", rng.Range(1, 6) * 1'000'000},
                        {"max_restarts", 1}})
                     .ok();
