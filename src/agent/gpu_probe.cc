@@ -118,6 +118,7 @@ class NvmlProbe final : public GpuProbe {
       const nvmlDevice_t gpu = devices_[offered_[i].gpu];
       GpuInfo g;
       g.index = static_cast<int32_t>(i);
+      g.gpu_index = static_cast<int32_t>(offered_[i].gpu);
       char buf[96] = {0};
       if (name_(dev, buf, sizeof buf) == kNvmlSuccess) g.name = buf;
       char id[96] = {0};
@@ -197,7 +198,7 @@ Result<std::unique_ptr<GpuProbe>> OpenNvmlProbe(const std::string& library) {
 }
 
 std::string DeviceId(const GpuInfo& g) {
-  return g.parent_uuid.empty() ? std::to_string(g.index) : g.uuid;
+  return g.parent_uuid.empty() ? std::to_string(g.gpu_index) : g.uuid;
 }
 
 FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib, int32_t mig_per_gpu) {
@@ -206,6 +207,7 @@ FakeProbe::FakeProbe(int32_t count, std::string host, int64_t memory_mib, int32_
     for (int32_t m = 0; m < std::max(mig_per_gpu, 1); ++m) {
       GpuInfo g;
       g.index = static_cast<int32_t>(gpus_.size());
+      g.gpu_index = i;
       g.uuid = uuid;
       g.name = "Fake GPU (no NVML)";
       g.memory_mib = memory_mib;

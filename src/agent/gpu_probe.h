@@ -24,10 +24,13 @@ struct GpuInfo {
   // A MIG instance, offered as a device of its own (docs/agent.md, "GPU shares"): the UUID of
   // the GPU it is carved from. Empty: a whole GPU.
   std::string parent_uuid;
+  // The GPU's own index among the host's GPUs (CUDA's numbering), which `index` (the position
+  // among the devices offered) is not once a GPU before it is split into MIG instances.
+  int32_t gpu_index = 0;
 };
 
 // What CUDA_VISIBLE_DEVICES names the device by: a MIG instance by its UUID ("MIG-..."), a GPU
-// by its index.
+// by its own index (gpu_index).
 std::string DeviceId(const GpuInfo& g);
 
 class GpuProbe {

@@ -28,7 +28,7 @@ void ExpectContract(GpuProbe& probe) {
       EXPECT_EQ(DeviceId(g), g.uuid);
       for (const GpuInfo& other : *first) EXPECT_NE(other.uuid, g.parent_uuid);
     } else {
-      EXPECT_EQ(DeviceId(g), std::to_string(i));
+      EXPECT_EQ(DeviceId(g), std::to_string(g.gpu_index));
     }
     uuids.insert(g.uuid);
   }
@@ -55,6 +55,19 @@ TEST(GpuProbeContract, FakeMig) {
   EXPECT_EQ((*gpus)[4].uuid, "MIG-fake-host-m-1-1");
   EXPECT_EQ((*gpus)[4].parent_uuid, "GPU-fake-host-m-1");
   EXPECT_EQ((*gpus)[4].memory_mib, 81920 / 3);
+}
+
+// The devices offered are numbered in order, but a whole GPU keeps its own index for CUDA.
+TEST(FakeProbe, WholeGpusKeepTheirOwnIndex) {
+  FakeProbe fake(3, "h");
+  auto gpus = fake.Poll();
+  ASSERT_TRUE(gpus.ok());
+  for (const GpuInfo& g : *gpus) EXPECT_EQ(DeviceId(g), std::to_string(g.gpu_index));
+  FakeProbe split(2, "h", 81920, 2);
+  auto devices = split.Poll();
+  ASSERT_TRUE(devices.ok());
+  EXPECT_EQ((*devices)[3].gpu_index, 1);
+  EXPECT_EQ(DeviceId((*devices)[3]), "MIG-fake-h-1-1");
 }
 
 TEST(GpuProbeContract, NvmlWhereTheHostHasADriver) {

@@ -449,9 +449,9 @@ Status Scheduler::Validate(const JobSpec& spec) const {
   if (spec.gpu_milli < 1 || spec.gpu_milli > kMilliPerGpu) {
     return InvalidArgument("gpus", "a share of one GPU is 0.001 to 1 (1 to 1000 thousandths)");
   }
-  if (spec.gpu_memory_mib < 0) return InvalidArgument("gpu_memory", "must not be negative");
+  if (spec.gpu_memory_mib < 0) return InvalidArgument("gpu_memory_mib", "must not be negative");
   if (spec.gpu_memory_mib > 0 && !spec.share()) {
-    return InvalidArgument("gpu_memory", "is for a share of one GPU (gpus below 1)");
+    return InvalidArgument("gpu_memory_mib", "is for a share of one GPU (gpus below 1)");
   }
   if (spec.share()) {  // docs/market.md, "GPU shares"
     if (spec.gpus != 1) return InvalidArgument("gpus", "a share is part of one GPU");

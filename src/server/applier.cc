@@ -373,7 +373,7 @@ Result<std::string> ControlPlane::On(const cmd::Register& c, Timestamp now, bool
       if (m > 0 && (memory == 0 || m < memory)) memory = m;
     }
   }
-  sched_.SetGpuMemory(*id, memory);
+  if (memory > 0) sched_.SetGpuMemory(*id, memory);  // none reported: the configured figure
   AgentLink& link = agents_[id->value()];
   link.last_seen = now;
   link.probe = c.probe;
