@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -73,6 +74,15 @@ struct Node {
   // jobs sharing it (they are stopped together to free it), else none.
   JobId Holder(int g) const {
     return gpu_job[g].valid() || gpu_shares[g].empty() ? gpu_job[g] : gpu_shares[g].front();
+  }
+  // Every job holding a GPU here: the whole-GPU holders per GPU (invalid where none), then the
+  // shares of each GPU.
+  std::vector<JobId> Holders() const {
+    std::vector<JobId> out = gpu_job;
+    for (const std::vector<JobId>& shares : gpu_shares) {
+      out.insert(out.end(), shares.begin(), shares.end());
+    }
+    return out;
   }
 };
 
@@ -264,6 +274,11 @@ class ClusterState {
   Job& job(JobId id) { return jobs_[id.value() - 1]; }
   const Job& job(JobId id) const { return jobs_[id.value() - 1]; }
   Reservation& reservation(ReservationId id) { return reservations_[id.value() - 1]; }
+  // The shares on the GPU a share job holds (itself among them).
+  const std::vector<JobId>& SharesWith(const Job& share) const {
+    const NodeSlice& sl = share.placement.slices.front();
+    return node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+  }
   const Reservation& reservation(ReservationId id) const { return reservations_[id.value() - 1]; }
 
   bool HasPool(PoolId id) const { return id.valid() && id.value() <= pools_.size(); }

@@ -134,10 +134,7 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   rt(n.pool).free.SetReady(id, to == NodeState::kReady);
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
-    std::vector<JobId> held = n.gpu_job;  // whole-GPU holders, then the shares
-    for (const std::vector<JobId>& shares : n.gpu_shares) {
-      held.insert(held.end(), shares.begin(), shares.end());
-    }
+    const std::vector<JobId> held = n.Holders();
     for (JobId j : held) {
       if (j.valid() && state_.job(j).unit_of.valid()) {
         Job& unit = state_.job(j);
@@ -1007,8 +1004,7 @@ void Scheduler::NoticeVictim(JobId victim, const std::string& reason, Timestamp 
     SendNotice(v, reason, now, beneficiary);
     return;
   }
-  const NodeSlice& sl = v.placement.slices.front();
-  const std::vector<JobId> shares = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+  const std::vector<JobId> shares = state_.SharesWith(v);  // a copy: notices change nothing here
   for (JobId id : shares) {
     Job& j = state_.job(id);
     if (IsActive(j.state)) SendNotice(j, reason, now, beneficiary);
@@ -1017,8 +1013,7 @@ void Scheduler::NoticeVictim(JobId victim, const std::string& reason, Timestamp 
 
 const Placement* Scheduler::Freeing(const Job& j) const {
   if (!j.spec.share()) return &j.placement;
-  const NodeSlice& sl = j.placement.slices.front();
-  for (JobId id : state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)]) {
+  for (JobId id : state_.SharesWith(j)) {
     if (state_.job(id).state != JobState::kPreempting) return nullptr;
   }
   return &j.placement;
@@ -2258,10 +2253,7 @@ void Scheduler::StageReclaim(Timestamp now, std::vector<Supply>* supplies) {
             // A zero notice ends at once: the owner must not wait for the next cycle. A GPU of
             // shares: every share on it.
             std::vector<JobId> stopping{victim_id};
-            if (victim.spec.share()) {
-              const NodeSlice& sl = victim.placement.slices.front();
-              stopping = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
-            }
+            if (victim.spec.share()) stopping = state_.SharesWith(victim);
             for (JobId sid : stopping) {
               Job& stop = state_.job(sid);
               if (stop.state == JobState::kPreempting && stop.notice_deadline <= now) {
@@ -2680,7 +2672,7 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
         continue;
       }
       const NodeSlice& sl = j.placement.slices.front();
-      const std::vector<JobId>& on = state_.node(sl.node).gpu_shares[std::countr_zero(sl.gpu_mask)];
+      const std::vector<JobId>& on = state_.SharesWith(j);
       if (std::find(on.begin(), on.end(), j.id) == on.end()) {
         out.push_back("share " + j.id.ToString() + " is not on the GPU it holds");
       }

@@ -175,10 +175,7 @@ std::string ControlPlane::DesiredKeyLocked(NodeId id, const DesiredVisit& visit)
   const Node& n = st.node(id);
   std::string key = std::string(NodeStateName(n.state)) + ";";
   std::vector<JobId> seen;
-  std::vector<JobId> holders = n.gpu_job;  // whole-GPU holders, then the shares of each GPU
-  for (const std::vector<JobId>& shares : n.gpu_shares) {
-    holders.insert(holders.end(), shares.begin(), shares.end());
-  }
+  const std::vector<JobId> holders = n.Holders();  // whole-GPU holders, then the shares
   for (JobId jid : holders) {
     // A unit of an elastic job is GPUs of that job (docs/market.md, "Elastic jobs").
     if (jid.valid() && st.job(jid).unit_of.valid()) jid = st.job(jid).unit_of;

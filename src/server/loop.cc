@@ -78,10 +78,7 @@ void ControlPlane::CheckAgentsLocked(Timestamp now, std::vector<Command>* log) {
       continue;
     }
     std::vector<JobId> late;
-    std::vector<JobId> held = n.gpu_job;
-    for (const std::vector<JobId>& shares : n.gpu_shares) {
-      held.insert(held.end(), shares.begin(), shares.end());
-    }
+    const std::vector<JobId> held = n.Holders();  // whole-GPU holders, then the shares
     for (JobId j : held) {
       if (!j.valid() || std::find(late.begin(), late.end(), j) != late.end()) continue;
       const Job& job = st.job(j);
