@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 
 #include "common/clock.h"
@@ -19,6 +20,7 @@ namespace {
 Timestamp T(int64_t s) { return Timestamp::FromMicros(s * 1'000'000); }
 
 struct Fleet {
+  std::unique_ptr<SteadyTicker> ticker = std::make_unique<SteadyTicker>();  // stage timings
   std::unique_ptr<Scheduler> s;
   PoolId pool;
   std::vector<TenantId> tenants;
@@ -27,8 +29,8 @@ struct Fleet {
 // nodes in racks of 32, racks in zones of 16; 8 GPUs per node.
 Fleet MakeFleet(int32_t gpus) {
   Fleet f;
-  f.s = std::make_unique<Scheduler>(
-      SchedulerOptions{.checks = InvariantChecks::kOff, .keep_ledger_entries = false});
+  f.s = std::make_unique<Scheduler>(SchedulerOptions{
+      .checks = InvariantChecks::kOff, .keep_ledger_entries = false, .ticker = f.ticker.get()});
   PoolConfig c;
   c.name = "h100";
   c.reserve_price = Money::Units(1);
@@ -114,11 +116,19 @@ void BM_FullCycleSteady(benchmark::State& state) {
     shares += j.spec.share() && j.state == JobState::kRunning;
   }
   int64_t events = 0, cycles = 0;
+  std::map<std::string, int64_t> stage_nanos;  // where a cycle's time goes
   for (auto _ : state) {
     CycleReport r = f.s->RunCycle(T(t++));
     benchmark::DoNotOptimize(r);
     events += r.events;
     ++cycles;
+    for (const StageTiming& st : r.stages) stage_nanos[st.name] += st.nanos;
+  }
+  for (const auto& [name, nanos] : stage_nanos) {
+    if (nanos >= cycles * 100'000) {  // stages of 0.1 ms or more
+      state.counters[name + "_ms"] =
+          static_cast<double>(nanos) / 1e6 / std::max<int64_t>(1, cycles);
+    }
   }
   state.counters["settle_rounds"] = rounds;
   state.counters["events_per_cycle"] = static_cast<double>(events) / std::max<int64_t>(1, cycles);

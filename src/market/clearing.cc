@@ -353,10 +353,10 @@ std::optional<ShareSpot> PlaceShare(const Supply& s, const Bid& b, bool may_open
     return std::make_tuple(x.free_milli, x.node.value(), x.gpu) <
            std::make_tuple(y.free_milli, y.node.value(), y.gpu);
   };
-  if (hosts.size() > kShareCandidates) {
-    std::partial_sort(hosts.begin(), hosts.begin() + kShareCandidates, hosts.end(), fuller);
-    hosts.resize(kShareCandidates);
-  }
+  const size_t keep = std::min(hosts.size(), kShareCandidates);
+  std::partial_sort(hosts.begin(), hosts.begin() + static_cast<std::ptrdiff_t>(keep), hosts.end(),
+                    fuller);
+  hosts.resize(keep);
   std::optional<NodeSlice> fresh;
   if (may_open) {
     PlaceResult pr = s.free.Place(1);
@@ -450,24 +450,13 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   // GPUs of shares (docs/market.md, "GPU shares"): the holder standing for each, and the room a
   // share may still join. A GPU whose shares get notice takes no share more; a GPU a share joins
   // here is no victim for the bids after it (they rank below that share).
-  std::map<std::pair<uint32_t, int32_t>, size_t> host_holder, host_room_at;
-  for (size_t i = 0; i < running.size() && s.holds_shares; ++i) {
-    const Placement& pl = *running[i]->placement;
-    if (pl.slices.size() == 1 && std::popcount(pl.slices[0].gpu_mask) == 1 && s.state) {
-      const NodeSlice& sl = pl.slices[0];
-      const int32_t g = std::countr_zero(sl.gpu_mask);
-      if (!s.state->node(sl.node).gpu_shares[g].empty()) host_holder[{sl.node.value(), g}] = i;
-    }
+  std::vector<size_t> host_holder(s.share_hosts.size(), SIZE_MAX);  // by share_hosts index
+  for (size_t i = 0; i < running.size(); ++i) {
+    if (running[i]->share_host >= 0) host_holder[running[i]->share_host] = i;
   }
-  for (size_t h = 0; h < s.share_hosts.size(); ++h) {
-    host_room_at[{s.share_hosts[h].node.value(), s.share_hosts[h].gpu}] = h;
-  }
-  auto stop_host = [&](const Placement& pl) {
-    if (pl.slices.size() != 1) return;
-    auto at =
-        host_room_at.find({pl.slices[0].node.value(), std::countr_zero(pl.slices[0].gpu_mask)});
-    if (at == host_room_at.end()) return;
-    Supply::ShareHost& h = s.share_hosts[at->second];
+  auto stop_host = [&](const Bid& b) {
+    if (b.share_host < 0) return;
+    Supply::ShareHost& h = s.share_hosts[b.share_host];
     host_room -= h.free_milli > 0;
     h.free_milli = 0;
   };
@@ -477,7 +466,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     committed -= running[i]->gpus;
     r.notices.push_back(Notice{running[i]->job, JobId(), "supply"});
     release(*running[i]->placement);
-    stop_host(*running[i]->placement);
+    stop_host(*running[i]);
   }
 
   // Victim candidates for pending bids: running jobs not yet noticed, lowest limit first (the
@@ -534,7 +523,11 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       r.rest_left_out = true;
       whole_done = true;
     }
-    if (whole_done && (host_room == 0 || b.limit < p.reserve_price)) {
+    // Once whole bids are done no GPU more opens, and room only shrinks: when the smallest share
+    // found none, no share after it can start either.
+    const bool shares_done =
+        share_fail_milli <= s.share_min_milli && share_fail_memory <= s.share_min_memory_mib;
+    if (whole_done && (host_room == 0 || shares_done || b.limit < p.reserve_price)) {
       // The rest are left out; the first that could run at all sets the price.
       for (const Bid* q = next; q && !r.highest_unplaced && q->limit >= p.reserve_price;
            q = pending.Next()) {
@@ -583,11 +576,12 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
           s.share_hosts.push_back(Supply::ShareHost{spot->node, spot->gpu, kMilliPerGpu,
                                                     s.state->node(spot->node).gpu_memory_mib});
           spot->host = static_cast<int32_t>(s.share_hosts.size()) - 1;
-          host_room_at[{spot->node.value(), spot->gpu}] = static_cast<size_t>(spot->host);
           ++host_room;
-        } else if (auto held_by = host_holder.find({spot->node.value(), spot->gpu});
-                   held_by != host_holder.end()) {
-          noticed[held_by->second] = 1;  // no victim any more (see above)
+          share_fail_milli = INT32_MAX;  // room grew: a share that found none may find it here
+          share_fail_memory = 0;
+        } else if (static_cast<size_t>(spot->host) < host_holder.size() &&
+                   host_holder[spot->host] != SIZE_MAX) {
+          noticed[host_holder[spot->host]] = 1;  // no victim any more (see above)
         }
         Supply::ShareHost& h = s.share_hosts[spot->host];
         h.free_milli -= b.milli;
@@ -653,7 +647,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
               noticed[i] = 1;
               committed -= running[i]->gpus;
               release(*running[i]->placement);
-              stop_host(*running[i]->placement);
+              stop_host(*running[i]);
             }
           }
           r.notices.push_back(Notice{v, b.job, "outbid"});

@@ -967,29 +967,41 @@ void Scheduler::CountShape(const Job& j, int64_t delta) {
   if ((shapes[key] += delta) == 0) shapes.erase(key);
 }
 
-std::vector<Bid> Scheduler::ShareHolderBids(PoolRuntime& r, bool active_only) {
+std::vector<Bid> Scheduler::ShareHolderBids(const PoolRuntime& r, bool active_only,
+                                            Supply* supply) const {
   std::vector<Bid> out;
-  r.host_placements.clear();
+  out.reserve(r.share_hosts.size());
   for (const auto& [node_id, g] : r.share_hosts) {
     const Node& n = state_.node(NodeId(node_id));
     const std::vector<JobId>& shares = n.gpu_shares[g];
     if (shares.empty()) continue;
-    r.host_placements.push_back(Placement{{NodeSlice{n.id, uint64_t{1} << g}}});
     Bid b;
     b.job = shares.front();
     b.gpus = 1;
-    b.placement = &r.host_placements.back();
-    bool first = true;
+    b.placement = &state_.job(shares.front()).placement;  // a share's placement is its GPU
+    b.shares = true;
+    bool first = true, noticed = false;
     for (JobId id : shares) {
       const Job& j = state_.job(id);
-      b.running = b.running || IsActive(j.state);
+      const bool active = IsActive(j.state);
+      b.running = b.running || active;
+      noticed = noticed || !active;
       if (first || j.limit > b.limit) b.limit = j.limit;
       if (first || j.submitted < b.submitted) b.submitted = j.submitted;
       if (first || j.started < b.started) b.started = j.started;
       if (first || j.last_checkpoint < b.last_checkpoint) b.last_checkpoint = j.last_checkpoint;
+      if (supply && (!supply->holder_floor || j.limit < *supply->holder_floor)) {
+        supply->holder_floor = j.limit;
+      }
       first = false;
     }
     b.preempting = !b.running;
+    // A share may join a GPU with room whose shares are not under notice, on a ready node.
+    if (supply && !noticed && n.state == NodeState::kReady && n.share_milli[g] < kMilliPerGpu) {
+      b.share_host = static_cast<int32_t>(supply->share_hosts.size());
+      supply->share_hosts.push_back(Supply::ShareHost{n.id, g, kMilliPerGpu - n.share_milli[g],
+                                                      n.gpu_memory_mib - n.share_memory_mib[g]});
+    }
     if (active_only && !b.running) continue;
     out.push_back(b);
   }
@@ -2380,30 +2392,18 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
     if (!r.share_hosts.empty() || !r.share_shapes.empty()) {
       // docs/market.md, "GPU shares": each GPU of shares holds as one bid; shares may join a
       // GPU with room whose shares are not under notice, on a ready node.
-      std::vector<Bid> hosts = ShareHolderBids(r, false);
+      std::vector<Bid> hosts = ShareHolderBids(r, false, &supply);
       supply.holds_shares = !hosts.empty();
       std::vector<Bid> merged;
       merged.reserve(holders.size() + hosts.size());
       std::merge(holders.begin(), holders.end(), hosts.begin(), hosts.end(),
                  std::back_inserter(merged), RanksAhead);
       holders = std::move(merged);
-      for (uint32_t id : r.share_holders) {
-        const Money limit = state_.job(JobId(id)).limit;
-        if (!supply.holder_floor || limit < *supply.holder_floor) supply.holder_floor = limit;
-      }
-      for (const Bid& h : hosts) {
-        const NodeSlice& sl = h.placement->slices.front();
-        const Node& n = state_.node(sl.node);
-        const int g = std::countr_zero(sl.gpu_mask);
-        if (!h.running || n.state != NodeState::kReady || n.share_milli[g] >= kMilliPerGpu)
-          continue;
-        bool noticed = false;
-        for (JobId id : n.gpu_shares[g]) noticed = noticed || !IsActive(state_.job(id).state);
-        if (noticed) continue;
-        supply.share_hosts.push_back(Supply::ShareHost{n.id, g, kMilliPerGpu - n.share_milli[g],
-                                                       n.gpu_memory_mib - n.share_memory_mib[g]});
-      }
+      supply.share_min_milli = kMilliPerGpu;
+      supply.share_min_memory_mib = INT64_MAX;
       for (const auto& [shape, count] : r.share_shapes) {
+        supply.share_min_milli = std::min(supply.share_min_milli, shape.first);
+        supply.share_min_memory_mib = std::min(supply.share_min_memory_mib, shape.second);
         supply.share_mix.Add(
             PodRequest{
                 .cpu_milli = 0, .memory_mib = 0, .gpus = 1, .gpu_milli = shape.first, .models = ""},

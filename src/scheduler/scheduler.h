@@ -327,7 +327,6 @@ class Scheduler {
     std::set<std::pair<uint32_t, int32_t>> share_hosts;
     // Shares bidding or holding, by (milli-GPU, memory): the mix the packer looks ahead on.
     std::map<std::pair<int32_t, int64_t>, int64_t> share_shapes;
-    std::deque<Placement> host_placements;      // scratch: the GPUs of ShareHolderBids' bids
     std::map<TenantId, __int128> tenant_carry;  // sub-micro-unit remainders
     bool index_stale = false;                   // nodes were added since `free` was built
     int32_t preempting = 0;                     // jobs under notice in this pool
@@ -372,8 +371,10 @@ class Scheduler {
   void StageElastic(Timestamp now);
   void Dequeue(Job& j);
   // The GPUs of shares in a pool, each as one holder bid (docs/market.md, "GPU shares"), in rank
-  // order; `active_only`: GPUs with a share not under notice. Points into r.host_placements.
-  std::vector<Bid> ShareHolderBids(PoolRuntime& r, bool active_only);
+  // order; `active_only`: GPUs with a share not under notice. With `supply`, also the GPUs with
+  // room for a share more (its share_hosts) and the lowest limit among the shares (holder_floor).
+  std::vector<Bid> ShareHolderBids(const PoolRuntime& r, bool active_only,
+                                   Supply* supply = nullptr) const;
   // A notice to a victim the clearing or the owners' pass chose: to every share of its GPU when
   // it stands for a GPU of shares.
   void NoticeVictim(JobId victim, const std::string& reason, Timestamp now, JobId beneficiary);
