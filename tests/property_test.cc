@@ -20,7 +20,9 @@ struct World {
   std::vector<NodeId> nodes;
   Timestamp now;
 
-  explicit World(Rng& rng) {
+  bool shares = true;  // some spot jobs ask for a share of one GPU (else whole GPUs, same draws)
+
+  explicit World(Rng& rng, bool with_shares = true) : shares(with_shares) {
     int npools = static_cast<int>(rng.Range(1, 2));
     for (int p = 0; p < npools; ++p) {
       PoolConfig c;
@@ -71,6 +73,7 @@ struct World {
         const int32_t menu[] = {100, 250, 250, 333, 500, 500, 750, 999};
         j.gpu_milli = menu[rng.Uniform(8)];
         if (rng.Chance(1, 3)) j.gpu_memory_mib = 1024 * rng.Range(1, 90);
+        if (!shares) j.gpu_milli = kMilliPerGpu, j.gpu_memory_mib = 0;
       } else if (j.tier == Tier::kSpot && rng.Chance(1, 3)) {  // elastic (docs/market.md)
         j.gpu_step = rng.Chance(1, 2) ? j.gpus : 8;
         j.max_gpus = j.gpus + j.gpu_step * static_cast<int32_t>(rng.Range(1, 3));
@@ -159,11 +162,11 @@ struct World {
   }
 };
 
-class RandomRuns : public testing::TestWithParam<uint64_t> {};
-
-TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
-  Rng rng(GetParam());
-  World w(rng);
+// A seeded run: `shares` false turns every share into one whole GPU with the same draws, so
+// the same seeds explore other states (whole-GPU owners and spot on more of the fleet).
+void RandomRun(uint64_t seed, bool shares) {
+  Rng rng(seed);
+  World w(rng, shares);
   size_t seen = 0;
   for (int step = 0; step < 400; ++step) {
     ASSERT_NO_FATAL_FAILURE(w.Step(rng));
@@ -172,8 +175,7 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
       for (size_t i = seen; i < w.s.pending_events().size(); ++i) {
         last += "\n  " + FormatEvent(w.s.pending_events()[i], w.s.state());
       }
-      FAIL() << "seed " << GetParam() << " step " << step << ": " << w.s.violations().front()
-             << last;
+      FAIL() << "seed " << seed << " step " << step << ": " << w.s.violations().front() << last;
     }
     // Elastic jobs: never below min while running (a base of min GPUs under every unit, checked
     // by the invariants), and no unit starts while its job's cooldown after a shrink runs.
@@ -185,15 +187,15 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
           w.s.state().job(e.beneficiary).unit_of.valid() &&
           !w.s.state().job(e.job).unit_of.valid()) {
         ASSERT_GT(w.s.state().job(e.beneficiary).limit, w.s.state().job(e.job).limit)
-            << "seed " << GetParam() << " step " << step << ": unit " << e.beneficiary.ToString()
+            << "seed " << seed << " step " << step << ": unit " << e.beneficiary.ToString()
             << " displaced job " << e.job.ToString();
       }
       if (e.type != EventType::kJobStarted || !w.s.state().job(e.job).unit_of.valid()) continue;
       const Job& owner = w.s.state().job(w.s.state().job(e.job).unit_of);
       ASSERT_TRUE(owner.cooldown_until == Timestamp() || owner.cooldown_until <= e.at)
-          << "seed " << GetParam() << " step " << step << ": unit " << e.job.ToString()
+          << "seed " << seed << " step " << step << ": unit " << e.job.ToString()
           << " started in its job's cooldown";
-      ASSERT_TRUE(HoldsGpus(owner.state)) << "seed " << GetParam() << " step " << step;
+      ASSERT_TRUE(HoldsGpus(owner.state)) << "seed " << seed << " step " << step;
     }
     for (const Job& j : w.s.state().jobs()) {
       if (!j.spec.elastic() || !HoldsGpus(j.state)) continue;
@@ -223,7 +225,15 @@ TEST_P(RandomRuns, InvariantsLedgerAndCharges) {
   }
 }
 
+class RandomRuns : public testing::TestWithParam<uint64_t> {};
+TEST_P(RandomRuns, InvariantsLedgerAndCharges) { RandomRun(GetParam(), true); }
 INSTANTIATE_TEST_SUITE_P(Seeds, RandomRuns, testing::Range<uint64_t>(1, 61));
+
+// Seed 44 here once found a reserved job left on a draining node after its reservation ended,
+// using up the count of the owner's next reservation (tests/scenarios/owner_draining_end.scn).
+class RandomRunsWholeGpus : public testing::TestWithParam<uint64_t> {};
+TEST_P(RandomRunsWholeGpus, InvariantsLedgerAndCharges) { RandomRun(GetParam(), false); }
+INSTANTIATE_TEST_SUITE_P(Seeds, RandomRunsWholeGpus, testing::Range<uint64_t>(1, 61));
 
 // Every pending job's reason (Scheduler::Why) is true of the state it describes.
 class PendingReasons : public testing::TestWithParam<uint64_t> {};

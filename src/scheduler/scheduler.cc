@@ -1404,7 +1404,6 @@ bool Scheduler::OnOwnGpus(PoolId pool, TenantId tenant, const Placement& p) cons
   const PoolRuntime& r = rt(pool);
   auto b = r.bound.find(tenant);
   for (const NodeSlice& sl : p.slices) {
-    if (state_.node(sl.node).state != NodeState::kReady) continue;
     uint64_t held = b == r.bound.end() ? 0 : b->second[r.free.local_index(sl.node)];
     if (sl.gpu_mask & ~held) return false;
   }
@@ -1728,9 +1727,10 @@ void Scheduler::StageReservations(Timestamp now) {
     for (const NodeSlice& sl : res.binding.slices) b[r.free.local_index(sl.node)] |= sl.gpu_mask;
   }
   for (const Pool& pool : state_.pools()) MoveIdleBindings(pool.id, now);
-  // Ends are exact: a reserved-tier attempt outside what its tenant still holds (on ready nodes;
-  // work on a draining node may finish there), or beyond its count, continues as spot (at its
-  // fallback limit) or stops, the most recently started first.
+  // Ends are exact: a reserved-tier attempt outside what its tenant still holds (work on a
+  // draining node may finish there while its reservation lasts: the binding stays with it), or
+  // beyond its count, continues as spot (at its fallback limit) or stops, the most recently
+  // started first.
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
     std::vector<Job*> jobs;

@@ -409,7 +409,8 @@ class Scheduler {
   bool HasRoom(const Job& j, int32_t claimed) const;
   // GPUs the tenant's active reservations in `pool` have left by count, beyond `claimed`.
   int32_t RoomCount(PoolId pool, TenantId tenant, int32_t claimed) const;
-  // Whether the GPUs of `p` on ready nodes are all bound to the tenant's active reservations.
+  // Whether the GPUs of `p` are all bound to the tenant's active reservations (on any node: a
+  // binding stays on a node that left service while its owner's work runs there).
   bool OnOwnGpus(PoolId pool, TenantId tenant, const Placement& p) const;
   // Reservation shape (docs/market.md): the GPUs of `pool`'s ready nodes that no reservation
   // other than `skip` holds at any instant of [start, end).
