@@ -259,6 +259,30 @@ TEST_P(PendingReasons, MatchTheState) {
       for (const Job& o : st.jobs()) {
         preempting |= o.spec.pool == j.spec.pool && o.state == JobState::kPreempting;
       }
+      if ((why->reason == "no_budget" || why->reason == "no_placement") && why->runs_at) {
+        // The limit that would outbid the cheapest holder it could stop: a whole-GPU spot job
+        // at its limit, a GPU of shares at its highest share's; a share stops nobody.
+        ASSERT_FALSE(j.spec.share()) << at;
+        std::optional<Money> cheapest;
+        auto consider = [&](Money m) { cheapest = cheapest ? std::min(*cheapest, m) : m; };
+        for (const Job& o : st.jobs()) {
+          if (o.spec.pool == j.spec.pool && HoldsGpus(o.state) && o.running_as == Tier::kSpot &&
+              !o.spec.share()) {
+            consider(o.limit);
+          }
+        }
+        for (NodeId n : st.pool_nodes(j.spec.pool)) {
+          for (const std::vector<JobId>& shares : st.node(n).gpu_shares) {
+            if (shares.empty()) continue;
+            Money highest;
+            for (JobId id : shares) highest = std::max(highest, st.job(id).limit);
+            consider(highest);
+          }
+        }
+        ASSERT_TRUE(cheapest) << at;
+        const Money step = std::max(st.pool(j.spec.pool).config.min_increment, Money::Micros(1));
+        ASSERT_EQ(*why->runs_at, *cheapest + step) << at;
+      }
       if (why->reason == "below_price") {
         ASSERT_LT(j.limit,
                   std::max(w.s.Price(j.spec.pool), st.pool(j.spec.pool).config.reserve_price))

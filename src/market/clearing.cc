@@ -561,7 +561,8 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       continue;
     }
     if (share) {  // on a GPU of shares with room, or on a GPU more while the budget allows
-      const bool may_open = committed < s.budget && held < s.budget && free_fail > 1;
+      const bool may_open =
+          committed < s.budget && held < s.budget && free_fail > 1 && s.free.free_gpus() > 0;
       // Room only shrinks within a clearing (unless a GPU more opens): a share at least as
       // large as one that found none finds none.
       const bool hopeless =

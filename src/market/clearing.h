@@ -36,8 +36,9 @@ struct Bid {
   // GPU memory it asks for. A holder standing for a GPU of shares has kMilliPerGpu.
   int32_t milli = kMilliPerGpu;
   int64_t gpu_memory_mib = 0;
-  bool shares = false;      // stands for the shares of the one GPU of its placement
-  int32_t share_host = -1;  // then: that GPU's index in Supply::share_hosts, if it has room
+  // A holder standing for the shares of the one GPU of its placement: that GPU's index in
+  // Supply::share_hosts when it has room for a share more, else -1.
+  int32_t share_host = -1;
 };
 
 // Rank order: higher limit first; at equal limits a base gang (any job that is not a unit)
@@ -80,8 +81,7 @@ struct Supply {
     int64_t free_memory_mib = 0;
   };
   std::vector<ShareHost> share_hosts;
-  bool holds_shares = false;  // some holders stand for GPUs of shares
-  WorkloadMix share_mix;      // where a share goes: the look-ahead's mix
+  WorkloadMix share_mix;  // where a share goes: the look-ahead's mix
   // The smallest share and the least memory any share of the pool asks for (a lower bound over
   // the pending ones): once a share that small finds no room, no later share can.
   int32_t share_min_milli = 1;

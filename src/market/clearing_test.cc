@@ -361,6 +361,77 @@ TEST(Clear, MatchesReferenceOnSmallMarkets) {
   EXPECT_GT(stopped_early, 500);
 }
 
+// docs/market.md, "GPU shares": once whole bids are done and a share as small as the smallest
+// asked for finds no room, the rest of the book is left unread. Reading it all (the stop
+// disabled) decides exactly the same starts, claims, notices and price.
+TEST(Clear, StopAfterTheSmallestShareDecidesAsReadingEveryBid) {
+  Rng rng(4242);
+  int stopped = 0, share_starts = 0;
+  const int32_t menu[] = {100, 250, 250, 333, 500, 500, 750, 999};
+  for (int trial = 0; trial < 3000; ++trial) {
+    Market mk(rng, 4, false);
+    // Some free GPUs hold shares already (with room left): the GPUs of shares.
+    std::vector<Supply::ShareHost> hosts;
+    uint32_t next = 500;
+    for (const Node& n : mk.s.nodes()) {
+      Node& nd = mk.s.node(n.id);
+      nd.gpu_memory_mib = 81920;
+      for (int g = 0; g < nd.gpus; ++g) {
+        if (!nd.GpuFree(g) || !rng.Chance(1, 3)) continue;
+        const int32_t used = menu[4 + rng.Uniform(4)];  // half full or more
+        const int64_t memory = rng.Chance(1, 2) ? 0 : 10240 * rng.Range(1, 6);
+        nd.gpu_shares[g].push_back(JobId(next++));
+        nd.share_milli[g] = used;
+        nd.share_memory_mib[g] = memory;
+        if (used < kMilliPerGpu) {
+          hosts.push_back(Supply::ShareHost{nd.id, g, kMilliPerGpu - used, 81920 - memory});
+        }
+      }
+    }
+    // Pending shares among the bids.
+    int32_t min_milli = kMilliPerGpu;
+    int64_t min_memory = INT64_MAX;
+    const int shares = static_cast<int>(rng.Range(0, 10));
+    for (int i = 0; i < shares; ++i) {
+      Bid b;
+      b.job = JobId(next++);
+      b.limit = M(1 + 0.5 * static_cast<double>(rng.Range(0, 10)));
+      b.submitted = T(rng.Range(0, 200));
+      b.gpus = 1;
+      b.milli = menu[rng.Uniform(8)];
+      b.gpu_memory_mib = rng.Chance(1, 2) ? 0 : 10240 * rng.Range(1, 9);
+      min_milli = std::min(min_milli, b.milli);
+      min_memory = std::min(min_memory, b.gpu_memory_mib);
+      mk.book.push_back(b);
+    }
+    SortByRank(mk.book);
+    const int32_t budget = static_cast<int32_t>(rng.Range(0, 12));
+    const Money reserve = M(1), inc = M(0.5 * static_cast<double>(rng.Range(0, 2)));
+    auto supply = [&](int32_t smallest, int64_t least_memory) {
+      Supply sp = mk.MakeSupply(budget, reserve, inc);
+      sp.share_hosts = hosts;
+      sp.max_gpu_memory_mib = 81920;
+      sp.share_min_milli = smallest;
+      sp.share_min_memory_mib = least_memory;
+      return sp;
+    };
+    ClearingResult fast = Clear(mk.book, supply(min_milli, min_memory), mk.now);
+    ClearingResult all = Clear(mk.book, supply(1, 0), mk.now);  // no share is that small
+    auto decided = [](const ClearingResult& r) {
+      ClearingResult d = r;
+      d.unplaced.clear();
+      d.infeasible.clear();
+      return Describe(d);
+    };
+    ASSERT_EQ(decided(fast), decided(all)) << "trial " << trial;
+    ASSERT_EQ(fast.highest_unplaced, all.highest_unplaced) << "trial " << trial;
+    stopped += fast.examined < all.examined;
+    for (const Start& st : fast.starts) share_starts += st.job.value() >= 500;
+  }
+  EXPECT_GT(stopped, 50);  // the stop did cut reading short (81 times)
+  EXPECT_GT(share_starts, 300);
+}
+
 // Properties (invariants 1, 3 and supply) on larger random markets with multi-node
 // gangs, where no reference is cheap enough.
 TEST(Clear, InvariantsHoldOnRandomMarkets) {

@@ -979,7 +979,6 @@ std::vector<Bid> Scheduler::ShareHolderBids(const PoolRuntime& r, bool active_on
     b.job = shares.front();
     b.gpus = 1;
     b.placement = &state_.job(shares.front()).placement;  // a share's placement is its GPU
-    b.shares = true;
     bool first = true, noticed = false;
     for (JobId id : shares) {
       const Job& j = state_.job(id);
@@ -1728,9 +1727,9 @@ void Scheduler::StageReservations(Timestamp now) {
   }
   for (const Pool& pool : state_.pools()) MoveIdleBindings(pool.id, now);
   // Ends are exact: a reserved-tier attempt outside what its tenant still holds (work on a
-  // draining node may finish there while its reservation lasts: the binding stays with it), or
-  // beyond its count, continues as spot (at its fallback limit) or stops, the most recently
-  // started first.
+  // draining node may finish there while its GPUs stay bound: a binding stays with its owner's
+  // work), then any beyond its count, the most recently started first, continues as spot (at
+  // its fallback limit) or stops.
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
     std::vector<Job*> jobs;
@@ -1738,10 +1737,18 @@ void Scheduler::StageReservations(Timestamp now) {
     std::sort(jobs.begin(), jobs.end(), [](const Job* a, const Job* b) {
       return a->started != b->started ? a->started > b->started : a->id > b->id;
     });
+    // Off its tenant's GPUs first: such a job still counts until it ends, and must not push a
+    // job that runs where it should past the count.
     for (Job* j : jobs) {
-      if (!OnOwnGpus(pool.id, j->spec.tenant, j->placement) ||
-          RoomCount(pool.id, j->spec.tenant, 0) < 0)
+      if (r.reserved_holders.count(j->id.value()) &&
+          !OnOwnGpus(pool.id, j->spec.tenant, j->placement)) {
         EndReservedAttempt(*j, now);
+      }
+    }
+    for (Job* j : jobs) {
+      if (r.reserved_holders.count(j->id.value()) && RoomCount(pool.id, j->spec.tenant, 0) < 0) {
+        EndReservedAttempt(*j, now);
+      }
     }
   }
 }
@@ -2393,7 +2400,6 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
       // docs/market.md, "GPU shares": each GPU of shares holds as one bid; shares may join a
       // GPU with room whose shares are not under notice, on a ready node.
       std::vector<Bid> hosts = ShareHolderBids(r, false, &supply);
-      supply.holds_shares = !hosts.empty();
       std::vector<Bid> merged;
       merged.reserve(holders.size() + hosts.size());
       std::merge(holders.begin(), holders.end(), hosts.begin(), hosts.end(),
@@ -2583,11 +2589,20 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
   const bool room = r.spot_held + j.spec.gpus <= r.budget &&
                     spot.Place(j.spec.gpus).outcome == PlaceOutcome::kPlaced;
   // The limit at which it would run: above the price, and, with no room, above the cheapest
-  // running job by the increment (a bid must beat it strictly).
+  // holder it could stop by the increment (a bid must beat it strictly). A GPU of shares stops
+  // only for a bid above its highest limit; a share stops nobody (docs/market.md, "GPU shares").
   std::optional<Money> outbid;
-  if (!room && !r.holder_limits.empty()) {
-    outbid =
-        Money::Micros(*r.holder_limits.begin()) + std::max(cfg.min_increment, Money::Micros(1));
+  if (!room && !j.spec.share()) {
+    std::optional<Money> cheapest;
+    if (!r.holder_rank.empty()) cheapest = Money::Micros(-r.holder_rank.rbegin()->neg_limit);
+    for (const auto& [node_id, g] : r.share_hosts) {
+      Money highest;
+      for (JobId share : state_.node(NodeId(node_id)).gpu_shares[g]) {
+        highest = std::max(highest, state_.job(share).limit);
+      }
+      if (!cheapest || highest < *cheapest) cheapest = highest;
+    }
+    if (cheapest) outbid = *cheapest + std::max(cfg.min_increment, Money::Micros(1));
   }
   if (j.limit < r.price) {
     w.runs_at = outbid && *outbid > r.price ? *outbid : r.price;
@@ -2786,7 +2801,8 @@ void Scheduler::CheckOwnerGuarantee(PoolId pool, Timestamp now,
   const PoolRuntime& r = rt(pool);
   const PoolConfig& cfg = state_.pool(pool).config;
   auto name = [&](const Job& j) { return j.spec.name.empty() ? j.id.ToString() : j.spec.name; };
-  // Reserved-tier work runs only on GPUs its tenant holds (on ready nodes).
+  // Reserved-tier work runs only on GPUs its tenant holds (a binding stays on a node that left
+  // service while its owner's work runs there).
   for (uint32_t id : r.reserved_holders) {
     const Job& j = state_.job(JobId(id));
     if (!OnOwnGpus(pool, j.spec.tenant, j.placement)) {

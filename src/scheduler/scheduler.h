@@ -79,7 +79,7 @@ struct PendingWhy {
   int32_t bids = 0;                 // pending spot bids in the pool
   Money price;                      // the pool's clearing price now
   Money limit;                      // the job's limit
-  std::optional<Money> runs_at;     // below_price: the price at which it would run
+  std::optional<Money> runs_at;     // the limit at which it would run, where one would do
   int32_t gpus = 0;                 // the gang it needs
   int32_t largest_free = 0;         // no_placement: most free GPUs spot may use on one node
   int32_t free_gpus = 0;            // ... and in the pool

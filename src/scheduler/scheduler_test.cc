@@ -158,6 +158,45 @@ TEST(Scheduler, ReservedTimeSplitsByWhatBecameOfIt) {
   EXPECT_EQ(f.s.ledger().Charges(acct) + f.s.ledger().Credits(acct), f.s.ledger().Balance(acct));
 }
 
+// docs/market.md, "Why a job is pending": a GPU of shares stops only for a bid above the highest
+// limit among its shares, so that is the limit a whole-GPU bid is told it would run at; a share
+// stops nobody and is told none.
+TEST(Scheduler, WhyRunsAtAboveTheHighestShareOfAGpu) {
+  Scheduler s;
+  PoolConfig c;
+  c.name = "h100";
+  c.reserve_price = Money::Units(1);
+  c.min_increment = Money::Micros(250'000);
+  const PoolId pool = *s.AddPool(c);
+  (void)s.AddNode("n1", pool, 1, "z/r");
+  const TenantId t = *s.AddTenant("t");
+  auto bid = [&](int32_t milli, int64_t limit_units) {
+    JobSpec j;
+    j.tenant = t;
+    j.pool = pool;
+    j.gpus = 1;
+    j.gpu_milli = milli;
+    j.tier = Tier::kSpot;
+    j.limit_price = Money::Units(limit_units);
+    return *s.SubmitAndDecide(j, T(0));
+  };
+  const JobId high = bid(500, 9), low = bid(500, 2);
+  s.RunCycle(T(0));
+  ASSERT_EQ(s.state().job(high).state, JobState::kRunning);
+  ASSERT_EQ(s.state().job(low).state, JobState::kRunning);
+  const JobId whole = bid(kMilliPerGpu, 5), share = bid(500, 5);
+  s.RunCycle(T(1));
+  EXPECT_EQ(s.state().job(whole).state, JobState::kPending);  // 5 does not beat 9
+  Result<PendingWhy> w = s.Why(whole);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->reason, "no_budget");
+  ASSERT_TRUE(w->runs_at);
+  EXPECT_EQ(*w->runs_at, Money::Micros(9'250'000));  // not 2.25: the cheap share is not alone
+  Result<PendingWhy> ws = s.Why(share);
+  ASSERT_TRUE(ws.ok());
+  EXPECT_FALSE(ws->runs_at) << ws->reason;
+}
+
 TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
   struct CountingTicker : Ticker {
     mutable int64_t t = 0;
