@@ -136,16 +136,14 @@ struct JobUser {
     ::alarm(1);  // a signal just before waitpid blocks is seen within a second
     int status = 0;
     pid_t p = ::waitpid(-1, &status, 0);
-    if (p > 0) {
-      last = status;
-    } else if (errno != EINTR) {
-      break;  // no children left
-    }
-    if (g_kill) {
+    const bool none_left = p <= 0 && errno != EINTR;
+    if (p > 0) last = status;
+    if (g_kill) {  // before `none_left`: a kill whose children are already gone still kills
       KillTree();
       ::signal(SIGKILL, SIG_DFL);
       ::raise(SIGKILL);
     }
+    if (none_left) break;
     if (time_limit_s > 0 && clock.Now().micros() - started_us >= time_limit_s * 1'000'000) {
       ::dprintf(2, "reservoir: the time limit of %llds is reached: stopping\n",
                 static_cast<long long>(time_limit_s));
@@ -342,8 +340,10 @@ Executor::~Executor() {
 }
 
 void Executor::KillAttempt(const Child& c) {
+  // The supervisor kills the job's whole tree, then itself. Told first, it knows why its
+  // children die when the cgroup kills them, and ends killed, not with their last status.
+  ::kill(c.pid, SIGUSR1);
   if (!c.cgroup.empty()) WriteFile(c.cgroup + "/cgroup.kill", "1");
-  ::kill(c.pid, SIGUSR1);  // the supervisor kills the job's whole tree, then itself
 }
 
 Result<pid_t> Executor::Start(const LaunchSpec& spec, std::string* limits) {
