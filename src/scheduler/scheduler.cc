@@ -2595,12 +2595,8 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
   if (!room && !j.spec.share()) {
     std::optional<Money> cheapest;
     if (!r.holder_rank.empty()) cheapest = Money::Micros(-r.holder_rank.rbegin()->neg_limit);
-    for (const auto& [node_id, g] : r.share_hosts) {
-      Money highest;
-      for (JobId share : state_.node(NodeId(node_id)).gpu_shares[g]) {
-        highest = std::max(highest, state_.job(share).limit);
-      }
-      if (!cheapest || highest < *cheapest) cheapest = highest;
+    for (const Bid& gpu : ShareHolderBids(r, false)) {  // each at its highest share's limit
+      if (!cheapest || gpu.limit < *cheapest) cheapest = gpu.limit;
     }
     if (cheapest) outbid = *cheapest + std::max(cfg.min_increment, Money::Micros(1));
   }
