@@ -95,7 +95,10 @@ void Scheduler::SetGpuMemory(NodeId id, int64_t mib) {
   for (int64_t used : n.share_memory_mib) {
     if (used > mib) return;
   }
-  if (n.gpu_memory_mib != mib) at_fixpoint_ = false;
+  if (n.gpu_memory_mib != mib) {
+    at_fixpoint_ = false;
+    HolderChanged(n.pool);  // the room its GPUs of shares have
+  }
   n.gpu_memory_mib = mib;
 }
 
@@ -131,6 +134,7 @@ Status Scheduler::SetNodeState(NodeId id, NodeState to, Timestamp now) {
   if (n.state == to) return Status::Ok();
   at_fixpoint_ = false;
   n.state = to;
+  HolderChanged(n.pool);  // whether shares may join its GPUs
   rt(n.pool).free.SetReady(id, to == NodeState::kReady);
   if (to == NodeState::kDown) {
     std::vector<JobId> lost;
@@ -841,6 +845,7 @@ Status Scheduler::ConfirmStart(JobId id, int32_t attempt, Timestamp now, NodeId 
     if (j.confirmed.size() < members.size()) return Status::Ok();  // the gang is not whole yet
   }
   j.state = JobState::kRunning;
+  if (j.running_as == Tier::kSpot) HolderChanged(j);
   if (!j.units.empty()) at_fixpoint_ = false;  // its units may start now
   Event e = JobEvent(EventType::kJobRunning, j, now);
   Emit(std::move(e));
@@ -873,7 +878,11 @@ Status Scheduler::Checkpointed(JobId id, Timestamp now) {
   Job& j = state_.job(id);
   if (!HoldsGpus(j.state)) return FailedPrecondition("job is not running");
   j.last_checkpoint = now;
-  for (JobId u : j.units) state_.job(u).last_checkpoint = now;  // a unit loses its job's work
+  HolderChanged(j);
+  for (JobId u : j.units) {
+    state_.job(u).last_checkpoint = now;  // a unit loses its job's work
+    HolderChanged(state_.job(u));
+  }
   Emit(JobEvent(EventType::kJobCheckpointed, j, now));
   return Status::Ok();
 }
@@ -967,45 +976,150 @@ void Scheduler::CountShape(const Job& j, int64_t delta) {
   if ((shapes[key] += delta) == 0) shapes.erase(key);
 }
 
+std::pair<Bid, Scheduler::HolderEntry> Scheduler::ShareGpu(const Node& n, int32_t g) const {
+  const std::vector<JobId>& shares = n.gpu_shares[g];
+  Bid b;
+  HolderEntry e;
+  e.key = GpuKey(n.id, g);
+  b.job = shares.front();
+  b.gpus = 1;
+  b.placement = &state_.job(shares.front()).placement;  // a share's placement is its GPU
+  bool first = true, noticed = false;
+  for (JobId id : shares) {
+    const Job& j = state_.job(id);
+    const bool active = IsActive(j.state);
+    b.running = b.running || active;
+    noticed = noticed || !active;
+    if (first || j.limit > b.limit) b.limit = j.limit;
+    if (first || j.limit < e.floor) e.floor = j.limit;
+    if (first || j.submitted < b.submitted) b.submitted = j.submitted;
+    if (first || j.started < b.started) b.started = j.started;
+    if (first || j.last_checkpoint < b.last_checkpoint) b.last_checkpoint = j.last_checkpoint;
+    first = false;
+  }
+  b.preempting = !b.running;
+  e.room.node = n.id;
+  e.room.gpu = g;
+  // A share may join a GPU with room whose shares are not under notice, on a ready node.
+  if (!noticed && n.state == NodeState::kReady && n.share_milli[g] < kMilliPerGpu) {
+    e.room.free_milli = kMilliPerGpu - n.share_milli[g];
+    e.room.free_memory_mib = n.gpu_memory_mib - n.share_memory_mib[g];
+  }
+  return {b, e};
+}
+
 std::vector<Bid> Scheduler::ShareHolderBids(const PoolRuntime& r, bool active_only,
                                             Supply* supply) const {
   std::vector<Bid> out;
   out.reserve(r.share_hosts.size());
   for (const auto& [node_id, g] : r.share_hosts) {
     const Node& n = state_.node(NodeId(node_id));
-    const std::vector<JobId>& shares = n.gpu_shares[g];
-    if (shares.empty()) continue;
-    Bid b;
-    b.job = shares.front();
-    b.gpus = 1;
-    b.placement = &state_.job(shares.front()).placement;  // a share's placement is its GPU
-    bool first = true, noticed = false;
-    for (JobId id : shares) {
-      const Job& j = state_.job(id);
-      const bool active = IsActive(j.state);
-      b.running = b.running || active;
-      noticed = noticed || !active;
-      if (first || j.limit > b.limit) b.limit = j.limit;
-      if (first || j.submitted < b.submitted) b.submitted = j.submitted;
-      if (first || j.started < b.started) b.started = j.started;
-      if (first || j.last_checkpoint < b.last_checkpoint) b.last_checkpoint = j.last_checkpoint;
-      if (supply && (!supply->holder_floor || j.limit < *supply->holder_floor)) {
-        supply->holder_floor = j.limit;
+    if (n.gpu_shares[g].empty()) continue;
+    auto [b, e] = ShareGpu(n, g);
+    if (supply) {
+      if (!supply->holder_floor || e.floor < *supply->holder_floor) supply->holder_floor = e.floor;
+      if (e.room.free_milli > 0) {
+        b.share_host = static_cast<int32_t>(supply->share_hosts.size());
+        supply->share_hosts.push_back(e.room);
       }
-      first = false;
-    }
-    b.preempting = !b.running;
-    // A share may join a GPU with room whose shares are not under notice, on a ready node.
-    if (supply && !noticed && n.state == NodeState::kReady && n.share_milli[g] < kMilliPerGpu) {
-      b.share_host = static_cast<int32_t>(supply->share_hosts.size());
-      supply->share_hosts.push_back(Supply::ShareHost{n.id, g, kMilliPerGpu - n.share_milli[g],
-                                                      n.gpu_memory_mib - n.share_memory_mib[g]});
     }
     if (active_only && !b.running) continue;
     out.push_back(b);
   }
   std::sort(out.begin(), out.end(), RanksAhead);
   return out;
+}
+
+void Scheduler::HolderChanged(const Job& j) {
+  if (j.placement.slices.empty()) return;
+  HolderCache& c = rt(j.spec.pool).holders;
+  if (c.stale) return;
+  if (c.changed.size() > c.bids.size() / 4 + 64) {  // patching would cost more than a rebuild
+    HolderChanged(j.spec.pool);
+    return;
+  }
+  if (j.spec.share()) {
+    const NodeSlice& sl = j.placement.slices.front();
+    c.changed.push_back(GpuKey(sl.node, std::countr_zero(sl.gpu_mask)));
+  } else {
+    c.changed.push_back(j.id.value());
+  }
+}
+
+void Scheduler::HolderChanged(PoolId pool) {
+  HolderCache& c = rt(pool).holders;
+  c.stale = true;
+  c.changed.clear();
+}
+
+void Scheduler::PatchHolders(PoolRuntime& r) {
+  HolderCache& c = r.holders;
+  if (!c.stale && c.changed.empty()) return;
+  std::vector<std::pair<Bid, HolderEntry>> add;
+  auto add_key = [&](uint64_t key) {
+    if (key >> 63) {
+      const Node& n = state_.node(NodeId(static_cast<uint32_t>(key >> 8 & 0xffffffff)));
+      const int32_t g = static_cast<int32_t>(key & 0xff);
+      if (!n.gpu_shares[g].empty()) add.push_back(ShareGpu(n, g));
+    } else if (r.spot_holders.Contains(static_cast<uint32_t>(key))) {
+      add.emplace_back(BidOf(state_.job(JobId(static_cast<uint32_t>(key)))),
+                       HolderEntry{.key = key, .room = {}, .floor = Money()});
+    }
+  };
+  if (c.stale) {
+    c.bids.clear();
+    c.entries.clear();
+    for (const RankKey& k : r.holder_rank) add_key(k.job);
+    for (const auto& [node_id, g] : r.share_hosts) add_key(GpuKey(NodeId(node_id), g));
+  } else {
+    std::sort(c.changed.begin(), c.changed.end());
+    c.changed.erase(std::unique(c.changed.begin(), c.changed.end()), c.changed.end());
+    size_t kept = 0;
+    for (size_t i = 0; i < c.bids.size(); ++i) {
+      if (std::binary_search(c.changed.begin(), c.changed.end(), c.entries[i].key)) continue;
+      c.bids[kept] = c.bids[i];
+      c.entries[kept] = c.entries[i];
+      ++kept;
+    }
+    c.bids.resize(kept);
+    c.entries.resize(kept);
+    for (uint64_t key : c.changed) add_key(key);
+  }
+  std::sort(add.begin(), add.end(),
+            [](const auto& a, const auto& b) { return RanksAhead(a.first, b.first); });
+  if (!add.empty()) {  // merge the new entries in, bids and entries alike
+    std::vector<Bid> bids;
+    std::vector<HolderEntry> entries;
+    bids.reserve(c.bids.size() + add.size());
+    entries.reserve(c.bids.size() + add.size());
+    size_t i = 0, k = 0;
+    while (i < c.bids.size() || k < add.size()) {
+      if (k == add.size() || (i < c.bids.size() && !RanksAhead(add[k].first, c.bids[i]))) {
+        bids.push_back(c.bids[i]);
+        entries.push_back(c.entries[i++]);
+      } else {
+        bids.push_back(add[k].first);
+        entries.push_back(add[k++].second);
+      }
+    }
+    c.bids = std::move(bids);
+    c.entries = std::move(entries);
+  }
+  c.stale = false;
+  c.changed.clear();
+  // The rooms and the floor follow the entries.
+  c.rooms.clear();
+  c.floor.reset();
+  for (size_t i = 0; i < c.bids.size(); ++i) {
+    const HolderEntry& e = c.entries[i];
+    c.bids[i].share_host = -1;
+    if (!(e.key >> 63)) continue;
+    if (!c.floor || e.floor < *c.floor) c.floor = e.floor;
+    if (e.room.free_milli > 0) {
+      c.bids[i].share_host = static_cast<int32_t>(c.rooms.size());
+      c.rooms.push_back(e.room);
+    }
+  }
 }
 
 void Scheduler::NoticeVictim(JobId victim, const std::string& reason, Timestamp now,
@@ -1125,6 +1239,7 @@ void Scheduler::RestartInPlace(Job& j, Timestamp now) {
   for (const NodeSlice& s : all.slices) two_phase = two_phase || state_.node(s.node).agent;
   j.state = two_phase ? JobState::kStarting : JobState::kRunning;
   j.started = now;
+  if (j.running_as == Tier::kSpot) HolderChanged(j);
   Event e = JobEvent(EventType::kJobResized, j, now);
   e.detail = std::to_string(all.GpuCount()) + " GPUs " + PlacementString(state_, all);
   Emit(std::move(e));
@@ -1176,6 +1291,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
   j.started = now;
   j.running_as = as;
   if (as == Tier::kSpot) {
+    HolderChanged(j);
     BookInsert(j);
     OpenSpot(j, now);
     r.holder_limits.insert(j.limit.micros());
@@ -1208,6 +1324,7 @@ void Scheduler::Bind(Job& j, Placement p, Tier as, Timestamp now) {
 void Scheduler::Unbind(Job& j) {
   PoolRuntime& r = rt(j.spec.pool);
   if (j.running_as == Tier::kSpot) {
+    HolderChanged(j);
     BookErase(j);
     CloseSpot(j, last_accrual_);
     auto it = r.holder_limits.find(j.limit.micros());
@@ -1346,6 +1463,7 @@ void Scheduler::SendNotice(Job& j, std::string reason, Timestamp now, JobId bene
   if (spot) BookErase(j);
   j.state = JobState::kPreempting;
   if (spot) BookInsert(j);
+  if (spot) HolderChanged(j);
   j.notice_deadline = deadline ? *deadline : now + std::min(j.spec.notice, cfg.max_notice);
   j.preempt_reason = reason;
   preempting_.insert(j.id.value());
@@ -1773,6 +1891,7 @@ void Scheduler::EndReservedAttempt(Job& j, Timestamp now) {
   OpenSpot(j, now);
   r.spot_holders.Insert(j.id.value());
   r.holder_rank.insert(HolderKey(j));
+  HolderChanged(j);
   r.holder_limits.insert(j.limit.micros());
   r.spot_held += j.spec.gpus;
   Event e = JobEvent(EventType::kJobConverted, j, now);
@@ -2392,19 +2511,14 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
   results->clear();
   for (const Pool& pool : state_.pools()) {
     PoolRuntime& r = rt(pool.id);
-    std::vector<Bid> holders;  // in rank order (RanksAhead orders bids as RankKey does)
-    holders.reserve(r.holder_rank.size());
-    for (const RankKey& k : r.holder_rank) holders.push_back(BidOf(state_.job(JobId(k.job))));
+    PatchHolders(r);
+    const std::vector<Bid>& holders = r.holders.bids;  // rank order (RanksAhead)
     Supply& supply = (*supplies)[pool.id.value() - 1];
     if (!r.share_hosts.empty() || !r.share_shapes.empty()) {
       // docs/market.md, "GPU shares": each GPU of shares holds as one bid; shares may join a
       // GPU with room whose shares are not under notice, on a ready node.
-      std::vector<Bid> hosts = ShareHolderBids(r, false, &supply);
-      std::vector<Bid> merged;
-      merged.reserve(holders.size() + hosts.size());
-      std::merge(holders.begin(), holders.end(), hosts.begin(), hosts.end(),
-                 std::back_inserter(merged), RanksAhead);
-      holders = std::move(merged);
+      supply.share_hosts = r.holders.rooms;
+      supply.holder_floor = r.holders.floor;
       supply.share_min_milli = kMilliPerGpu;
       supply.share_min_memory_mib = INT64_MAX;
       for (const auto& [shape, count] : r.share_shapes) {
@@ -2628,6 +2742,84 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
 // ---------------------------------------------------------------------------------------------
 // Invariants (docs/architecture.md, 1-5; 6 is enforced where notices expire)
 
+namespace {
+
+bool SameBid(const Bid& a, const Bid& b) {
+  return a.job == b.job && a.limit == b.limit && a.submitted == b.submitted && a.gpus == b.gpus &&
+         a.running == b.running && a.preempting == b.preempting && a.placement == b.placement &&
+         a.started == b.started && a.last_checkpoint == b.last_checkpoint && a.unit == b.unit &&
+         a.parent == b.parent && a.milli == b.milli && a.gpu_memory_mib == b.gpu_memory_mib;
+}
+
+bool SameRoom(const Supply::ShareHost& a, const Supply::ShareHost& b) {
+  return a.node == b.node && a.gpu == b.gpu && a.free_milli == b.free_milli &&
+         a.free_memory_mib == b.free_memory_mib;
+}
+
+}  // namespace
+
+// Invariant 10 (docs/architecture.md): the holders kept between cycles are in rank order, and
+// every entry not listed as changed is what the clearing would build now; every holder not
+// listed is kept.
+void Scheduler::CheckHolderCache(PoolId pool, std::vector<std::string>* out) const {
+  const PoolRuntime& r = rt(pool);
+  const HolderCache& c = r.holders;
+  if (c.stale) return;
+  const std::string in_pool = "pool " + state_.pool(pool).config.name + ": ";
+  const std::string where = in_pool + "kept holder ";
+  std::vector<uint64_t> changed = c.changed;
+  std::sort(changed.begin(), changed.end());
+  auto listed = [&](uint64_t key) {
+    return std::binary_search(changed.begin(), changed.end(), key);
+  };
+  auto name = [&](uint64_t key) {
+    if (!(key >> 63)) return "job " + std::to_string(key);
+    const NodeId n(static_cast<uint32_t>(key >> 8 & 0xffffffff));
+    return "GPU " + (state_.HasNode(n) ? state_.node(n).name : n.ToString()) + "/" +
+           std::to_string(key & 0xff);
+  };
+  if (c.entries.size() != c.bids.size()) {
+    out->push_back(where + "entries and bids differ in number");
+    return;
+  }
+  std::vector<uint64_t> keys;
+  for (size_t i = 0; i < c.bids.size(); ++i) {
+    const uint64_t key = c.entries[i].key;
+    keys.push_back(key);
+    if (i > 0 && RanksAhead(c.bids[i], c.bids[i - 1])) {
+      out->push_back(where + name(key) + " is out of rank order");
+    }
+    if (listed(key)) continue;
+    bool holds = false, same = false;
+    if (key >> 63) {
+      const NodeId n(static_cast<uint32_t>(key >> 8 & 0xffffffff));
+      const int32_t g = static_cast<int32_t>(key & 0xff);
+      holds = state_.HasNode(n) && g < state_.node(n).gpus && !state_.node(n).gpu_shares[g].empty();
+      if (holds) {
+        auto [bid, entry] = ShareGpu(state_.node(n), g);
+        same = SameBid(bid, c.bids[i]) && SameRoom(entry.room, c.entries[i].room) &&
+               entry.floor == c.entries[i].floor;
+      }
+    } else {
+      holds = r.spot_holders.Contains(static_cast<uint32_t>(key));
+      same = holds && SameBid(BidOf(state_.job(JobId(static_cast<uint32_t>(key)))), c.bids[i]);
+    }
+    if (!holds) {
+      out->push_back(where + name(key) + " holds no GPU, and is not listed as changed");
+    } else if (!same) {
+      out->push_back(where + name(key) + " is out of date, and not listed as changed");
+    }
+  }
+  std::sort(keys.begin(), keys.end());
+  auto kept = [&](uint64_t key) {
+    if (!listed(key) && !std::binary_search(keys.begin(), keys.end(), key)) {
+      out->push_back(in_pool + "holder " + name(key) + " is not kept, and not listed as changed");
+    }
+  };
+  for (const RankKey& k : r.holder_rank) kept(k.job);
+  for (const auto& [node_id, g] : r.share_hosts) kept(GpuKey(NodeId(node_id), g));
+}
+
 std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_done) const {
   std::vector<std::string> out;
   // 1. No GPU is assigned to two jobs: node holders and job placements agree exactly. Only jobs
@@ -2671,6 +2863,7 @@ std::vector<std::string> Scheduler::CheckInvariants(Timestamp now, bool cycle_do
                     " spot holders of " + std::to_string(r.spot_holders.ids().size()));
     }
     for (uint32_t id : rt(pool.id).reserved_holders) check_holder(state_.job(JobId(id)));
+    CheckHolderCache(pool.id, &out);
     // 9. GPU shares (docs/market.md, "GPU shares"): a share holds one GPU of its pool, listed
     // there; no GPU is over-committed in compute share or in memory, and none holds shares and
     // a whole-GPU job at once.

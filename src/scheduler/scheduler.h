@@ -283,6 +283,7 @@ class Scheduler {
       ids_.pop_back();
       pos_[id] = -1;
     }
+    bool Contains(uint32_t id) const { return id < pos_.size() && pos_[id] >= 0; }
     const std::vector<uint32_t>& ids() const { return ids_; }
 
    private:
@@ -290,6 +291,26 @@ class Scheduler {
     std::vector<uint32_t> ids_;
     std::vector<int32_t> pos_;
   };
+  // The clearing's holders kept between cycles (docs/architecture.md, "Holders between cycles"):
+  // whole-GPU spot holders and GPUs of shares in rank order, each as the clearing sees it, with
+  // the rooms shares may join. What changed since is listed, and patched in at the next
+  // clearing; an entry not listed is current (invariant 10).
+  struct HolderEntry {
+    uint64_t key = 0;        // a whole-GPU holder's job id, or GpuKey() of a GPU of shares
+    Supply::ShareHost room;  // a GPU of shares a share may join (else free_milli is 0)
+    Money floor;             // a GPU of shares: its lowest share's limit
+  };
+  struct HolderCache {
+    bool stale = true;                     // rebuild it all at the next clearing
+    std::vector<Bid> bids;                 // rank order (RanksAhead)
+    std::vector<HolderEntry> entries;      // one per bid
+    std::vector<Supply::ShareHost> rooms;  // Bid::share_host indexes these
+    std::optional<Money> floor;            // the lowest limit among the shares
+    std::vector<uint64_t> changed;         // keys whose entry may be out of date
+  };
+  static uint64_t GpuKey(NodeId node, int32_t gpu) {
+    return uint64_t{1} << 63 | uint64_t{node.value()} << 8 | static_cast<uint32_t>(gpu);
+  }
   struct PoolRuntime {
     FreeMap free;
     Calendar calendar;
@@ -327,6 +348,7 @@ class Scheduler {
     std::set<std::pair<uint32_t, int32_t>> share_hosts;
     // Shares bidding or holding, by (milli-GPU, memory): the mix the packer looks ahead on.
     std::map<std::pair<int32_t, int64_t>, int64_t> share_shapes;
+    HolderCache holders;                        // derived: rebuilt after a snapshot load
     std::map<TenantId, __int128> tenant_carry;  // sub-micro-unit remainders
     bool index_stale = false;                   // nodes were added since `free` was built
     int32_t preempting = 0;                     // jobs under notice in this pool
@@ -375,6 +397,16 @@ class Scheduler {
   // room for a share more (its share_hosts) and the lowest limit among the shares (holder_floor).
   std::vector<Bid> ShareHolderBids(const PoolRuntime& r, bool active_only,
                                    Supply* supply = nullptr) const;
+  // One GPU of shares as a holder: its bid, the room a share may join (free_milli 0 when none
+  // may) and its lowest share's limit. The GPU holds at least one share.
+  std::pair<Bid, HolderEntry> ShareGpu(const Node& n, int32_t g) const;
+  // The holder entry of a spot job or of its GPU of shares may have changed: the clearing
+  // patches it in (HolderCache).
+  void HolderChanged(const Job& j);
+  void HolderChanged(PoolId pool);  // all of them (a node's state or GPU memory changed)
+  // Brings a pool's HolderCache up to date.
+  void PatchHolders(PoolRuntime& r);
+  void CheckHolderCache(PoolId pool, std::vector<std::string>* out) const;  // invariant 10
   // A notice to a victim the clearing or the owners' pass chose: to every share of its GPU when
   // it stands for a GPU of shares.
   void NoticeVictim(JobId victim, const std::string& reason, Timestamp now, JobId beneficiary);

@@ -197,6 +197,28 @@ TEST(Scheduler, WhyRunsAtAboveTheHighestShareOfAGpu) {
   EXPECT_FALSE(ws->runs_at) << ws->reason;
 }
 
+// The clearing keeps its holders between cycles (docs/architecture.md, "Holders between cycles"):
+// a checkpoint reported between two cycles reaches the next victim choice.
+TEST(Scheduler, AVictimChoiceSeesACheckpointReportedBetweenCycles) {
+  Fixture f;
+  std::vector<JobId> held;
+  for (int i = 0; i < 16; ++i) held.push_back(*f.s.Submit(f.Spot(1, 2), T(0)));
+  f.s.RunCycle(T(0));
+  for (JobId id : held) ASSERT_EQ(f.s.state().job(id).state, JobState::kRunning);
+  f.s.RunCycle(T(50));  // the holders are kept from here
+  ASSERT_TRUE(f.s.Checkpointed(held[12], T(100)).ok());
+  const JobId rich = *f.s.Submit(f.Spot(1, 9), T(200));
+  f.s.RunCycle(T(200));
+  // Every holder bids 2 and started at 0: the one that loses the least work goes, and only it
+  // (without the checkpoint, the lowest id would).
+  for (size_t i = 0; i < held.size(); ++i) {
+    EXPECT_EQ(f.s.state().job(held[i]).state, i == 12 ? JobState::kPreempting : JobState::kRunning)
+        << i;
+  }
+  EXPECT_EQ(f.s.state().job(rich).state, JobState::kPending);
+  EXPECT_TRUE(f.s.CheckInvariants(T(200)).empty());
+}
+
 TEST(Scheduler, CycleRunsNamedStagesAndTimesThemWithATicker) {
   struct CountingTicker : Ticker {
     mutable int64_t t = 0;

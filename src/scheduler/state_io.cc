@@ -349,6 +349,7 @@ Status Scheduler::LoadState(ArchiveReader& r) {
       if (!state_.HasJob(JobId(id))) return Internal("a snapshot's spot holder is not a job");
       p.holder_rank.insert(HolderKey(state_.job(JobId(id))));
     }
+    p.holders = HolderCache();
   }
   for (const Node& n : state_.nodes()) {
     if (!state_.HasPool(n.pool) || n.gpu_shares.size() != static_cast<size_t>(n.gpus)) {
