@@ -1057,9 +1057,9 @@ void Scheduler::PatchHolders(PoolRuntime& r) {
   if (!c.stale && c.changed.empty()) return;
   std::vector<std::pair<Bid, HolderEntry>> add;
   auto add_key = [&](uint64_t key) {
-    if (key >> 63) {
-      const Node& n = state_.node(NodeId(static_cast<uint32_t>(key >> 8 & 0xffffffff)));
-      const int32_t g = static_cast<int32_t>(key & 0xff);
+    if (IsGpuKey(key)) {
+      const auto [node, g] = GpuOfKey(key);
+      const Node& n = state_.node(node);
       if (!n.gpu_shares[g].empty()) add.push_back(ShareGpu(n, g));
     } else if (r.spot_holders.Contains(static_cast<uint32_t>(key))) {
       add.emplace_back(BidOf(state_.job(JobId(static_cast<uint32_t>(key)))),
@@ -1087,23 +1087,20 @@ void Scheduler::PatchHolders(PoolRuntime& r) {
   }
   std::sort(add.begin(), add.end(),
             [](const auto& a, const auto& b) { return RanksAhead(a.first, b.first); });
-  if (!add.empty()) {  // merge the new entries in, bids and entries alike
-    std::vector<Bid> bids;
-    std::vector<HolderEntry> entries;
-    bids.reserve(c.bids.size() + add.size());
-    entries.reserve(c.bids.size() + add.size());
-    size_t i = 0, k = 0;
-    while (i < c.bids.size() || k < add.size()) {
-      if (k == add.size() || (i < c.bids.size() && !RanksAhead(add[k].first, c.bids[i]))) {
-        bids.push_back(c.bids[i]);
-        entries.push_back(c.entries[i++]);
+  if (!add.empty()) {  // merge the new entries in from the back, in place, bids and entries alike
+    size_t i = c.bids.size(), k = add.size(), out = i + k;
+    c.bids.resize(out);
+    c.entries.resize(out);
+    while (k > 0) {
+      // The kept entry goes last only if the added one ranks ahead of it (a tie keeps it first).
+      if (i > 0 && RanksAhead(add[k - 1].first, c.bids[i - 1])) {
+        c.bids[--out] = c.bids[--i];
+        c.entries[out] = c.entries[i];
       } else {
-        bids.push_back(add[k].first);
-        entries.push_back(add[k++].second);
+        c.bids[--out] = add[--k].first;
+        c.entries[out] = add[k].second;
       }
     }
-    c.bids = std::move(bids);
-    c.entries = std::move(entries);
   }
   c.stale = false;
   c.changed.clear();
@@ -1113,7 +1110,7 @@ void Scheduler::PatchHolders(PoolRuntime& r) {
   for (size_t i = 0; i < c.bids.size(); ++i) {
     const HolderEntry& e = c.entries[i];
     c.bids[i].share_host = -1;
-    if (!(e.key >> 63)) continue;
+    if (!IsGpuKey(e.key)) continue;
     if (!c.floor || e.floor < *c.floor) c.floor = e.floor;
     if (e.room.free_milli > 0) {
       c.bids[i].share_host = static_cast<int32_t>(c.rooms.size());
@@ -2773,10 +2770,10 @@ void Scheduler::CheckHolderCache(PoolId pool, std::vector<std::string>* out) con
     return std::binary_search(changed.begin(), changed.end(), key);
   };
   auto name = [&](uint64_t key) {
-    if (!(key >> 63)) return "job " + std::to_string(key);
-    const NodeId n(static_cast<uint32_t>(key >> 8 & 0xffffffff));
+    if (!IsGpuKey(key)) return "job " + std::to_string(key);
+    const auto [n, g] = GpuOfKey(key);
     return "GPU " + (state_.HasNode(n) ? state_.node(n).name : n.ToString()) + "/" +
-           std::to_string(key & 0xff);
+           std::to_string(g);
   };
   if (c.entries.size() != c.bids.size()) {
     out->push_back(where + "entries and bids differ in number");
@@ -2791,9 +2788,8 @@ void Scheduler::CheckHolderCache(PoolId pool, std::vector<std::string>* out) con
     }
     if (listed(key)) continue;
     bool holds = false, same = false;
-    if (key >> 63) {
-      const NodeId n(static_cast<uint32_t>(key >> 8 & 0xffffffff));
-      const int32_t g = static_cast<int32_t>(key & 0xff);
+    if (IsGpuKey(key)) {
+      const auto [n, g] = GpuOfKey(key);
       holds = state_.HasNode(n) && g < state_.node(n).gpus && !state_.node(n).gpu_shares[g].empty();
       if (holds) {
         auto [bid, entry] = ShareGpu(state_.node(n), g);

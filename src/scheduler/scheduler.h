@@ -308,8 +308,13 @@ class Scheduler {
     std::optional<Money> floor;            // the lowest limit among the shares
     std::vector<uint64_t> changed;         // keys whose entry may be out of date
   };
+  // A GPU of shares as a holder key: bit 63 set, the node above the low 8 bits, the GPU in them.
   static uint64_t GpuKey(NodeId node, int32_t gpu) {
     return uint64_t{1} << 63 | uint64_t{node.value()} << 8 | static_cast<uint32_t>(gpu);
+  }
+  static bool IsGpuKey(uint64_t key) { return (key >> 63) != 0; }
+  static std::pair<NodeId, int32_t> GpuOfKey(uint64_t key) {
+    return {NodeId(static_cast<uint32_t>(key >> 8 & 0xffffffff)), static_cast<int32_t>(key & 0xff)};
   }
   struct PoolRuntime {
     FreeMap free;
