@@ -261,17 +261,22 @@ TEST_P(PendingReasons, MatchTheState) {
       }
       if ((why->reason == "no_budget" || why->reason == "no_placement") && why->runs_at) {
         // The limit that would outbid the cheapest holder it could stop: a whole-GPU spot job
-        // at its limit, a GPU of shares at its highest share's; a share stops nobody.
-        ASSERT_FALSE(j.spec.share()) << at;
+        // at its limit, a GPU of shares at its highest share's (a share's bid alike; one that
+        // asks for memory stops only holders on nodes whose GPUs have it).
         std::optional<Money> cheapest;
         auto consider = [&](Money m) { cheapest = cheapest ? std::min(*cheapest, m) : m; };
+        const int64_t memory = j.spec.share() ? j.spec.gpu_memory_mib : 0;
         for (const Job& o : st.jobs()) {
           if (o.spec.pool == j.spec.pool && HoldsGpus(o.state) && o.running_as == Tier::kSpot &&
-              !o.spec.share()) {
+              !o.spec.share() &&
+              std::any_of(
+                  o.placement.slices.begin(), o.placement.slices.end(),
+                  [&](const NodeSlice& sl) { return st.node(sl.node).gpu_memory_mib >= memory; })) {
             consider(o.limit);
           }
         }
         for (NodeId n : st.pool_nodes(j.spec.pool)) {
+          if (st.node(n).gpu_memory_mib < memory) continue;
           for (const std::vector<JobId>& shares : st.node(n).gpu_shares) {
             if (shares.empty()) continue;
             Money highest;
@@ -376,6 +381,7 @@ TEST(Incremental, SameDecisionAsFullCycle) {
       Scheduler full = w.s;
       ASSERT_TRUE(full.Submit(j, at).ok());
       full.RunCycle(at);
+      ASSERT_TRUE(full.violations().empty()) << full.violations().front();  // a copy decides too
       CycleReport report;
       ASSERT_TRUE(w.s.SubmitAndDecide(j, at, &report).ok());
       fast_taken += report.incremental;
@@ -436,6 +442,7 @@ TEST(Incremental, ExitsDecideAsAFullCycle) {
       full.SetRefillOnExit(false);
       ASSERT_TRUE(full.JobExited(id, success, at).ok());
       full.RunCycle(at);
+      ASSERT_TRUE(full.violations().empty()) << full.violations().front();
       ASSERT_TRUE(w.s.JobExited(id, success, at).ok());
       ++exits;
       if (w.s.at_fixpoint()) {

@@ -434,7 +434,14 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   std::optional<Money> lowest_holder = s.holder_floor;
   // GPUs of shares with room left: while there are any, a share may start without a GPU more.
   int64_t host_room = 0;
-  for (const Supply::ShareHost& h : s.share_hosts) host_room += h.free_milli > 0;
+  // At least the most thousandths free on any GPU of shares or GPU being freed for a share: a
+  // share asking more fits none. Exact when a share finds no room; rooms that shrink since leave
+  // it high, never low.
+  int32_t room_bound = 0;
+  for (const Supply::ShareHost& h : s.share_hosts) {
+    host_room += h.free_milli > 0;
+    room_bound = std::max(room_bound, h.free_milli);
+  }
   std::vector<const Bid*> running;  // kept running jobs, in rank order
   for (const Bid& b : holders) {
     held += b.gpus;
@@ -517,6 +524,42 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   bool whole_done = false;  // only shares may still start (exhausted for every other bid)
   int32_t share_fail_milli = INT32_MAX;  // the smallest share that found no room
   int64_t share_fail_memory = 0;
+  // GPUs a share claimed or preempted for in this clearing, with the room left on each: a later
+  // share with no room waits on one of them rather than freeing a GPU of its own.
+  std::vector<Supply::ShareHost> rooms_soon;
+  int64_t soon_room = 0;  // how many of them have room left
+  auto open_room = [&](const Placement& placed, const Bid& b) {
+    const NodeSlice& sl = placed.slices.front();
+    rooms_soon.push_back(
+        Supply::ShareHost{sl.node, std::countr_zero(sl.gpu_mask), kMilliPerGpu - b.milli,
+                          s.state->node(sl.node).gpu_memory_mib - b.gpu_memory_mib});
+    soon_room += rooms_soon.back().free_milli > 0;
+    room_bound = std::max(room_bound, rooms_soon.back().free_milli);
+    share_fail_milli = INT32_MAX;  // room grew: a share that found none may find it here
+    share_fail_memory = 0;
+  };
+  // A share asking for more memory than some GPUs of the pool have claims and stops only where
+  // GPUs have it: the domain of those GPUs, built once per amount asked. A claim or victim search
+  // limited so fails for every share asking as much or more (until a preemption frees more).
+  std::map<int64_t, GpuDomain> with_memory;
+  auto memory_domain = [&](int64_t memory) -> const GpuDomain& {
+    auto [it, fresh] = with_memory.try_emplace(memory);
+    if (fresh) {
+      it->second.assign(static_cast<size_t>(s.free.node_count()), 0);
+      for (int32_t i = 0; i < s.free.node_count(); ++i) {
+        if (s.state->node(s.free.node_id(i)).gpu_memory_mib >= memory) it->second[i] = ~0ULL;
+      }
+    }
+    return it->second;
+  };
+  int64_t claim_fail_memory = INT64_MAX;
+  int64_t preempt_fail_memory = INT64_MAX;
+  // Whether a bid could run in this pool at all: a gang of its size fits, and a share's memory
+  // fits one GPU. One that cannot is infeasible, and sets no price.
+  auto feasible = [&](const Bid& b) {
+    return s.free.Feasible(b.gpus, &why) &&
+           (b.milli == kMilliPerGpu || b.gpu_memory_mib <= s.max_gpu_memory_mib);
+  };
   while (const Bid* next = pending.Next()) {
     const Bid& b = *next;
     if (!whole_done && exhausted(b.limit)) {
@@ -526,15 +569,14 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     // Once whole bids are done no GPU more opens, and room only shrinks: when the smallest share
     // found none, no share after it can start either.
     const bool shares_done =
-        share_fail_milli <= s.share_min_milli && share_fail_memory <= s.share_min_memory_mib;
-    if (whole_done && (host_room == 0 || shares_done || b.limit < p.reserve_price)) {
+        (share_fail_milli <= s.share_min_milli && share_fail_memory <= s.share_min_memory_mib) ||
+        room_bound < s.share_min_milli;
+    if (whole_done && (host_room + soon_room == 0 || shares_done || b.limit < p.reserve_price)) {
       // The rest are left out; the first that could run at all sets the price.
       for (const Bid* q = next; q && !r.highest_unplaced && q->limit >= p.reserve_price;
            q = pending.Next()) {
         if (q->unit > 0 && !q->parent_ready && !started_now(q->parent)) continue;
-        if (s.free.Feasible(q->gpus, &why)) {
-          r.highest_unplaced = q->limit;
-        }
+        if (feasible(*q)) r.highest_unplaced = q->limit;
       }
       break;
     }
@@ -542,7 +584,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       // Only a share may still start (on a GPU of shares with room): the others are left out,
       // and the first of them that could run at all sets the price.
       if (!r.highest_unplaced && !(b.unit > 0 && !b.parent_ready && !started_now(b.parent)) &&
-          s.free.Feasible(b.gpus, &why)) {
+          feasible(b)) {
         r.highest_unplaced = b.limit;
       }
       continue;
@@ -552,7 +594,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     }
     ++r.examined;
     const bool share = b.milli < kMilliPerGpu;
-    if (!s.free.Feasible(b.gpus, &why) || (share && b.gpu_memory_mib > s.max_gpu_memory_mib)) {
+    if (!feasible(b)) {
       r.infeasible.push_back(b.job);
       continue;
     }
@@ -566,7 +608,8 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       // Room only shrinks within a clearing (unless a GPU more opens): a share at least as
       // large as one that found none finds none.
       const bool hopeless =
-          !may_open && b.milli >= share_fail_milli && b.gpu_memory_mib >= share_fail_memory;
+          !may_open && ((b.milli >= share_fail_milli && b.gpu_memory_mib >= share_fail_memory) ||
+                        b.milli > room_bound);
       if (std::optional<ShareSpot> spot = hopeless ? std::nullopt : PlaceShare(s, b, may_open)) {
         Placement placed{{NodeSlice{spot->node, uint64_t{1} << spot->gpu}}};
         if (spot->host < 0) {
@@ -578,6 +621,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
                                                     s.state->node(spot->node).gpu_memory_mib});
           spot->host = static_cast<int32_t>(s.share_hosts.size()) - 1;
           ++host_room;
+          room_bound = kMilliPerGpu;
           share_fail_milli = INT32_MAX;  // room grew: a share that found none may find it here
           share_fail_memory = 0;
         } else if (static_cast<size_t>(spot->host) < host_holder.size() &&
@@ -592,19 +636,39 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         r.starts.push_back(Start{b.job, std::move(placed)});
         continue;
       }
+      if (!hopeless) {  // a GPU being freed for an earlier share, with room for this one (fullest)
+        Supply::ShareHost* room = nullptr;
+        for (Supply::ShareHost& h : rooms_soon) {
+          if (h.free_milli >= b.milli && h.free_memory_mib >= b.gpu_memory_mib &&
+              (!room || h.free_milli < room->free_milli)) {
+            room = &h;
+          }
+        }
+        if (room) {
+          room->free_milli -= b.milli;
+          room->free_memory_mib -= b.gpu_memory_mib;
+          soon_room -= room->free_milli == 0;
+          r.waiting.push_back(b.job);
+          continue;
+        }
+      }
+      if (!may_open && !hopeless) {  // no room for it: the bound is made exact again
+        room_bound = 0;
+        for (const auto* rooms : {&s.share_hosts, &rooms_soon}) {
+          for (const Supply::ShareHost& h : *rooms) room_bound = std::max(room_bound, h.free_milli);
+        }
+      }
       if (!may_open && (b.milli < share_fail_milli ||
                         (b.milli == share_fail_milli && b.gpu_memory_mib < share_fail_memory))) {
         share_fail_milli = b.milli;
         share_fail_memory = b.gpu_memory_mib;
       }
-      // No room: it neither claims nor preempts (docs/market.md, "GPU shares"); it is left out
-      // and sets the price like any bid left out for lack of capacity.
-      r.unplaced.push_back(b.job);
-      if (!r.highest_unplaced) r.highest_unplaced = b.limit;
-      continue;
+      // No room: it claims a GPU being freed, or preempts for one, as a one-GPU bid does, and
+      // later shares may wait on the room it leaves there (docs/market.md, "GPU shares").
     }
+    const bool by_memory = share && b.gpu_memory_mib > s.min_gpu_memory_mib;
     if (committed + b.gpus <= s.budget) {
-      if (b.gpus < free_fail) {
+      if (!share && b.gpus < free_fail) {
         PlaceResult pr = s.free.Place(b.gpus);
         if (pr.outcome == PlaceOutcome::kPlaced && held + b.gpus <= s.budget) {
           s.free.Occupy(pr.placement);
@@ -617,21 +681,28 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         }
         if (pr.outcome != PlaceOutcome::kPlaced) free_fail = b.gpus;
       }
-      if (any_soon && b.gpus < soon_fail) {
-        PlaceResult pr = s.soon.Place(b.gpus);
+      if (any_soon && b.gpus < soon_fail && !(by_memory && b.gpu_memory_mib >= claim_fail_memory)) {
+        PlaceResult pr = by_memory ? s.soon.Restricted(memory_domain(b.gpu_memory_mib)).Place(1)
+                                   : s.soon.Place(b.gpus);
         if (pr.outcome == PlaceOutcome::kPlaced) {
           s.soon.Occupy(pr.placement);
           s.free.Occupy(pr.placement);
           committed += b.gpus;
           r.waiting.push_back(b.job);
+          if (share) open_room(pr.placement, b);
           continue;
         }
-        soon_fail = b.gpus;
+        if (by_memory) {
+          claim_fail_memory = b.gpu_memory_mib;
+        } else {
+          soon_fail = b.gpus;
+        }
       }
     }
     // Preempt only jobs whose limit this bid beats by the minimum increment.
     std::optional<Money> low = lowest_candidate();
-    if (low && Outbids(b.limit, *low, p.min_increment) && b.gpus < preempt_fail) {
+    if (low && Outbids(b.limit, *low, p.min_increment) && b.gpus < preempt_fail &&
+        !(by_memory && b.gpu_memory_mib >= preempt_fail_memory)) {
       std::vector<Bid> candidates;
       for (size_t k = cheapest; k < by_limit.size(); ++k) {
         size_t i = by_limit[k];
@@ -639,8 +710,15 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         if (!noticed[i]) candidates.push_back(*running[i]);
       }
       int32_t budget_needed = std::max(0, committed + b.gpus - s.budget);
-      std::optional<VictimChoice> vc =
-          FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now, domain);
+      std::optional<VictimChoice> vc;
+      if (by_memory) {  // only GPUs with the memory, and of those only the ones spot may use
+        GpuDomain usable = memory_domain(b.gpu_memory_mib);
+        for (size_t i = 0; domain && i < usable.size(); ++i) usable[i] &= (*domain)[i];
+        vc = FindVictims(*s.state, s.soon.Restricted(usable), candidates, b.gpus, budget_needed,
+                         now, &usable);
+      } else {
+        vc = FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now, domain);
+      }
       if (vc) {
         for (JobId v : vc->victims) {
           for (size_t i = 0; i < running.size(); ++i) {
@@ -657,12 +735,19 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         s.free.Occupy(vc->placement);
         committed += b.gpus;
         r.waiting.push_back(b.job);
+        if (share) open_room(vc->placement, b);
         any_soon = true;
         soon_fail = INT32_MAX;  // the victims' leftover GPUs may fit gangs that failed before
         preempt_fail = INT32_MAX;
+        claim_fail_memory = INT64_MAX;
+        preempt_fail_memory = INT64_MAX;
         continue;
       }
-      preempt_fail = b.gpus;
+      if (by_memory) {
+        preempt_fail_memory = b.gpu_memory_mib;
+      } else {
+        preempt_fail = b.gpus;
+      }
     }
     r.unplaced.push_back(b.job);
     if (!r.highest_unplaced) r.highest_unplaced = b.limit;

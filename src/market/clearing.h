@@ -88,6 +88,7 @@ struct Supply {
   int64_t share_min_memory_mib = 0;
   std::optional<Money> holder_floor;  // the lowest limit among the shares (each pays the price)
   int64_t max_gpu_memory_mib = 0;     // the most memory of one GPU on the pool's ready nodes
+  int64_t min_gpu_memory_mib = 0;     // the least (a share asking more claims and stops by it)
 };
 
 struct Notice {

@@ -432,6 +432,52 @@ TEST(Clear, StopAfterTheSmallestShareDecidesAsReadingEveryBid) {
   EXPECT_GT(share_starts, 300);
 }
 
+// A share whose memory no GPU of the pool has can never run: it sets no price, also when it is
+// the first bid read after no bid can start, claim or preempt any more.
+TEST(Clear, AShareNoGpuHasTheMemoryForSetsNoPrice) {
+  ClusterState st;
+  PoolConfig c;
+  c.name = "p";
+  const PoolId pool = *st.AddPool(c);
+  const NodeId n = *st.AddNode("n0", pool, 1, "z/r");
+  st.node(n).gpu_memory_mib = 40960;
+  const Placement on_gpu0{{NodeSlice{n, 1}}};
+  st.node(n).gpu_job[0] = JobId(1);
+  Bid holder;
+  holder.job = JobId(1);
+  holder.limit = M(5);
+  holder.gpus = 1;
+  holder.running = true;
+  holder.placement = &on_gpu0;
+  Bid share;  // below the holder: it cannot stop it
+  share.job = JobId(2);
+  share.limit = M(4);
+  share.gpus = 1;
+  share.milli = 500;
+  share.gpu_memory_mib = 81920;
+  Bid whole;
+  whole.job = JobId(3);
+  whole.limit = M(3);
+  whole.gpus = 1;
+  std::vector<Bid> book{holder, share, whole};
+  SortByRank(book);
+  Supply sp;
+  sp.state = &st;
+  sp.pool = pool;
+  sp.free = FreeMap(st, pool);
+  sp.soon = sp.free;
+  sp.budget = 1;
+  sp.params = MarketParams{M(1), M(0)};
+  sp.max_gpu_memory_mib = 40960;
+  sp.share_min_milli = 500;
+  ClearingResult r = Clear(book, sp, T(0));
+  EXPECT_TRUE(r.starts.empty());
+  EXPECT_TRUE(r.notices.empty());
+  ASSERT_TRUE(r.highest_unplaced);
+  EXPECT_EQ(*r.highest_unplaced, M(3));  // the whole-GPU bid's, not the share's 4
+  EXPECT_EQ(r.price, M(3));
+}
+
 // Properties (invariants 1, 3 and supply) on larger random markets with multi-node
 // gangs, where no reference is cheap enough.
 TEST(Clear, InvariantsHoldOnRandomMarkets) {

@@ -2526,11 +2526,14 @@ void Scheduler::StageClearing(Timestamp now, std::vector<Supply>* supplies,
                 .cpu_milli = 0, .memory_mib = 0, .gpus = 1, .gpu_milli = shape.first, .models = ""},
             count);
       }
+      bool first = true;
       for (NodeId id : state_.pool_nodes(pool.id)) {
         const Node& n = state_.node(id);
-        if (n.state == NodeState::kReady) {
-          supply.max_gpu_memory_mib = std::max(supply.max_gpu_memory_mib, n.gpu_memory_mib);
-        }
+        if (n.state != NodeState::kReady) continue;
+        supply.max_gpu_memory_mib = std::max(supply.max_gpu_memory_mib, n.gpu_memory_mib);
+        supply.min_gpu_memory_mib =
+            first ? n.gpu_memory_mib : std::min(supply.min_gpu_memory_mib, n.gpu_memory_mib);
+        first = false;
       }
     }
     not_bidding_.resize(state_.jobs().size() + 1, 0);  // grows only; cleared after use
@@ -2701,13 +2704,27 @@ Result<PendingWhy> Scheduler::Why(JobId id, bool with_position) const {
                     spot.Place(j.spec.gpus).outcome == PlaceOutcome::kPlaced;
   // The limit at which it would run: above the price, and, with no room, above the cheapest
   // holder it could stop by the increment (a bid must beat it strictly). A GPU of shares stops
-  // only for a bid above its highest limit; a share stops nobody (docs/market.md, "GPU shares").
+  // only for a bid above its highest limit; a share stops holders as a one-GPU bid does
+  // (docs/market.md, "GPU shares").
   std::optional<Money> outbid;
-  if (!room && !j.spec.share()) {
+  if (!room) {
+    // A share that asks for memory stops only holders of GPUs that have it.
+    const int64_t memory = j.spec.share() ? j.spec.gpu_memory_mib : 0;
+    auto has_memory = [&](const Placement& p) {
+      return std::any_of(p.slices.begin(), p.slices.end(), [&](const NodeSlice& sl) {
+        return state_.node(sl.node).gpu_memory_mib >= memory;
+      });
+    };
     std::optional<Money> cheapest;
-    if (!r.holder_rank.empty()) cheapest = Money::Micros(-r.holder_rank.rbegin()->neg_limit);
+    for (auto it = r.holder_rank.rbegin(); it != r.holder_rank.rend() && !cheapest; ++it) {
+      if (memory == 0 || has_memory(state_.job(JobId(it->job)).placement)) {
+        cheapest = Money::Micros(-it->neg_limit);
+      }
+    }
     for (const Bid& gpu : ShareHolderBids(r, false)) {  // each at its highest share's limit
-      if (!cheapest || gpu.limit < *cheapest) cheapest = gpu.limit;
+      if ((!cheapest || gpu.limit < *cheapest) && (memory == 0 || has_memory(*gpu.placement))) {
+        cheapest = gpu.limit;
+      }
     }
     if (cheapest) outbid = *cheapest + std::max(cfg.min_increment, Money::Micros(1));
   }

@@ -301,6 +301,15 @@ class Scheduler {
     Money floor;             // a GPU of shares: its lowest share's limit
   };
   struct HolderCache {
+    HolderCache() = default;
+    // A copy would point into the original's jobs (Bid::placement): a copied scheduler starts
+    // with a stale cache. A move keeps it (the jobs do not move).
+    HolderCache(const HolderCache&) {}
+    HolderCache& operator=(const HolderCache&) { return *this = HolderCache(); }
+    HolderCache(HolderCache&&) = default;
+    HolderCache& operator=(HolderCache&&) = default;
+    ~HolderCache() = default;
+
     bool stale = true;                     // rebuild it all at the next clearing
     std::vector<Bid> bids;                 // rank order (RanksAhead)
     std::vector<HolderEntry> entries;      // one per bid

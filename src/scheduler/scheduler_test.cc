@@ -159,8 +159,8 @@ TEST(Scheduler, ReservedTimeSplitsByWhatBecameOfIt) {
 }
 
 // docs/market.md, "Why a job is pending": a GPU of shares stops only for a bid above the highest
-// limit among its shares, so that is the limit a whole-GPU bid is told it would run at; a share
-// stops nobody and is told none.
+// limit among its shares, so that is the limit a bid is told it would run at, a whole-GPU bid
+// and a share alike.
 TEST(Scheduler, WhyRunsAtAboveTheHighestShareOfAGpu) {
   Scheduler s;
   PoolConfig c;
@@ -194,7 +194,8 @@ TEST(Scheduler, WhyRunsAtAboveTheHighestShareOfAGpu) {
   EXPECT_EQ(*w->runs_at, Money::Micros(9'250'000));  // not 2.25: the cheap share is not alone
   Result<PendingWhy> ws = s.Why(share);
   ASSERT_TRUE(ws.ok());
-  EXPECT_FALSE(ws->runs_at) << ws->reason;
+  ASSERT_TRUE(ws->runs_at) << ws->reason;
+  EXPECT_EQ(*ws->runs_at, Money::Micros(9'250'000));
 }
 
 // The clearing keeps its holders between cycles (docs/architecture.md, "Holders between cycles"):
