@@ -37,8 +37,9 @@ struct World {
       for (int i = 0; i < n; ++i) {
         nodes.push_back(*s.AddNode("p" + std::to_string(p) + "n" + std::to_string(i), pools.back(),
                                    8, "z" + std::to_string(i % 2) + "/r" + std::to_string(i % 3)));
-        // GPU memory known on some nodes: shares that ask for memory go only there.
-        if (rng.Chance(2, 3)) s.SetGpuMemory(nodes.back(), 81920);
+        // GPU memory known on some nodes, 80 or 40 GiB: shares that ask for memory go only
+        // where GPUs have it, and claim or stop only there.
+        if (rng.Chance(2, 3)) s.SetGpuMemory(nodes.back(), i % 2 == 0 ? 81920 : 40960);
         // Some nodes are run by an agent: their starts are two-phase.
         if (rng.Chance(1, 2)) (void)s.SetNodeAgent(nodes.back());
       }
