@@ -539,18 +539,33 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
     share_fail_memory = 0;
   };
   // A share asking for more memory than some GPUs of the pool have claims and stops only where
-  // GPUs have it: the domain of those GPUs, built once per amount asked. A claim or victim search
-  // limited so fails for every share asking as much or more (until a preemption frees more).
+  // GPUs have it: the domain of those GPUs (of the ones spot may use), and `soon` limited to it,
+  // built once per amount asked and kept in step with `soon` until a preemption releases GPUs.
+  // A claim or victim search limited so fails for every share asking as much or more (until a
+  // preemption frees more).
   std::map<int64_t, GpuDomain> with_memory;
   auto memory_domain = [&](int64_t memory) -> const GpuDomain& {
     auto [it, fresh] = with_memory.try_emplace(memory);
     if (fresh) {
       it->second.assign(static_cast<size_t>(s.free.node_count()), 0);
       for (int32_t i = 0; i < s.free.node_count(); ++i) {
-        if (s.state->node(s.free.node_id(i)).gpu_memory_mib >= memory) it->second[i] = ~0ULL;
+        if (s.state->node(s.free.node_id(i)).gpu_memory_mib >= memory) {
+          it->second[i] = domain ? (*domain)[i] : ~0ULL;
+        }
       }
     }
     return it->second;
+  };
+  std::map<int64_t, FreeMap> soon_with_memory;
+  auto soon_for = [&](int64_t memory) -> const FreeMap& {
+    auto [it, fresh] = soon_with_memory.try_emplace(memory);
+    if (fresh) it->second = s.soon.Restricted(memory_domain(memory));
+    return it->second;
+  };
+  auto occupy = [&](const Placement& placed) {  // taken now or claimed: off `free` and `soon`
+    s.free.Occupy(placed);
+    s.soon.Occupy(placed);
+    for (auto& [memory, soon] : soon_with_memory) soon.Occupy(placed);
   };
   int64_t claim_fail_memory = INT64_MAX;
   int64_t preempt_fail_memory = INT64_MAX;
@@ -613,8 +628,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       if (std::optional<ShareSpot> spot = hopeless ? std::nullopt : PlaceShare(s, b, may_open)) {
         Placement placed{{NodeSlice{spot->node, uint64_t{1} << spot->gpu}}};
         if (spot->host < 0) {
-          s.free.Occupy(placed);
-          s.soon.Occupy(placed);
+          occupy(placed);
           ++committed;
           ++held;
           s.share_hosts.push_back(Supply::ShareHost{spot->node, spot->gpu, kMilliPerGpu,
@@ -671,8 +685,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       if (!share && b.gpus < free_fail) {
         PlaceResult pr = s.free.Place(b.gpus);
         if (pr.outcome == PlaceOutcome::kPlaced && held + b.gpus <= s.budget) {
-          s.free.Occupy(pr.placement);
-          s.soon.Occupy(pr.placement);
+          occupy(pr.placement);
           committed += b.gpus;
           held += b.gpus;
           lowest_holder = lowest_holder ? std::min(*lowest_holder, b.limit) : b.limit;
@@ -682,11 +695,9 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
         if (pr.outcome != PlaceOutcome::kPlaced) free_fail = b.gpus;
       }
       if (any_soon && b.gpus < soon_fail && !(by_memory && b.gpu_memory_mib >= claim_fail_memory)) {
-        PlaceResult pr = by_memory ? s.soon.Restricted(memory_domain(b.gpu_memory_mib)).Place(1)
-                                   : s.soon.Place(b.gpus);
+        PlaceResult pr = by_memory ? soon_for(b.gpu_memory_mib).Place(1) : s.soon.Place(b.gpus);
         if (pr.outcome == PlaceOutcome::kPlaced) {
-          s.soon.Occupy(pr.placement);
-          s.free.Occupy(pr.placement);
+          occupy(pr.placement);
           committed += b.gpus;
           r.waiting.push_back(b.job);
           if (share) open_room(pr.placement, b);
@@ -711,11 +722,9 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
       }
       int32_t budget_needed = std::max(0, committed + b.gpus - s.budget);
       std::optional<VictimChoice> vc;
-      if (by_memory) {  // only GPUs with the memory, and of those only the ones spot may use
-        GpuDomain usable = memory_domain(b.gpu_memory_mib);
-        for (size_t i = 0; domain && i < usable.size(); ++i) usable[i] &= (*domain)[i];
-        vc = FindVictims(*s.state, s.soon.Restricted(usable), candidates, b.gpus, budget_needed,
-                         now, &usable);
+      if (by_memory) {  // only GPUs with the memory, of the ones spot may use
+        vc = FindVictims(*s.state, soon_for(b.gpu_memory_mib), candidates, b.gpus, budget_needed,
+                         now, &memory_domain(b.gpu_memory_mib));
       } else {
         vc = FindVictims(*s.state, s.soon, candidates, b.gpus, budget_needed, now, domain);
       }
@@ -731,8 +740,8 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
           }
           r.notices.push_back(Notice{v, b.job, "outbid"});
         }
-        s.soon.Occupy(vc->placement);
-        s.free.Occupy(vc->placement);
+        soon_with_memory.clear();  // the victims' GPUs are released: limited maps are rebuilt
+        occupy(vc->placement);
         committed += b.gpus;
         r.waiting.push_back(b.job);
         if (share) open_room(vc->placement, b);
