@@ -527,16 +527,19 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
   // GPUs a share claimed or preempted for in this clearing, with the room left on each: a later
   // share with no room waits on one of them rather than freeing a GPU of its own.
   std::vector<Supply::ShareHost> rooms_soon;
-  int64_t soon_room = 0;  // how many of them have room left
+  int64_t soon_room = 0;                      // how many of them have room left
+  auto room_grew = [&](int32_t free_milli) {  // a share that found none may find it there
+    room_bound = std::max(room_bound, free_milli);
+    share_fail_milli = INT32_MAX;
+    share_fail_memory = 0;
+  };
   auto open_room = [&](const Placement& placed, const Bid& b) {
     const NodeSlice& sl = placed.slices.front();
     rooms_soon.push_back(
         Supply::ShareHost{sl.node, std::countr_zero(sl.gpu_mask), kMilliPerGpu - b.milli,
                           s.state->node(sl.node).gpu_memory_mib - b.gpu_memory_mib});
     soon_room += rooms_soon.back().free_milli > 0;
-    room_bound = std::max(room_bound, rooms_soon.back().free_milli);
-    share_fail_milli = INT32_MAX;  // room grew: a share that found none may find it here
-    share_fail_memory = 0;
+    room_grew(rooms_soon.back().free_milli);
   };
   // A share asking for more memory than some GPUs of the pool have claims and stops only where
   // GPUs have it: the domain of those GPUs (of the ones spot may use), and `soon` limited to it,
@@ -635,9 +638,7 @@ ClearingResult Clear(const std::vector<Bid>& holders, PendingBids& pending, Supp
                                                     s.state->node(spot->node).gpu_memory_mib});
           spot->host = static_cast<int32_t>(s.share_hosts.size()) - 1;
           ++host_room;
-          room_bound = kMilliPerGpu;
-          share_fail_milli = INT32_MAX;  // room grew: a share that found none may find it here
-          share_fail_memory = 0;
+          room_grew(kMilliPerGpu);
         } else if (static_cast<size_t>(spot->host) < host_holder.size() &&
                    host_holder[spot->host] != SIZE_MAX) {
           noticed[host_holder[spot->host]] = 1;  // no victim any more (see above)
